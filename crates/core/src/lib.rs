@@ -1,1 +1,26 @@
-//! See the crate description and ARCHITECTURE.md.
+//! The lichen device runtime.
+//!
+//! It owns a state root (see [`paths::RootLayout`]) and composes the configuration store,
+//! the component store, lifecycle supervision and the deployment engine. Other services
+//! reach it only through [`CoreHandle`].
+
+pub mod atomic;
+pub mod boot;
+pub mod config;
+pub mod deployment;
+pub mod error;
+pub mod handle;
+pub mod lifecycle;
+pub mod lock;
+pub mod paths;
+pub mod settings;
+pub mod tokens;
+
+mod runtime;
+
+pub use boot::{Core, CoreOptions};
+pub use error::{CoreError, Result};
+pub use handle::{
+    ComponentInfo, ConfigChange, CoreHandle, DeploymentHooks, LifecycleEvent, Metric,
+};
+pub use lifecycle::state::{LifecycleState, ReportedState};

@@ -1,0 +1,301 @@
+//! The durable store of every component's configuration tree.
+//!
+//! The whole store is one JSON file replaced atomically (see [`crate::atomic`]), so a kill -9
+//! at any moment leaves either the old or the new store. Updates are serialized by a mutex,
+//! and each committed change is announced on a broadcast channel (bounded: slow listeners
+//! lose the oldest notifications and are told how many they missed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::tree;
+use crate::atomic::{read_json, write_json_atomic};
+use crate::error::{CoreError, Result};
+use crate::handle::ConfigChange;
+
+/// Change notifications kept for slow listeners.
+pub const CHANGE_CHANNEL_CAPACITY: usize = 1024;
+/// Per update, at most this many leaf paths are announced; beyond it one whole-component
+/// notification is sent instead.
+const MAX_CHANGE_EVENTS: usize = 256;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ComponentConfig {
+    pub value: Value,
+    /// Last-modified time (ms since epoch) per JSON pointer that was written; `""` is the
+    /// whole tree (set by deployments).
+    #[serde(default)]
+    pub modified: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoreFile {
+    version: u32,
+    components: BTreeMap<String, ComponentConfig>,
+}
+
+pub struct ConfigStore {
+    path: PathBuf,
+    data: Mutex<BTreeMap<String, ComponentConfig>>,
+    changes: broadcast::Sender<ConfigChange>,
+}
+
+/// What [`ConfigStore::snapshot`] returns and [`ConfigStore::restore`] takes back.
+pub type ConfigSnapshot = BTreeMap<String, ComponentConfig>;
+
+fn to_pointer(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+impl ConfigStore {
+    pub fn open(path: PathBuf) -> Result<Self> {
+        let file: StoreFile = read_json(&path)?.unwrap_or_default();
+        let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
+        Ok(ConfigStore {
+            path,
+            data: Mutex::new(file.components),
+            changes,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ComponentConfig>> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, data: &BTreeMap<String, ComponentConfig>) -> Result<()> {
+        let file = StoreFile {
+            version: 1,
+            components: data.clone(),
+        };
+        write_json_atomic(&self.path, &file, 0o600)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ConfigChange> {
+        self.changes.subscribe()
+    }
+
+    /// The node at `key_path` of `component`'s configuration.
+    pub fn get(&self, component: &str, key_path: &[String]) -> Option<Value> {
+        let data = self.lock();
+        let cfg = data.get(component)?;
+        tree::get(&cfg.value, key_path).cloned()
+    }
+
+    pub fn contains(&self, component: &str) -> bool {
+        self.lock().contains_key(component)
+    }
+
+    pub fn snapshot(&self) -> ConfigSnapshot {
+        self.lock().clone()
+    }
+
+    /// Commits new whole configurations (`None` removes a component's configuration) in one
+    /// atomic write, as a deployment does, and announces what changed.
+    pub fn commit(&self, changes: BTreeMap<String, Option<Value>>, now_ms: u64) -> Result<()> {
+        let mut data = self.lock();
+        let mut next = data.clone();
+        let mut changed = Vec::new();
+        for (component, value) in changes {
+            match value {
+                Some(v) => {
+                    let differs = next.get(&component).map(|c| &c.value) != Some(&v);
+                    next.insert(
+                        component.clone(),
+                        ComponentConfig {
+                            value: v,
+                            modified: BTreeMap::from([(String::new(), now_ms)]),
+                        },
+                    );
+                    if differs {
+                        changed.push(component);
+                    }
+                }
+                None => {
+                    next.remove(&component);
+                }
+            }
+        }
+        self.persist(&next)?;
+        *data = next;
+        drop(data);
+        for component in changed {
+            let _ = self.changes.send(ConfigChange {
+                component,
+                key_path: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts a snapshot back exactly (rollback).
+    pub fn restore(&self, snapshot: ConfigSnapshot) -> Result<()> {
+        let mut data = self.lock();
+        let changed: Vec<String> = data
+            .keys()
+            .chain(snapshot.keys())
+            .filter(|k| data.get(*k).map(|c| &c.value) != snapshot.get(*k).map(|c| &c.value))
+            .cloned()
+            .collect();
+        self.persist(&snapshot)?;
+        *data = snapshot;
+        drop(data);
+        for component in changed {
+            let _ = self.changes.send(ConfigChange {
+                component,
+                key_path: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// IPC `UpdateConfiguration`: merges `value` at `key_path` of `component`'s own tree.
+    /// Refused when any node it would touch was modified after `timestamp_ms`.
+    pub fn update_from_component(
+        &self,
+        component: &str,
+        key_path: &[String],
+        timestamp_ms: u64,
+        value: Value,
+    ) -> Result<()> {
+        let mut data = self.lock();
+        let mut cfg = data.get(component).cloned().unwrap_or_default();
+        if !cfg.value.is_object() {
+            cfg.value = Value::Object(Default::default());
+        }
+        let mut touched = Vec::new();
+        tree::leaf_paths(&value, key_path, &mut touched, MAX_CHANGE_EVENTS + 1);
+        if touched.is_empty() {
+            touched.push(key_path.to_vec());
+        }
+        for leaf in &touched {
+            let leaf_ptr = to_pointer(leaf);
+            let newest = cfg
+                .modified
+                .iter()
+                .filter(|(p, _)| {
+                    leaf_ptr.starts_with(p.as_str())
+                        && (leaf_ptr.len() == p.len() || leaf_ptr[p.len()..].starts_with('/'))
+                        || p.starts_with(&leaf_ptr)
+                })
+                .map(|(_, t)| *t)
+                .max()
+                .unwrap_or(0);
+            if timestamp_ms < newest {
+                return Err(CoreError::FailedUpdateCondition(format!(
+                    "proposed timestamp {timestamp_ms} is older than the last modification \
+                     ({newest}) of {component}{leaf_ptr}"
+                )));
+            }
+        }
+        match tree::get(&cfg.value, key_path) {
+            Some(existing) if existing.is_object() && value.is_object() => {
+                let mut node = existing.clone();
+                tree::merge(&mut node, &value);
+                tree::set(&mut cfg.value, key_path, node);
+            }
+            _ => tree::set(&mut cfg.value, key_path, value),
+        }
+        for leaf in &touched {
+            cfg.modified.insert(to_pointer(leaf), timestamp_ms);
+        }
+        let mut next = data.clone();
+        next.insert(component.to_string(), cfg);
+        self.persist(&next)?;
+        *data = next;
+        drop(data);
+        if touched.len() > MAX_CHANGE_EVENTS {
+            touched = vec![key_path.to_vec()];
+        }
+        for key_path in touched {
+            let _ = self.changes.send(ConfigChange {
+                component: component.to_string(),
+                key_path,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keys(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn commit_persists_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("effective.json");
+        let store = ConfigStore::open(path.clone()).unwrap();
+        let mut rx = store.subscribe();
+        store
+            .commit(
+                BTreeMap::from([("c".to_string(), Some(json!({"a": {"b": 1}})))]),
+                5,
+            )
+            .unwrap();
+        assert_eq!(rx.try_recv().unwrap().component, "c");
+        let reopened = ConfigStore::open(path).unwrap();
+        assert_eq!(reopened.get("c", &keys(&["a", "b"])), Some(json!(1)));
+    }
+
+    #[test]
+    fn component_update_respects_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path().join("s.json")).unwrap();
+        store
+            .commit(
+                BTreeMap::from([("c".to_string(), Some(json!({"a": 1})))]),
+                100,
+            )
+            .unwrap();
+        let mut rx = store.subscribe();
+        store
+            .update_from_component("c", &keys(&["n"]), 200, json!({"x": 1}))
+            .unwrap();
+        assert_eq!(rx.try_recv().unwrap().key_path, keys(&["n", "x"]));
+        let err = store
+            .update_from_component("c", &keys(&["n"]), 150, json!({"x": 2}))
+            .unwrap_err();
+        assert!(matches!(err, CoreError::FailedUpdateCondition(_)));
+        store
+            .update_from_component("c", &keys(&["n"]), 300, json!({"y": 2}))
+            .unwrap();
+        assert_eq!(store.get("c", &keys(&["n"])), Some(json!({"x": 1, "y": 2})));
+    }
+
+    #[test]
+    fn restore_puts_snapshot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path().join("s.json")).unwrap();
+        store
+            .commit(
+                BTreeMap::from([("c".to_string(), Some(json!({"a": 1})))]),
+                1,
+            )
+            .unwrap();
+        let snap = store.snapshot();
+        store
+            .commit(
+                BTreeMap::from([
+                    ("c".to_string(), Some(json!({"a": 2}))),
+                    ("d".to_string(), Some(json!({}))),
+                ]),
+                2,
+            )
+            .unwrap();
+        store.restore(snap).unwrap();
+        assert_eq!(store.get("c", &[]), Some(json!({"a": 1})));
+        assert!(!store.contains("d"));
+    }
+}

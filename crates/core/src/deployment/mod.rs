@@ -1,0 +1,3 @@
+//! Local deployments: queue, version resolution, execution and rollback.
+
+pub mod model;

@@ -1,0 +1,127 @@
+//! Deployment requests and records, shared by the CLI, the control channel and IPC.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The group name Greengrass uses for local deployments.
+pub const LOCAL_DEPLOYMENT_GROUP: &str = "LOCAL_DEPLOYMENT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicy {
+    #[default]
+    Rollback,
+    DoNothing,
+}
+
+/// Per-component configuration update: RESET (JSON pointers) runs before MERGE.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigurationUpdate {
+    #[serde(
+        default,
+        rename = "RESET",
+        alias = "reset",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub reset: Vec<String>,
+    #[serde(
+        default,
+        rename = "MERGE",
+        alias = "merge",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub merge: Option<serde_json::Value>,
+}
+
+/// Per-component run-with settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunWith {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posix_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_resource_limits: Option<ResourceLimits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    /// Kilobytes, as in Greengrass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Number of CPUs (may be fractional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
+/// What `deployment create` and IPC `CreateLocalDeployment` ask for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// Root components to add or change: name → version.
+    #[serde(default)]
+    pub root_components_to_add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub root_components_to_remove: Vec<String>,
+    #[serde(default)]
+    pub configuration_updates: BTreeMap<String, ConfigurationUpdate>,
+    #[serde(default)]
+    pub run_with: BTreeMap<String, RunWith>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_dir: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_dir: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    Queued,
+    InProgress,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl DeploymentStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeploymentStatus::Succeeded | DeploymentStatus::Failed | DeploymentStatus::Canceled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DetailedStatus {
+    Successful,
+    FailedNoStateChange,
+    FailedRollbackNotRequested,
+    FailedRollbackComplete,
+    FailedUnableToRollback,
+    Rejected,
+}
+
+/// A deployment as stored and reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRecord {
+    pub deployment_id: String,
+    pub status: DeploymentStatus,
+    /// Milliseconds since the epoch.
+    pub created_on: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detailed_status: Option<DetailedStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_stack: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_types: Vec<String>,
+    pub request: DeploymentRequest,
+}

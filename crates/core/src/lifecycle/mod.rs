@@ -1,0 +1,3 @@
+//! Component lifecycle: states, process supervision, the BROKEN rule.
+
+pub mod state;

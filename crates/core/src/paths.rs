@@ -1,0 +1,129 @@
+//! Where everything lives under a core's root directory. The only place that knows the layout.
+
+use std::path::{Path, PathBuf};
+
+/// Used when neither `--root` nor `LICHEN_ROOT` is given.
+pub const DEFAULT_ROOT: &str = "/var/lib/lichen";
+
+/// `sun_path` holds 108 bytes including the NUL; longer socket paths cannot be bound directly.
+pub const SUN_PATH_MAX: usize = 107;
+
+#[derive(Debug, Clone)]
+pub struct RootLayout {
+    root: PathBuf,
+}
+
+impl RootLayout {
+    /// `root` is made absolute so that component environments and logs show full paths.
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        let root = root.as_ref();
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|cwd| cwd.join(root))
+                .unwrap_or_else(|_| root.to_path_buf())
+        };
+        RootLayout { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lichen.lock")
+    }
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("control.socket")
+    }
+    pub fn ipc_socket(&self) -> PathBuf {
+        self.root.join("ipc.socket")
+    }
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("config")
+    }
+    pub fn config_store_file(&self) -> PathBuf {
+        self.config_dir().join("effective.json")
+    }
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    pub fn recipes_dir(&self) -> PathBuf {
+        self.store_dir().join("recipes")
+    }
+    pub fn artifacts_dir(&self, component: &str, version: &str) -> PathBuf {
+        self.store_dir()
+            .join("artifacts")
+            .join(component)
+            .join(version)
+    }
+    pub fn unarchived_dir(&self, component: &str, version: &str) -> PathBuf {
+        self.store_dir()
+            .join("artifacts-unarchived")
+            .join(component)
+            .join(version)
+    }
+    pub fn deployments_dir(&self) -> PathBuf {
+        self.root.join("deployments")
+    }
+    pub fn work_dir(&self, component: &str) -> PathBuf {
+        self.root.join("work").join(component)
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn core_log(&self) -> PathBuf {
+        self.logs_dir().join("lichen.log")
+    }
+    pub fn component_log(&self, component: &str) -> PathBuf {
+        self.logs_dir().join(format!("{component}.log"))
+    }
+    pub fn broker_dir(&self) -> PathBuf {
+        self.root.join("broker")
+    }
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+
+    /// The IPC socket path to hand a component whose working directory is `work/<name>`.
+    ///
+    /// When the absolute path does not fit in `sun_path`, components get the relative path
+    /// `../../ipc.socket` (as Greengrass does), which resolves from their cwd `work/<name>`.
+    pub fn ipc_socket_for_component(&self) -> String {
+        let abs = self.ipc_socket();
+        if abs.as_os_str().len() <= SUN_PATH_MAX {
+            abs.to_string_lossy().into_owned()
+        } else {
+            "../../ipc.socket".to_string()
+        }
+    }
+}
+
+/// Resolves the root: explicit flag, then `LICHEN_ROOT`, then [`DEFAULT_ROOT`].
+pub fn resolve_root(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("LICHEN_ROOT") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_ROOT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_roots_use_relative_socket_path() {
+        let short = RootLayout::new("/tmp/r");
+        assert_eq!(short.ipc_socket_for_component(), "/tmp/r/ipc.socket");
+        let long = RootLayout::new(format!("/tmp/{}", "x".repeat(120)));
+        assert_eq!(long.ipc_socket_for_component(), "../../ipc.socket");
+    }
+
+    #[test]
+    fn relative_roots_become_absolute() {
+        assert!(RootLayout::new("demo").root().is_absolute());
+    }
+}

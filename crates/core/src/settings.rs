@@ -1,0 +1,151 @@
+//! The core's own settings, read once from `--config FILE` (YAML or JSON).
+//!
+//! Unknown top-level sections are kept in `services` so that other services (the broker, the
+//! bridge) can read their own section without the core knowing its shape.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Settings {
+    /// `{iot:thingName}` and `AWS_IOT_THING_NAME`.
+    pub thing_name: String,
+    pub aws_region: String,
+    /// `user[:group]` that components run as when the core is root (Greengrass
+    /// `runWithDefault.posixUser`). Empty means: run as the core's own user.
+    pub posix_user: String,
+    /// Group (besides root) allowed to use the admin control channel.
+    pub admin_group: String,
+    pub logging: LoggingSettings,
+    pub ipc: IpcSettings,
+    /// Seconds a deployment waits for a component to reach RUNNING/FINISHED when its recipe
+    /// sets no Startup timeout. Greengrass has no such bound for Run; we use one so that a
+    /// deployment always ends.
+    pub deployment_startup_timeout_secs: u64,
+    /// Extra platform attributes for manifest matching (Greengrass `platformOverride`).
+    pub platform_override: BTreeMap<String, String>,
+    /// Sections for other services (e.g. `broker`), passed through untouched.
+    #[serde(flatten)]
+    pub services: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            thing_name: default_thing_name(),
+            aws_region: "us-east-1".into(),
+            posix_user: String::new(),
+            admin_group: "lichen-admin".into(),
+            logging: LoggingSettings::default(),
+            ipc: IpcSettings::default(),
+            deployment_startup_timeout_secs: 120,
+            platform_override: BTreeMap::new(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoggingSettings {
+    /// A log file is rotated when it would exceed this size.
+    pub max_file_bytes: u64,
+    /// Rotated files kept per log (`name.log.1` … `name.log.N`).
+    pub max_files: u32,
+    /// tracing filter for the core log, e.g. `info` or `lichen_core=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings {
+            max_file_bytes: 10 * 1024 * 1024,
+            max_files: 5,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IpcSettings {
+    /// Largest event-stream frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest number of concurrent IPC connections.
+    pub max_connections: usize,
+}
+
+impl Default for IpcSettings {
+    fn default() -> Self {
+        IpcSettings {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_connections: 1024,
+        }
+    }
+}
+
+fn default_thing_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lichen-core".into())
+}
+
+impl Settings {
+    /// Reads settings from a YAML or JSON file; every error names the file.
+    pub fn load(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CoreError::io(format!("reading config file {}", path.display()), e))?;
+        Self::parse(&text).map_err(|message| CoreError::Config {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Settings, String> {
+        if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        } else if text.trim().is_empty() {
+            Ok(Settings::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        }
+    }
+
+    /// A service's section, e.g. `broker`.
+    pub fn service(&self, name: &str) -> Option<&serde_json::Value> {
+        self.services.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_settings_with_service_sections() {
+        let s = Settings::parse(
+            "thingName: gw-1\nlogging:\n  maxFileBytes: 1000\nbroker:\n  listeners: []\n",
+        )
+        .unwrap();
+        assert_eq!(s.thing_name, "gw-1");
+        assert_eq!(s.logging.max_file_bytes, 1000);
+        assert_eq!(s.logging.max_files, 5);
+        assert!(s.service("broker").is_some());
+    }
+
+    #[test]
+    fn bad_settings_name_the_problem() {
+        let err = Settings::parse("{\"logging\": {\"maxFiles\": \"many\"}}").unwrap_err();
+        assert!(
+            err.contains("maxFiles") || err.contains("invalid type"),
+            "{err}"
+        );
+    }
+}
