@@ -552,3 +552,7 @@ fn parse_access(s: &str, file: &str, path: &str) -> Result<Access, RecipeError> 
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;
