@@ -5,14 +5,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 
 use crate::config::ConfigStore;
+use crate::deployment::queue::DeploymentQueue;
 use crate::error::{CoreError, Result};
 use crate::handle::CoreHandle;
+use crate::lifecycle::Supervisor;
+use crate::lifecycle::cgroup::{CGROUP_ROOT, CgroupSupport};
 use crate::lock::RootLock;
 use crate::paths::RootLayout;
 use crate::runtime::Runtime;
 use crate::settings::Settings;
+use crate::store::ComponentStore;
 use crate::tokens::TokenRegistry;
 
 /// Lifecycle notifications kept for slow observers.
@@ -23,9 +28,10 @@ pub struct CoreOptions {
     pub settings: Settings,
 }
 
-/// A running core. Dropping it without [`Core::shutdown`] leaves components running.
+/// A running core. Call [`Core::shutdown`] to stop its components.
 pub struct Core {
     handle: CoreHandle,
+    worker: JoinHandle<()>,
     _lock: RootLock,
 }
 
@@ -45,8 +51,9 @@ fn create_dirs(layout: &RootLayout) -> Result<()> {
 }
 
 impl Core {
-    /// Takes the root's lock, loads state and starts services. Fails fast when another core
-    /// holds the root.
+    /// Takes the root's lock, loads state, recovers from an interrupted deployment, starts
+    /// the deployed components and the deployment worker. Fails fast when another core holds
+    /// the root.
     pub async fn start(options: CoreOptions) -> Result<Core> {
         let layout = RootLayout::new(&options.root);
         std::fs::create_dir_all(layout.root())
@@ -54,19 +61,33 @@ impl Core {
         let lock = RootLock::acquire(&layout)?;
         create_dirs(&layout)?;
         let config = ConfigStore::open(layout.config_store_file())?;
+        let deployments = DeploymentQueue::open(layout.deployment_records_dir())?;
         let (lifecycle_events, _) = broadcast::channel(LIFECYCLE_CHANNEL_CAPACITY);
+        let cgroups = CgroupSupport::probe(std::path::Path::new(CGROUP_ROOT));
+        if let Some(reason) = cgroups.unavailable_reason() {
+            tracing::warn!(%reason, "component resource limits are unavailable; components run without them");
+        }
         let rt = Arc::new(Runtime {
+            store: ComponentStore::new(layout.clone()),
             layout,
             settings: options.settings,
             bus: lichen_bus::Bus::new(),
             config,
             tokens: TokenRegistry::default(),
+            supervisor: Supervisor::new(cgroups),
+            deployments,
             lifecycle_events,
             hooks: RwLock::new(None),
             metrics: Mutex::new(HashMap::new()),
+            is_root: nix::unistd::geteuid().is_root(),
         });
+        crate::deployment::engine::boot(&rt)
+            .await
+            .map_err(CoreError::Other)?;
+        let worker = tokio::spawn(crate::deployment::worker(rt.clone()));
         Ok(Core {
             handle: CoreHandle { rt },
+            worker,
             _lock: lock,
         })
     }
@@ -75,7 +96,11 @@ impl Core {
         self.handle.clone()
     }
 
-    /// Stops every component (Shutdown steps within their timeouts, then the process
-    /// groups), and releases the root.
-    pub async fn shutdown(self) {}
+    /// Stops the deployment worker (a deployment cut short here is rolled back at the next
+    /// start), then every component, dependents first, running Shutdown steps within their
+    /// timeouts and ending their process groups. The root is released when this returns.
+    pub async fn shutdown(self) {
+        self.worker.abort();
+        self.handle.rt.supervisor.stop_all().await;
+    }
 }

@@ -7,13 +7,16 @@
 pub mod atomic;
 pub mod boot;
 pub mod config;
+pub mod control;
 pub mod deployment;
 pub mod error;
 pub mod handle;
 pub mod lifecycle;
 pub mod lock;
+pub mod logs;
 pub mod paths;
 pub mod settings;
+pub mod store;
 pub mod tokens;
 
 mod runtime;

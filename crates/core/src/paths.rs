@@ -66,6 +66,17 @@ impl RootLayout {
     pub fn deployments_dir(&self) -> PathBuf {
         self.root.join("deployments")
     }
+    /// The deployed component set.
+    pub fn installed_file(&self) -> PathBuf {
+        self.config_dir().join("components.json")
+    }
+    /// Present only while a deployment is applying changes.
+    pub fn ongoing_marker(&self) -> PathBuf {
+        self.deployments_dir().join("ongoing.json")
+    }
+    pub fn deployment_records_dir(&self) -> PathBuf {
+        self.deployments_dir().join("records")
+    }
     pub fn work_dir(&self, component: &str) -> PathBuf {
         self.root.join("work").join(component)
     }

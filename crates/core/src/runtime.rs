@@ -1,32 +1,47 @@
-//! The runtime: composes the config store, tokens, supervisor and deployment engine. Only
-//! [`crate::handle::CoreHandle`] is public; this is its implementation.
+//! The runtime: composes the config store, component store, tokens, supervisor and
+//! deployment queue. [`crate::handle::CoreHandle`] is its public face.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use lichen_recipe::{Lifecycle, Platform, Recipe, Step, VariableSource};
 use tokio::sync::broadcast;
 
-use crate::config::ConfigStore;
+use crate::config::{ConfigStore, tree};
 use crate::deployment::model::{DeploymentRecord, DeploymentRequest};
+use crate::deployment::queue::DeploymentQueue;
 use crate::error::{CoreError, Result};
 use crate::handle::{ComponentInfo, DeploymentHooks, LifecycleEvent, Metric};
-use crate::lifecycle::state::ReportedState;
+use crate::lifecycle::process::RunAs;
+use crate::lifecycle::state::{LifecycleState, ReportedState};
+use crate::lifecycle::{ComponentSpec, Supervisor};
 use crate::paths::RootLayout;
 use crate::settings::Settings;
+use crate::store::ComponentStore;
 use crate::tokens::TokenRegistry;
 
 /// Metrics kept per component (newest win).
 pub const MAX_METRICS_PER_COMPONENT: usize = 64;
+
+/// The Greengrass nucleus version lichen is compatible with; components see it as
+/// `GGC_VERSION` and built-in components report it.
+pub const GGC_VERSION: &str = "2.14.0";
 
 pub struct Runtime {
     pub(crate) layout: RootLayout,
     pub(crate) settings: Settings,
     pub(crate) bus: lichen_bus::Bus,
     pub(crate) config: ConfigStore,
+    pub(crate) store: ComponentStore,
     pub(crate) tokens: TokenRegistry,
+    pub(crate) supervisor: Supervisor,
+    pub(crate) deployments: DeploymentQueue,
     pub(crate) lifecycle_events: broadcast::Sender<LifecycleEvent>,
     pub(crate) hooks: RwLock<Option<Arc<dyn DeploymentHooks>>>,
     pub(crate) metrics: Mutex<HashMap<String, Vec<Metric>>>,
+    /// The core's effective user is root: components then run as the configured user.
+    pub(crate) is_root: bool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -36,29 +51,233 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// Renders recipe variables from the runtime's state.
+struct Vars<'a> {
+    rt: &'a Runtime,
+    /// Versions of components being deployed, which may not be running yet.
+    versions: &'a BTreeMap<String, String>,
+}
+
+impl Vars<'_> {
+    fn version_of(&self, component: &str) -> Option<String> {
+        self.versions.get(component).cloned().or_else(|| {
+            self.rt
+                .supervisor
+                .slot(component)
+                .map(|s| s.spec().version.clone())
+        })
+    }
+}
+
+impl VariableSource for Vars<'_> {
+    fn thing_name(&self) -> Option<String> {
+        Some(self.rt.settings.thing_name.clone())
+    }
+    fn root_path(&self) -> Option<String> {
+        Some(self.rt.layout.root().display().to_string())
+    }
+    fn artifacts_path(&self, component: &str) -> Option<String> {
+        let v = self.version_of(component)?;
+        Some(
+            self.rt
+                .layout
+                .artifacts_dir(component, &v)
+                .display()
+                .to_string(),
+        )
+    }
+    fn decompressed_path(&self, component: &str) -> Option<String> {
+        let v = self.version_of(component)?;
+        Some(
+            self.rt
+                .layout
+                .unarchived_dir(component, &v)
+                .display()
+                .to_string(),
+        )
+    }
+    fn work_path(&self, component: &str) -> Option<String> {
+        Some(self.rt.layout.work_dir(component).display().to_string())
+    }
+    fn configuration(&self, component: &str, json_pointer: &str) -> Option<serde_json::Value> {
+        let keys = tree::pointer_keys(json_pointer).ok()?;
+        self.rt.config.get(component, &keys)
+    }
+}
+
 impl Runtime {
+    /// The platform manifests are matched against: this machine plus `platformOverride`.
+    pub(crate) fn platform(&self) -> Platform {
+        let mut p = Platform::current();
+        for (k, v) in &self.settings.platform_override {
+            p = p.with(k.clone(), v.clone());
+        }
+        p
+    }
+
+    /// Selects `recipe`'s manifest for this platform and renders its lifecycle with the
+    /// current configuration. `versions` names versions being deployed.
+    pub(crate) fn select(
+        &self,
+        recipe: &Recipe,
+        versions: &BTreeMap<String, String>,
+    ) -> Result<lichen_recipe::SelectedComponent> {
+        let deps: Vec<&str> = recipe.dependencies.keys().map(String::as_str).collect();
+        let vars = Vars { rt: self, versions };
+        let render = |s: &str| lichen_recipe::interpolate(s, &recipe.name, &deps, &vars);
+        recipe
+            .select_with(&self.platform(), &render)
+            .map_err(|e| CoreError::Other(e.to_string()))
+    }
+
+    /// The lifecycle to run now, rendered with the current configuration.
+    pub(crate) fn render_lifecycle(
+        &self,
+        spec: &ComponentSpec,
+    ) -> std::result::Result<Lifecycle, String> {
+        match &spec.recipe {
+            None => Ok(Lifecycle::default()),
+            Some(recipe) => self
+                .select(recipe, &BTreeMap::new())
+                .map(|s| s.lifecycle)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The environment of one step (Greengrass variables plus Setenv).
+    pub(crate) fn component_env(
+        &self,
+        spec: &ComponentSpec,
+        step: &Step,
+    ) -> BTreeMap<String, String> {
+        let token = self.tokens.token_for(&spec.name);
+        let mut env = BTreeMap::new();
+        let abs_socket = self.layout.ipc_socket().display().to_string();
+        env.insert("SVCUID".into(), token.clone());
+        env.insert("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token);
+        env.insert(
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT".into(),
+            self.layout.ipc_socket_for_component(),
+        );
+        env.insert("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH".into(), abs_socket);
+        env.insert(
+            "AWS_IOT_THING_NAME".into(),
+            self.settings.thing_name.clone(),
+        );
+        env.insert("AWS_REGION".into(), self.settings.aws_region.clone());
+        env.insert(
+            "AWS_DEFAULT_REGION".into(),
+            self.settings.aws_region.clone(),
+        );
+        env.insert("GGC_VERSION".into(), GGC_VERSION.into());
+        env.insert(
+            "GG_ROOT_CA_PATH".into(),
+            self.layout.root().join("rootCA.pem").display().to_string(),
+        );
+        env.insert("LICHEN_COMPONENT_NAME".into(), spec.name.clone());
+        env.insert("LICHEN_COMPONENT_VERSION".into(), spec.version.clone());
+        for (k, v) in &step.setenv {
+            env.insert(k.clone(), v.clone());
+        }
+        env
+    }
+
+    /// Who the component's steps run as: the deployment's `runWith.posixUser`, else the
+    /// core's `posixUser` — but only when the core is root; otherwise the core's own user.
+    pub(crate) fn run_as(
+        &self,
+        spec: &ComponentSpec,
+    ) -> std::result::Result<Option<RunAs>, String> {
+        if !self.is_root {
+            return Ok(None);
+        }
+        let wanted = spec
+            .run_with
+            .posix_user
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .unwrap_or(&self.settings.posix_user);
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        RunAs::resolve(wanted).map(Some)
+    }
+
+    /// Creates `work/<name>`, owned by the user the component runs as.
+    pub(crate) fn prepare_work_dir(
+        &self,
+        name: &str,
+        run_as: Option<&RunAs>,
+    ) -> std::result::Result<PathBuf, String> {
+        let dir = self.layout.work_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        if let Some(user) = run_as {
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        }
+        Ok(dir)
+    }
+
+    fn info_for(&self, slot: &crate::lifecycle::Slot) -> ComponentInfo {
+        let spec = slot.spec();
+        let status = slot.status();
+        ComponentInfo {
+            component_name: spec.name.clone(),
+            version: spec.version.clone(),
+            state: status.state,
+            configuration: self
+                .config
+                .get(&spec.name, &[])
+                .unwrap_or_else(|| serde_json::json!({})),
+            status_reason: status.reason,
+            builtin: spec.builtin,
+            root: spec.root,
+            resource_limits: slot.limits_note().or_else(|| {
+                self.supervisor
+                    .cgroups
+                    .unavailable_reason()
+                    .map(|r| format!("cgroup v2 unavailable ({r}); limits cannot be applied"))
+            }),
+            metrics: self
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&spec.name)
+                .cloned()
+                .unwrap_or_default(),
+            pid: slot.pid(),
+        }
+    }
+
     pub(crate) fn list_components(&self) -> Vec<ComponentInfo> {
-        Vec::new()
+        self.supervisor
+            .slots()
+            .iter()
+            .map(|s| self.info_for(s))
+            .collect()
     }
 
     pub(crate) fn component_details(&self, name: &str) -> Result<ComponentInfo> {
-        Err(CoreError::ComponentNotFound(name.to_string()))
+        self.supervisor
+            .slot(name)
+            .map(|s| self.info_for(&s))
+            .ok_or_else(|| CoreError::ComponentNotFound(name.to_string()))
     }
 
     pub(crate) async fn restart_component(&self, name: &str) -> Result<()> {
-        Err(CoreError::ComponentNotFound(name.to_string()))
+        self.supervisor.restart(name).await
     }
 
     pub(crate) async fn stop_component(&self, name: &str) -> Result<()> {
-        Err(CoreError::ComponentNotFound(name.to_string()))
+        self.supervisor.stop(name).await
     }
 
-    pub(crate) async fn pause_component(&self, name: &str, _pause: bool) -> Result<()> {
-        Err(CoreError::ComponentNotFound(name.to_string()))
+    pub(crate) async fn pause_component(&self, name: &str, pause: bool) -> Result<()> {
+        self.supervisor.pause(name, pause)
     }
 
-    pub(crate) fn report_state(&self, component: &str, _state: ReportedState) -> Result<()> {
-        Err(CoreError::ComponentNotFound(component.to_string()))
+    pub(crate) fn report_state(&self, component: &str, state: ReportedState) -> Result<()> {
+        self.supervisor.report(component, state)
     }
 
     pub(crate) fn get_configuration(
@@ -66,7 +285,7 @@ impl Runtime {
         component: &str,
         key_path: &[String],
     ) -> Result<serde_json::Value> {
-        if !self.config.contains(component) {
+        if !self.config.contains(component) && self.supervisor.slot(component).is_none() {
             return Err(CoreError::ComponentNotFound(component.to_string()));
         }
         self.config.get(component, key_path).ok_or_else(|| {
@@ -88,20 +307,22 @@ impl Runtime {
             .update_from_component(component, key_path, timestamp_ms, value)
     }
 
-    pub(crate) async fn create_deployment(&self, _request: DeploymentRequest) -> Result<String> {
-        Err(CoreError::NotSupported("deployments".into()))
+    pub(crate) async fn create_deployment(&self, request: DeploymentRequest) -> Result<String> {
+        self.deployments.enqueue(request)
     }
 
     pub(crate) fn deployment(&self, id: &str) -> Result<DeploymentRecord> {
-        Err(CoreError::DeploymentNotFound(id.to_string()))
+        self.deployments
+            .get(id)
+            .ok_or_else(|| CoreError::DeploymentNotFound(id.to_string()))
     }
 
     pub(crate) fn list_deployments(&self) -> Vec<DeploymentRecord> {
-        Vec::new()
+        self.deployments.list()
     }
 
     pub(crate) async fn cancel_deployment(&self, id: &str) -> Result<()> {
-        Err(CoreError::DeploymentNotFound(id.to_string()))
+        self.deployments.cancel(id)
     }
 
     pub(crate) fn put_component_metrics(
@@ -124,5 +345,13 @@ impl Runtime {
 
     pub(crate) fn set_hooks(&self, hooks: Arc<dyn DeploymentHooks>) {
         *self.hooks.write().unwrap_or_else(|p| p.into_inner()) = Some(hooks);
+    }
+
+    pub(crate) fn hooks(&self) -> Option<Arc<dyn DeploymentHooks>> {
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn state_of(&self, name: &str) -> Option<LifecycleState> {
+        self.supervisor.slot(name).map(|s| s.status().state)
     }
 }

@@ -1,3 +1,64 @@
 //! Local deployments: queue, version resolution, execution and rollback.
 
+pub mod builtin;
+pub(crate) mod engine;
+pub mod installed;
 pub mod model;
+pub mod queue;
+
+use std::sync::Arc;
+
+use model::{DeploymentStatus, DetailedStatus};
+
+use crate::runtime::Runtime;
+
+/// Runs queued deployments one at a time, for the life of the core.
+pub(crate) async fn worker(rt: Arc<Runtime>) {
+    loop {
+        let id = rt.deployments.next().await;
+        let Some(record) = rt.deployments.get(&id) else {
+            continue;
+        };
+        if record.status.is_final() {
+            continue;
+        }
+        let record = match rt.deployments.update(&id, |r| {
+            r.status = DeploymentStatus::InProgress;
+            r.progress = Some("starting".into());
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "cannot record deployment start");
+                continue;
+            }
+        };
+        tracing::info!(deployment = %id, "deployment started");
+        let outcome = engine::execute(&rt, &record).await;
+        let succeeded = outcome.detailed == DetailedStatus::Successful;
+        match &outcome.cause {
+            None => tracing::info!(deployment = %id, "deployment succeeded"),
+            Some(cause) => {
+                tracing::warn!(deployment = %id, status = ?outcome.detailed, %cause, "deployment failed")
+            }
+        }
+        let result = rt.deployments.update(&id, |r| {
+            r.status = if succeeded {
+                DeploymentStatus::Succeeded
+            } else {
+                DeploymentStatus::Failed
+            };
+            r.detailed_status = Some(outcome.detailed);
+            r.error_stack = outcome
+                .cause
+                .iter()
+                .flat_map(|c| c.split("; ").map(str::to_string))
+                .collect();
+            r.failure_cause = outcome.cause;
+            r.error_types = outcome.error_types;
+            r.progress = None;
+        });
+        if let Err(e) = result {
+            tracing::error!(deployment = %id, error = %e, "cannot record deployment result");
+        }
+    }
+}

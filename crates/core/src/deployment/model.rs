@@ -123,5 +123,8 @@ pub struct DeploymentRecord {
     pub error_stack: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_types: Vec<String>,
+    /// What the deployment is doing now, for progress displays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     pub request: DeploymentRequest,
 }

@@ -1,3 +1,9 @@
-//! Component lifecycle: states, process supervision, the BROKEN rule.
+//! Component lifecycle: states, process supervision, the BROKEN rule, resource limits.
 
+pub mod actor;
+pub mod cgroup;
+pub mod process;
 pub mod state;
+pub mod supervisor;
+
+pub use supervisor::{ComponentSpec, Slot, Status, Supervisor};

@@ -1,0 +1,634 @@
+//! Size-rotated log files (`logs/lichen.log`, `logs/<component>.log`), reading their tail and
+//! following them across rotations.
+//!
+//! Bounds: each file holds at most `max_bytes`; rotation keeps `name.log.1 … name.log.N`
+//! (N = `max_files`, the oldest dropped), so a log uses at most `(N + 1) × max_bytes` on disk.
+//! A line written with [`RotatingLog::write_line`] holds at most [`MAX_LINE_BYTES`] of text.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{CoreError, Result};
+
+/// Mode of log files: the core writes, its group (operators) reads.
+pub const LOG_FILE_MODE: u32 = 0o640;
+/// Longest line text kept by [`RotatingLog::write_line`]; longer lines are cut with a marker.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How often [`follow`] looks for new data when it has reached the end of the file.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// A log file rotated by size. Clones share the same file; writes are serialized.
+#[derive(Debug, Clone)]
+pub struct RotatingLog {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_bytes: u64,
+    max_files: u32,
+}
+
+impl RotatingLog {
+    /// Opens (appending) or creates `path` with mode 0o640, creating its directory.
+    /// `max_bytes` is raised to at least 1.
+    pub fn open(path: &Path, max_bytes: u64, max_files: u32) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
+        }
+        let file =
+            open_log(path).map_err(|e| CoreError::io(format!("opening {}", path.display()), e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| CoreError::io(format!("inspecting {}", path.display()), e))?
+            .len();
+        Ok(RotatingLog {
+            inner: Arc::new(Mutex::new(Inner {
+                path: path.to_path_buf(),
+                file: Some(file),
+                size,
+                max_bytes: max_bytes.max(1),
+                max_files,
+            })),
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.lock().path.clone()
+    }
+
+    /// Writes `<RFC 3339 UTC timestamp with millis> [<stream>] <line>\n`, cutting the text at
+    /// [`MAX_LINE_BYTES`]. Write errors are dropped: a full disk must not stop a component.
+    pub fn write_line(&self, stream: &str, line: &str) {
+        let record = format_line(SystemTime::now(), stream, line);
+        let _ = self.lock().write_record(record.as_bytes());
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    /// Writes one record without splitting it across files (unless it alone exceeds
+    /// `max_bytes`, in which case it is split at `max_bytes`).
+    fn write_record(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write_some(buf)?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let len = buf.len() as u64;
+        if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+            self.rotate()?;
+        }
+        let room = self.max_bytes.saturating_sub(self.size).max(1);
+        let take = usize::try_from(room.min(len))
+            .unwrap_or(buf.len())
+            .min(buf.len());
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(open_log(&self.path)?),
+        };
+        file.write_all(&buf[..take])?;
+        self.size += take as u64;
+        Ok(take)
+    }
+
+    /// `name.log.{N-1}` → `name.log.N` … `name.log` → `name.log.1`, then a fresh `name.log`.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        if self.max_files == 0 {
+            fs::remove_file(&self.path).or_else(ignore_not_found)?;
+        } else {
+            let numbered = |i: u32| {
+                let mut s = self.path.clone().into_os_string();
+                s.push(format!(".{i}"));
+                PathBuf::from(s)
+            };
+            fs::remove_file(numbered(self.max_files)).or_else(ignore_not_found)?;
+            for i in (1..self.max_files).rev() {
+                fs::rename(numbered(i), numbered(i + 1)).or_else(ignore_not_found)?;
+            }
+            fs::rename(&self.path, numbered(1)).or_else(ignore_not_found)?;
+        }
+        self.file = Some(open_log(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn ignore_not_found(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)
+}
+
+impl Write for &RotatingLog {
+    /// Writes what fits before the size limit (rotating first when the file is not empty),
+    /// so a file never exceeds `max_bytes`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.lock().write_some(buf)
+    }
+
+    /// Keeps `buf` (e.g. one formatted log line) in one file when it fits in `max_bytes`.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.lock().write_record(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.lock().file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (&*self).write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self).flush()
+    }
+}
+
+/// One log record: timestamp, stream, the text (trailing CR/LF removed, cut at
+/// [`MAX_LINE_BYTES`] on a character boundary with a marker) and a newline.
+pub fn format_line(time: SystemTime, stream: &str, line: &str) -> String {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let (text, cut) = if line.len() > MAX_LINE_BYTES {
+        let mut end = MAX_LINE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        (&line[..end], line.len() - end)
+    } else {
+        (line, 0)
+    };
+    let mut out = String::with_capacity(text.len() + stream.len() + 64);
+    out.push_str(&format_timestamp(time));
+    out.push_str(" [");
+    out.push_str(stream);
+    out.push_str("] ");
+    out.push_str(text);
+    if cut > 0 {
+        out.push_str(&format!(" …[truncated {cut} bytes]"));
+    }
+    out.push('\n');
+    out
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-11-27T06:00:00.123Z`. Times before 1970 print as
+/// the epoch.
+pub fn format_timestamp(time: SystemTime) -> String {
+    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); H. Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The last `n` lines of a file (without their newlines), reading backwards from the end in
+/// blocks, so the cost is proportional to what is returned, not to the file size.
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    const BLOCK: u64 = 8 * 1024;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut pos = len;
+    let mut tail: Vec<u8> = Vec::new();
+    // A final newline ends the last line; it does not start an empty one.
+    let mut newlines = 0usize;
+    let mut skip_last = true;
+    while pos > 0 && newlines <= n {
+        let start = pos.saturating_sub(BLOCK);
+        let size = usize::try_from(pos - start).unwrap_or(0);
+        let mut block = vec![0u8; size];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut block)?;
+        for (i, b) in block.iter().enumerate().rev() {
+            if *b == b'\n' {
+                if skip_last && start + i as u64 == len - 1 {
+                    continue;
+                }
+                newlines += 1;
+            }
+        }
+        skip_last = false;
+        block.extend_from_slice(&tail);
+        tail = block;
+        pos = start;
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<String> = text
+        .strip_suffix('\n')
+        .unwrap_or(&text)
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect();
+    if tail.is_empty() {
+        lines.clear();
+    }
+    let drop = lines.len().saturating_sub(n);
+    lines.drain(..drop);
+    Ok(lines)
+}
+
+/// Sends each new line of `path` to `tx` until the receiver is dropped. Starts at the end of
+/// the file (`from_end`) or its beginning. Survives rotation: when `path` is replaced (another
+/// inode) the rest of the old file is read, then the new one from its start; when the file
+/// shrinks (truncated) reading restarts at its beginning. A missing file is waited for.
+/// Like `tail -F`, lines are lost only if the file rotates twice within one [`FOLLOW_POLL`].
+/// Unterminated text longer than [`MAX_LINE_BYTES`] is sent as a line of its own.
+pub async fn follow(path: PathBuf, from_end: bool, tx: tokio::sync::mpsc::Sender<String>) {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+    let mut seek_end = from_end;
+    let mut partial: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    'reopen: loop {
+        let mut file = loop {
+            if tx.is_closed() {
+                return;
+            }
+            match tokio::fs::File::open(&path).await {
+                Ok(f) => break f,
+                Err(_) => {
+                    // A file created later is followed from its first line.
+                    seek_end = false;
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+            }
+        };
+        let Ok(meta) = file.metadata().await else {
+            tokio::time::sleep(FOLLOW_POLL).await;
+            continue 'reopen;
+        };
+        let ino = (meta.dev(), meta.ino());
+        let mut pos = 0u64;
+        if seek_end {
+            match file.seek(SeekFrom::End(0)).await {
+                Ok(p) => pos = p,
+                Err(_) => continue 'reopen,
+            }
+        }
+        seek_end = false;
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(_) => {
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                    continue 'reopen;
+                }
+            };
+            if n > 0 {
+                pos += n as u64;
+                partial.extend_from_slice(&buf[..n]);
+                if !send_complete_lines(&mut partial, &tx).await {
+                    return;
+                }
+                continue;
+            }
+            // At the end: has the file been rotated away or truncated?
+            match tokio::fs::metadata(&path).await {
+                Ok(now) if (now.dev(), now.ino()) != ino => {
+                    // Drain what was appended to the old file before it was renamed.
+                    while let Ok(n) = file.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        partial.extend_from_slice(&buf[..n]);
+                    }
+                    if !send_complete_lines(&mut partial, &tx).await
+                        || !flush_partial(&mut partial, &tx).await
+                    {
+                        return;
+                    }
+                    continue 'reopen;
+                }
+                Ok(now) if now.len() < pos => {
+                    partial.clear();
+                    pos = 0;
+                    if file.seek(SeekFrom::Start(0)).await.is_err() {
+                        continue 'reopen;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+}
+
+/// Sends every complete line in `partial`, keeping the unterminated rest (or sending it too
+/// when it grew past the line bound). Returns false when the receiver is gone.
+async fn send_complete_lines(
+    partial: &mut Vec<u8>,
+    tx: &tokio::sync::mpsc::Sender<String>,
+) -> bool {
+    let mut start = 0;
+    while let Some(i) = partial[start..].iter().position(|b| *b == b'\n') {
+        let line = &partial[start..start + i];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if tx
+            .send(String::from_utf8_lossy(line).into_owned())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        start += i + 1;
+    }
+    partial.drain(..start);
+    if partial.len() > MAX_LINE_BYTES + 256 {
+        return flush_partial(partial, tx).await;
+    }
+    true
+}
+
+async fn flush_partial(partial: &mut Vec<u8>, tx: &tokio::sync::mpsc::Sender<String>) -> bool {
+    if partial.is_empty() {
+        return true;
+    }
+    let line = String::from_utf8_lossy(partial).into_owned();
+    partial.clear();
+    tx.send(line).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn numbered(p: &Path, i: u32) -> PathBuf {
+        PathBuf::from(format!("{}.{i}", p.display()))
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_759_200_123);
+        assert_eq!(format_timestamp(t), "2026-11-27T06:00:00.123Z");
+        assert_eq!(format_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // Leap day and end of a leap year.
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(format_timestamp(t), "2000-02-29T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599); // 2024-12-31T23:59:59
+        assert_eq!(format_timestamp(t), "2024-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn lines_are_prefixed_and_bounded() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_759_200_123);
+        assert_eq!(
+            format_line(t, "stdout", "hello\r\n"),
+            "2026-11-27T06:00:00.123Z [stdout] hello\n"
+        );
+        let long = "é".repeat(MAX_LINE_BYTES); // 2 bytes each
+        let rec = format_line(t, "stderr", &long);
+        assert!(rec.len() < MAX_LINE_BYTES + 100, "{}", rec.len());
+        assert!(rec.ends_with(&format!("[truncated {} bytes]\n", MAX_LINE_BYTES)));
+    }
+
+    #[test]
+    fn rotation_keeps_n_files_and_bounds_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/comp.log");
+        let log = RotatingLog::open(&path, 1000, 3).unwrap();
+        for i in 0..500 {
+            log.write_line(
+                "stdout",
+                &format!("line number {i:05} with some padding text"),
+            );
+        }
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, LOG_FILE_MODE);
+        let mut total = 0;
+        for p in [
+            path.clone(),
+            numbered(&path, 1),
+            numbered(&path, 2),
+            numbered(&path, 3),
+        ] {
+            let len = fs::metadata(&p).unwrap().len();
+            assert!(len <= 1000, "{} is {len} bytes", p.display());
+            total += len;
+            // Whole lines only: every file ends with a newline.
+            let text = fs::read_to_string(&p).unwrap();
+            assert!(
+                text.ends_with('\n') && text.lines().all(|l| l.contains("[stdout] line number"))
+            );
+        }
+        assert!(!numbered(&path, 4).exists());
+        assert!(total <= 4000);
+        let last = tail_lines(&path, 1).unwrap();
+        assert!(
+            last[0].ends_with("line number 00499 with some padding text"),
+            "{last:?}"
+        );
+        // The newest rotated file continues where the current one starts.
+        let prev = tail_lines(&numbered(&path, 1), 1).unwrap();
+        let first = fs::read_to_string(&path).unwrap();
+        let n_prev: u32 = prev[0][prev[0].find("number ").unwrap() + 7..][..5]
+            .parse()
+            .unwrap();
+        let n_first: u32 = first[first.find("number ").unwrap() + 7..][..5]
+            .parse()
+            .unwrap();
+        assert_eq!(n_prev + 1, n_first);
+    }
+
+    #[test]
+    fn raw_writes_never_exceed_the_limit_and_reopen_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut log = RotatingLog::open(&path, 100, 1).unwrap();
+        log.write_all(&[b'a'; 250]).unwrap();
+        log.flush().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 50);
+        assert_eq!(fs::metadata(numbered(&path, 1)).unwrap().len(), 100);
+        drop(log);
+        let log = RotatingLog::open(&path, 100, 1).unwrap();
+        (&log).write_all(b"bb").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 52);
+        // max_files 0: the file is simply restarted.
+        let p0 = dir.path().join("zero.log");
+        let log = RotatingLog::open(&p0, 10, 0).unwrap();
+        (&log).write_all(b"0123456789").unwrap();
+        (&log).write_all(b"abc").unwrap();
+        assert_eq!(fs::read_to_string(&p0).unwrap(), "abc");
+        assert!(!numbered(&p0, 1).exists());
+    }
+
+    #[test]
+    fn clones_write_concurrently_without_tearing_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let log = RotatingLog::open(&path, 1 << 20, 2).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        log.write_line("stdout", &format!("t{t} i{i} {}", "x".repeat(50)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 800);
+        assert!(text.lines().all(|l| l.ends_with(&"x".repeat(50))));
+    }
+
+    #[test]
+    fn tail_reads_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        fs::write(&path, "").unwrap();
+        assert!(tail_lines(&path, 5).unwrap().is_empty());
+        let text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        fs::write(&path, &text).unwrap();
+        assert_eq!(
+            tail_lines(&path, 3).unwrap(),
+            vec!["line 2997", "line 2998", "line 2999"]
+        );
+        assert_eq!(tail_lines(&path, 5000).unwrap().len(), 3000);
+        assert!(tail_lines(&path, 0).unwrap().is_empty());
+        fs::write(&path, "a\r\nb\n\nc").unwrap();
+        assert_eq!(tail_lines(&path, 10).unwrap(), vec!["a", "b", "", "c"]);
+        assert_eq!(tail_lines(&path, 2).unwrap(), vec!["", "c"]);
+        assert!(tail_lines(&dir.path().join("missing"), 1).is_err());
+    }
+
+    async fn recv(rx: &mut tokio::sync::mpsc::Receiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("line within 5s")
+            .expect("follow still running")
+    }
+
+    #[tokio::test]
+    async fn follow_survives_rotation_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        let log = RotatingLog::open(&path, 60, 2).unwrap();
+        (&log).write_all(b"old line\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let task = tokio::spawn(follow(path.clone(), true, tx));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (&log).write_all(b"first\n").unwrap();
+        assert_eq!(recv(&mut rx).await, "first");
+        // Each 40-byte record forces a rotation of the 60-byte file.
+        for i in 0..4 {
+            (&log)
+                .write_all(format!("rotated record {i:02} {}\n", "y".repeat(20)).as_bytes())
+                .unwrap();
+            let line = recv(&mut rx).await;
+            assert!(
+                line.starts_with(&format!("rotated record {i:02}")),
+                "{line}"
+            );
+            tokio::time::sleep(FOLLOW_POLL * 2).await;
+        }
+        assert!(numbered(&path, 2).exists());
+        // Truncation in place restarts from the beginning.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fs::write(&path, "").unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"after\n")
+            .unwrap();
+        assert_eq!(recv(&mut rx).await, "after");
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn follow_from_start_and_waits_for_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.log");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let task = tokio::spawn(follow(path.clone(), true, tx));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fs::write(&path, "one\ntwo\npart").unwrap();
+        assert_eq!(recv(&mut rx).await, "one");
+        assert_eq!(recv(&mut rx).await, "two");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"ial\n")
+            .unwrap();
+        assert_eq!(recv(&mut rx).await, "partial");
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

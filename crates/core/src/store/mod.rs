@@ -1,0 +1,257 @@
+//! The component store: recipes per component version (normalized JSON) and their artifacts.
+//!
+//! ```text
+//! store/recipes/<name>@<version>.json
+//! store/artifacts/<name>/<version>/<file>                       ({artifacts:path})
+//! store/artifacts-unarchived/<name>/<version>/<zip stem>/...    ({artifacts:decompressedPath})
+//! ```
+//!
+//! Recipes are written crash-safely ([`crate::atomic::write_atomic`]); artifacts are copied to a
+//! temporary file, fsynced, verified and renamed into place, and archives are extracted into a
+//! temporary directory that is renamed into place, so a crash never leaves a torn artifact.
+//! Artifact directories are read-only (0o555) once staged, as in Greengrass.
+
+mod artifacts;
+mod error;
+mod fsutil;
+mod unzip;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lichen_recipe::{Recipe, SelectedComponent};
+
+use crate::paths::RootLayout;
+
+pub use artifacts::{file_mode, sha256_file};
+pub use error::StoreError;
+
+/// Stored recipe files are readable by the core only.
+const RECIPE_MODE: u32 = 0o600;
+
+/// Recipes and artifacts of every component version the core knows, under `<root>/store`.
+#[derive(Debug, Clone)]
+pub struct ComponentStore {
+    layout: RootLayout,
+}
+
+impl ComponentStore {
+    pub fn new(layout: RootLayout) -> Self {
+        ComponentStore { layout }
+    }
+
+    pub fn layout(&self) -> &RootLayout {
+        &self.layout
+    }
+
+    /// `store/artifacts/<name>/<version>/`, the `{artifacts:path}` of that version.
+    pub fn artifacts_path(&self, name: &str, version: &semver::Version) -> PathBuf {
+        self.layout.artifacts_dir(name, &version.to_string())
+    }
+
+    /// `store/artifacts-unarchived/<name>/<version>/`, the `{artifacts:decompressedPath}`.
+    pub fn unarchived_path(&self, name: &str, version: &semver::Version) -> PathBuf {
+        self.layout.unarchived_dir(name, &version.to_string())
+    }
+
+    /// `store/recipes/<name>@<version>.json`.
+    pub fn recipe_path(&self, name: &str, version: &semver::Version) -> PathBuf {
+        self.layout
+            .recipes_dir()
+            .join(format!("{name}@{version}.json"))
+    }
+
+    /// Stores the recipe's normalized JSON document, replacing an earlier copy atomically.
+    pub fn save_recipe(&self, recipe: &Recipe) -> Result<(), StoreError> {
+        check_segment(&recipe.name)?;
+        let path = self.recipe_path(&recipe.name, &recipe.version);
+        let bytes = serde_json::to_vec_pretty(&recipe.document).map_err(|e| {
+            StoreError::io(
+                format!("serializing recipe {} {}", recipe.name, recipe.version),
+                std::io::Error::other(e),
+            )
+        })?;
+        crate::atomic::write_atomic(&path, &bytes, RECIPE_MODE)?;
+        Ok(())
+    }
+
+    /// Loads a stored recipe; [`StoreError::RecipeNotFound`] when that version is not stored.
+    pub fn load_recipe(&self, name: &str, version: &semver::Version) -> Result<Recipe, StoreError> {
+        check_segment(name)?;
+        let path = self.recipe_path(name, version);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::RecipeNotFound {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                });
+            }
+            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+        Ok(lichen_recipe::parse_recipe_file(&path)?)
+    }
+
+    /// Whether a recipe for that version is stored.
+    pub fn contains(&self, name: &str, version: &semver::Version) -> bool {
+        check_segment(name).is_ok() && self.recipe_path(name, version).is_file()
+    }
+
+    /// The stored versions of a component, ascending.
+    pub fn versions(&self, name: &str) -> Vec<semver::Version> {
+        let mut out: Vec<semver::Version> = self
+            .stored_recipe_files()
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every stored recipe of a component, ascending by version (for version resolution).
+    /// A stored recipe that no longer parses is skipped with a warning.
+    pub fn recipes(&self, name: &str) -> Vec<Recipe> {
+        self.versions(name)
+            .into_iter()
+            .filter_map(|v| match self.load_recipe(name, &v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(component = name, version = %v, error = %e, "skipping unreadable stored recipe");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Names of all components with at least one stored recipe, sorted.
+    pub fn component_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .stored_recipe_files()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// `(name, version)` of every `<name>@<version>.json` in the recipes directory.
+    fn stored_recipe_files(&self) -> Vec<(String, semver::Version)> {
+        let Ok(entries) = fs::read_dir(self.layout.recipes_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let file = e.file_name();
+                let file = file.to_str()?;
+                let stem = file.strip_suffix(".json")?;
+                let (name, version) = stem.rsplit_once('@')?;
+                let version = semver::Version::parse(version).ok()?;
+                (!name.is_empty() && !name.starts_with('.')).then(|| (name.to_string(), version))
+            })
+            .collect()
+    }
+
+    /// Parses every `*.yaml`, `*.yml` and `*.json` file directly in `dir` (not recursively,
+    /// hidden files skipped), in file-name order. Does not store anything: the deployment
+    /// saves the recipes it uses.
+    pub fn import_recipe_dir(&self, dir: &Path) -> Result<Vec<Recipe>, StoreError> {
+        let dir_err = |source| StoreError::RecipeDirectory {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).map_err(dir_err)? {
+            let entry = entry.map_err(dir_err)?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if !matches!(ext.as_deref(), Some("yaml" | "yml" | "json")) {
+                continue;
+            }
+            // Follows symlinks: a recipe directory may link recipes kept elsewhere.
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        files
+            .iter()
+            .map(|f| lichen_recipe::parse_recipe_file(f).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Removes a component version: its recipe, artifacts and extracted archives. Read-only
+    /// artifact files and directories are made writable first. Missing parts are not an error.
+    pub fn remove_version(&self, name: &str, version: &semver::Version) -> Result<(), StoreError> {
+        check_segment(name)?;
+        let recipe = self.recipe_path(name, version);
+        match fs::remove_file(&recipe) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(format!("removing {}", recipe.display()), e)),
+        }
+        for dir in [
+            self.artifacts_path(name, version),
+            self.unarchived_path(name, version),
+        ] {
+            fsutil::remove_tree(&dir)?;
+            // Drop `<name>/` once its last version is gone.
+            if let Some(parent) = dir.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+        if let Some(dir) = recipe.parent() {
+            let _ = crate::atomic::sync_dir(dir);
+        }
+        Ok(())
+    }
+
+    /// Brings a component's artifacts into the store: see [`artifacts::stage`].
+    ///
+    /// For each artifact, the file `<artifact_dir>/<component>/<version>/<file name>` is copied
+    /// in (crash-safely); when it is absent but already stored by an earlier deployment, the
+    /// stored copy is used. Digests are verified, ZIP archives extracted to
+    /// `<decompressedPath>/<file stem>/` and the recipe's `Permission` applied. `docker:`
+    /// artifacts are refused.
+    pub fn stage_artifacts(
+        &self,
+        component: &SelectedComponent,
+        artifact_dir: Option<&Path>,
+    ) -> Result<(), StoreError> {
+        check_segment(&component.name)?;
+        artifacts::stage(self, component, artifact_dir)
+    }
+}
+
+/// A component name or file name used as one path segment must not escape its directory.
+pub(crate) fn check_segment(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name == "." || name == ".." {
+        "it is a relative path segment"
+    } else if name.contains('/') || name.contains('\\') {
+        "it contains a path separator"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
