@@ -251,8 +251,31 @@ fn parse_name(map: &Map<String, Value>, file: &str) -> Result<String, RecipeErro
     Ok(name)
 }
 
+/// Whether any string in the document mentions a GDK placeholder (e.g. in an artifact URI
+/// `s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/x.zip`): the recipe was never built.
+fn mentions_gdk_placeholder(v: &Value) -> bool {
+    match v {
+        Value::String(s) => GDK_PLACEHOLDERS.iter().any(|p| s.contains(p)),
+        Value::Array(a) => a.iter().any(mentions_gdk_placeholder),
+        Value::Object(m) => m.values().any(mentions_gdk_placeholder),
+        _ => false,
+    }
+}
+
 fn parse_version(map: &Map<String, Value>, file: &str) -> Result<Version, RecipeError> {
-    let text = required_string(map, "ComponentVersion", file, "")?;
+    let Some(text) = optional_string(map, "ComponentVersion", file, "")? else {
+        let hint = if map.values().any(mentions_gdk_placeholder) {
+            "; the recipe contains GDK build placeholders (BUCKET_NAME, COMPONENT_VERSION, ...), \
+             so it looks unbuilt: `gdk component build` fills in the version"
+        } else {
+            ""
+        };
+        return Err(RecipeError::invalid(
+            file,
+            "ComponentVersion",
+            format!("missing{hint}"),
+        ));
+    };
     match Version::parse(text.trim()) {
         Ok(v) => Ok(v),
         Err(e) => {
