@@ -340,9 +340,9 @@ fn all_fields(r: &Recipe) {
     assert_eq!(bar.kind, DependencyType::Soft);
     assert!(bar.requirement.matches(&v("1.1.0")) && bar.requirement.matches(&v("1.9.0")));
     assert!(!bar.requirement.matches(&v("1.0.9")) && !bar.requirement.matches(&v("2.0.0")));
-    let baz = &r.dependencies["BazService"];
-    assert_eq!(baz.kind, DependencyType::Hard);
-    assert!(baz.requirement.matches(&v("2.3.0")) && !baz.requirement.matches(&v("3.0.0")));
+    let baz_dep = &r.dependencies["BazService"];
+    assert_eq!(baz_dep.kind, DependencyType::Hard);
+    assert!(baz_dep.requirement.matches(&v("2.3.0")) && !baz_dep.requirement.matches(&v("3.0.0")));
     let sel = r.select(&linux("aarch64")).expect("all/all");
     assert_eq!(
         sel.lifecycle.install.expect("install").script,
