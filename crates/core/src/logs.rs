@@ -142,12 +142,17 @@ fn ignore_not_found(e: io::Error) -> io::Result<()> {
     }
 }
 
+/// Opens for appending; the mode is set explicitly so neither the umask nor an older file
+/// leaves it more (or less) open than [`LOG_FILE_MODE`].
 fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(LOG_FILE_MODE)
-        .open(path)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    Ok(file)
 }
 
 impl Write for &RotatingLog {
@@ -498,10 +503,13 @@ mod tests {
     fn raw_writes_never_exceed_the_limit_and_reopen_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
         let mut log = RotatingLog::open(&path, 100, 1).unwrap();
         log.write_all(&[b'a'; 250]).unwrap();
         log.flush().unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), 50);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, LOG_FILE_MODE);
         assert_eq!(fs::metadata(numbered(&path, 1)).unwrap().len(), 100);
         drop(log);
         let log = RotatingLog::open(&path, 100, 1).unwrap();

@@ -143,6 +143,7 @@ pub(super) fn stage(
     store: &ComponentStore,
     component: &SelectedComponent,
     artifact_dir: Option<&Path>,
+    owner: Option<(u32, u32)>,
 ) -> Result<(), StoreError> {
     let name = component.name.as_str();
     // Validate every artifact before touching the store.
@@ -170,12 +171,12 @@ pub(super) fn stage(
             let mode = file_mode(&a.permission);
             let copied = match source {
                 Some(src) => {
-                    copy_verified(name, &src, &dest, expected.as_ref(), mode)?;
+                    copy_verified(name, &src, &dest, expected.as_ref(), mode, owner)?;
                     true
                 }
                 None if dest.is_file() => {
                     verify_stored(name, &dest, expected.as_ref())?;
-                    fsutil::set_mode(&dest, mode)?;
+                    fsutil::apply(&dest, mode, owner)?;
                     false
                 }
                 None => {
@@ -212,11 +213,13 @@ pub(super) fn stage(
                 .and_then(|s| s.to_str())
                 .unwrap_or(file);
             let target = unarchived.join(stem);
-            // An archive already in the store whose extraction completed earlier is reused.
+            // An archive already in the store whose extraction completed earlier is reused
+            // (with this deployment's permission and owner).
             if !copied && target.is_dir() {
+                fsutil::seal_tree(&target, *mode, owner)?;
                 continue;
             }
-            unzip::extract(name, archive, &unarchived, stem, *mode)?;
+            unzip::extract(name, archive, &unarchived, stem, *mode, owner)?;
         }
         Ok::<(), StoreError>(())
     })();
@@ -247,6 +250,7 @@ fn copy_verified(
     dest: &Path,
     expected: Option<&Expected>,
     mode: u32,
+    owner: Option<(u32, u32)>,
 ) -> Result<(), StoreError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let file_name = dest
@@ -266,7 +270,7 @@ fn copy_verified(
                 actual: exp.render(&actual),
             });
         }
-        fsutil::set_mode(&tmp, mode)?;
+        fsutil::apply(&tmp, mode, owner)?;
         fs::rename(&tmp, dest).map_err(|e| {
             StoreError::io(
                 format!("renaming {} to {}", tmp.display(), dest.display()),

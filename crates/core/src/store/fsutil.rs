@@ -18,6 +18,17 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(format!("setting mode {mode:o} on {}", path.display()), e))
 }
 
+/// Gives a file to `owner` (uid, gid) when one is given, then sets `mode` (chown after chmod
+/// could clear bits). Symlinks are never followed.
+pub(crate) fn apply(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StoreError> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
+            StoreError::io(format!("changing owner of {} to {uid}:{gid}", path.display()), e)
+        })?;
+    }
+    set_mode(path, mode)
+}
+
 /// Creates `dir` (and parents) and makes it writable by the owner; returns whether it existed.
 pub(crate) fn open_dir_for_writing(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir)
@@ -73,9 +84,14 @@ fn make_tree_writable(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Applies `mode` to every file and [`READ_ONLY_DIR`] to every directory below `dir`, then to
-/// `dir` itself (bottom-up, so the walk never needs to enter a read-only directory).
-pub(crate) fn seal_tree(dir: &Path, file_mode: u32) -> Result<(), StoreError> {
+/// Applies `mode` (and `owner`) to every file and [`READ_ONLY_DIR`] to every directory below
+/// `dir`, then to `dir` itself. Directories stay owned by the core so components cannot add
+/// files to them.
+pub(crate) fn seal_tree(
+    dir: &Path,
+    file_mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), StoreError> {
     let entries =
         fs::read_dir(dir).map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
@@ -84,9 +100,9 @@ pub(crate) fn seal_tree(dir: &Path, file_mode: u32) -> Result<(), StoreError> {
             .file_type()
             .map_err(|e| StoreError::io(format!("inspecting {}", entry.path().display()), e))?;
         if ft.is_dir() {
-            seal_tree(&entry.path(), file_mode)?;
+            seal_tree(&entry.path(), file_mode, owner)?;
         } else if ft.is_file() {
-            set_mode(&entry.path(), file_mode)?;
+            apply(&entry.path(), file_mode, owner)?;
         }
     }
     set_mode(dir, READ_ONLY_DIR)

@@ -229,8 +229,23 @@ impl ComponentStore {
         component: &SelectedComponent,
         artifact_dir: Option<&Path>,
     ) -> Result<(), StoreError> {
+        self.stage_artifacts_as(component, artifact_dir, None)
+    }
+
+    /// [`ComponentStore::stage_artifacts`], giving every artifact file (and every file
+    /// extracted from an archive) to `owner` = (uid, gid): the user the component runs as, so
+    /// that `Permission` `OWNER` means that user, as in Greengrass. Directories stay owned by
+    /// the core. Changing owners needs root; pass `None` when the core is not root or the
+    /// component runs as the core's user. Call it on every deployment: a re-staged file is
+    /// owned by the core until given away again.
+    pub fn stage_artifacts_as(
+        &self,
+        component: &SelectedComponent,
+        artifact_dir: Option<&Path>,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), StoreError> {
         check_segment(&component.name)?;
-        artifacts::stage(self, component, artifact_dir)
+        artifacts::stage(self, component, artifact_dir, owner)
     }
 }
 

@@ -458,6 +458,37 @@ fn remove_version_deletes_read_only_artifacts() {
 }
 
 #[test]
+fn artifacts_can_be_given_to_the_run_as_user() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: changing owners needs root");
+        return;
+    }
+    let f = fixture();
+    f.put("com.ex", "1.0.0", "run.sh", b"echo");
+    f.put("com.ex", "1.0.0", "b.zip", &zip_bytes(&[("d/f", b"1")]));
+    let mut z = artifact("s3://bucket/b.zip");
+    z.unarchive = Unarchive::Zip;
+    let c = component("com.ex", "1.0.0", vec![artifact("s3://bucket/run.sh"), z]);
+    let owner = (65534, 65533);
+    f.store.stage_artifacts_as(&c, Some(&f.artifacts), Some(owner)).unwrap();
+    let arts = f.store.artifacts_path("com.ex", &v("1.0.0"));
+    let extracted = f.store.unarchived_path("com.ex", &v("1.0.0")).join("b");
+    for p in [arts.join("run.sh"), arts.join("b.zip"), extracted.join("d/f")] {
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), owner, "{}", p.display());
+        assert_eq!(m.mode() & 0o777, 0o400, "{}", p.display());
+    }
+    // Directories stay the core's.
+    assert_eq!(fs::metadata(&arts).unwrap().uid(), 0);
+    assert_eq!(fs::metadata(extracted.join("d")).unwrap().uid(), 0);
+    // Reusing the stored copies under another user re-applies the owner everywhere.
+    f.store.stage_artifacts_as(&c, None, Some((65532, 65532))).unwrap();
+    assert_eq!(fs::metadata(arts.join("run.sh")).unwrap().uid(), 65532);
+    assert_eq!(fs::metadata(extracted.join("d/f")).unwrap().uid(), 65532);
+}
+
+#[test]
 fn store_errors_convert_to_core_errors() {
     let e: crate::CoreError = StoreError::RecipeNotFound {
         name: "com.ex".into(),

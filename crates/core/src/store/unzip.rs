@@ -11,13 +11,14 @@ use super::StoreError;
 use super::fsutil;
 
 /// Extracts `archive` to `parent/<stem>/`, replacing an earlier extraction. Files get
-/// `file_mode`, directories 0o555.
+/// `file_mode` (and `owner`), directories 0o555.
 pub(super) fn extract(
     component: &str,
     archive: &Path,
     parent: &Path,
     stem: &str,
     file_mode: u32,
+    owner: Option<(u32, u32)>,
 ) -> Result<(), StoreError> {
     super::check_segment(stem)?;
     let target = parent.join(stem);
@@ -25,7 +26,7 @@ pub(super) fn extract(
     fsutil::remove_tree(&tmp)?;
     fs::create_dir(&tmp).map_err(|e| StoreError::io(format!("creating {}", tmp.display()), e))?;
     let result = extract_into(component, archive, &tmp)
-        .and_then(|()| fsutil::seal_tree(&tmp, file_mode))
+        .and_then(|()| fsutil::seal_tree(&tmp, file_mode, owner))
         .and_then(|()| fsutil::remove_tree(&target))
         .and_then(|()| {
             fs::rename(&tmp, &target).map_err(|e| {
