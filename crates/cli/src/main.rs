@@ -1,1 +1,89 @@
-fn main() {}
+//! `lichen`: runs a core and manages it.
+
+mod cmd_component;
+mod cmd_core;
+mod cmd_deployment;
+mod cmd_logs;
+mod cmd_recipe;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// lichen: a Greengrass v2 compatible edge runtime.
+///
+/// Start a core with `lichen core run --root DIR`, then deploy Greengrass recipes to it with
+/// `lichen deployment create`. `lichen quickstart` does both with example components.
+#[derive(Parser)]
+#[command(name = "lichen", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes, before or after the subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// The core's state root. Defaults to $LICHEN_ROOT, then /var/lib/lichen.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print machine-readable JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    pub fn root(&self) -> PathBuf {
+        lichen_core::paths::resolve_root(self.root.as_deref())
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the core (the device runtime).
+    Core {
+        #[command(subcommand)]
+        command: cmd_core::CoreCommand,
+    },
+    /// Start a demo core in ./lichen-demo with example components deployed.
+    Quickstart(cmd_core::QuickstartArgs),
+    /// Create, inspect and cancel deployments.
+    Deployment {
+        #[command(subcommand)]
+        command: cmd_deployment::DeploymentCommand,
+    },
+    /// List, inspect, restart and stop components.
+    Component {
+        #[command(subcommand)]
+        command: cmd_component::ComponentCommand,
+    },
+    /// Show the core's log or a component's log.
+    Logs(cmd_logs::LogsArgs),
+    /// Work with recipes offline.
+    Recipe {
+        #[command(subcommand)]
+        command: cmd_recipe::RecipeCommand,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Core { command } => cmd_core::run(&cli.global, command),
+        Command::Quickstart(args) => cmd_core::quickstart(&cli.global, args),
+        Command::Deployment { command } => cmd_deployment::run(&cli.global, command),
+        Command::Component { command } => cmd_component::run(&cli.global, command),
+        Command::Logs(args) => cmd_logs::run(&cli.global, args),
+        Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

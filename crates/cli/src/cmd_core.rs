@@ -1,0 +1,267 @@
+//! `lichen core run` and `lichen quickstart`: compose the core's services and run them until
+//! SIGTERM or SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use lichen_core::deployment::model::{DeploymentRequest, DeploymentStatus};
+use lichen_core::logs::RotatingLog;
+use lichen_core::paths::RootLayout;
+use lichen_core::settings::Settings;
+use lichen_core::{Core, CoreHandle, CoreOptions};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+use crate::Global;
+
+#[derive(Subcommand)]
+pub enum CoreCommand {
+    /// Run a core in the foreground on --root. Stop it with SIGTERM or Ctrl-C: components
+    /// get their Shutdown steps and every process they started is ended.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Core settings (YAML or JSON): thingName, posixUser, logging, ipc, broker, ...
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The device's thing name (overrides the config file; default: the host name).
+    #[arg(long, value_name = "NAME")]
+    thing_name: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct QuickstartArgs {
+    /// Where the demo core keeps its state (default ./lichen-demo, or --root).
+    #[arg(value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+fn load_settings(args: &RunArgs) -> anyhow::Result<Settings> {
+    let mut settings = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    if let Some(name) = &args.thing_name {
+        settings.thing_name = name.clone();
+    }
+    Ok(settings)
+}
+
+/// Logs go to stderr and to `logs/lichen.log` (size-rotated).
+fn init_logging(layout: &RootLayout, settings: &Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(layout.logs_dir())
+        .with_context(|| format!("creating {}", layout.logs_dir().display()))?;
+    let file = RotatingLog::open(
+        &layout.core_log(),
+        settings.logging.max_file_bytes,
+        settings.logging.max_files,
+    )
+    .with_context(|| format!("opening {}", layout.core_log().display()))?;
+    let filter = EnvFilter::try_from_env("LICHEN_LOG")
+        .or_else(|_| EnvFilter::try_new(&settings.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr.and(move || file.clone()))
+        .try_init();
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Two workers are enough for the control plane and keep the idle footprint small.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(512 * 1024)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The services of a running core, composed.
+struct Services {
+    core: Core,
+    control: lichen_core::control::ControlServer,
+}
+
+async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Services> {
+    let core = Core::start(CoreOptions {
+        root: root.to_path_buf(),
+        settings,
+    })
+    .await?;
+    let handle = core.handle();
+    let control = lichen_core::control::serve(handle.clone(), Vec::new())?;
+    Ok(Services { core, control })
+}
+
+async fn stop_services(services: Services) {
+    services.control.shutdown();
+    services.core.shutdown().await;
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
+    let CoreCommand::Run(args) = command;
+    let started = Instant::now();
+    let root = global.root();
+    let settings = load_settings(&args)?;
+    let layout = RootLayout::new(&root);
+    init_logging(&layout, &settings)?;
+    runtime()?.block_on(async {
+        let services = start_services(&root, settings).await?;
+        tracing::info!(
+            root = %layout.root().display(),
+            pid = std::process::id(),
+            ready_ms = started.elapsed().as_millis() as u64,
+            "lichen core ready"
+        );
+        let signal = wait_for_signal().await?;
+        tracing::info!(%signal, "stopping");
+        stop_services(services).await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Example components, compiled in so quickstart works from any directory.
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "com.example.HelloWorld-1.0.0.yaml",
+        include_str!("../../../examples/recipes/com.example.HelloWorld-1.0.0.yaml"),
+    ),
+    (
+        "com.example.Heartbeat-1.0.0.yaml",
+        include_str!("../../../examples/recipes/com.example.Heartbeat-1.0.0.yaml"),
+    ),
+    (
+        "com.example.Dashboard-1.0.0.yaml",
+        include_str!("../../../examples/recipes/com.example.Dashboard-1.0.0.yaml"),
+    ),
+];
+const EXAMPLE_ARTIFACTS: &[(&str, &str)] = &[(
+    "com.example.HelloWorld/1.0.0/hello.sh",
+    include_str!("../../../examples/artifacts/com.example.HelloWorld/1.0.0/hello.sh"),
+)];
+
+fn write_examples(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let recipes = dir.join("recipes");
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(&recipes)?;
+    for (name, text) in EXAMPLES {
+        std::fs::write(recipes.join(name), text)?;
+    }
+    for (path, text) in EXAMPLE_ARTIFACTS {
+        let p = artifacts.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, text)?;
+    }
+    Ok((recipes, artifacts))
+}
+
+pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
+    let root = args
+        .dir
+        .or_else(|| global.root.clone())
+        .unwrap_or_else(|| PathBuf::from("lichen-demo"));
+    let layout = RootLayout::new(&root);
+    let settings = Settings::default();
+    init_logging(&layout, &settings)?;
+    runtime()?.block_on(async {
+        let services = start_services(layout.root(), settings).await?;
+        let handle = services.core.handle();
+        let (recipes, artifacts) = write_examples(&layout.root().join("quickstart"))?;
+        let mut request = DeploymentRequest {
+            recipe_dir: Some(recipes),
+            artifact_dir: Some(artifacts),
+            ..Default::default()
+        };
+        for (file, _) in EXAMPLES {
+            if let Some((name, version)) = file.trim_end_matches(".yaml").rsplit_once('-') {
+                request
+                    .root_components_to_add
+                    .insert(name.to_string(), version.to_string());
+            }
+        }
+        let id = handle.create_deployment(request).await?;
+        let outcome = wait_deployment(&handle, &id).await;
+        print_summary(&handle, &layout, &root, &id, outcome);
+        let signal = wait_for_signal().await?;
+        println!("\n{signal}: stopping the demo core…");
+        stop_services(services).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_deployment(
+    handle: &CoreHandle,
+    id: &str,
+) -> Option<lichen_core::deployment::model::DeploymentRecord> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    for _ in 0..3000 {
+        if let Ok(r) = handle.deployment(id) {
+            if r.status.is_final() {
+                bar.finish_and_clear();
+                return Some(r);
+            }
+            bar.set_message(r.progress.unwrap_or_else(|| "queued".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    None
+}
+
+fn print_summary(
+    handle: &CoreHandle,
+    layout: &RootLayout,
+    root: &Path,
+    id: &str,
+    outcome: Option<lichen_core::deployment::model::DeploymentRecord>,
+) {
+    match outcome {
+        Some(r) if r.status == DeploymentStatus::Succeeded => {
+            println!("lichen demo core is running in {}", layout.root().display());
+        }
+        Some(r) => println!(
+            "the example deployment {id} ended {:?}: {}",
+            r.status,
+            r.failure_cause.unwrap_or_default()
+        ),
+        None => println!("the example deployment {id} is still running"),
+    }
+    println!();
+    crate::output::component_table(&handle.list_components());
+    println!();
+    println!(
+        "Logs:        {}/<component>.log  (core: {})",
+        layout.logs_dir().display(),
+        layout.core_log().display()
+    );
+    println!(
+        "Try:         lichen --root {} component list",
+        root.display()
+    );
+    println!(
+        "             lichen --root {} logs com.example.HelloWorld --follow",
+        root.display()
+    );
+    println!("Stop:        Ctrl-C");
+}
