@@ -1,1 +1,86 @@
-//! See the crate description and ARCHITECTURE.md.
+//! lichen's embedded MQTT 3.1.1/5.0 broker for client devices.
+//!
+//! Start it with [`start`] and manage it through the returned [`BrokerHandle`]. It attaches to
+//! the local bus through the MQTT bridge ([`bridge`]) and keeps its state under
+//! [`BrokerConfig::state_dir`]:
+//!
+//! ```text
+//! <state_dir>/ca.key      local CA private key (0600)
+//! <state_dir>/ca.pem      local CA certificate: give it to devices to verify the broker
+//! <state_dir>/broker.db   SQLite (WAL): retained messages, persistent sessions, devices
+//! ```
+//!
+//! # Protocol
+//! MQTT 3.1.1 and 5.0: QoS 0/1/2 with ordered delivery per session and DUP on resend,
+//! retained messages, wills (with will delay), clean and persistent sessions with expiry,
+//! keepalive enforced at 1.5× the client's interval, topic aliases both ways, subscription
+//! identifiers, shared subscriptions (`$share/name/filter`, round robin, online members
+//! first), Receive Maximum both ways, Maximum Packet Size both ways, user properties, message
+//! expiry, response topic/correlation data passed through, No Local / Retain As Published /
+//! Retain Handling, a reason code on every ack. Overlapping subscriptions deliver one copy per
+//! client at the highest granted QoS, carrying every matching subscription identifier.
+//! Malformed packets close the connection with the reason code from
+//! [`lichen_mqtt::DecodeError::reason_code`] (sent in a DISCONNECT to MQTT 5 clients).
+//!
+//! # Security
+//! TLS listeners require a client certificate that is registered ([`BrokerHandle::add_device`])
+//! or issued by a trusted CA ([`config::TlsConfig::trusted_ca_pems`]). Plain TCP listeners are
+//! loopback-only unless `allow_remote_plaintext`. Authorization uses Greengrass client device
+//! auth policies ([`policy`]), deny by default; changes apply on each client's next packet.
+//!
+//! # Bounds
+//! | what | bound (default) |
+//! |---|---|
+//! | connections | `limits.max_connections` (10,000) |
+//! | packet size, both directions | `limits.max_packet_size` (1 MiB); checked on the fixed header before buffering |
+//! | QoS 1/2 in flight to a client | min(`limits.max_inflight` (256), client Receive Maximum) |
+//! | QoS 2 from a client awaiting PUBREL | `limits.receive_maximum` (256) |
+//! | queued per session | `limits.max_queued_per_session` (10,000); online: publishers slowed up to 2×, then drop; offline: drop QoS 0 first, then new messages |
+//! | topic aliases | `limits.topic_alias_maximum` (64) inbound, `limits.outgoing_topic_aliases` (64) outbound |
+//! | subscriptions per session | `limits.max_subscriptions_per_session` (1,000) |
+//! | sessions | `limits.max_sessions` (100,000) |
+//! | retained messages | `limits.max_retained` (100,000) |
+//! | session expiry | `limits.max_session_expiry` (7 days) |
+//! | CONNECT + TLS handshake time | `limits.connect_timeout_secs` (10 s) |
+//! | read buffer per connection | 128 B idle, grows ×2 to 64 KiB under load, freed when drained |
+//! | write buffer per connection | flushed at 256 KiB, freed after each flush |
+//! | store writer batch | 4,096 operations per transaction |
+
+pub mod bridge;
+mod broker;
+pub mod config;
+mod conn;
+pub mod policy;
+mod server;
+mod session;
+mod store;
+mod tls;
+mod topic;
+
+pub use bridge::{BRIDGE_ORIGIN, BridgeMapping, Endpoint};
+pub use config::{
+    BUILTIN_COMPONENTS, BrokerConfig, Limits, ListenerConfig, ListenerKind, TlsConfig,
+    config_from_components,
+};
+pub use policy::DeviceGroups;
+pub use server::{BrokerHandle, BrokerStats, DeviceInfo, ListenerAddr, start};
+
+/// Broker errors. Each names the file, field or device concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker configuration: {0}")]
+    Config(String),
+    #[error("broker I/O: {0}")]
+    Io(String),
+    #[error("broker certificate: {0}")]
+    Certificate(String),
+    #[error("broker store: {0}")]
+    Store(String),
+    #[error("device {0:?} is already registered with another certificate")]
+    DeviceExists(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,494 @@
+//! One client connection: CONNECT and authorization, then a single task that reads packets,
+//! answers them, and writes queued deliveries. Memory stays small while idle: the read buffer
+//! starts at 128 bytes and adapts to traffic, and the write buffer is freed after each flush.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use lichen_mqtt::{
+    ConnAck, Connect, DecodeError, Packet, Properties, Protocol, PubResp, ReasonCode, UnsubAck,
+    Will,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::broker::Shared;
+use crate::policy::{Action, Grants};
+use crate::session::{Session, Stage};
+use crate::store::StoreOp;
+
+mod flow;
+
+/// Who is at the other end, as established by the transport.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Authenticated by its client certificate: the thing name is the registered device name
+    /// (or the certificate CN for a trusted-CA certificate).
+    Device { thing: String, fingerprint: String },
+    /// Plain TCP: the client id serves as thing name for policy.
+    Plain,
+}
+
+const MIN_READ: usize = 128;
+const MAX_READ: usize = 64 * 1024;
+/// Flush the write buffer once it holds this much.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Why the connection ends.
+enum Close {
+    /// Peer sent DISCONNECT (will discarded unless reason 0x04).
+    Normal { with_will: bool },
+    /// Socket closed or I/O error.
+    Lost,
+    /// We end it with this reason (sent in a DISCONNECT to v5 clients).
+    Server(ReasonCode),
+}
+
+struct Conn<S> {
+    shared: Arc<Shared>,
+    stream: S,
+    protocol: Protocol,
+    session: Arc<Session>,
+    conn_id: u64,
+    client_id: Arc<str>,
+    thing: String,
+    identity: Identity,
+    grants: Grants,
+    grants_gen: u64,
+    device_gen: u64,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    read_cap: usize,
+    will: Option<Will>,
+    expiry: u32,
+    in_aliases: HashMap<u16, Arc<str>>,
+    out_aliases: HashMap<Arc<str>, u16>,
+    out_alias_max: u16,
+    client_receive_max: u16,
+    client_max_packet: usize,
+}
+
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Connect>, DecodeError> {
+    loop {
+        if let Some((p, used)) = lichen_mqtt::decode(rbuf, Protocol::V5, max)? {
+            rbuf.advance(used);
+            return match p {
+                Packet::Connect(c) => Ok(Some(*c)),
+                _ => Err(DecodeError::Protocol("first packet is not CONNECT")),
+            };
+        }
+        rbuf.reserve(MIN_READ);
+        match stream.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, code: ReasonCode) {
+    let p = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: code,
+        properties: Properties::default(),
+    });
+    if let Ok(bytes) = lichen_mqtt::to_vec(&p, protocol) {
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.flush().await;
+    }
+}
+
+/// Runs a connection to its end. The caller counted it in `shared.connections`.
+pub async fn run<S>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    identity: Identity,
+    peer: std::net::SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = shared.limits.clone();
+    let max_packet = limits.max_packet_size as usize;
+    let mut rbuf = BytesMut::new();
+    let connect = tokio::time::timeout(
+        Duration::from_secs(limits.connect_timeout_secs),
+        read_connect(&mut stream, &mut rbuf, max_packet),
+    )
+    .await;
+    let c = match connect {
+        Ok(Ok(Some(c))) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad CONNECT");
+            if let DecodeError::UnsupportedProtocol { .. } = e {
+                send_connack(
+                    &mut stream,
+                    Protocol::V311,
+                    ReasonCode::UnsupportedProtocolVersion,
+                )
+                .await;
+            }
+            return;
+        }
+        _ => return,
+    };
+    let protocol = c.protocol;
+    let v5 = protocol.is_v5();
+    let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // Client identifier.
+    let mut assigned = None;
+    let client_id: Arc<str> = if c.client_id.is_empty() {
+        if !v5 && !c.clean_start {
+            send_connack(&mut stream, protocol, ReasonCode::ClientIdentifierNotValid).await;
+            return;
+        }
+        let id = format!("lichen-{conn_id:x}-{:x}", std::process::id());
+        assigned = Some(id.clone());
+        Arc::from(id)
+    } else {
+        Arc::from(c.client_id.as_str())
+    };
+    let thing = match &identity {
+        Identity::Device { thing, .. } => thing.clone(),
+        Identity::Plain => client_id.to_string(),
+    };
+    let grants_gen = shared.policy_gen.load(Ordering::Acquire);
+    let device_gen = shared.device_gen.load(Ordering::Acquire);
+    let grants = shared.policies().grants_for(&thing);
+    let mut code = ReasonCode::Success;
+    if c.properties.authentication_method.is_some() {
+        code = ReasonCode::BadAuthenticationMethod;
+    } else if !grants.allows(
+        Action::Connect {
+            client_id: &client_id,
+        },
+        &thing,
+        &client_id,
+    ) {
+        code = ReasonCode::NotAuthorized;
+    } else if shared.connections.load(Ordering::Relaxed) > limits.max_connections {
+        code = ReasonCode::ServerBusy;
+    } else if let Some(w) = &c.will {
+        if lichen_bus::validate_topic_name(&w.topic).is_err() {
+            code = ReasonCode::TopicNameInvalid;
+        } else if !grants.allows(Action::Publish { topic: &w.topic }, &thing, &client_id) {
+            code = ReasonCode::NotAuthorized;
+        }
+    }
+    if code != ReasonCode::Success {
+        tracing::info!(%peer, client = %client_id, thing = %thing, ?code, "connection refused");
+        send_connack(&mut stream, protocol, code).await;
+        return;
+    }
+    let requested = if v5 {
+        c.properties.session_expiry_interval.unwrap_or(0)
+    } else if c.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let expiry = requested.min(limits.max_session_expiry);
+    let (session, present) =
+        match shared.attach(&client_id, protocol, c.clean_start, expiry, conn_id) {
+            Ok(x) => x,
+            Err(code) => {
+                send_connack(&mut stream, protocol, code).await;
+                return;
+            }
+        };
+    let mut props = Properties::default();
+    if v5 {
+        props.receive_maximum = Some(limits.receive_maximum);
+        props.maximum_packet_size = Some(limits.max_packet_size);
+        props.topic_alias_maximum = Some(limits.topic_alias_maximum);
+        props.retain_available = Some(1);
+        props.wildcard_subscription_available = Some(1);
+        props.subscription_identifier_available = Some(1);
+        props.shared_subscription_available = Some(1);
+        props.assigned_client_identifier = assigned;
+        if expiry != requested {
+            props.session_expiry_interval = Some(expiry);
+        }
+    }
+    let mut conn = Conn {
+        shared: shared.clone(),
+        stream,
+        protocol,
+        session,
+        conn_id,
+        client_id,
+        thing,
+        identity,
+        grants,
+        grants_gen,
+        device_gen,
+        rbuf,
+        wbuf: Vec::new(),
+        read_cap: MIN_READ,
+        will: c.will,
+        expiry,
+        in_aliases: HashMap::new(),
+        out_aliases: HashMap::new(),
+        out_alias_max: if v5 {
+            c.properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(limits.outgoing_topic_aliases)
+        } else {
+            0
+        },
+        client_receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX),
+        client_max_packet: c
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
+    };
+    conn.send(&Packet::ConnAck(ConnAck {
+        session_present: present,
+        reason_code: ReasonCode::Success,
+        properties: props,
+    }));
+    tracing::debug!(%peer, client = %conn.client_id, thing = %conn.thing, ?protocol, present, "connected");
+    let keep_alive = Duration::from_millis(u64::from(c.keep_alive) * 1500);
+    let close = conn.serve(keep_alive).await;
+    conn.finish(close).await;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn v5(&self) -> bool {
+        self.protocol.is_v5()
+    }
+
+    fn send(&mut self, p: &Packet) {
+        if let Err(e) = lichen_mqtt::encode(p, self.protocol, &mut self.wbuf) {
+            tracing::warn!(client = %self.client_id, error = %e, "could not encode {}", p.name());
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.wbuf).await;
+        // Free the buffer: idle connections hold none.
+        self.wbuf = Vec::new();
+        r.map_err(|_| Close::Lost)
+    }
+
+    async fn serve(&mut self, keep_alive: Duration) -> Close {
+        self.resend_inflight();
+        let mut last_rx = Instant::now();
+        let ka_on = !keep_alive.is_zero();
+        let sleep = tokio::time::sleep(if ka_on {
+            keep_alive
+        } else {
+            Duration::from_secs(3600)
+        });
+        tokio::pin!(sleep);
+        let shared = self.shared.clone();
+        let session = self.session.clone();
+        loop {
+            if shared.closing.load(Ordering::Acquire) {
+                return Close::Server(ReasonCode::ServerShuttingDown);
+            }
+            if let Err(code) = self.pump() {
+                return Close::Server(code);
+            }
+            if let Err(c) = self.flush().await {
+                return c;
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 64 {
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::with_capacity(self.read_cap);
+                } else {
+                    self.rbuf.reserve(self.read_cap);
+                }
+            }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
+            tokio::select! {
+                biased;
+                _ = session.wake.notified() => continue,
+                _ = shared.closed.notified() => return Close::Server(ReasonCode::ServerShuttingDown),
+                r = self.stream.read_buf(&mut self.rbuf) => {
+                    let n = match r {
+                        Ok(0) | Err(_) => return Close::Lost,
+                        Ok(n) => n,
+                    };
+                    last_rx = Instant::now();
+                    if n == spare {
+                        self.read_cap = (self.read_cap * 2).min(MAX_READ);
+                    } else if n < self.read_cap / 4 {
+                        self.read_cap = (self.read_cap / 2).max(MIN_READ);
+                    }
+                    if let Err(c) = self.process().await {
+                        return c;
+                    }
+                    if self.rbuf.is_empty() {
+                        self.rbuf = BytesMut::new();
+                    }
+                }
+                _ = &mut sleep, if ka_on => {
+                    let deadline = last_rx + keep_alive;
+                    if Instant::now() >= deadline {
+                        return Close::Server(ReasonCode::KeepAliveTimeout);
+                    }
+                    sleep.as_mut().reset(deadline.into());
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    async fn process(&mut self) -> Result<(), Close> {
+        let max = self.shared.limits.max_packet_size as usize;
+        loop {
+            let (packet, used) = match lichen_mqtt::decode(&self.rbuf, self.protocol, max) {
+                Ok(Some(x)) => x,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(client = %self.client_id, error = %e, "malformed packet");
+                    return Err(Close::Server(e.reason_code()));
+                }
+            };
+            self.rbuf.advance(used);
+            self.refresh_auth()?;
+            let congested = self.handle(packet)?;
+            if !congested.is_empty() {
+                self.backpressure(congested).await?;
+            }
+            if self.wbuf.len() >= WRITE_HIGH_WATER {
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// Re-reads policies and the device registry when they changed (effective on the next
+    /// packet).
+    fn refresh_auth(&mut self) -> Result<(), Close> {
+        let g = self.shared.policy_gen.load(Ordering::Acquire);
+        if g != self.grants_gen {
+            self.grants = self.shared.policies().grants_for(&self.thing);
+            self.grants_gen = g;
+        }
+        let d = self.shared.device_gen.load(Ordering::Acquire);
+        if d != self.device_gen {
+            self.device_gen = d;
+            if let Identity::Device { fingerprint, .. } = &self.identity
+                && self.shared.device_by_fingerprint(fingerprint).is_none()
+                && !self.shared.trusts_cas()
+            {
+                return Err(Close::Server(ReasonCode::NotAuthorized));
+            }
+        }
+        Ok(())
+    }
+
+    fn allows(&self, action: Action<'_>) -> bool {
+        self.grants.allows(action, &self.thing, &self.client_id)
+    }
+
+    /// Handles one packet; returns sessions whose queues are over their bound.
+    fn handle(&mut self, packet: Packet) -> Result<Vec<Arc<Session>>, Close> {
+        match packet {
+            Packet::Publish(p) => return self.on_publish(p),
+            Packet::PubAck(r) => self.on_ack(r.packet_id, Stage::AwaitAck),
+            Packet::PubRec(r) => {
+                let pos = self.session.lock().find_inflight(r.packet_id);
+                match pos {
+                    Some(_) if r.reason_code.is_error() => {
+                        self.on_ack(r.packet_id, Stage::AwaitRec)
+                    }
+                    Some(i) => {
+                        let mut st = self.session.lock();
+                        if let Some(inf) = st.inflight.get_mut(i) {
+                            inf.stage = Stage::AwaitComp;
+                        }
+                        drop(st);
+                        self.send(&Packet::PubRel(PubResp::new(
+                            r.packet_id,
+                            ReasonCode::Success,
+                        )));
+                    }
+                    None => self.send(&Packet::PubRel(PubResp::new(
+                        r.packet_id,
+                        ReasonCode::PacketIdentifierNotFound,
+                    ))),
+                }
+            }
+            Packet::PubRel(r) => {
+                let known = self.session.lock().incoming_qos2.remove(&r.packet_id);
+                let code = if known {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.send(&Packet::PubComp(PubResp::new(r.packet_id, code)));
+            }
+            Packet::PubComp(r) => self.on_ack(r.packet_id, Stage::AwaitComp),
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                let mut codes = Vec::with_capacity(u.filters.len());
+                for f in &u.filters {
+                    codes.push(
+                        if lichen_bus::validate_topic_filter(strip_share(f)).is_err() {
+                            ReasonCode::TopicFilterInvalid
+                        } else if self.shared.unsubscribe(&self.session, f) {
+                            ReasonCode::Success
+                        } else {
+                            ReasonCode::NoSubscriptionExisted
+                        },
+                    );
+                }
+                let reason_codes = if self.v5() { codes } else { Vec::new() };
+                self.send(&Packet::UnsubAck(UnsubAck {
+                    packet_id: u.packet_id,
+                    reason_codes,
+                    properties: Properties::default(),
+                }));
+            }
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if let Some(e) = d.properties.session_expiry_interval {
+                    if self.expiry == 0 && e != 0 {
+                        return Err(Close::Server(ReasonCode::ProtocolError));
+                    }
+                    let e = e.min(self.shared.limits.max_session_expiry);
+                    self.expiry = e;
+                    self.session.lock().expiry = e;
+                }
+                return Err(Close::Normal {
+                    with_will: d.reason_code == ReasonCode::DisconnectWithWill,
+                });
+            }
+            Packet::Connect(_) => return Err(Close::Server(ReasonCode::ProtocolError)),
+            Packet::Auth(_) => return Err(Close::Server(ReasonCode::ProtocolError)),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Close::Server(ReasonCode::ProtocolError));
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_ack(&mut self, packet_id: u16, stage: Stage) {
+        let mut st = self.session.lock();
+        if let Some(i) = st.find_inflight(packet_id)
+            && st.inflight[i].stage == stage
+            && let Some(done) = st.inflight.remove(i)
+        {
+            drop(st);
+            if done.delivery.store_id != 0 {
+                self.shared.persist(StoreOp::DelQueued {
+                    id: done.delivery.store_id,
+                });
+            }
+        }
+    }
+}
+
+fn strip_share(f: &str) -> &str {
+    crate::topic::split_shared(f).map(|(_, p)| p).unwrap_or(f)
+}

@@ -1,0 +1,455 @@
+//! Startup, listeners, background tasks and the [`BrokerHandle`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lichen_bus::Bus;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::BrokerError;
+use crate::bridge::{self, BridgeMapping};
+use crate::broker::{DeviceRecord, Shared, lock, read, write};
+use crate::config::{BrokerConfig, ListenerKind};
+use crate::conn::{self, Identity};
+use crate::policy::{DeviceGroups, PolicySet};
+use crate::session::Session;
+use crate::store::{Store, StoreOp};
+use crate::tls::{self, DeviceVerifier, LocalCa, ServerCert};
+use crate::topic::{SubEntry, split_shared};
+
+/// A bound listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerAddr {
+    pub kind: ListenerKind,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// SHA-256 of the DER certificate, hex.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub connections: usize,
+    pub sessions: usize,
+    pub subscriptions: usize,
+    pub retained: usize,
+}
+
+/// Handle to a running broker. Dropping it does not stop the broker; call
+/// [`BrokerHandle::shutdown`].
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+    addrs: Vec<ListenerAddr>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    bridge_tasks: Mutex<Vec<JoinHandle<()>>>,
+    ca_cert_path: Option<PathBuf>,
+}
+
+/// Starts the broker: opens the store, loads persistent state, issues the server certificate
+/// (TLS listeners), binds every listener and starts the bridge.
+pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, BrokerError> {
+    config.validate()?;
+    let dir = config.state_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BrokerError::Io(format!("{}: {e}", dir.display())))?;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    let policies = PolicySet::compile(&config.device_groups)?;
+    let (store, loaded) = if config.persistence {
+        let (s, l) = Store::open(&dir.join("broker.db"))?;
+        (Some(s), Some(l))
+    } else {
+        (None, None)
+    };
+    let shared = Arc::new(Shared::new(config.limits.clone(), policies, bus, store));
+    shared
+        .trusted_cas
+        .store(!config.tls.trusted_ca_pems.is_empty(), Ordering::Release);
+    if let Some(l) = loaded {
+        restore(&shared, l);
+    }
+
+    let mut tasks = Vec::new();
+    let mut ca_cert_path = None;
+    let acceptor = if config.listeners.iter().any(|l| l.kind == ListenerKind::Tls) {
+        let ca = LocalCa::load_or_create(&dir)?;
+        let names = tls::server_names(&config.tls.hostnames);
+        let (key, expires) = ca.issue_server(&names, config.tls.server_cert_validity_days)?;
+        let cert = ServerCert::new(key, expires);
+        let verifier = Arc::new(DeviceVerifier::new(
+            shared.devices.clone(),
+            &config.tls.trusted_ca_pems,
+        )?);
+        let server_config = tls::server_config(cert.clone(), verifier)?;
+        ca_cert_path = Some(ca.cert_path.clone());
+        let tlsc = config.tls.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                if cert.days_left() < i64::from(tlsc.renew_before_days) {
+                    match ca.issue_server(&names, tlsc.server_cert_validity_days) {
+                        Ok((k, e)) => {
+                            cert.replace(k, e);
+                            tracing::info!("broker server certificate renewed");
+                        }
+                        Err(e) => tracing::error!(error = %e, "server certificate renewal failed"),
+                    }
+                }
+            }
+        }));
+        Some(TlsAcceptor::from(Arc::new(server_config)))
+    } else {
+        None
+    };
+
+    let mut addrs = Vec::new();
+    for l in &config.listeners {
+        let listener = TcpListener::bind(l.bind)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: l.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: l.bind,
+            source,
+        })?;
+        tracing::info!(kind = ?l.kind, %addr, "MQTT listener ready");
+        addrs.push(ListenerAddr { kind: l.kind, addr });
+        let acceptor = if l.kind == ListenerKind::Tls {
+            acceptor.clone()
+        } else {
+            None
+        };
+        tasks.push(tokio::spawn(accept_loop(
+            shared.clone(),
+            listener,
+            acceptor,
+        )));
+    }
+
+    let sweeper = shared.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            sweeper.expire_sessions();
+        }
+    }));
+
+    let handle = BrokerHandle {
+        shared,
+        addrs,
+        tasks: Mutex::new(tasks),
+        bridge_tasks: Mutex::new(Vec::new()),
+        ca_cert_path,
+    };
+    handle.set_bridge_mappings(config.mqtt_topic_mapping.clone())?;
+    Ok(handle)
+}
+
+fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
+    let now = Instant::now();
+    for m in l.retained {
+        write(&shared.retained).insert(m.topic.clone(), m);
+    }
+    for (fp, name, cert_pem) in l.devices {
+        write(&shared.devices).insert(fp, DeviceRecord { name, cert_pem });
+    }
+    shared
+        .next_store_id
+        .store(l.max_queued_id + 1, Ordering::Release);
+    let mut sessions = lock(&shared.sessions);
+    for s in l.sessions {
+        if s.expiry != u32::MAX && s.offline_for >= u64::from(s.expiry) {
+            shared.persist(StoreOp::DelSession {
+                client_id: Arc::from(s.client_id.as_str()),
+            });
+            continue;
+        }
+        let session = Session::new(Arc::from(s.client_id.as_str()), s.protocol, s.expiry);
+        {
+            let mut st = session.lock();
+            st.offline_since = Some(
+                now.checked_sub(Duration::from_secs(s.offline_for))
+                    .unwrap_or(now),
+            );
+            for (filter, options, subscription_id) in s.subs {
+                let Ok((share, plain)) = split_shared(&filter) else {
+                    continue;
+                };
+                write(&shared.subs).insert(
+                    plain,
+                    SubEntry {
+                        session: session.clone(),
+                        options,
+                        subscription_id,
+                        share: share.map(Arc::from),
+                    },
+                );
+                st.subs.insert(
+                    Arc::from(filter.as_str()),
+                    crate::session::SubRecord {
+                        options,
+                        subscription_id,
+                    },
+                );
+            }
+            for (_, d) in s.queued {
+                st.queue.push_back(d);
+            }
+        }
+        sessions.insert(session.client_id.clone(), session);
+    }
+    tracing::info!(
+        sessions = sessions.len(),
+        retained = read(&shared.retained).len(),
+        "broker state restored"
+    );
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: Option<TlsAcceptor>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.closed.notified() => return,
+        };
+        if shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let (sock, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                None => conn::run(shared.clone(), sock, Identity::Plain, peer).await,
+                Some(acceptor) => {
+                    let timeout = Duration::from_secs(shared.limits.connect_timeout_secs);
+                    match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => {
+                            let identity =
+                                tls_identity(&shared, tls.get_ref().1.peer_certificates());
+                            match identity {
+                                Some(id) => conn::run(shared.clone(), tls, id, peer).await,
+                                None => {
+                                    tracing::info!(%peer, "TLS client without a usable certificate")
+                                }
+                            }
+                        }
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+fn tls_identity(
+    shared: &Shared,
+    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Option<Identity> {
+    let der = certs?.first()?;
+    let fingerprint = tls::fingerprint(der);
+    let thing = match shared.device_by_fingerprint(&fingerprint) {
+        Some(name) => name,
+        None => tls::common_name(der)?,
+    };
+    Some(Identity::Device { thing, fingerprint })
+}
+
+impl BrokerHandle {
+    pub fn local_addrs(&self) -> &[ListenerAddr] {
+        &self.addrs
+    }
+
+    /// First bound address of the given kind.
+    pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.addrs.iter().find(|l| l.kind == kind).map(|l| l.addr)
+    }
+
+    /// Path of the local CA certificate devices use to verify the broker (TLS listeners only).
+    pub fn ca_cert_path(&self) -> Option<&std::path::Path> {
+        self.ca_cert_path.as_deref()
+    }
+
+    /// Registers a client device: its certificate (PEM) is accepted on TLS listeners and the
+    /// device's thing name for policies is `name`. Re-adding the same name replaces the cert.
+    pub fn add_device(&self, name: &str, cert_pem: &str) -> Result<DeviceInfo, BrokerError> {
+        if name.is_empty() || name.len() > 128 {
+            return Err(BrokerError::Config(format!(
+                "device name {name:?} must be 1 to 128 bytes"
+            )));
+        }
+        let der = tls::cert_der_from_pem(cert_pem)?;
+        let fingerprint = tls::fingerprint(&der);
+        {
+            let mut devices = write(&self.shared.devices);
+            if let Some(existing) = devices.get(&fingerprint)
+                && existing.name != name
+            {
+                return Err(BrokerError::DeviceExists(existing.name.clone()));
+            }
+            let old: Vec<String> = devices
+                .iter()
+                .filter(|(_, d)| d.name == name)
+                .map(|(f, _)| f.clone())
+                .collect();
+            for f in old {
+                devices.remove(&f);
+                self.shared.persist(StoreOp::DelDevice { fingerprint: f });
+            }
+            devices.insert(
+                fingerprint.clone(),
+                DeviceRecord {
+                    name: name.to_string(),
+                    cert_pem: cert_pem.to_string(),
+                },
+            );
+        }
+        self.shared.persist(StoreOp::PutDevice {
+            fingerprint: fingerprint.clone(),
+            name: name.to_string(),
+            cert_pem: cert_pem.to_string(),
+        });
+        self.shared.device_gen.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(device = name, %fingerprint, "client device registered");
+        Ok(DeviceInfo {
+            name: name.to_string(),
+            fingerprint,
+        })
+    }
+
+    /// Unregisters a device; its open connections close on their next packet. Returns whether
+    /// it was registered.
+    pub fn remove_device(&self, name: &str) -> bool {
+        let removed: Vec<String> = {
+            let mut devices = write(&self.shared.devices);
+            let fps: Vec<String> = devices
+                .iter()
+                .filter(|(_, d)| d.name == name)
+                .map(|(f, _)| f.clone())
+                .collect();
+            for f in &fps {
+                devices.remove(f);
+            }
+            fps
+        };
+        for f in &removed {
+            self.shared.persist(StoreOp::DelDevice {
+                fingerprint: f.clone(),
+            });
+        }
+        self.shared.device_gen.fetch_add(1, Ordering::AcqRel);
+        !removed.is_empty()
+    }
+
+    pub fn list_devices(&self) -> Vec<DeviceInfo> {
+        let mut v: Vec<DeviceInfo> = read(&self.shared.devices)
+            .iter()
+            .map(|(f, d)| DeviceInfo {
+                name: d.name.clone(),
+                fingerprint: f.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Replaces the client device policies (Greengrass `deviceGroups`); every connection uses
+    /// them from its next packet on.
+    pub fn set_policies(&self, groups: &DeviceGroups) -> Result<(), BrokerError> {
+        let compiled = PolicySet::compile(groups)?;
+        *write(&self.shared.policies) = Arc::new(compiled);
+        self.shared.policy_gen.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Replaces the bridge mappings (Greengrass `mqttTopicMapping`).
+    pub fn set_bridge_mappings(
+        &self,
+        mappings: BTreeMap<String, BridgeMapping>,
+    ) -> Result<(), BrokerError> {
+        bridge::validate_mappings(&mappings)?;
+        let list: Vec<(String, BridgeMapping)> = mappings.into_iter().collect();
+        let mut tasks = lock(&self.bridge_tasks);
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+        *write(&self.shared.bridge) = Arc::new(list.clone());
+        *tasks = bridge::start(&self.shared, &list);
+        Ok(())
+    }
+
+    /// Applies a built-in component's Greengrass configuration at run time.
+    pub fn apply_component_config(
+        &self,
+        component: &str,
+        config: &serde_json::Value,
+    ) -> Result<(), BrokerError> {
+        let mut c = BrokerConfig::default();
+        c.apply_component_config(component, config)?;
+        match component {
+            "aws.greengrass.clientdevices.Auth" if config.get("deviceGroups").is_some() => {
+                self.set_policies(&c.device_groups)
+            }
+            "aws.greengrass.clientdevices.mqtt.Bridge"
+                if config.get("mqttTopicMapping").is_some() =>
+            {
+                self.set_bridge_mappings(c.mqtt_topic_mapping)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            connections: self.shared.connections.load(Ordering::Acquire),
+            sessions: lock(&self.shared.sessions).len(),
+            subscriptions: read(&self.shared.subs).len(),
+            retained: read(&self.shared.retained).len(),
+        }
+    }
+
+    /// Stops accepting, closes every connection (MQTT 5 clients get Server shutting down),
+    /// commits the store and returns.
+    pub async fn shutdown(self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.closed.notify_waiters();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            self.shared.closed.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in lock(&self.tasks)
+            .drain(..)
+            .chain(lock(&self.bridge_tasks).drain(..))
+        {
+            t.abort();
+        }
+        if let Some(store) = &self.shared.store {
+            store.flush();
+            store.close();
+        }
+        tracing::info!("broker stopped");
+    }
+}
