@@ -59,7 +59,20 @@ fn load(text: &str, file: &str) -> Result<Value, RecipeError> {
     let value: Value = if body.trim_start().starts_with('{') {
         serde_json::from_str(body).map_err(|e| syntax(file, format!("invalid JSON: {e}")))?
     } else {
-        serde_saphyr::from_str(body).map_err(|e| syntax(file, format!("invalid YAML: {e}")))?
+        let value: Value =
+            serde_saphyr::from_str(body).map_err(|e| syntax(file, format!("invalid YAML: {e}")))?;
+        // Aliases can make the document much larger than its text; the normalized JSON that
+        // the store keeps must stay within the same limit to parse again.
+        let expanded = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
+        if expanded > MAX_RECIPE_BYTES {
+            return Err(syntax(
+                file,
+                format!(
+                    "recipe expands to {expanded} bytes, more than the limit of {MAX_RECIPE_BYTES}"
+                ),
+            ));
+        }
+        value
     };
     match value {
         Value::Object(_) => Ok(value),

@@ -623,6 +623,19 @@ fn hostile_yaml_is_rejected_without_crashing() {
     assert!(parse_recipe(&deep, "deep.yaml").is_err());
     let deep_json = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
     assert!(parse_recipe(&deep_json, "deep.json").is_err());
+    // Aliases that expand past the size limit are rejected, so the stored JSON re-parses.
+    let mut wide = format!(
+        "RecipeFormatVersion: '2020-01-25'\nComponentName: a\nComponentVersion: 1.0.0\nx0: &x0 \"{}\"\n",
+        "x".repeat(2000)
+    );
+    for level in 1..5 {
+        let refs = vec![format!("*x{}", level - 1); 10].join(", ");
+        wide.push_str(&format!("x{level}: &x{level} [{refs}]\n"));
+    }
+    let e = parse_recipe(&wide, "wide.yaml")
+        .expect_err("too large")
+        .to_string();
+    assert!(e.contains("expands to"), "{e}");
     // Non-string keys and anchors do not crash the parser.
     let _ = parse_recipe(
         "RecipeFormatVersion: 2020-01-25\n1: 2\ntrue: x\n? [a]\n: b\n",
@@ -716,6 +729,17 @@ mod props {
         #[test]
         fn parse_never_panics_on_yamlish(s in "[a-zA-Z0-9 :\\-\\[\\]{}&*!|>'\"#\n]{0,200}") {
             let _ = parse_recipe(&s, "fuzz");
+        }
+
+        #[test]
+        fn parsed_yaml_recipes_round_trip(
+            body in "(RecipeFormatVersion: '2020-01-25'\nComponentName: a\nComponentVersion: 1.0.0\n)[a-zA-Z0-9 :\\-\\[\\]{}&*|>'\"#\n]{0,120}"
+        ) {
+            if let Ok(r) = parse_recipe(&body, "fuzz.yaml") {
+                let again = parse_recipe(&r.document.to_string(), "again.json");
+                prop_assert!(again.is_ok(), "{:?}", again.err());
+                let _ = r.select(&Platform::current());
+            }
         }
 
         #[test]
