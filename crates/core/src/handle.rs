@@ -122,6 +122,15 @@ impl CoreHandle {
         self.rt.tokens.component_for(svcuid)
     }
 
+    // --- added for the IPC server (lichen-ipc): minting a token outside the supervisor ---
+    /// The SVCUID of `component`, minted on first use (the same token its processes get in
+    /// their environment). For IPC tests, benchmarks and tools that act as a component.
+    /// Never log it.
+    pub fn component_token(&self, component: &str) -> String {
+        self.rt.tokens.token_for(component)
+    }
+    // --- end of lichen-ipc addition ---
+
     pub fn list_components(&self) -> Vec<ComponentInfo> {
         self.rt.list_components()
     }
