@@ -11,6 +11,8 @@
 //! version requirements follow npm semantics; unsubstituted build placeholders in the
 //! component name or version are rejected with an error that says so.
 
+#![warn(missing_docs)]
+
 mod error;
 mod keys;
 pub mod lifecycle;
@@ -22,7 +24,9 @@ pub mod resolve;
 pub mod variables;
 
 pub use error::RecipeError;
-pub use lifecycle::{Interpolator, Lifecycle, SkipIf, Step, select_global_lifecycle};
+pub use lifecycle::{
+    Interpolator, Lifecycle, SkipIf, Step, default_timeout, select_global_lifecycle,
+};
 pub use model::{
     Access, Artifact, ComponentType, Dependency, DependencyType, Manifest, Permission, Recipe,
     SelectedComponent, Unarchive,

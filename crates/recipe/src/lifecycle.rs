@@ -59,6 +59,36 @@ pub enum SkipIf {
     Exists(String),
 }
 
+/// Default `Timeout` of `Install` when the recipe sets none (DG).
+pub const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `Timeout` of `Startup`.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `Timeout` of `Shutdown`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default `Timeout` of `Recover`.
+pub const DEFAULT_RECOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `Timeout` of `Bootstrap`.
+pub const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The DG default timeout of a step by its recipe name (case-insensitive); `None` for `Run`,
+/// which runs until it exits, and for unknown steps.
+pub fn default_timeout(step: &str) -> Option<Duration> {
+    let is = |n: &str| step.eq_ignore_ascii_case(n);
+    if is("install") {
+        Some(DEFAULT_INSTALL_TIMEOUT)
+    } else if is("startup") {
+        Some(DEFAULT_STARTUP_TIMEOUT)
+    } else if is("shutdown") {
+        Some(DEFAULT_SHUTDOWN_TIMEOUT)
+    } else if is("recover") {
+        Some(DEFAULT_RECOVER_TIMEOUT)
+    } else if is("bootstrap") {
+        Some(DEFAULT_BOOTSTRAP_TIMEOUT)
+    } else {
+        None
+    }
+}
+
 /// Something that renders recipe variables in a string before it is typed.
 pub type Interpolator<'a> = &'a dyn Fn(&str) -> String;
 
@@ -534,6 +564,16 @@ mod tests {
             l.steps().map(|(n, _)| n).collect::<Vec<_>>(),
             ["Bootstrap", "Install", "Run", "Shutdown", "Recover"]
         );
+    }
+
+    #[test]
+    fn default_timeouts_follow_the_dg() {
+        assert_eq!(default_timeout("Install"), Some(Duration::from_secs(120)));
+        assert_eq!(default_timeout("startup"), Some(Duration::from_secs(120)));
+        assert_eq!(default_timeout("SHUTDOWN"), Some(Duration::from_secs(15)));
+        assert_eq!(default_timeout("Recover"), Some(Duration::from_secs(60)));
+        assert_eq!(default_timeout("Bootstrap"), Some(Duration::from_secs(120)));
+        assert_eq!(default_timeout("Run"), None);
     }
 
     #[test]

@@ -240,6 +240,11 @@ impl Recipe {
         self.select_inner(platform, Some(interpolate))
     }
 
+    /// Names of the direct dependencies, in the form [`crate::interpolate`] takes.
+    pub fn dependency_names(&self) -> Vec<&str> {
+        self.dependencies.keys().map(String::as_str).collect()
+    }
+
     /// Index of the first manifest that accepts `platform`.
     pub fn manifest_for(&self, platform: &Platform) -> Option<usize> {
         self.manifests

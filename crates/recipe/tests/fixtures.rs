@@ -289,6 +289,13 @@ fn sagemaker(r: &Recipe) {
         r.select(&linux("aarch64")).expect("aarch64").manifest_index,
         1
     );
+    assert_eq!(
+        r.dependency_names(),
+        [
+            "aws.greengrass.SageMakerEdgeManager",
+            "com.greengrass.SageMakerEdgeManager.ImageClassification.Model"
+        ]
+    );
 }
 
 fn emqx(r: &Recipe) {
