@@ -171,9 +171,37 @@ pub fn signal_group(pgid: i32, signal: Signal) {
     }
 }
 
-/// Whether any process of the group is still alive.
+/// Whether any live (non-zombie) process is still in the group.
+///
+/// `kill(-pgid, 0)` alone is not enough: it succeeds while zombies remain, and in containers
+/// whose init does not reap, reparented zombies remain forever. So `/proc` is consulted.
 pub fn group_alive(pgid: i32) -> bool {
-    pgid > 0 && killpg(Pid::from_raw(pgid), None).is_ok()
+    if pgid <= 0 || killpg(Pid::from_raw(pgid), None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name (which may contain spaces and parentheses).
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let mut fields = rest.split_whitespace();
+                let state = fields.next()?;
+                let pgrp: i32 = fields.nth(1)?.parse().ok()?;
+                Some(pgrp == pgid && state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// SIGTERM, then SIGKILL after [`TERM_GRACE`] if anything of the group is left.
