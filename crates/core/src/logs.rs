@@ -292,6 +292,43 @@ pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     Ok(lines)
 }
 
+/// Like [`tail_lines`], continuing into the rotated files (`path.1`, `path.2`, …) when the
+/// current file holds fewer than `n` lines. `NotFound` only when no file exists at all.
+pub fn tail_lines_rotated(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let mut found = false;
+    for i in 0u32.. {
+        if out.len() >= n {
+            break;
+        }
+        let p = if i == 0 {
+            path.to_path_buf()
+        } else {
+            let mut s = path.as_os_str().to_os_string();
+            s.push(format!(".{i}"));
+            PathBuf::from(s)
+        };
+        match tail_lines(&p, n - out.len()) {
+            Ok(mut older) => {
+                found = true;
+                older.append(&mut out);
+                out = older;
+            }
+            // The current file may be missing right after a rotation; numbered ones end it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && i > 0 => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !found && n > 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no log file at {}", path.display()),
+        ));
+    }
+    Ok(out)
+}
+
 /// Sends each new line of `path` to `tx` until the receiver is dropped. Starts at the end of
 /// the file (`from_end`) or its beginning. Survives rotation: when `path` is replaced (another
 /// inode) the rest of the old file is read, then the new one from its start; when the file
@@ -509,7 +546,10 @@ mod tests {
         log.write_all(&[b'a'; 250]).unwrap();
         log.flush().unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), 50);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, LOG_FILE_MODE);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            LOG_FILE_MODE
+        );
         assert_eq!(fs::metadata(numbered(&path, 1)).unwrap().len(), 100);
         drop(log);
         let log = RotatingLog::open(&path, 100, 1).unwrap();
@@ -567,6 +607,28 @@ mod tests {
         assert!(tail_lines(&dir.path().join("missing"), 1).is_err());
     }
 
+    #[test]
+    fn tail_continues_into_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let log = RotatingLog::open(&path, 30, 5).unwrap();
+        for i in 0..10 {
+            (&log).write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        // 7 bytes a line, 4 lines a file: r.log.2 = 0..3, r.log.1 = 4..7, r.log = 8, 9.
+        let want: Vec<String> = (3..10).map(|i| format!("line {i}")).collect();
+        assert_eq!(tail_lines_rotated(&path, 7).unwrap(), want);
+        assert_eq!(tail_lines_rotated(&path, 100).unwrap().len(), 10);
+        assert_eq!(
+            tail_lines_rotated(&path, 2).unwrap(),
+            vec!["line 8", "line 9"]
+        );
+        fs::remove_file(&path).unwrap();
+        assert_eq!(tail_lines_rotated(&path, 1).unwrap(), vec!["line 7"]);
+        let err = tail_lines_rotated(&dir.path().join("none.log"), 3).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
     async fn recv(rx: &mut tokio::sync::mpsc::Receiver<String>) -> String {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
@@ -582,20 +644,30 @@ mod tests {
         (&log).write_all(b"old line\n").unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let task = tokio::spawn(follow(path.clone(), true, tx));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        (&log).write_all(b"first\n").unwrap();
-        assert_eq!(recv(&mut rx).await, "first");
-        // Each 40-byte record forces a rotation of the 60-byte file.
+        // Probe until the follower (which started at the end: never "old line") is reading.
+        let first = loop {
+            (&log).write_all(b"probe\n").unwrap();
+            if let Ok(Some(line)) = tokio::time::timeout(FOLLOW_POLL * 2, rx.recv()).await {
+                break line;
+            }
+        };
+        assert_eq!(first, "probe");
+        // Each 40-byte record forces a rotation of the 60-byte file; waiting for each line
+        // before the next write means every rotation is seen.
         for i in 0..4 {
             (&log)
                 .write_all(format!("rotated record {i:02} {}\n", "y".repeat(20)).as_bytes())
                 .unwrap();
-            let line = recv(&mut rx).await;
+            let line = loop {
+                let l = recv(&mut rx).await;
+                if l != "probe" {
+                    break l;
+                }
+            };
             assert!(
                 line.starts_with(&format!("rotated record {i:02}")),
                 "{line}"
             );
-            tokio::time::sleep(FOLLOW_POLL * 2).await;
         }
         assert!(numbered(&path, 2).exists());
         // Truncation in place restarts from the beginning.
@@ -621,7 +693,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("late.log");
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let task = tokio::spawn(follow(path.clone(), true, tx));
+        // From the start: a file that appears later is read from its first line either way.
+        let task = tokio::spawn(follow(path.clone(), false, tx));
         tokio::time::sleep(Duration::from_millis(300)).await;
         fs::write(&path, "one\ntwo\npart").unwrap();
         assert_eq!(recv(&mut rx).await, "one");

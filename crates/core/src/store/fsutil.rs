@@ -23,7 +23,10 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
 pub(crate) fn apply(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StoreError> {
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
-            StoreError::io(format!("changing owner of {} to {uid}:{gid}", path.display()), e)
+            StoreError::io(
+                format!("changing owner of {} to {uid}:{gid}", path.display()),
+                e,
+            )
         })?;
     }
     set_mode(path, mode)

@@ -471,10 +471,16 @@ fn artifacts_can_be_given_to_the_run_as_user() {
     z.unarchive = Unarchive::Zip;
     let c = component("com.ex", "1.0.0", vec![artifact("s3://bucket/run.sh"), z]);
     let owner = (65534, 65533);
-    f.store.stage_artifacts_as(&c, Some(&f.artifacts), Some(owner)).unwrap();
+    f.store
+        .stage_artifacts_as(&c, Some(&f.artifacts), Some(owner))
+        .unwrap();
     let arts = f.store.artifacts_path("com.ex", &v("1.0.0"));
     let extracted = f.store.unarchived_path("com.ex", &v("1.0.0")).join("b");
-    for p in [arts.join("run.sh"), arts.join("b.zip"), extracted.join("d/f")] {
+    for p in [
+        arts.join("run.sh"),
+        arts.join("b.zip"),
+        extracted.join("d/f"),
+    ] {
         let m = fs::metadata(&p).unwrap();
         assert_eq!((m.uid(), m.gid()), owner, "{}", p.display());
         assert_eq!(m.mode() & 0o777, 0o400, "{}", p.display());
@@ -483,7 +489,9 @@ fn artifacts_can_be_given_to_the_run_as_user() {
     assert_eq!(fs::metadata(&arts).unwrap().uid(), 0);
     assert_eq!(fs::metadata(extracted.join("d")).unwrap().uid(), 0);
     // Reusing the stored copies under another user re-applies the owner everywhere.
-    f.store.stage_artifacts_as(&c, None, Some((65532, 65532))).unwrap();
+    f.store
+        .stage_artifacts_as(&c, None, Some((65532, 65532)))
+        .unwrap();
     assert_eq!(fs::metadata(arts.join("run.sh")).unwrap().uid(), 65532);
     assert_eq!(fs::metadata(extracted.join("d/f")).unwrap().uid(), 65532);
 }
