@@ -7,6 +7,7 @@
 //! and the dependencies of a version only count while that version is chosen.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use crate::model::Recipe;
 use crate::range::VersionRange;
@@ -124,22 +125,25 @@ impl State {
 struct Search<'a> {
     catalog: &'a dyn Fn(&str) -> Vec<Recipe>,
     /// Candidates per name, highest version first, one recipe per version.
-    cache: HashMap<String, Vec<Recipe>>,
+    cache: HashMap<String, Rc<Vec<Recipe>>>,
     steps: usize,
 }
 
 impl Search<'_> {
-    fn candidates(&mut self, name: &str) -> &[Recipe] {
+    fn candidates(&mut self, name: &str) -> Rc<Vec<Recipe>> {
         let catalog = self.catalog;
-        self.cache.entry(name.to_owned()).or_insert_with(|| {
-            let mut list: Vec<Recipe> = catalog(name)
-                .into_iter()
-                .filter(|r| r.name == name)
-                .collect();
-            list.sort_by(|a, b| b.version.cmp_precedence(&a.version));
-            list.dedup_by(|a, b| a.version.cmp_precedence(&b.version).is_eq());
-            list
-        })
+        self.cache
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let mut list: Vec<Recipe> = catalog(name)
+                    .into_iter()
+                    .filter(|r| r.name == name)
+                    .collect();
+                list.sort_by(|a, b| b.version.cmp_precedence(&a.version));
+                list.dedup_by(|a, b| a.version.cmp_precedence(&b.version).is_eq());
+                Rc::new(list)
+            })
+            .clone()
     }
 
     fn solve(&mut self, state: State) -> Result<State, ResolveError> {
@@ -155,7 +159,7 @@ impl Search<'_> {
             };
         };
         let reqs = state.reqs.get(&name).cloned().unwrap_or_default();
-        let candidates = self.candidates(&name).to_vec();
+        let candidates = self.candidates(&name);
         let matching: Vec<usize> = (0..candidates.len())
             .filter(|&i| reqs.iter().all(|(_, r)| r.matches(&candidates[i].version)))
             .collect();
@@ -207,7 +211,7 @@ fn add_dependencies(
     state: &mut State,
     name: &str,
     recipe: &Recipe,
-    cache: &HashMap<String, Vec<Recipe>>,
+    cache: &HashMap<String, Rc<Vec<Recipe>>>,
 ) -> Result<(), ResolveError> {
     for (dep, spec) in &recipe.dependencies {
         state.require(dep, name, &spec.requirement);
@@ -228,7 +232,7 @@ fn add_dependencies(
 }
 
 /// A dependency cycle among the chosen versions, as `a -> b -> a`.
-fn find_cycle(state: &State, cache: &HashMap<String, Vec<Recipe>>) -> Option<Vec<String>> {
+fn find_cycle(state: &State, cache: &HashMap<String, Rc<Vec<Recipe>>>) -> Option<Vec<String>> {
     let deps = |n: &str| -> Vec<String> {
         state
             .chosen
@@ -419,6 +423,26 @@ mod tests {
         ]);
         let out = resolve_versions(&[root("a", "*")], &cat).expect("resolves");
         assert_eq!(versions(&out), ["a@1.0.0"]);
+    }
+
+    #[test]
+    fn hopeless_search_is_bounded() {
+        // 12^4 combinations, all failing at the bottom: the search still ends quickly.
+        let mut list = Vec::new();
+        let levels = ["l0", "l1", "l2", "l3", "l4"];
+        for (i, name) in levels.iter().enumerate() {
+            for minor in 0..12 {
+                let next = levels.get(i + 1).copied().unwrap_or("ghost");
+                list.push(recipe(name, &format!("1.{minor}.0"), &[(next, "*")]));
+            }
+        }
+        let started = std::time::Instant::now();
+        let err = resolve_versions(&[root("l0", "*")], &catalog(list)).expect_err("ghost");
+        assert!(
+            matches!(err, ResolveError::NotFound { ref component, .. } if component == "ghost"),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]
