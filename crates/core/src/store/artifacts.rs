@@ -153,9 +153,8 @@ pub(super) fn stage(
         let expected = expected_digest(name, a)?;
         plan.push((a, file, expected));
     }
-    if plan.is_empty() {
-        return Ok(());
-    }
+    // Both directories exist even without artifacts, as in Greengrass, so scripts can rely
+    // on `{artifacts:path}` and `{artifacts:decompressedPath}`.
     let dest_dir = store.artifacts_path(name, &component.version);
     let looked_in = artifact_dir.map(|d| d.join(name).join(component.version.to_string()));
     fsutil::open_dir_for_writing(&dest_dir)?;
@@ -200,9 +199,6 @@ pub(super) fn stage(
         .iter()
         .filter(|(a, ..)| matches!(a.unarchive, Unarchive::Zip))
         .collect();
-    if zips.is_empty() {
-        return Ok(());
-    }
     let unarchived = store.unarchived_path(name, &component.version);
     fsutil::open_dir_for_writing(&unarchived)?;
     let extracted = (|| {

@@ -512,3 +512,18 @@ fn store_errors_convert_to_core_errors() {
     .into();
     assert!(e.to_string().contains("s3://b/f"));
 }
+
+#[test]
+fn components_without_artifacts_get_empty_read_only_dirs() {
+    let f = fixture();
+    let c = component("com.ex.Plain", "1.0.0", vec![]);
+    f.store.stage_artifacts(&c, None).unwrap();
+    for dir in [
+        f.store.artifacts_path("com.ex.Plain", &v("1.0.0")),
+        f.store.unarchived_path("com.ex.Plain", &v("1.0.0")),
+    ] {
+        assert!(dir.is_dir(), "{}", dir.display());
+        assert_eq!(mode(&dir), 0o555);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+}
