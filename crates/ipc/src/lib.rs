@@ -1,1 +1,23 @@
-//! See the crate description and ARCHITECTURE.md.
+//! Greengrass-compatible IPC server: event-stream RPC over a Unix socket, the Greengrass
+//! IPC operations, and `accessControl` authorization.
+//!
+//! The binary starts it with [`serve`] once the core runs, and stops it with
+//! [`IpcServer::shutdown`] before the core shuts down. It reaches the runtime only through
+//! [`lichen_core::CoreHandle`] and the bus.
+//!
+//! Bounds: frames per `ipc.maxFrameBytes` (default 16 MiB), connections per
+//! `ipc.maxConnections`; per connection see [`conn`]; per subscription the bus queue
+//! ([`lichen_bus::DEFAULT_QUEUE_CAPACITY`], drop-oldest); per deployment-hook registration
+//! [`hooks::EVENT_QUEUE`].
+
+pub mod authz;
+pub mod client;
+pub mod conn;
+pub mod error;
+pub mod hooks;
+pub mod ops;
+mod server;
+
+pub use client::{CallError, IpcClient, IpcStream};
+pub use error::{ErrorShape, IpcError, OpError};
+pub use server::{IpcServer, serve};

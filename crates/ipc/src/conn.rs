@@ -1,0 +1,421 @@
+//! One IPC connection: the CONNECT handshake, connection-level messages, and the streams
+//! multiplexed on it.
+//!
+//! Bounds per connection:
+//! - inbound: one frame of at most `ipc.maxFrameBytes` (prelude checked before allocating);
+//! - outbound: [`OUTBOUND_QUEUE`] queued writes (a response, or a batch of up to 64 events);
+//!   when it is full, subscription forwarders wait and their bus queues drop their oldest
+//!   messages, and the reader stops reading new requests from this client;
+//! - at most [`MAX_STREAMS_PER_CONNECTION`] open streams (subscriptions and running slow
+//!   operations); beyond it new requests get a ServiceError;
+//! - the client has [`CONNECT_TIMEOUT`] after accept to complete CONNECT.
+//!
+//! A malformed frame, a bad CRC or an oversized frame gets a PROTOCOL_ERROR and closes this
+//! connection only. When a connection ends, every stream task it started is aborted, which
+//! drops its bus subscriptions and deployment-hook registrations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use lichen_eventstream::{Decoder, Frame, Header, MessageType, RpcMessage, flags, headers};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::error::OpError;
+use crate::ops::{self, Caller, EventSink, NAMESPACE, Reply, Shared, StreamRun};
+
+pub const OUTBOUND_QUEUE: usize = 1024;
+pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the client goes away or errs, queued replies get this long to be written.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+const READ_CHUNK: usize = 64 * 1024;
+const WRITE_COALESCE: usize = 256 * 1024;
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+    let writer = write_loop(wr, rx);
+    let conn = Conn {
+        shared,
+        tx,
+        caller: None,
+        streams: HashMap::new(),
+        last_stream_id: 0,
+    };
+    let reader = conn.read_loop(rd);
+    tokio::pin!(writer);
+    tokio::select! {
+        _ = &mut writer => {}
+        _ = reader => {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
+        }
+    }
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < WRITE_COALESCE {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Bytes>,
+    caller: Option<Caller>,
+    streams: HashMap<i32, AbortHandle>,
+    last_stream_id: i32,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for (_, h) in self.streams.drain() {
+            h.abort();
+        }
+    }
+}
+
+fn encode(msg: RpcMessage, max_frame: usize) -> Bytes {
+    let mut out = BytesMut::new();
+    match msg.encode(&mut out, max_frame) {
+        Ok(()) => out.freeze(),
+        Err(e) => {
+            tracing::warn!(error = %e, "IPC message could not be encoded");
+            Bytes::new()
+        }
+    }
+}
+
+fn error_message(stream_id: i32, e: &OpError, max_frame: usize) -> Bytes {
+    let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
+    encode(
+        RpcMessage::json(
+            MessageType::ApplicationError,
+            flags::TERMINATE_STREAM,
+            stream_id,
+            &e.shape.model_type(),
+            body,
+        ),
+        max_frame,
+    )
+}
+
+/// Encodes the reply of `op` on stream `id`; for a stream, also what runs its events.
+fn encode_reply(
+    shared: &Shared,
+    tx: &mpsc::Sender<Bytes>,
+    id: i32,
+    op: &str,
+    result: Result<Reply, OpError>,
+) -> (Bytes, Option<(StreamRun, EventSink)>) {
+    let max = shared.max_frame;
+    let response_type = format!("{NAMESPACE}{op}Response");
+    let (value, flags, stream) = match result {
+        Ok(Reply::Unary(v)) => (v, flags::TERMINATE_STREAM, None),
+        Ok(Reply::Stream { initial, run }) => {
+            let sink = EventSink {
+                tx: tx.clone(),
+                stream_id: id,
+                model_type: ops::stream_event_shape(op).unwrap_or("aws.greengrass#Unknown"),
+                max_frame: max,
+            };
+            (initial, 0, Some((run, sink)))
+        }
+        Err(e) => {
+            tracing::debug!(op, shape = e.shape.name(), message = %e.message, "IPC operation failed");
+            return (error_message(id, &e, max), None);
+        }
+    };
+    let body = serde_json::to_vec(&value).unwrap_or_default();
+    let msg = RpcMessage::json(
+        MessageType::ApplicationMessage,
+        flags,
+        id,
+        &response_type,
+        body,
+    );
+    let mut out = BytesMut::new();
+    match msg.encode(&mut out, max) {
+        Ok(()) => (out.freeze(), stream),
+        Err(e) => (
+            error_message(
+                id,
+                &OpError::service(format!("the {op} response is too large: {e}")),
+                max,
+            ),
+            None,
+        ),
+    }
+}
+
+impl Conn {
+    async fn send(&self, bytes: Bytes) -> bool {
+        !bytes.is_empty() && self.tx.send(bytes).await.is_ok()
+    }
+
+    async fn connection_error(&self, ty: MessageType, message: &str) {
+        tracing::info!(component = ?self.caller.as_ref().map(|c| &c.component), message, "closing IPC connection");
+        let body = serde_json::to_vec(&json!({ "message": message })).unwrap_or_default();
+        let msg = RpcMessage::new(ty, 0, 0)
+            .with_header(Header::string(
+                headers::CONTENT_TYPE,
+                headers::CONTENT_TYPE_JSON,
+            ))
+            .with_payload(body);
+        self.send(encode(msg, self.shared.max_frame)).await;
+    }
+
+    async fn read_loop(mut self, mut rd: OwnedReadHalf) {
+        let mut decoder = Decoder::new(self.shared.max_frame);
+        let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Flow::Close = self.on_frame(frame).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.connection_error(
+                            MessageType::ProtocolError,
+                            &format!("malformed frame: {e}"),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
+            let buf = decoder.buffer_mut();
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = if self.caller.is_none() {
+                match tokio::time::timeout_at(connect_deadline, rd.read_buf(buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::info!("IPC client did not CONNECT in time");
+                        return;
+                    }
+                }
+            } else {
+                rd.read_buf(buf).await
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Flow {
+        let msg = match RpcMessage::from_frame(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.connection_error(MessageType::ProtocolError, &e.to_string())
+                    .await;
+                return Flow::Close;
+            }
+        };
+        if self.caller.is_none() {
+            return self.on_connect(msg).await;
+        }
+        if msg.stream_id != 0 {
+            return match msg.message_type {
+                MessageType::ApplicationMessage | MessageType::ApplicationError => {
+                    self.on_stream(msg).await
+                }
+                other => {
+                    self.connection_error(
+                        MessageType::ProtocolError,
+                        &format!("message type {other:?} is not valid on a stream"),
+                    )
+                    .await;
+                    Flow::Close
+                }
+            };
+        }
+        match msg.message_type {
+            MessageType::Ping => {
+                let mut pong = RpcMessage::new(MessageType::PingResponse, 0, 0);
+                pong.headers = msg
+                    .headers
+                    .into_iter()
+                    .filter(|h| !h.name.starts_with(':'))
+                    .collect();
+                pong.payload = msg.payload;
+                self.send(encode(pong, self.shared.max_frame)).await;
+                Flow::Continue
+            }
+            MessageType::PingResponse => Flow::Continue,
+            MessageType::Connect => {
+                self.connection_error(MessageType::ProtocolError, "already connected")
+                    .await;
+                Flow::Close
+            }
+            other => {
+                self.connection_error(
+                    MessageType::ServerError,
+                    &format!("unexpected connection-level message {other:?}"),
+                )
+                .await;
+                Flow::Close
+            }
+        }
+    }
+
+    async fn on_connect(&mut self, msg: RpcMessage) -> Flow {
+        if msg.message_type != MessageType::Connect || msg.stream_id != 0 {
+            self.connection_error(
+                MessageType::ProtocolError,
+                "the first message must be CONNECT",
+            )
+            .await;
+            return Flow::Close;
+        }
+        let version_ok = msg.header_str(headers::VERSION) == Some(headers::PROTOCOL_VERSION);
+        let token = serde_json::from_slice::<Value>(&msg.payload)
+            .ok()
+            .and_then(|v| {
+                v.get("authToken")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        let component = if version_ok {
+            token.and_then(|t| self.shared.core.authenticate(&t))
+        } else {
+            None
+        };
+        let accepted = component.is_some();
+        let ack = RpcMessage::new(
+            MessageType::ConnectAck,
+            if accepted {
+                flags::CONNECTION_ACCEPTED
+            } else {
+                0
+            },
+            0,
+        );
+        self.send(encode(ack, self.shared.max_frame)).await;
+        match component {
+            Some(c) => {
+                tracing::debug!(component = %c, "IPC client connected");
+                self.caller = Some(Caller::new(c));
+                Flow::Continue
+            }
+            None => {
+                tracing::info!(
+                    version_ok,
+                    "IPC connection refused: unknown token or bad :version"
+                );
+                Flow::Close
+            }
+        }
+    }
+
+    async fn on_stream(&mut self, msg: RpcMessage) -> Flow {
+        let id = msg.stream_id;
+        if let Some(handle) = self.streams.get(&id) {
+            if msg.terminates() {
+                let finished = handle.is_finished();
+                handle.abort();
+                self.streams.remove(&id);
+                if !finished {
+                    let close = RpcMessage::new(
+                        MessageType::ApplicationMessage,
+                        flags::TERMINATE_STREAM,
+                        id,
+                    );
+                    self.send(encode(close, self.shared.max_frame)).await;
+                }
+            }
+            // Greengrass operations take no client events on an open stream: ignored.
+            return Flow::Continue;
+        }
+        if id <= self.last_stream_id {
+            // A stream that has already ended (e.g. the client's close crossing our
+            // TERMINATE): nothing to do.
+            return Flow::Continue;
+        }
+        self.last_stream_id = id;
+        let Some(op_full) = msg.header_str(headers::OPERATION) else {
+            self.connection_error(
+                MessageType::ProtocolError,
+                &format!("stream {id} starts without an operation header"),
+            )
+            .await;
+            return Flow::Close;
+        };
+        let op = op_full
+            .strip_prefix(NAMESPACE)
+            .unwrap_or(op_full)
+            .to_string();
+        let Some(caller) = self.caller.clone() else {
+            return Flow::Close;
+        };
+        if self.streams.len() >= MAX_STREAMS_PER_CONNECTION {
+            self.streams.retain(|_, h| !h.is_finished());
+        }
+        if self.streams.len() >= MAX_STREAMS_PER_CONNECTION {
+            let e = OpError::service(format!(
+                "too many open streams on this connection (limit {MAX_STREAMS_PER_CONNECTION})"
+            ));
+            self.send(error_message(id, &e, self.shared.max_frame))
+                .await;
+            return Flow::Continue;
+        }
+        tracing::trace!(component = %caller.component, op, stream = id, "IPC request");
+        if ops::is_slow(&op) {
+            let shared = self.shared.clone();
+            let tx = self.tx.clone();
+            let payload = msg.payload;
+            let task = tokio::spawn(async move {
+                let result = ops::dispatch(&shared, &caller, &op, &payload).await;
+                let (bytes, stream) = encode_reply(&shared, &tx, id, &op, result);
+                if tx.send(bytes).await.is_err() {
+                    return;
+                }
+                if let Some((run, sink)) = stream {
+                    run(sink).await;
+                }
+            });
+            self.streams.insert(id, task.abort_handle());
+        } else {
+            let result = ops::dispatch(&self.shared, &caller, &op, &msg.payload).await;
+            let (bytes, stream) = encode_reply(&self.shared, &self.tx, id, &op, result);
+            if !self.send(bytes).await {
+                return Flow::Close;
+            }
+            if let Some((run, sink)) = stream {
+                let task = tokio::spawn(run(sink));
+                self.streams.insert(id, task.abort_handle());
+            }
+        }
+        Flow::Continue
+    }
+}

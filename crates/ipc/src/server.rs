@@ -1,0 +1,154 @@
+//! The listening socket and the accept loop.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lichen_core::CoreHandle;
+use lichen_core::paths::SUN_PATH_MAX;
+use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::authz::PolicyCache;
+use crate::conn;
+use crate::error::IpcError;
+use crate::hooks::{HooksAdapter, IpcHooks};
+use crate::ops::Shared;
+
+/// A running IPC server. Dropping it without [`IpcServer::shutdown`] also stops it (the
+/// tasks are aborted) but leaves the socket file behind.
+pub struct IpcServer {
+    path: PathBuf,
+    stop: watch::Sender<bool>,
+    accept: Option<JoinHandle<()>>,
+    invalidator: JoinHandle<()>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl IpcServer {
+    /// Where the server listens (`<root>/ipc.socket`).
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Live IPC connections.
+    pub fn connections(&self) -> usize {
+        self.max_connections
+            .saturating_sub(self.limit.available_permits())
+    }
+
+    /// Stops accepting, closes every connection (ending their streams) and removes the
+    /// socket file.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
+        self.invalidator.abort();
+        let _ = std::fs::remove_file(&self.path);
+        tracing::info!(socket = %self.path.display(), "IPC server stopped");
+    }
+}
+
+impl Drop for IpcServer {
+    fn drop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        self.invalidator.abort();
+    }
+}
+
+/// Binds `path` even when it is longer than `sun_path` allows, by going through
+/// `/proc/self/fd/<dirfd>/`. A stale socket file is replaced; anything else is refused.
+fn bind(path: &Path) -> Result<UnixListener, IpcError> {
+    let err = |source| IpcError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => return Err(IpcError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = if path.as_os_str().len() <= SUN_PATH_MAX {
+        UnixListener::bind(path).map_err(err)?
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let name = path.file_name().unwrap_or_default();
+        let dir_file = std::fs::File::open(dir).map_err(err)?;
+        let short = Path::new("/proc/self/fd")
+            .join(dir_file.as_raw_fd().to_string())
+            .join(name);
+        UnixListener::bind(&short).map_err(err)?
+    };
+    // Components may run as other users; the SVCUID is what authenticates them.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Starts the Greengrass IPC server on `core.layout().ipc_socket()` and installs the
+/// deployment hooks (configuration validation, component update notices) in the core.
+pub async fn serve(core: CoreHandle) -> Result<IpcServer, IpcError> {
+    let path = core.layout().ipc_socket();
+    let listener = bind(&path)?;
+    let settings = core.settings().ipc.clone();
+    let hooks = IpcHooks::new();
+    core.set_deployment_hooks(Arc::new(HooksAdapter(hooks.clone())));
+    let policies = PolicyCache::new(core.clone());
+    let invalidator = policies.spawn_invalidator();
+    let shared = Arc::new(Shared {
+        core,
+        policies,
+        hooks,
+        max_frame: settings
+            .max_frame_bytes
+            .max(lichen_eventstream::MIN_FRAME_LEN),
+    });
+    let (stop, mut stopped) = watch::channel(false);
+    let max_connections = settings.max_connections.max(1);
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let accept_limit = limit.clone();
+    let accept = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "IPC accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = accept_limit.clone().try_acquire_owned() else {
+                        tracing::warn!(max = settings.max_connections, "IPC connection limit reached; refusing a client");
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    connections.spawn(async move {
+                        conn::run(stream, shared).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        connections.shutdown().await;
+    });
+    tracing::info!(socket = %path.display(), "IPC server listening");
+    Ok(IpcServer {
+        path,
+        stop,
+        accept: Some(accept),
+        invalidator,
+        limit,
+        max_connections,
+    })
+}
