@@ -247,7 +247,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// The last `n` lines of a file (without their newlines), reading backwards from the end in
 /// blocks, so the cost is proportional to what is returned, not to the file size.
 pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
-    const BLOCK: u64 = 8 * 1024;
+    tail_lines_in_blocks(path, n, 8 * 1024)
+}
+
+fn tail_lines_in_blocks(path: &Path, n: usize, block_size: u64) -> io::Result<Vec<String>> {
+    let block_size = block_size.max(1);
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -259,7 +263,7 @@ pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     let mut newlines = 0usize;
     let mut skip_last = true;
     while pos > 0 && newlines <= n {
-        let start = pos.saturating_sub(BLOCK);
+        let start = pos.saturating_sub(block_size);
         let size = usize::try_from(pos - start).unwrap_or(0);
         let mut block = vec![0u8; size];
         f.seek(SeekFrom::Start(start))?;
@@ -627,6 +631,53 @@ mod tests {
         assert_eq!(tail_lines_rotated(&path, 1).unwrap(), vec!["line 7"]);
         let err = tail_lines_rotated(&dir.path().join("none.log"), 3).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tail_matches_a_naive_split(
+            text in "[ab\r\n]{0,80}",
+            n in 0usize..12,
+            block in 1u64..20,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("p.log");
+            fs::write(&path, &text).unwrap();
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            let mut all: Vec<String> = if text.is_empty() {
+                Vec::new()
+            } else {
+                body.split('\n')
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+                    .collect()
+            };
+            let keep = all.len().saturating_sub(n);
+            all.drain(..keep);
+            proptest::prop_assert_eq!(tail_lines_in_blocks(&path, n, block).unwrap(), all);
+        }
+
+        #[test]
+        fn dates_match_day_by_day_counting(days in 0u64..200_000) {
+            // Walk years and months from 1970 the slow way.
+            let (mut y, mut left) = (1970i64, days as i64);
+            let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            loop {
+                let len = if leap(y) { 366 } else { 365 };
+                if left < len { break; }
+                left -= len;
+                y += 1;
+            }
+            let months = [31, if leap(y) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+            let mut m = 0;
+            while left >= months[m] {
+                left -= months[m];
+                m += 1;
+            }
+            proptest::prop_assert_eq!(
+                civil_from_days(days as i64),
+                (y, m as u32 + 1, left as u32 + 1)
+            );
+        }
     }
 
     async fn recv(rx: &mut tokio::sync::mpsc::Receiver<String>) -> String {

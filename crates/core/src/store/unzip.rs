@@ -152,4 +152,15 @@ mod tests {
             PathBuf::from("a..b/c")
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn accepted_names_never_leave_the_directory(name in "[a./\\\\\0:]{0,12}") {
+            if let Some(p) = safe_relative_path(&name) {
+                proptest::prop_assert!(p.components().all(|c| matches!(c, Component::Normal(_))));
+                let joined = Path::new("/base").join(&p);
+                proptest::prop_assert!(joined.starts_with("/base"));
+            }
+        }
+    }
 }
