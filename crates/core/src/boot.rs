@@ -69,6 +69,7 @@ impl Core {
         }
         let rt = Arc::new(Runtime {
             store: ComponentStore::new(layout.clone()),
+            orphans: crate::lifecycle::orphans::GroupRegistry::new(layout.groups_dir()),
             layout,
             settings: options.settings,
             bus: lichen_bus::Bus::new(),
@@ -81,6 +82,13 @@ impl Core {
             metrics: Mutex::new(HashMap::new()),
             is_root: nix::unistd::geteuid().is_root(),
         });
+        let leftovers = rt.orphans.reap_leftovers();
+        if leftovers > 0 {
+            tracing::warn!(
+                leftovers,
+                "ended process groups of a core that did not stop cleanly"
+            );
+        }
         crate::deployment::engine::boot(&rt)
             .await
             .map_err(CoreError::Other)?;

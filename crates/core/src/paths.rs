@@ -77,6 +77,10 @@ impl RootLayout {
     pub fn deployment_records_dir(&self) -> PathBuf {
         self.deployments_dir().join("records")
     }
+    /// Process groups started by the core, one file each, for cleanup after a crash.
+    pub fn groups_dir(&self) -> PathBuf {
+        self.root.join("run").join("groups")
+    }
     pub fn work_dir(&self, component: &str) -> PathBuf {
         self.root.join("work").join(component)
     }

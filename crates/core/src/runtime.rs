@@ -36,6 +36,7 @@ pub struct Runtime {
     pub(crate) store: ComponentStore,
     pub(crate) tokens: TokenRegistry,
     pub(crate) supervisor: Supervisor,
+    pub(crate) orphans: crate::lifecycle::orphans::GroupRegistry,
     pub(crate) deployments: DeploymentQueue,
     pub(crate) lifecycle_events: broadcast::Sender<LifecycleEvent>,
     pub(crate) hooks: RwLock<Option<Arc<dyn DeploymentHooks>>>,

@@ -484,18 +484,18 @@ async fn converge(
         rt.supervisor.upsert(rt, spec).map_err(|e| e.to_string())?;
     }
     for name in rt.supervisor.dependency_order() {
+        if !target.components.contains_key(&name) {
+            continue;
+        }
         let needs_start = changed.contains(&name)
             || matches!(
                 rt.state_of(&name),
-                Some(
-                    crate::LifecycleState::New
-                        | crate::LifecycleState::Errored
-                        | crate::LifecycleState::Broken
-                        | crate::LifecycleState::Installed
-                )
+                Some(crate::LifecycleState::New | crate::LifecycleState::Broken)
             );
-        if needs_start && target.components.contains_key(&name) {
-            rt.supervisor.start(&name).map_err(|e| e.to_string())?;
+        if needs_start {
+            rt.supervisor
+                .start_fresh(&name)
+                .map_err(|e| e.to_string())?;
         }
     }
     let names: Vec<String> = target.components.keys().cloned().collect();

@@ -280,7 +280,7 @@ impl Actor {
             tokio::select! {
                 status = child.wait() => {
                     let pgid = self.main.take().map(|(_, g)| g).unwrap_or_default();
-                    process::terminate_group(pgid).await;
+                    self.rt.orphans.terminate(pgid).await;
                     self.slot.set_pid(None);
                     return match status {
                         Ok(s) if s.success() => {
@@ -406,7 +406,7 @@ impl Actor {
 
     async fn kill_main(&mut self) {
         if let Some((mut child, pgid)) = self.main.take() {
-            process::terminate_group(pgid).await;
+            self.rt.orphans.terminate(pgid).await;
             let _ = child.wait().await;
         }
         self.slot.set_pid(None);
@@ -456,7 +456,7 @@ impl Actor {
                 }
             }
         };
-        process::terminate_group(pgid).await;
+        self.rt.orphans.terminate(pgid).await;
         let _ = child.wait().await;
         outcome
     }
@@ -478,7 +478,7 @@ impl Actor {
             Ok(Err(e)) => Err(format!("waiting for {name} script: {e}")),
             Err(_) => Err(format!("{name} timed out after {}s", timeout.as_secs())),
         };
-        process::terminate_group(pgid).await;
+        self.rt.orphans.terminate(pgid).await;
         let _ = child.wait().await;
         result
     }
@@ -504,6 +504,7 @@ impl Actor {
         })
         .map_err(|e| format!("starting {name} script: {e}"))?;
         let pid = child.id().unwrap_or_default();
+        self.rt.orphans.track(pid as i32, &spec.name);
         self.slot.attach_to_cgroup(pid);
         if name == "run" || name == "startup" {
             self.slot.set_pid(Some(pid as i32));

@@ -213,6 +213,23 @@ impl Supervisor {
         *slot.limits_note.lock().unwrap_or_else(|p| p.into_inner()) = note;
     }
 
+    /// Starts a component that is idle (NEW, FINISHED or BROKEN) from scratch: its state is
+    /// reset to NEW first, so that waiting for RUNNING/FINISHED observes the new run and not
+    /// the state left by the previous one.
+    pub fn start_fresh(&self, name: &str) -> Result<()> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| CoreError::ComponentNotFound(name.into()))?;
+        let state = slot.status().state;
+        if matches!(
+            state,
+            LifecycleState::New | LifecycleState::Finished | LifecycleState::Broken
+        ) {
+            slot.set_status(LifecycleState::New, None);
+        }
+        self.start(name)
+    }
+
     pub fn start(&self, name: &str) -> Result<()> {
         let slot = self
             .slot(name)

@@ -1,0 +1,370 @@
+//! Deployment failures, rollback, bad input and crash recovery on the real core binary.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use serde_json::Value;
+use sha2::Digest;
+
+/// A component whose Startup launches a daemon recording its version, or fails when
+/// `fail` is set.
+fn app(version: &str, fail: bool) -> String {
+    let startup = if fail {
+        "echo \"v$VERSION refusing to start\"; exit 1".to_string()
+    } else {
+        "echo \"started v$VERSION mode={configuration:/mode}\" >> starts.log; (exec sleep 300) & echo $! > daemon.pid".to_string()
+    };
+    format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.App
+ComponentVersion: "{version}"
+ComponentConfiguration:
+  DefaultConfiguration:
+    mode: one
+Manifests:
+  - Platform: {{ os: linux }}
+    Lifecycle:
+      Setenv: {{ VERSION: "{version}" }}
+      Startup: '{startup}'
+      Shutdown: 'kill $(cat daemon.pid) 2>/dev/null; true'
+"#
+    )
+}
+
+fn daemon_pid(core: &TestCore) -> i32 {
+    read(&core.work("com.test.App").join("daemon.pid"))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn failed_deployment_rolls_back_versions_and_configuration() {
+    let core = TestCore::start();
+    let v1 = recipe_dir(core.dir.path(), "v1", &[("app.yaml", &app("1.0.0", false))]);
+    let d = core.deploy(
+        &v1,
+        None,
+        &[
+            "-m",
+            "com.test.App=1.0.0",
+            "-c",
+            r#"{"com.test.App":{"MERGE":{"mode":"custom"}}}"#,
+        ],
+    );
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let first = daemon_pid(&core);
+    assert!(pid_alive(first));
+
+    let v2 = recipe_dir(core.dir.path(), "v2", &[("app.yaml", &app("2.0.0", true))]);
+    let d = core.deploy(
+        &v2,
+        None,
+        &[
+            "-m",
+            "com.test.App=2.0.0",
+            "-c",
+            r#"{"com.test.App":{"MERGE":{"mode":"broken"}}}"#,
+        ],
+    );
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["detailedStatus"], "FAILED_ROLLBACK_COMPLETE", "{d}");
+    assert!(
+        d["failureCause"].as_str().unwrap().contains("com.test.App"),
+        "{d}"
+    );
+
+    let info = core.wait_state("com.test.App", "RUNNING", Duration::from_secs(20));
+    assert_eq!(info["version"], "1.0.0");
+    assert_eq!(info["configuration"], serde_json::json!({"mode": "custom"}));
+    // The running process is v1 again, restarted with the restored configuration.
+    let starts = read(&core.work("com.test.App").join("starts.log"));
+    assert_eq!(
+        starts.lines().last(),
+        Some("started v1.0.0 mode=custom"),
+        "{starts}"
+    );
+    let now = daemon_pid(&core);
+    assert!(pid_alive(now), "v1 daemon runs after rollback");
+    assert!(!pid_alive(first) || now == first);
+    let log = read(&core.root.join("logs/com.test.App.log"));
+    assert!(
+        log.contains("v2.0.0 refusing to start"),
+        "v2 really ran: {log}"
+    );
+}
+
+fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, data) in entries {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+fn simple(name: &str, extra: &str) -> String {
+    format!(
+        r#"{{
+  "RecipeFormatVersion": "2020-01-25",
+  "ComponentName": "{name}",
+  "ComponentVersion": "1.0.0",
+  {extra}
+  "Manifests": [{{ "Platform": {{ "os": "linux" }}, "Lifecycle": {{ "Run": "exec sleep 300" }} }}]
+}}"#
+    )
+}
+
+fn with_artifact(name: &str, uri: &str, more: &str) -> String {
+    format!(
+        r#"{{
+  "RecipeFormatVersion": "2020-01-25",
+  "ComponentName": "{name}",
+  "ComponentVersion": "1.0.0",
+  "Manifests": [{{
+    "Platform": {{ "os": "linux" }},
+    "Lifecycle": {{ "Run": "exec sleep 300" }},
+    "Artifacts": [{{ "URI": "{uri}" {more} }}]
+  }}]
+}}"#
+    )
+}
+
+fn put_artifact(base: &Path, component: &str, file: &str, data: &[u8]) -> std::path::PathBuf {
+    let dir = base.join(component).join("1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), data).unwrap();
+    base.to_path_buf()
+}
+
+#[test]
+fn bad_input_fails_with_reason_and_leaves_state_intact() {
+    let core = TestCore::start();
+    let ok = recipe_dir(core.dir.path(), "ok", &[("app.yaml", &app("1.0.0", false))]);
+    assert_eq!(
+        core.deploy(&ok, None, &["-m", "com.test.App=1.0.0"])["status"],
+        "SUCCEEDED"
+    );
+    let pid = daemon_pid(&core);
+    let base = core.dir.path();
+
+    let good_zip = zip_bytes(&[("inner/data.txt", b"fine")]);
+    let evil_zip = zip_bytes(&[("../../escaped.txt", b"evil")]);
+    let right = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"payload"));
+    let arts = base.join("artifacts");
+    put_artifact(&arts, "com.test.Digest", "blob.bin", b"tampered");
+    put_artifact(&arts, "com.test.Zip", "evil.zip", &evil_zip);
+    put_artifact(&arts, "com.test.GoodZip", "good.zip", &good_zip);
+
+    let cases: Vec<(&str, Vec<(&str, String)>, &str, &[&str])> = vec![
+        ("malformed", vec![("bad.yaml", "RecipeFormatVersion: 2020-01-25\nComponentName: [unclosed\n".into())], "com.test.Bad", &["bad.yaml"]),
+        (
+            "platform",
+            vec![("win.json", r#"{"RecipeFormatVersion":"2020-01-25","ComponentName":"com.test.Win","ComponentVersion":"1.0.0","Manifests":[{"Platform":{"os":"windows"},"Lifecycle":{"Run":"x"}}]}"#.into())],
+            "com.test.Win",
+            &["platform", "windows"],
+        ),
+        ("missing artifact", vec![("m.json", with_artifact("com.test.Missing", "s3://bucket/missing.bin", ""))], "com.test.Missing", &["missing.bin", "not found"]),
+        (
+            "digest",
+            vec![("d.json", with_artifact("com.test.Digest", "s3://bucket/blob.bin", &format!(r#", "Digest": "{right}", "Algorithm": "SHA-256""#)))],
+            "com.test.Digest",
+            &["blob.bin", "digest"],
+        ),
+        (
+            "cycle",
+            vec![
+                ("a.json", simple("com.test.A", r#""ComponentDependencies": {"com.test.B": {"VersionRequirement": "^1.0.0"}},"#)),
+                ("b.json", simple("com.test.B", r#""ComponentDependencies": {"com.test.A": {"VersionRequirement": "^1.0.0"}},"#)),
+            ],
+            "com.test.A",
+            &["cycle", "com.test.A", "com.test.B"],
+        ),
+        (
+            "unsatisfiable",
+            vec![
+                ("c.json", simple("com.test.C", r#""ComponentDependencies": {"com.test.D": {"VersionRequirement": ">=2.0.0"}},"#)),
+                ("d.json", simple("com.test.D", "")),
+            ],
+            "com.test.C",
+            &["com.test.D", ">=2.0.0"],
+        ),
+        ("zip slip", vec![("z.json", with_artifact("com.test.Zip", "s3://bucket/evil.zip", r#", "Unarchive": "ZIP""#))], "com.test.Zip", &["evil.zip", "../../escaped.txt"]),
+        ("docker", vec![("k.json", with_artifact("com.test.Docker", "docker:nginx:latest", ""))], "com.test.Docker", &["docker"]),
+    ];
+    for (what, files, root, needles) in cases {
+        let refs: Vec<(&str, &str)> = files.iter().map(|(f, t)| (*f, t.as_str())).collect();
+        let dir = recipe_dir(base, &format!("case-{}", what.replace(' ', "-")), &refs);
+        let merge = format!("{root}=1.0.0");
+        let d = core.deploy(&dir, Some(&arts), &["-m", &merge]);
+        assert_eq!(d["status"], "FAILED", "{what}: {d}");
+        assert_eq!(d["detailedStatus"], "FAILED_NO_STATE_CHANGE", "{what}: {d}");
+        let cause = d["failureCause"].as_str().unwrap_or_default();
+        for n in needles {
+            assert!(
+                cause.contains(n),
+                "{what}: cause should mention {n:?}: {cause}"
+            );
+        }
+        // The previous state is intact.
+        let app = core.component("com.test.App");
+        assert_eq!(app["state"], "RUNNING", "{what}");
+        assert_eq!(daemon_pid(&core), pid, "{what}: App was not restarted");
+        let list = core.json(&["component", "list"]);
+        assert_eq!(list.as_array().unwrap().len(), 1, "{what}: {list}");
+    }
+    assert!(!base.join("escaped.txt").exists() && !core.root.join("store/escaped.txt").exists());
+
+    // A version conflict names both requirements.
+    let conflict = recipe_dir(
+        base,
+        "conflict",
+        &[
+            (
+                "e.json",
+                &simple(
+                    "com.test.E",
+                    r#""ComponentDependencies": {"com.test.D": {"VersionRequirement": "<1.0.0"}},"#,
+                ),
+            ),
+            ("d.json", &simple("com.test.D", "")),
+        ],
+    );
+    let d = core.deploy(
+        &conflict,
+        None,
+        &["-m", "com.test.E=1.0.0", "-m", "com.test.D=1.0.0"],
+    );
+    let cause = d["failureCause"].as_str().unwrap_or_default().to_string();
+    assert!(
+        cause.contains("com.test.E")
+            && cause.contains("<1.0.0")
+            && cause.contains("LOCAL_DEPLOYMENT"),
+        "{cause}"
+    );
+
+    // Missing directories.
+    let d = core.deploy(
+        Path::new("/nonexistent/recipes"),
+        None,
+        &["-m", "com.test.X=1.0.0"],
+    );
+    assert_eq!(d["status"], "FAILED");
+    assert!(
+        d["failureCause"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/recipes"),
+        "{d}"
+    );
+    let d = core.deploy(
+        &ok,
+        Some(Path::new("/nonexistent/artifacts")),
+        &["-m", "com.test.App=1.0.0"],
+    );
+    assert!(
+        d["failureCause"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/artifacts"),
+        "{d}"
+    );
+
+    // A good archive is extracted where {artifacts:decompressedPath} points.
+    let gz = recipe_dir(
+        base,
+        "goodzip",
+        &[(
+            "g.json",
+            &with_artifact(
+                "com.test.GoodZip",
+                "s3://bucket/good.zip",
+                r#", "Unarchive": "ZIP""#,
+            )
+            .replace(
+                "exec sleep 300",
+                "cat {artifacts:decompressedPath}/good/inner/data.txt > out.txt; exec sleep 300",
+            ),
+        )],
+    );
+    let d = core.deploy(&gz, Some(&arts), &["-m", "com.test.GoodZip=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    eventually("zip content read", Duration::from_secs(10), || {
+        read(&core.work("com.test.GoodZip").join("out.txt")) == "fine"
+    });
+}
+
+#[test]
+fn kill_9_during_deployment_is_rolled_back_on_restart() {
+    let mut core = TestCore::start();
+    let v1 = recipe_dir(core.dir.path(), "v1", &[("app.yaml", &app("1.0.0", false))]);
+    assert_eq!(
+        core.deploy(&v1, None, &["-m", "com.test.App=1.0.0"])["status"],
+        "SUCCEEDED"
+    );
+
+    // v2 never finishes starting: the deployment sits in its apply phase.
+    let slow = app("2.0.0", false).replace("Startup: '", "Startup: 'sleep 600; ");
+    let v2 = recipe_dir(core.dir.path(), "v2", &[("app.yaml", &slow)]);
+    let out = core.cli(&[
+        "deployment",
+        "create",
+        "--recipe-dir",
+        v2.to_str().unwrap(),
+        "-m",
+        "com.test.App=2.0.0",
+        "-c",
+        r#"{"com.test.App":{"MERGE":{"mode":"two"}}}"#,
+        "--no-wait",
+        "--json",
+    ]);
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["deploymentId"].as_str().unwrap().to_string();
+    let marker = core.root.join("deployments/ongoing.json");
+    eventually("deployment applying", Duration::from_secs(20), || {
+        marker.exists() && core.component("com.test.App")["version"] == "2.0.0"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    core.kill9();
+
+    core.spawn();
+    let d = core.json(&["deployment", "status", &id]);
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["errorTypes"][0], "CORE_RESTARTED", "{d}");
+    let info = core.wait_state("com.test.App", "RUNNING", Duration::from_secs(20));
+    assert_eq!(info["version"], "1.0.0");
+    assert_eq!(info["configuration"]["mode"], "one");
+    assert!(!marker.exists());
+    // The v2 startup script left behind by the killed core was ended.
+    let leftovers = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 600"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&leftovers.stdout).to_string();
+    for pid in pids.split_whitespace() {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let root = core.root.display().to_string();
+        assert!(
+            !String::from_utf8_lossy(&env).contains(&root),
+            "process {pid} from the killed core's deployment is still running"
+        );
+    }
+    // And a new deployment works.
+    let v3 = recipe_dir(core.dir.path(), "v3", &[("app.yaml", &app("3.0.0", false))]);
+    assert_eq!(
+        core.deploy(&v3, None, &["-m", "com.test.App=3.0.0"])["status"],
+        "SUCCEEDED"
+    );
+    assert_eq!(core.component("com.test.App")["version"], "3.0.0");
+}
