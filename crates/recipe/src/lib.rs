@@ -26,6 +26,7 @@ pub mod variables;
 pub use error::RecipeError;
 pub use lifecycle::{
     Interpolator, Lifecycle, SkipIf, Step, default_timeout, select_global_lifecycle,
+    selection_keywords,
 };
 pub use model::{
     Access, Artifact, ComponentType, Dependency, DependencyType, Manifest, Permission, Recipe,

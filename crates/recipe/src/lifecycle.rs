@@ -374,141 +374,73 @@ fn render(v: &Value) -> String {
 // Global lifecycle selection.
 // ---------------------------------------------------------------------------------------
 
-/// Where in a lifecycle tree a value sits; decides which keys are structural and which are
-/// selection keys.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ctx {
-    Lifecycle,
-    Step,
-    Setenv,
-    Leaf,
-}
-
-const STEP_NAMES: [&str; 7] = [
-    "bootstrap",
-    "install",
-    "startup",
-    "run",
-    "shutdown",
-    "recover",
-    "uninstall",
-];
-
-/// The context of the child under a structural key, or `None` if `key` is a selection key.
-fn structural(ctx: Ctx, key: &str, value: &Value) -> Option<Ctx> {
-    let is = |name: &str| key.eq_ignore_ascii_case(name);
-    match ctx {
-        Ctx::Lifecycle if is("setenv") => Some(Ctx::Setenv),
-        Ctx::Lifecycle if is("errorresettime") => Some(Ctx::Leaf),
-        Ctx::Lifecycle if STEP_NAMES.iter().any(|n| is(n)) => Some(Ctx::Step),
-        Ctx::Step if is("setenv") => Some(Ctx::Setenv),
-        Ctx::Step
-            if ["script", "requiresprivilege", "skipif", "timeout"]
-                .iter()
-                .any(|n| is(n)) =>
-        {
-            Some(Ctx::Leaf)
+/// The selection keys a recipe declares: every manifest's `Selections`, plus `all`.
+pub fn selection_keywords<'a>(selections: impl IntoIterator<Item = &'a [String]>) -> Vec<String> {
+    let mut out: Vec<String> = vec!["all".to_owned()];
+    for list in selections {
+        for s in list {
+            if !out.iter().any(|k| k.eq_ignore_ascii_case(s)) {
+                out.push(s.clone());
+            }
         }
-        // An environment variable's value is a scalar; an object under Setenv is a selection.
-        Ctx::Setenv if !value.is_object() => Some(Ctx::Leaf),
-        _ => None,
     }
+    out
 }
 
-struct Selections<'a> {
-    /// Manifest selections, `all` moved last so specific selections win over the default.
-    ordered: Vec<&'a str>,
-    has_all: bool,
-}
-
-/// Picks the sections of a global lifecycle that `selections` ask for, following the DG:
+/// Picks the parts of a global lifecycle that a manifest's `selections` ask for, the way the
+/// Java nucleus does:
 ///
-/// * a key that is not a lifecycle key (`Install`, `Script`, `Setenv`, ...) is a selection key,
-///   at any level; only branches under selected keys are kept;
-/// * `all` selects both branches literally keyed `all` and sections with no selection key;
-/// * with no selections the manifest gets `["all"]`;
-/// * when several selected branches define the same field, the one whose key comes first in
-///   `selections` wins, and `all` loses to any explicit key.
+/// * `keywords` are the selection keys of the whole recipe (see [`selection_keywords`]); a
+///   key of the global lifecycle is a selection key only if it is one of them;
+/// * at any level, an object with at least one selection key is replaced by the branch of the
+///   first of `selections` (in the manifest's priority order) it contains, or else by its
+///   `all` branch, or else dropped; other keys beside selection keys are ignored;
+/// * objects without selection keys are kept, each value filtered the same way; other values
+///   are kept as they are.
 ///
-/// Returns the resulting plain lifecycle object (possibly empty).
-pub fn select_global_lifecycle(global: &Value, selections: &[String]) -> Value {
-    let mut ordered: Vec<&str> = selections
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !s.eq_ignore_ascii_case("all"))
-        .collect();
-    let has_all = selections.is_empty() || selections.iter().any(|s| s.eq_ignore_ascii_case("all"));
-    if has_all {
-        ordered.push("all");
+/// Keys compare ignoring ASCII case. Returns the resulting plain lifecycle object (possibly
+/// empty).
+pub fn select_global_lifecycle(
+    global: &Value,
+    keywords: &[String],
+    selections: &[String],
+) -> Value {
+    match filter(global, keywords, selections) {
+        Some(v @ Value::Object(_)) => v,
+        _ => Value::Object(Map::new()),
     }
-    let sel = Selections { ordered, has_all };
-    pick(global, Ctx::Lifecycle, &sel, false).unwrap_or_else(|| Value::Object(Map::new()))
 }
 
-fn pick(v: &Value, ctx: Ctx, sel: &Selections<'_>, keyed: bool) -> Option<Value> {
-    let Value::Object(map) = v else {
-        // A leaf is kept if it sits under a selected key, or in the unkeyed ("all") part.
-        return (keyed || sel.has_all).then(|| v.clone());
-    };
-    let mut plain: Vec<(&String, &Value, Ctx)> = Vec::new();
-    let mut keyed_entries: Vec<(&String, &Value)> = Vec::new();
-    for (k, child) in map {
-        match structural(ctx, k, child) {
-            Some(c) => plain.push((k, child, c)),
-            None => keyed_entries.push((k, child)),
-        }
-    }
-    let pick_plain = |keyed: bool| -> Option<Value> {
-        let mut out = Map::new();
-        for (k, child, c) in &plain {
-            if let Some(x) = pick(child, *c, sel, keyed) {
-                out.insert((*k).clone(), x);
-            }
-        }
-        (!out.is_empty()).then_some(Value::Object(out))
-    };
-    if keyed_entries.is_empty() {
-        return pick_plain(keyed);
-    }
-    let mut result: Option<Value> = None;
-    for s in &sel.ordered {
-        for (k, child) in &keyed_entries {
-            if k.eq_ignore_ascii_case(s) {
-                merge(&mut result, pick(child, ctx, sel, true));
-            }
-        }
-        if s.eq_ignore_ascii_case("all") && !plain.is_empty() {
-            merge(&mut result, pick_plain(true));
-        }
-    }
-    result
+fn lookup<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    map.iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_null())
+        .map(|(_, v)| v)
 }
 
-/// Deep-merges `other` into `into`; fields already in `into` win. Keys compare ignoring case.
-fn merge(into: &mut Option<Value>, other: Option<Value>) {
-    let Some(other) = other else { return };
-    let Some(existing) = into else {
-        *into = Some(other);
-        return;
-    };
-    if let (Value::Object(a), Value::Object(b)) = (existing, other) {
-        for (k, v) in b {
-            let found = a.keys().find(|ek| ek.eq_ignore_ascii_case(&k)).cloned();
-            match found {
-                None => {
-                    a.insert(k, v);
-                }
-                Some(ek) => {
-                    if let Some(slot) = a.get_mut(&ek) {
-                        let mut cur = Some(slot.take());
-                        merge(&mut cur, Some(v));
-                        if let Some(c) = cur {
-                            *slot = c;
-                        }
-                    }
-                }
+fn filter(v: &Value, keywords: &[String], selections: &[String]) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Object(map) => {
+            let keyed = map
+                .keys()
+                .any(|k| keywords.iter().any(|kw| kw.eq_ignore_ascii_case(k)));
+            if keyed {
+                let chosen = selections
+                    .iter()
+                    .find_map(|s| lookup(map, s))
+                    .or_else(|| lookup(map, "all"))?;
+                filter(chosen, keywords, selections)
+            } else {
+                Some(Value::Object(
+                    map.iter()
+                        .filter_map(|(k, child)| {
+                            filter(child, keywords, selections).map(|c| (k.clone(), c))
+                        })
+                        .collect(),
+                ))
             }
         }
+        other => Some(other.clone()),
     }
 }
 
@@ -657,9 +589,22 @@ mod tests {
         assert_eq!(st.skipif, Some(SkipIf::OnPath("docker".into())));
     }
 
-    fn sel(global: Value, keys: &[&str]) -> Value {
+    /// Selects with `keys`; the recipe declares `keys` plus `declared` as selection keys.
+    fn sel_in(global: &Value, declared: &[&str], keys: &[&str]) -> Value {
         let keys: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
-        select_global_lifecycle(&global, &keys)
+        let declared: Vec<String> = declared.iter().map(|s| s.to_string()).collect();
+        let keywords = selection_keywords([declared.as_slice(), keys.as_slice()]);
+        select_global_lifecycle(global, &keywords, &keys)
+    }
+
+    #[test]
+    fn selection_keywords_always_include_all() {
+        let a = vec!["linux".to_string(), "ALL".to_string()];
+        let b = vec!["Linux".to_string(), "x".to_string()];
+        assert_eq!(
+            selection_keywords([a.as_slice(), b.as_slice()]),
+            ["all", "linux", "x"]
+        );
     }
 
     #[test]
@@ -669,50 +614,65 @@ mod tests {
             "key2": {"Install": {"Script": "command2"}},
             "all": {"Install": {"Script": "command3"}}
         });
+        let d = ["key1", "key2"];
+        let c1 = json!({"Install": {"Skipif": "onpath x", "Script": "command1"}});
+        assert_eq!(sel_in(&g, &d, &["key1"]), c1);
         assert_eq!(
-            sel(g.clone(), &["key1"]),
-            json!({"Install": {"Skipif": "onpath x", "Script": "command1"}})
-        );
-        assert_eq!(
-            sel(g.clone(), &["key2"]),
+            sel_in(&g, &d, &["key2"]),
             json!({"Install": {"Script": "command2"}})
         );
         assert_eq!(
-            sel(g.clone(), &[]),
+            sel_in(&g, &d, &[]),
             json!({"Install": {"Script": "command3"}})
         );
         assert_eq!(
-            sel(g.clone(), &["all"]),
+            sel_in(&g, &d, &["all"]),
             json!({"Install": {"Script": "command3"}})
         );
         assert_eq!(
-            sel(g.clone(), &["KEY2"]),
+            sel_in(&g, &d, &["KEY2"]),
             json!({"Install": {"Script": "command2"}})
         );
-        assert_eq!(sel(g.clone(), &["nope"]), json!({}));
-        // An explicit key beats `all`; among explicit keys the manifest order decides.
+        // A selection the lifecycle does not have falls back to `all`.
         assert_eq!(
-            sel(g.clone(), &["all", "key2"]),
+            sel_in(&g, &d, &["nope"]),
+            json!({"Install": {"Script": "command3"}})
+        );
+        // The first selection (manifest priority order) wins; branches are not merged.
+        assert_eq!(
+            sel_in(&g, &d, &["key2", "key1"]),
             json!({"Install": {"Script": "command2"}})
         );
         assert_eq!(
-            sel(g, &["key2", "key1"]),
-            json!({"Install": {"Script": "command2", "Skipif": "onpath x"}})
+            sel_in(&g, &d, &["all", "key2"]),
+            json!({"Install": {"Script": "command3"}})
         );
+        // Without an `all` branch, an unmatched selection removes the section.
+        let no_all = json!({"key1": {"Run": "r"}});
+        assert_eq!(sel_in(&no_all, &["key1"], &["key9"]), json!({}));
     }
 
     #[test]
     fn global_bottom_level_selection_keys() {
         let g = json!({"Install": {"Script": {"key1": "command1", "key2": "command2", "all": "command3"}}});
+        let d = ["key1", "key2"];
         assert_eq!(
-            sel(g.clone(), &["key1"]),
+            sel_in(&g, &d, &["key1"]),
             json!({"Install": {"Script": "command1"}})
         );
         assert_eq!(
-            sel(g.clone(), &[]),
+            sel_in(&g, &d, &[]),
             json!({"Install": {"Script": "command3"}})
         );
-        assert_eq!(sel(g, &["other"]), json!({}));
+        assert_eq!(
+            sel_in(&g, &d, &["other"]),
+            json!({"Install": {"Script": "command3"}})
+        );
+        let no_all = json!({"Install": {"Script": {"key1": "c1"}, "Timeout": 5}});
+        assert_eq!(
+            sel_in(&no_all, &d, &["key2"]),
+            json!({"Install": {"Timeout": 5}})
+        );
     }
 
     #[test]
@@ -722,46 +682,57 @@ mod tests {
             "key2": {"Install": {"Script": "command2"}},
             "all": {"Install": {"Script": {"key3": "command3", "key4": "command4", "all": "command5"}}}
         });
+        let d = ["key1", "key2", "key3", "key4"];
         assert_eq!(
-            sel(g.clone(), &["all"]),
+            sel_in(&g, &d, &["all"]),
             json!({"Install": {"Script": "command5"}})
         );
         assert_eq!(
-            sel(g.clone(), &["all", "key4"]),
+            sel_in(&g, &d, &[]),
+            json!({"Install": {"Script": "command5"}})
+        );
+        // key3 is not at the top, so the top falls back to `all`, where key3 is found.
+        assert_eq!(
+            sel_in(&g, &d, &["key3"]),
+            json!({"Install": {"Script": "command3"}})
+        );
+        assert_eq!(
+            sel_in(&g, &d, &["key4", "all"]),
             json!({"Install": {"Script": "command4"}})
         );
-        // key3 lives under `all`, so without `all` it is not reached.
-        assert_eq!(sel(g.clone(), &["key3"]), json!({}));
         assert_eq!(
-            sel(g, &["key1"]),
+            sel_in(&g, &d, &["key1", "key3"]),
             json!({"Install": {"Skipif": "onpath x", "Script": "command1"}})
         );
     }
 
     #[test]
-    fn global_unkeyed_sections_only_with_all() {
+    fn global_keys_beside_selection_keys_are_ignored() {
         let g = json!({
-            "Setenv": {"A": "1", "linuxonly": {"B": "2"}},
-            "Run": "run-all",
+            "Setenv": {"A": "1"},
+            "Run": "run-plain",
             "special": {"Install": "inst"}
         });
         assert_eq!(
-            sel(g.clone(), &[]),
-            json!({"Setenv": {"A": "1"}, "Run": "run-all"})
+            sel_in(&g, &["special"], &["special"]),
+            json!({"Install": "inst"})
         );
-        assert_eq!(sel(g.clone(), &["special"]), json!({"Install": "inst"}));
+        // No `all` branch at a keyed level: nothing is selected.
+        assert_eq!(sel_in(&g, &["special"], &[]), json!({}));
+        // Keys that no manifest declares are ordinary keys.
+        assert_eq!(sel_in(&g, &[], &[]), g);
+        // A lifecycle without selection keys is used whole, whatever the selections.
+        let plain =
+            json!({"Install": {"Script": "i", "Timeout": 5}, "Run": "r", "Setenv": {"A": null}});
+        let expect = json!({"Install": {"Script": "i", "Timeout": 5}, "Run": "r", "Setenv": {}});
+        assert_eq!(sel_in(&plain, &["x"], &["x"]), expect);
+        assert_eq!(sel_in(&json!("str"), &[], &[]), json!({}));
+        // Selections inside Setenv.
+        let env = json!({"Setenv": {"A": "1", "x": {"B": "2"}}, "Run": "r"});
         assert_eq!(
-            sel(g.clone(), &["special", "all"]),
-            json!({"Install": "inst", "Setenv": {"A": "1"}, "Run": "run-all"})
+            sel_in(&env, &["x"], &["x"]),
+            json!({"Setenv": {"B": "2"}, "Run": "r"})
         );
-        assert_eq!(
-            sel(g, &["linuxonly", "all"]),
-            json!({"Setenv": {"B": "2", "A": "1"}, "Run": "run-all"})
-        );
-        // Plain lifecycle without any selection keys: used as a whole by default.
-        let plain = json!({"Install": {"Script": "i", "Timeout": 5}, "Run": "r"});
-        assert_eq!(sel(plain.clone(), &[]), plain);
-        assert_eq!(sel(plain, &["x"]), json!({}));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use semver::Version;
 use serde_json::Value;
 
 use crate::error::RecipeError;
-use crate::lifecycle::{Interpolator, Lifecycle, select_global_lifecycle};
+use crate::lifecycle::{Interpolator, Lifecycle, select_global_lifecycle, selection_keywords};
 use crate::platform::{Platform, PlatformRequirement};
 use crate::range::VersionRange;
 
@@ -240,6 +240,11 @@ impl Recipe {
         self.select_inner(platform, Some(interpolate))
     }
 
+    /// The selection keys this recipe declares (all manifests' `Selections`, plus `all`).
+    pub fn selection_keywords(&self) -> Vec<String> {
+        selection_keywords(self.manifests.iter().map(|m| m.selections.as_slice()))
+    }
+
     /// Names of the direct dependencies, in the form [`crate::interpolate`] takes.
     pub fn dependency_names(&self) -> Vec<&str> {
         self.dependencies.keys().map(String::as_str).collect()
@@ -259,6 +264,7 @@ impl Recipe {
         Some(effective_lifecycle(
             manifest,
             self.global_lifecycle.as_ref(),
+            &self.selection_keywords(),
         ))
     }
 
@@ -285,7 +291,11 @@ impl Recipe {
                 },
             })?;
         let manifest = &self.manifests[index];
-        let value = effective_lifecycle(manifest, self.global_lifecycle.as_ref());
+        let value = effective_lifecycle(
+            manifest,
+            self.global_lifecycle.as_ref(),
+            &self.selection_keywords(),
+        );
         let origin = format!("{} {}", self.name, self.version);
         let lifecycle =
             Lifecycle::from_value_with(&value, &origin, &lifecycle_path(manifest, index), interp)?;
@@ -316,12 +326,16 @@ fn has_own_lifecycle(manifest: &Manifest) -> bool {
     }
 }
 
-pub(crate) fn effective_lifecycle(manifest: &Manifest, global: Option<&Value>) -> Value {
+pub(crate) fn effective_lifecycle(
+    manifest: &Manifest,
+    global: Option<&Value>,
+    keywords: &[String],
+) -> Value {
     if has_own_lifecycle(manifest) {
         return manifest.lifecycle.clone().unwrap_or(Value::Null);
     }
     match global {
-        Some(g) => select_global_lifecycle(g, &manifest.selections),
+        Some(g) => select_global_lifecycle(g, keywords, &manifest.selections),
         None => Value::Object(serde_json::Map::new()),
     }
 }

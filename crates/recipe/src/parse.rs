@@ -153,12 +153,14 @@ fn from_document(doc: Value, file: &str) -> Result<Recipe, RecipeError> {
     };
     // Type every manifest's effective lifecycle now, so a bad Timeout or a Run+Startup pair
     // fails at parse time with the field path, not at deployment time.
+    let keywords =
+        crate::lifecycle::selection_keywords(manifests.iter().map(|m| m.selections.as_slice()));
     for (i, m) in manifests.iter().enumerate() {
-        let value = effective_lifecycle(m, global_lifecycle.as_ref());
+        let value = effective_lifecycle(m, global_lifecycle.as_ref(), &keywords);
         Lifecycle::from_value(&value, file, &lifecycle_path(m, i))?;
     }
     if let (true, Some(g)) = (manifests.is_empty(), &global_lifecycle) {
-        let value = crate::lifecycle::select_global_lifecycle(g, &[]);
+        let value = crate::lifecycle::select_global_lifecycle(g, &keywords, &[]);
         Lifecycle::from_value(&value, file, "Lifecycle")?;
     }
     Ok(Recipe {

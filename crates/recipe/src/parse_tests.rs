@@ -470,8 +470,6 @@ Manifests:
       Run: own
   - {}
 Lifecycle:
-  Setenv:
-    SHARED: "1"
   linux:
     Run:
       Script: run-linux
@@ -479,6 +477,8 @@ Lifecycle:
   windows:
     Run: run-windows
   all:
+    Setenv:
+      SHARED: "1"
     Install: install-all
 "#;
     let r = ok(text);
