@@ -497,18 +497,7 @@ fn parse_platform(v: &Value, file: &str, path: &str) -> Result<PlatformRequireme
     let mut req = PlatformRequirement::default();
     for (key, value) in map {
         let field = join(path, key);
-        if value.is_null() {
-            continue;
-        }
-        let text = scalar_string(value).ok_or_else(|| {
-            RecipeError::invalid(
-                file,
-                &field,
-                format!("expected a string, found {}", type_name(value)),
-            )
-        })?;
-        let parsed =
-            PlatformValue::parse(&text).map_err(|m| RecipeError::invalid(file, &field, m))?;
+        let parsed = platform_value(key, value, file, &field)?;
         let lower = key.to_ascii_lowercase();
         if req.attributes.insert(lower, parsed).is_some() {
             return Err(RecipeError::invalid(
@@ -519,6 +508,40 @@ fn parse_platform(v: &Value, file: &str, path: &str) -> Result<PlatformRequireme
         }
     }
     Ok(req)
+}
+
+fn platform_value(
+    key: &str,
+    value: &Value,
+    file: &str,
+    field: &str,
+) -> Result<PlatformValue, RecipeError> {
+    match value {
+        Value::Null => Ok(PlatformValue::Absent),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Array(_) => Err(RecipeError::invalid(
+                    file,
+                    format!("{field}[{i}]"),
+                    "nested lists are not supported",
+                )),
+                other => platform_value(key, other, file, &format!("{field}[{i}]")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(PlatformValue::OneOf),
+        other => {
+            let text = scalar_string(other).ok_or_else(|| {
+                RecipeError::invalid(
+                    file,
+                    field,
+                    format!("expected a string, found {}", type_name(other)),
+                )
+            })?;
+            PlatformValue::parse(key, &text).map_err(|m| RecipeError::invalid(file, field, m))
+        }
+    }
 }
 
 fn parse_artifact(v: &Value, file: &str, path: &str) -> Result<Artifact, RecipeError> {

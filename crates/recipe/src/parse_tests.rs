@@ -121,7 +121,7 @@ fn keys_are_case_insensitive_everywhere() {
         "componentdependencies": {"com.example.Dep": {"versionrequirement": "~1.2", "dependencytype": "soft"}},
         "manifests": [{
             "name": "linux",
-            "platform": {"OS": "Linux", "Architecture": "AMD64"},
+            "platform": {"OS": "linux", "Architecture": "amd64"},
             "lifecycle": {
                 "SETENV": {"Mixed_Case": "v"},
                 "INSTALL": {"SCRIPT": "i", "REQUIRESPRIVILEGE": "TRUE", "SKIPIF": "ONPATH git", "TIMEOUT": "5"},
@@ -371,10 +371,24 @@ fn artifact_and_manifest_errors_name_the_path() {
         "{e}"
     );
     let e = err(&json_recipe(
-        json!({"Manifests": [{"Platform": {"os": ["linux"]}}]}),
+        json!({"Manifests": [{"Platform": {"os": {"a": 1}}}]}),
     ));
     assert!(
         e.contains("Manifests[0].Platform.os: expected a string"),
+        "{e}"
+    );
+    let e = err(&json_recipe(
+        json!({"Manifests": [{"Platform": {"os": ["linux", ["x"]]}}]}),
+    ));
+    assert!(
+        e.contains("Manifests[0].Platform.os[1]: nested lists"),
+        "{e}"
+    );
+    let e = err(&json_recipe(
+        json!({"Manifests": [{"Platform": {"arch": ["/(/"]}}]}),
+    ));
+    assert!(
+        e.contains("Manifests[0].Platform.arch[0]: invalid regular expression"),
         "{e}"
     );
     let e = err(&json_recipe(json!({"Manifests": ["linux"]})));
@@ -449,6 +463,24 @@ fn platform_regex_wildcard_and_order() {
     );
     assert_eq!(run(&Platform::default().with("os", "windows")), "win");
     assert_eq!(run(&Platform::default().with("os", "solaris")), "fallback");
+    let alts = ok(&json_recipe(json!({"Manifests": [
+        {"Platform": {"os": ["darwin", "/lin.*/"], "gpu": null}, "Lifecycle": {"Run": "alt"}},
+        {"Platform": {"gpu": "//"}, "Lifecycle": {"Run": "gpu"}},
+    ]})));
+    let run = |p: &Platform| {
+        alts.select(p)
+            .expect("select")
+            .lifecycle
+            .run
+            .expect("run")
+            .script
+    };
+    assert_eq!(run(&linux()), "alt");
+    assert_eq!(run(&linux().with("gpu", "cuda")), "gpu");
+    assert!(
+        alts.select(&Platform::default().with("os", "windows"))
+            .is_err()
+    );
 }
 
 #[test]

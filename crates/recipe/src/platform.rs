@@ -74,9 +74,14 @@ impl fmt::Display for Platform {
 /// One value of a manifest `Platform` section.
 #[derive(Debug, Clone)]
 pub enum PlatformValue {
-    /// `*` (or the legacy `all`): matches any value, and also a missing attribute.
+    /// `*`: matches any value, and also a missing attribute. The legacy `all`/`any` of
+    /// `os` and `architecture` mean the same.
     Any,
-    /// A literal value, compared case-insensitively.
+    /// `//`: the attribute must be present, with any value.
+    Present,
+    /// `null`: the attribute must be missing.
+    Absent,
+    /// A literal value, compared exactly (as the nucleus does).
     Exact(String),
     /// `/regex/`: must match the whole attribute value (Java `matches()` semantics).
     Regex {
@@ -85,30 +90,41 @@ pub enum PlatformValue {
         /// The compiled, anchored expression.
         regex: Regex,
     },
+    /// A list of alternatives: any of them may match.
+    OneOf(Vec<PlatformValue>),
 }
 
 impl PartialEq for PlatformValue {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (PlatformValue::Any, PlatformValue::Any) => true,
+            (PlatformValue::Any, PlatformValue::Any)
+            | (PlatformValue::Present, PlatformValue::Present)
+            | (PlatformValue::Absent, PlatformValue::Absent) => true,
             (PlatformValue::Exact(a), PlatformValue::Exact(b)) => a == b,
             (PlatformValue::Regex { pattern: a, .. }, PlatformValue::Regex { pattern: b, .. }) => {
                 a == b
             }
+            (PlatformValue::OneOf(a), PlatformValue::OneOf(b)) => a == b,
             _ => false,
         }
     }
 }
 
 impl PlatformValue {
-    /// Interprets a recipe platform value. Fails only for a `/regex/` that does not compile
-    /// (the message says why).
-    pub fn parse(text: &str) -> Result<PlatformValue, String> {
+    /// Interprets a recipe platform value for attribute `key`. Fails only for a `/regex/`
+    /// that does not compile (the message says why).
+    pub fn parse(key: &str, text: &str) -> Result<PlatformValue, String> {
         let trimmed = text.trim();
-        if trimmed == "*" || trimmed.eq_ignore_ascii_case("all") {
+        let legacy_wildcard = (key.eq_ignore_ascii_case("os")
+            || key.eq_ignore_ascii_case("architecture"))
+            && (trimmed == "all" || trimmed == "any");
+        if trimmed == "*" || legacy_wildcard {
             return Ok(PlatformValue::Any);
         }
-        if trimmed.len() >= 2 && trimmed.starts_with('/') && trimmed.ends_with('/') {
+        if trimmed == "//" {
+            return Ok(PlatformValue::Present);
+        }
+        if trimmed.len() > 2 && trimmed.starts_with('/') && trimmed.ends_with('/') {
             let pattern = &trimmed[1..trimmed.len() - 1];
             let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
                 .size_limit(1 << 20)
@@ -128,8 +144,11 @@ impl PlatformValue {
     pub fn matches(&self, value: Option<&str>) -> bool {
         match (self, value) {
             (PlatformValue::Any, _) => true,
+            (PlatformValue::OneOf(list), v) => list.iter().any(|alt| alt.matches(v)),
+            (PlatformValue::Absent, v) => v.is_none(),
             (_, None) => false,
-            (PlatformValue::Exact(e), Some(v)) => e.eq_ignore_ascii_case(v),
+            (PlatformValue::Present, Some(_)) => true,
+            (PlatformValue::Exact(e), Some(v)) => e == v,
             (PlatformValue::Regex { regex, .. }, Some(v)) => regex.is_match(v),
         }
     }
@@ -139,8 +158,20 @@ impl fmt::Display for PlatformValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlatformValue::Any => f.write_str("*"),
+            PlatformValue::Present => f.write_str("//"),
+            PlatformValue::Absent => f.write_str("(absent)"),
             PlatformValue::Exact(v) => f.write_str(v),
             PlatformValue::Regex { pattern, .. } => write!(f, "/{pattern}/"),
+            PlatformValue::OneOf(list) => {
+                f.write_str("[")?;
+                for (i, v) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("|")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
@@ -183,7 +214,7 @@ mod tests {
     fn req(pairs: &[(&str, &str)]) -> PlatformRequirement {
         let mut r = PlatformRequirement::default();
         for (k, v) in pairs {
-            let value = PlatformValue::parse(v).expect("test value");
+            let value = PlatformValue::parse(k, v).expect("test value");
             r.attributes.insert(k.to_ascii_lowercase(), value);
         }
         r
@@ -198,7 +229,8 @@ mod tests {
     #[test]
     fn exact_values() {
         assert!(req(&[("os", "linux")]).matches(&linux_amd64()));
-        assert!(req(&[("os", "Linux")]).matches(&linux_amd64()));
+        // Values compare exactly, as in the nucleus.
+        assert!(!req(&[("os", "Linux")]).matches(&linux_amd64()));
         assert!(!req(&[("os", "windows")]).matches(&linux_amd64()));
         assert!(req(&[("os", "linux"), ("architecture", "amd64")]).matches(&linux_amd64()));
         assert!(!req(&[("os", "linux"), ("architecture", "arm")]).matches(&linux_amd64()));
@@ -208,8 +240,35 @@ mod tests {
     fn wildcard_matches_absent_attribute() {
         assert!(req(&[("os", "*"), ("custom.key", "*")]).matches(&linux_amd64()));
         assert!(req(&[("os", "all"), ("architecture", "all")]).matches(&linux_amd64()));
+        assert!(req(&[("os", "any"), ("architecture", "any")]).matches(&linux_amd64()));
+        // `all` is only a wildcard for os and architecture.
+        assert!(!req(&[("custom.key", "all")]).matches(&linux_amd64()));
         assert!(!req(&[("custom.key", "x")]).matches(&linux_amd64()));
         assert!(req(&[]).matches(&linux_amd64()));
+    }
+
+    #[test]
+    fn presence_absence_and_alternatives() {
+        assert!(req(&[("os", "//")]).matches(&linux_amd64()));
+        assert!(!req(&[("custom", "//")]).matches(&linux_amd64()));
+        let mut absent = PlatformRequirement::default();
+        absent
+            .attributes
+            .insert("custom".into(), PlatformValue::Absent);
+        assert!(absent.matches(&linux_amd64()));
+        absent.attributes.insert("os".into(), PlatformValue::Absent);
+        assert!(!absent.matches(&linux_amd64()));
+        let mut alts = PlatformRequirement::default();
+        alts.attributes.insert(
+            "os".into(),
+            PlatformValue::OneOf(vec![
+                PlatformValue::parse("os", "darwin").expect("v"),
+                PlatformValue::parse("os", "/lin.x/").expect("v"),
+            ]),
+        );
+        assert!(alts.matches(&linux_amd64()));
+        assert_eq!(alts.to_string(), "os=[darwin|/lin.x/]");
+        assert!(!alts.matches(&Platform::default().with("os", "windows")));
     }
 
     #[test]
@@ -225,7 +284,7 @@ mod tests {
 
     #[test]
     fn bad_regex_is_reported() {
-        let e = PlatformValue::parse("/(unclosed/")
+        let e = PlatformValue::parse("os", "/(unclosed/")
             .err()
             .unwrap_or_default();
         assert!(e.contains("invalid regular expression"), "{e}");
