@@ -58,6 +58,7 @@ impl Drop for IpcClient {
 }
 
 /// An open stream: the initial response has been received; events follow.
+#[derive(Debug)]
 pub struct IpcStream {
     pub stream_id: i32,
     rx: mpsc::Receiver<RpcMessage>,
