@@ -87,6 +87,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 struct Services {
     core: Core,
     control: lichen_core::control::ControlServer,
+    ipc: lichen_ipc::IpcServer,
 }
 
 async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Services> {
@@ -96,13 +97,17 @@ async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Servi
     })
     .await?;
     let handle = core.handle();
+    let ipc = lichen_ipc::serve(handle.clone())
+        .await
+        .context("starting the IPC server")?;
     let control = lichen_core::control::serve(handle.clone(), Vec::new())?;
-    Ok(Services { core, control })
+    Ok(Services { core, control, ipc })
 }
 
 async fn stop_services(services: Services) {
     services.control.shutdown();
     services.core.shutdown().await;
+    services.ipc.shutdown().await;
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -100,6 +100,14 @@ fn failed_deployment_rolls_back_versions_and_configuration() {
     );
 }
 
+/// (what, recipe files, root component, words the failure cause must contain)
+type BadCase = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    &'static str,
+    &'static [&'static str],
+);
+
 fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
@@ -167,7 +175,7 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
     put_artifact(&arts, "com.test.Zip", "evil.zip", &evil_zip);
     put_artifact(&arts, "com.test.GoodZip", "good.zip", &good_zip);
 
-    let cases: Vec<(&str, Vec<(&str, String)>, &str, &[&str])> = vec![
+    let cases: Vec<BadCase> = vec![
         ("malformed", vec![("bad.yaml", "RecipeFormatVersion: 2020-01-25\nComponentName: [unclosed\n".into())], "com.test.Bad", &["bad.yaml"]),
         (
             "platform",

@@ -189,11 +189,17 @@ impl Runtime {
         &self,
         spec: &ComponentSpec,
     ) -> std::result::Result<Option<RunAs>, String> {
+        self.run_as_for(&spec.run_with)
+    }
+
+    pub(crate) fn run_as_for(
+        &self,
+        run_with: &crate::deployment::model::RunWith,
+    ) -> std::result::Result<Option<RunAs>, String> {
         if !self.is_root {
             return Ok(None);
         }
-        let wanted = spec
-            .run_with
+        let wanted = run_with
             .posix_user
             .as_deref()
             .filter(|u| !u.is_empty())

@@ -313,8 +313,19 @@ fn plan(
                 .save_recipe(recipe)
                 .map_err(|e| ("IO_ERROR", e.to_string()))?;
         }
+        // Artifacts belong to the user the component runs as, so `Read: OWNER` works.
+        let run_with = req
+            .run_with
+            .get(name)
+            .cloned()
+            .or_else(|| current.components.get(name).map(|c| c.run_with.clone()))
+            .unwrap_or_default();
+        let owner = rt
+            .run_as_for(&run_with)
+            .map_err(|e| ("INVALID_RUN_WITH", format!("component {name}: {e}")))?
+            .map(|u| (u.uid, u.gid));
         rt.store
-            .stage_artifacts(&selected, req.artifact_dir.as_deref())
+            .stage_artifacts_as(&selected, req.artifact_dir.as_deref(), owner)
             .map_err(|e| ("ARTIFACT_ERROR", e.to_string()))?;
     }
 

@@ -175,7 +175,7 @@ impl DeploymentQueue {
             .values()
             .cloned()
             .collect();
-        all.sort_by(|a, b| b.created_on.cmp(&a.created_on));
+        all.sort_by_key(|r| std::cmp::Reverse(r.created_on));
         all
     }
 

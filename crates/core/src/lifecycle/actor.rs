@@ -345,13 +345,12 @@ impl Actor {
         }
         self.set_state(LifecycleState::Errored, Some(reason));
         let recover = self.lifecycle.recover.clone();
-        if let Some(step) = recover {
-            if let StepOutcome::Failed(e) = self
+        if let Some(step) = recover
+            && let StepOutcome::Failed(e) = self
                 .run_step("recover", Some(&step), DEFAULT_RECOVER_TIMEOUT)
                 .await
-            {
-                tracing::warn!(component = %self.slot.name, error = %e, "recover step failed");
-            }
+        {
+            tracing::warn!(component = %self.slot.name, error = %e, "recover step failed");
         }
         tokio::time::sleep(RETRY_DELAY).await;
         false
