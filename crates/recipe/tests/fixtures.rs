@@ -466,3 +466,49 @@ fn business_logic_once_built() {
     assert!(r.select(&Platform::default().with("os", "darwin")).is_ok());
     assert!(r.select(&windows()).is_err());
 }
+
+mod mutations {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixtures() -> Vec<String> {
+        let mut names: Vec<String> = expectations().iter().map(|(f, _)| f.to_string()).collect();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|n| std::fs::read_to_string(dir().join(n)).ok())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Near-valid recipes (real ones with a few characters changed) never panic, and
+        /// whatever parses selects and re-parses from its stored form.
+        #[test]
+        fn mutated_fixtures_never_panic(
+            which in 0usize..11,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, "[ -~\n]{0,3}"), 1..6),
+        ) {
+            let all = fixtures();
+            let mut text: Vec<char> = all[which % all.len()].chars().collect();
+            for (at, op, insert) in edits {
+                if text.is_empty() {
+                    break;
+                }
+                let i = at.index(text.len());
+                match op {
+                    0 => { text.remove(i); }
+                    1 => { for (k, c) in insert.chars().enumerate() { text.insert(i + k, c); } }
+                    _ => { text[i] = insert.chars().next().unwrap_or('x'); }
+                }
+            }
+            let text: String = text.into_iter().collect();
+            if let Ok(recipe) = lichen_recipe::parse_recipe(&text, "mutant") {
+                let _ = recipe.select(&linux_amd64());
+                let _ = recipe.select(&windows());
+                prop_assert!(lichen_recipe::parse_recipe(&recipe.document.to_string(), "again").is_ok());
+            }
+        }
+    }
+}
