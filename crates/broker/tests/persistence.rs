@@ -26,17 +26,25 @@ async fn prepare(addr: SocketAddr) {
     for (proto, id) in [(Protocol::V311, "p3"), (Protocol::V5, "p5")] {
         let (mut s, _) = Client::connect_with(addr, persistent(proto, id)).await;
         s.subscribe("persist/#", opts(QoS::ExactlyOnce), None).await;
-        s.send(&Packet::Disconnect(Disconnect { reason_code: ReasonCode::Success, properties: Properties::default() })).await;
+        s.send(&Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        }))
+        .await;
         let _ = s.closed_with().await;
     }
     let mut p = Client::connect(addr, Protocol::V5, "publisher").await;
-    p.publish("persist/a", b"one", QoS::AtLeastOnce, false, 1).await;
+    p.publish("persist/a", b"one", QoS::AtLeastOnce, false, 1)
+        .await;
     assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
-    p.publish("persist/b", b"two", QoS::ExactlyOnce, false, 2).await;
+    p.publish("persist/b", b"two", QoS::ExactlyOnce, false, 2)
+        .await;
     assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
-    p.send(&Packet::PubRel(PubResp::new(2, ReasonCode::Success))).await;
+    p.send(&Packet::PubRel(PubResp::new(2, ReasonCode::Success)))
+        .await;
     assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
-    p.publish("retained/t", b"kept", QoS::AtLeastOnce, true, 3).await;
+    p.publish("retained/t", b"kept", QoS::AtLeastOnce, true, 3)
+        .await;
     assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
 }
 
@@ -46,26 +54,49 @@ async fn verify(addr: SocketAddr) {
         let (mut s, ack) = Client::connect_with(addr, persistent(proto, id)).await;
         assert!(ack.session_present, "{id}: session survived");
         let a = s.next_publish().await.expect("first queued message");
-        assert_eq!((&*a.topic, &a.payload[..], a.qos), ("persist/a", &b"one"[..], QoS::AtLeastOnce));
-        s.send(&Packet::PubAck(PubResp::new(a.packet_id, ReasonCode::Success))).await;
+        assert_eq!(
+            (&*a.topic, &a.payload[..], a.qos),
+            ("persist/a", &b"one"[..], QoS::AtLeastOnce)
+        );
+        s.send(&Packet::PubAck(PubResp::new(
+            a.packet_id,
+            ReasonCode::Success,
+        )))
+        .await;
         let b = s.next_publish().await.expect("second queued message");
-        assert_eq!((&*b.topic, &b.payload[..], b.qos), ("persist/b", &b"two"[..], QoS::ExactlyOnce));
-        s.send(&Packet::PubRec(PubResp::new(b.packet_id, ReasonCode::Success))).await;
+        assert_eq!(
+            (&*b.topic, &b.payload[..], b.qos),
+            ("persist/b", &b"two"[..], QoS::ExactlyOnce)
+        );
+        s.send(&Packet::PubRec(PubResp::new(
+            b.packet_id,
+            ReasonCode::Success,
+        )))
+        .await;
         let rel = s.recv().await;
         assert!(matches!(rel, Some(Packet::PubRel(_))), "{id}: {rel:?}");
-        s.send(&Packet::PubComp(PubResp::new(b.packet_id, ReasonCode::Success))).await;
+        s.send(&Packet::PubComp(PubResp::new(
+            b.packet_id,
+            ReasonCode::Success,
+        )))
+        .await;
         clients.push(s);
     }
     // The subscriptions themselves survived: live messages arrive.
     let mut p = Client::connect(addr, Protocol::V311, "live-pub").await;
-    p.publish("persist/live", b"live", QoS::AtMostOnce, false, 0).await;
+    p.publish("persist/live", b"live", QoS::AtMostOnce, false, 0)
+        .await;
     for s in &mut clients {
         assert_eq!(&s.next_publish().await.unwrap().payload[..], b"live");
     }
     let mut r = Client::connect(addr, Protocol::V311, "reader").await;
-    r.subscribe("retained/#", opts(QoS::AtLeastOnce), None).await;
+    r.subscribe("retained/#", opts(QoS::AtLeastOnce), None)
+        .await;
     let m = r.next_publish().await.unwrap();
-    assert_eq!((&*m.topic, &m.payload[..], m.retain), ("retained/t", &b"kept"[..], true));
+    assert_eq!(
+        (&*m.topic, &m.payload[..], m.retain),
+        ("retained/t", &b"kept"[..], true)
+    );
 }
 
 #[tokio::test]
@@ -81,7 +112,10 @@ async fn survives_clean_restart() {
     let (h, _bus) = start(config(dir.path(), false)).await;
     let (mut s, ack) = Client::connect_with(tcp_addr(&h), persistent(Protocol::V5, "p5")).await;
     assert!(ack.session_present);
-    assert!(s.recv_within(Duration::from_millis(300)).await.is_none(), "nothing redelivered");
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing redelivered"
+    );
     h.shutdown().await;
 }
 
@@ -104,7 +138,12 @@ fn spawn_broker(config_path: &std::path::Path) -> (Proc, SocketAddr) {
     let out = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening tcp ").expect("listening line").parse().unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening tcp ")
+        .expect("listening line")
+        .parse()
+        .unwrap();
     (Proc(child), addr)
 }
 
@@ -118,11 +157,17 @@ async fn survives_kill_minus_9() {
     prepare(addr).await;
     // An in-flight, unacknowledged delivery to an online persistent session is kept too.
     let (mut online, _) = Client::connect_with(addr, persistent(Protocol::V5, "online")).await;
-    online.subscribe("inflight", opts(QoS::AtLeastOnce), None).await;
+    online
+        .subscribe("inflight", opts(QoS::AtLeastOnce), None)
+        .await;
     let mut p = Client::connect(addr, Protocol::V5, "p-inflight").await;
-    p.publish("inflight", b"unacked", QoS::AtLeastOnce, false, 9).await;
+    p.publish("inflight", b"unacked", QoS::AtLeastOnce, false, 9)
+        .await;
     assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
-    assert_eq!(&online.next_publish().await.unwrap().payload[..], b"unacked");
+    assert_eq!(
+        &online.next_publish().await.unwrap().payload[..],
+        b"unacked"
+    );
     // Give the store's batch writer a moment, then SIGKILL.
     tokio::time::sleep(Duration::from_millis(300)).await;
     proc1.0.kill().unwrap();
@@ -132,5 +177,9 @@ async fn survives_kill_minus_9() {
     verify(addr).await;
     let (mut online, ack) = Client::connect_with(addr, persistent(Protocol::V5, "online")).await;
     assert!(ack.session_present);
-    assert_eq!(&online.next_publish().await.unwrap().payload[..], b"unacked", "redelivered after kill -9");
+    assert_eq!(
+        &online.next_publish().await.unwrap().payload[..],
+        b"unacked",
+        "redelivered after kill -9"
+    );
 }

@@ -16,7 +16,10 @@ macro_rules! need {
         match $e {
             Some(x) => x,
             None => {
-                eprintln!("SKIP: {} not installed (run scripts/setup-test-deps)", $what);
+                eprintln!(
+                    "SKIP: {} not installed (run scripts/setup-test-deps)",
+                    $what
+                );
                 return;
             }
         }
@@ -24,9 +27,18 @@ macro_rules! need {
 }
 
 async fn paho(py: &Path, args: &[String]) {
-    let (ok, out, err) = run(Command::new(py).arg(py_script("mqtt_features.py")).args(args), 120).await;
+    let (ok, out, err) = run(
+        Command::new(py)
+            .arg(py_script("mqtt_features.py"))
+            .args(args),
+        120,
+    )
+    .await;
     println!("{out}");
-    assert!(ok && out.contains("all ok"), "paho checks failed:\n{out}\n{err}");
+    assert!(
+        ok && out.contains("all ok"),
+        "paho checks failed:\n{out}\n{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,12 +83,41 @@ async fn mosquitto_clients_plain_both_versions() {
         for q in ["0", "1", "2"] {
             let topic = format!("mc/{v}/{q}");
             let mut sub = Command::new(&sub_bin);
-            sub.args(["-h", "127.0.0.1", "-p", &port, "-V", v, "-q", q, "-t", &topic, "-C", "3", "-W", "10", "-v"]);
+            sub.args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                v,
+                "-q",
+                q,
+                "-t",
+                &topic,
+                "-C",
+                "3",
+                "-W",
+                "10",
+                "-v",
+            ]);
             let sub = tokio::spawn(async move { run(&mut sub, 15).await });
             tokio::time::sleep(Duration::from_millis(400)).await;
             for i in 0..3 {
                 let (ok, _, err) = run(
-                    Command::new(&pub_bin).args(["-h", "127.0.0.1", "-p", &port, "-V", v, "-q", q, "-t", &topic, "-m", &format!("msg{i}")]),
+                    Command::new(&pub_bin).args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-V",
+                        v,
+                        "-q",
+                        q,
+                        "-t",
+                        &topic,
+                        "-m",
+                        &format!("msg{i}"),
+                    ]),
                     10,
                 )
                 .await;
@@ -89,19 +130,85 @@ async fn mosquitto_clients_plain_both_versions() {
         }
         // Retained message read back by a later subscriber.
         let topic = format!("mc/{v}/retained");
-        let (ok, _, _) = run(Command::new(&pub_bin).args(["-h", "127.0.0.1", "-p", &port, "-V", v, "-q", "1", "-r", "-t", &topic, "-m", "kept"]), 10).await;
+        let (ok, _, _) = run(
+            Command::new(&pub_bin).args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                v,
+                "-q",
+                "1",
+                "-r",
+                "-t",
+                &topic,
+                "-m",
+                "kept",
+            ]),
+            10,
+        )
+        .await;
         assert!(ok);
-        let (ok, out, _) = run(Command::new(&sub_bin).args(["-h", "127.0.0.1", "-p", &port, "-V", v, "-t", &topic, "-C", "1", "-W", "5"]), 10).await;
+        let (ok, out, _) = run(
+            Command::new(&sub_bin).args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                v,
+                "-t",
+                &topic,
+                "-C",
+                "1",
+                "-W",
+                "5",
+            ]),
+            10,
+        )
+        .await;
         assert!(ok);
         assert_eq!(out, "kept\n");
     }
     // MQTT 5 user properties through mosquitto clients.
     let mut sub = Command::new(&sub_bin);
-    sub.args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-t", "mc/props", "-C", "1", "-W", "10", "-F", "%P %p"]);
+    sub.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        "mqttv5",
+        "-t",
+        "mc/props",
+        "-C",
+        "1",
+        "-W",
+        "10",
+        "-F",
+        "%P %p",
+    ]);
     let sub = tokio::spawn(async move { run(&mut sub, 15).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (ok, _, _) = run(
-        Command::new(&pub_bin).args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-t", "mc/props", "-m", "body", "-D", "publish", "user-property", "site", "plant-7"]),
+        Command::new(&pub_bin).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-t",
+            "mc/props",
+            "-m",
+            "body",
+            "-D",
+            "publish",
+            "user-property",
+            "site",
+            "plant-7",
+        ]),
         10,
     )
     .await;
@@ -121,13 +228,17 @@ async fn mosquitto_clients_mtls_registration_and_policy() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fleet CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fleet CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).unwrap();
     let fleet_key = rcgen::KeyPair::generate().unwrap();
     let mut fleet_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     fleet_params.distinguished_name = rcgen::DistinguishedName::new();
-    fleet_params.distinguished_name.push(rcgen::DnType::CommonName, "sensor-fleet-1");
+    fleet_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sensor-fleet-1");
     let fleet_cert = fleet_params.signed_by(&fleet_key, &issuer).unwrap();
     std::fs::write(dir.path().join("fleet.pem"), fleet_cert.pem()).unwrap();
     std::fs::write(dir.path().join("fleet.key"), fleet_key.serialize_pem()).unwrap();
@@ -154,42 +265,172 @@ async fn mosquitto_clients_mtls_registration_and_policy() {
     let (cx, kx, _) = device_cert(dir.path(), "sensor-unregistered");
     let tls_args = |cert: &Path, key: &Path| -> Vec<String> {
         vec![
-            "-h".into(), "localhost".into(), "-p".into(), port.clone(), "--cafile".into(), ca.clone(),
-            "--cert".into(), cert.to_str().unwrap().into(), "--key".into(), key.to_str().unwrap().into(),
+            "-h".into(),
+            "localhost".into(),
+            "-p".into(),
+            port.clone(),
+            "--cafile".into(),
+            ca.clone(),
+            "--cert".into(),
+            cert.to_str().unwrap().into(),
+            "--key".into(),
+            key.to_str().unwrap().into(),
         ]
     };
     for v in ["mqttv311", "mqttv5"] {
         // Registered devices: sensor-2 subscribes, sensor-1 publishes on its own topic.
         let mut sub = Command::new(&sub_bin);
-        sub.args(tls_args(&c2, &k2)).args(["-V", v, "-i", "sensor-2", "-t", "sensors/+", "-q", "1", "-C", "1", "-W", "10", "-v"]);
+        sub.args(tls_args(&c2, &k2)).args([
+            "-V",
+            v,
+            "-i",
+            "sensor-2",
+            "-t",
+            "sensors/+",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-v",
+        ]);
         let sub = tokio::spawn(async move { run(&mut sub, 15).await });
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let (ok, _, err) = run(Command::new(&pub_bin).args(tls_args(&c1, &k1)).args(["-V", v, "-i", "sensor-1", "-q", "1", "-t", "sensors/sensor-1", "-m", "21.5"]), 10).await;
+        let (ok, _, err) = run(
+            Command::new(&pub_bin).args(tls_args(&c1, &k1)).args([
+                "-V",
+                v,
+                "-i",
+                "sensor-1",
+                "-q",
+                "1",
+                "-t",
+                "sensors/sensor-1",
+                "-m",
+                "21.5",
+            ]),
+            10,
+        )
+        .await;
         assert!(ok, "registered device publishes over mTLS ({v}): {err}");
         let (ok, out, err) = sub.await.unwrap();
         assert!(ok, "{err}");
         assert_eq!(out, "sensors/sensor-1 21.5\n");
         // Certificate from the trusted CA: thing name is its CN.
         let fleet = (dir.path().join("fleet.pem"), dir.path().join("fleet.key"));
-        let (ok, _, err) = run(Command::new(&pub_bin).args(tls_args(&fleet.0, &fleet.1)).args(["-V", v, "-i", "sensor-fleet-1", "-q", "1", "-t", "sensors/sensor-fleet-1", "-m", "x"]), 10).await;
+        let (ok, _, err) = run(
+            Command::new(&pub_bin)
+                .args(tls_args(&fleet.0, &fleet.1))
+                .args([
+                    "-V",
+                    v,
+                    "-i",
+                    "sensor-fleet-1",
+                    "-q",
+                    "1",
+                    "-t",
+                    "sensors/sensor-fleet-1",
+                    "-m",
+                    "x",
+                ]),
+            10,
+        )
+        .await;
         assert!(ok, "trusted-CA device ({v}): {err}");
         // Unregistered certificate: the TLS handshake fails.
-        let (ok, _, _) = run(Command::new(&pub_bin).args(tls_args(&cx, &kx)).args(["-V", v, "-i", "sensor-unregistered", "-t", "sensors/x", "-m", "x"]), 10).await;
+        let (ok, _, _) = run(
+            Command::new(&pub_bin).args(tls_args(&cx, &kx)).args([
+                "-V",
+                v,
+                "-i",
+                "sensor-unregistered",
+                "-t",
+                "sensors/x",
+                "-m",
+                "x",
+            ]),
+            10,
+        )
+        .await;
         assert!(!ok, "unregistered certificate refused ({v})");
         // No client certificate at all.
-        let (ok, _, _) = run(Command::new(&pub_bin).args(["-h", "localhost", "-p", &port, "--cafile", &ca, "-V", v, "-t", "sensors/x", "-m", "x"]), 10).await;
+        let (ok, _, _) = run(
+            Command::new(&pub_bin).args([
+                "-h",
+                "localhost",
+                "-p",
+                &port,
+                "--cafile",
+                &ca,
+                "-V",
+                v,
+                "-t",
+                "sensors/x",
+                "-m",
+                "x",
+            ]),
+            10,
+        )
+        .await;
         assert!(!ok, "client certificate required ({v})");
         // Policy: client id must equal the thing name → CONNACK not authorized.
-        let (ok, _, err) = run(Command::new(&pub_bin).args(tls_args(&c1, &k1)).args(["-V", v, "-i", "impostor", "-t", "sensors/sensor-1", "-m", "x"]), 10).await;
+        let (ok, _, err) = run(
+            Command::new(&pub_bin).args(tls_args(&c1, &k1)).args([
+                "-V",
+                v,
+                "-i",
+                "impostor",
+                "-t",
+                "sensors/sensor-1",
+                "-m",
+                "x",
+            ]),
+            10,
+        )
+        .await;
         assert!(!ok);
         assert!(err.to_lowercase().contains("not authori"), "{v}: {err}");
     }
     // Publishing to another device's topic: MQTT 5 gets PUBACK 0x87 (mosquitto_pub reports it).
-    let (_ok, _out, err) = run(Command::new(&pub_bin).args(tls_args(&c1, &k1)).args(["-V", "mqttv5", "-i", "sensor-1", "-q", "1", "-t", "sensors/sensor-2", "-m", "x", "-d"]), 10).await;
-    assert!(err.contains("Not authorized") || _out.contains("Not authorized") || _out.contains("(135)") || err.contains("135"), "{_out}\n{err}");
+    let (_ok, _out, err) = run(
+        Command::new(&pub_bin).args(tls_args(&c1, &k1)).args([
+            "-V",
+            "mqttv5",
+            "-i",
+            "sensor-1",
+            "-q",
+            "1",
+            "-t",
+            "sensors/sensor-2",
+            "-m",
+            "x",
+            "-d",
+        ]),
+        10,
+    )
+    .await;
+    assert!(
+        err.contains("Not authorized")
+            || _out.contains("Not authorized")
+            || _out.contains("(135)")
+            || err.contains("135"),
+        "{_out}\n{err}"
+    );
     // Removing a device refuses its next connection.
     assert!(h.remove_device("sensor-1"));
-    let (ok, _, _) = run(Command::new(&pub_bin).args(tls_args(&c1, &k1)).args(["-i", "sensor-1", "-t", "sensors/sensor-1", "-m", "x"]), 10).await;
+    let (ok, _, _) = run(
+        Command::new(&pub_bin).args(tls_args(&c1, &k1)).args([
+            "-i",
+            "sensor-1",
+            "-t",
+            "sensors/sensor-1",
+            "-m",
+            "x",
+        ]),
+        10,
+    )
+    .await;
     assert!(!ok, "removed device refused");
     let devices: Vec<String> = h.list_devices().into_iter().map(|d| d.name).collect();
     assert_eq!(devices, vec!["sensor-2".to_string()]);
