@@ -46,13 +46,14 @@ pub struct Delivery {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an in-flight outgoing message waits for.
 pub enum Stage {
     /// QoS 1 sent, waiting for PUBACK.
-    AwaitAck,
+    Ack,
     /// QoS 2 sent, waiting for PUBREC.
-    AwaitRec,
+    Rec,
     /// PUBREL sent, waiting for PUBCOMP.
-    AwaitComp,
+    Comp,
 }
 
 #[derive(Debug)]

@@ -171,11 +171,13 @@ fn builtin_components_and_config_errors() {
     .unwrap();
     assert!(lichen_broker::policy::PolicySet::compile(&cfg.device_groups).is_err());
     // Plain TCP on a non-loopback address needs the explicit opt-in.
-    let mut c = lichen_broker::BrokerConfig::default();
-    c.listeners = vec![lichen_broker::ListenerConfig {
-        kind: lichen_broker::ListenerKind::Tcp,
-        bind: "0.0.0.0:1883".parse().unwrap(),
-    }];
+    let mut c = lichen_broker::BrokerConfig {
+        listeners: vec![lichen_broker::ListenerConfig {
+            kind: lichen_broker::ListenerKind::Tcp,
+            bind: "0.0.0.0:1883".parse().unwrap(),
+        }],
+        ..Default::default()
+    };
     assert!(c.validate().is_err());
     c.allow_remote_plaintext = true;
     assert!(c.validate().is_ok());

@@ -142,7 +142,7 @@ async fn retained_messages_and_retain_handling() {
     for proto in BOTH {
         let mut s = Client::connect(addr, proto, "s").await;
         s.subscribe("r/+", opts(QoS::AtLeastOnce), None).await;
-        let mut got = vec![
+        let mut got = [
             s.next_publish().await.unwrap(),
             s.next_publish().await.unwrap(),
         ];

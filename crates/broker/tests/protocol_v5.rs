@@ -309,8 +309,10 @@ async fn will_delay_and_cancel_on_reconnect() {
     let mut c = connect_packet(V5, "delayed");
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(30);
-    let mut props = Properties::default();
-    props.will_delay_interval = Some(1);
+    let props = Properties {
+        will_delay_interval: Some(1),
+        ..Default::default()
+    };
     c.will = Some(Will {
         topic: "lwt/delayed".into(),
         payload: "bye".into(),

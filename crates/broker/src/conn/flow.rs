@@ -184,9 +184,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let pid = st.alloc_packet_id();
             if self.encode_delivery(&d, pid, false, now) {
                 let stage = if d.qos == QoS::AtLeastOnce {
-                    Stage::AwaitAck
+                    Stage::Ack
                 } else {
-                    Stage::AwaitRec
+                    Stage::Rec
                 };
                 st.inflight.push_back(Inflight {
                     packet_id: pid,
@@ -270,10 +270,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let st = session.lock();
         for inf in st.inflight.iter() {
             match inf.stage {
-                Stage::AwaitAck | Stage::AwaitRec => {
+                Stage::Ack | Stage::Rec => {
                     self.encode_delivery(&inf.delivery, inf.packet_id, true, now);
                 }
-                Stage::AwaitComp => {
+                Stage::Comp => {
                     self.send(&Packet::PubRel(PubResp::new(
                         inf.packet_id,
                         ReasonCode::Success,

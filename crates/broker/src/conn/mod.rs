@@ -395,17 +395,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn handle(&mut self, packet: Packet) -> Result<Vec<Arc<Session>>, Close> {
         match packet {
             Packet::Publish(p) => return self.on_publish(p),
-            Packet::PubAck(r) => self.on_ack(r.packet_id, Stage::AwaitAck),
+            Packet::PubAck(r) => self.on_ack(r.packet_id, Stage::Ack),
             Packet::PubRec(r) => {
                 let pos = self.session.lock().find_inflight(r.packet_id);
                 match pos {
-                    Some(_) if r.reason_code.is_error() => {
-                        self.on_ack(r.packet_id, Stage::AwaitRec)
-                    }
+                    Some(_) if r.reason_code.is_error() => self.on_ack(r.packet_id, Stage::Rec),
                     Some(i) => {
                         let mut st = self.session.lock();
                         if let Some(inf) = st.inflight.get_mut(i) {
-                            inf.stage = Stage::AwaitComp;
+                            inf.stage = Stage::Comp;
                         }
                         drop(st);
                         self.send(&Packet::PubRel(PubResp::new(
@@ -428,7 +426,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 };
                 self.send(&Packet::PubComp(PubResp::new(r.packet_id, code)));
             }
-            Packet::PubComp(r) => self.on_ack(r.packet_id, Stage::AwaitComp),
+            Packet::PubComp(r) => self.on_ack(r.packet_id, Stage::Comp),
             Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
                 let mut codes = Vec::with_capacity(u.filters.len());
