@@ -11,7 +11,8 @@ Environment:
                            supervised component) or "deployed" (deployed by a recipe).
   LICHEN_IPC_TEST_PEER     another component with configuration {"peerKey": "peer-value"}.
   LICHEN_IPC_TEST_RESULTS  where to write the results.
-  LICHEN_IPC_TEST_RECIPES  (deployed) recipe dir for a deployment of the peer.
+  LICHEN_IPC_TEST_RECIPES  (deployed) recipe dir holding an extra component to deploy.
+  LICHEN_IPC_TEST_EXTRA    (deployed) its name (version 1.0.0).
 """
 
 import datetime
@@ -320,10 +321,12 @@ def deployment_flow(ipc):
 
     def deferred_update():
         recipes = os.environ.get("LICHEN_IPC_TEST_RECIPES")
-        peer_version = ipc.get_component_details(component_name=PEER).component_details.version
+        # A new component: components are told before the update is applied. (Not a new peer
+        # version: this component HARD-depends on the peer and would be restarted with it.)
+        extra = os.environ.get("LICHEN_IPC_TEST_EXTRA", "com.lichen.test.IpcExtra")
         dep = ipc.create_local_deployment(recipe_directory_path=recipes,
-                                          root_component_versions_to_add={PEER: peer_version},
-                                          component_to_configuration={PEER: {"MERGE": {"bump": 1}}}).deployment_id
+                                          root_component_versions_to_add={extra: "1.0.0"},
+                                          component_to_configuration={extra: {"MERGE": {"bump": 1}}}).deployment_id
         d = wait_final(dep)
         assert d.status == "SUCCEEDED", (d.status, vars(d.deployment_status_details or object()))
         pre = [e for e in updates.events if getattr(e, "pre_update_event", None) and e.pre_update_event.deployment_id == dep]
@@ -333,6 +336,9 @@ def deployment_flow(ipc):
         post = [e for e in updates.events if getattr(e, "post_update_event", None)]
         assert any(e.post_update_event.deployment_id == dep for e in post), "no postUpdateEvent"
         assert dep in [x.deployment_id for x in ipc.list_local_deployments().local_deployments]
+        details = ipc.get_component_details(component_name=extra).component_details
+        assert details.version == "1.0.0", details.version
+        assert ipc.get_configuration(component_name=extra, key_path=["bump"]).value == {"bump": 1}
     check("deployment_deferred_then_succeeded", deferred_update)
 
 
