@@ -17,6 +17,8 @@ const CLIENT: &str = "com.lichen.test.IpcClient";
 const PEER: &str = "com.lichen.test.IpcPeer";
 /// Deployed by the component itself to see update notices and its defer honoured.
 const EXTRA: &str = "com.lichen.test.IpcExtra";
+/// A Startup step that never exits and reports RUNNING over IPC.
+const STARTUP: &str = "com.lichen.test.IpcStartup";
 
 fn lichen_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LICHEN_BIN") {
@@ -143,6 +145,28 @@ fn write_recipes(dir: &Path, python: &Path, results: &Path) -> (PathBuf, PathBuf
     )
     .unwrap();
     std::fs::write(recipes.join(format!("{PEER}-1.0.0.json")), peer.to_string()).unwrap();
+    let art = artifacts.join(STARTUP).join("1.0.0");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::copy(
+        py_dir().join("startup_component.py"),
+        art.join("startup_component.py"),
+    )
+    .unwrap();
+    let startup = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": STARTUP,
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": {"Startup": format!("exec {} -u {{artifacts:path}}/startup_component.py", python.display())},
+            "Artifacts": [{"URI": format!("s3://unused/{STARTUP}/startup_component.py")}],
+        }],
+    });
+    std::fs::write(
+        recipes.join(format!("{STARTUP}-1.0.0.json")),
+        startup.to_string(),
+    )
+    .unwrap();
     let mut extra = peer;
     extra["ComponentName"] = json!(EXTRA);
     std::fs::write(
@@ -187,6 +211,8 @@ fn deployed_python_component_exercises_every_operation() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // `deployment create` returns when the deployment has ended.
+    let started = Instant::now();
     let out = core.cli(&[
         "deployment",
         "create",
@@ -198,6 +224,8 @@ fn deployed_python_component_exercises_every_operation() {
         &format!("{CLIENT}=1.0.0"),
         "--merge",
         &format!("{PEER}=1.0.0"),
+        "--merge",
+        &format!("{STARTUP}=1.0.0"),
         "--json",
     ]);
     assert!(
@@ -206,6 +234,20 @@ fn deployed_python_component_exercises_every_operation() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         core.logs()
+    );
+
+    // The deployment waited for the Startup component, whose process never exits, to report
+    // RUNNING through UpdateState.
+    let startup: Value = serde_json::from_slice(
+        &core
+            .cli(&["component", "details", STARTUP, "--json"])
+            .stdout,
+    )
+    .unwrap_or(Value::Null);
+    assert_eq!(startup["state"], "RUNNING", "{startup}\n{}", core.logs());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "deployment finished before the Startup component reported RUNNING"
     );
 
     let deadline = Instant::now() + Duration::from_secs(240);
