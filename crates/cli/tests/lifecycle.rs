@@ -256,3 +256,68 @@ fn second_core_on_same_root_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another core is already running"), "{err}");
 }
+
+#[test]
+fn components_run_as_the_posix_user_and_limits_are_reported() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let core = TestCore::start_with("thingName: t\nposixUser: nobody\n");
+    // The component user must be able to reach its work dir under the root.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(core.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let recipe = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.User
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Install:
+        RequiresPrivilege: true
+        Script: id -u > install-uid.txt
+      Run: "id -u > run-uid.txt; exec sleep 300"
+"#;
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("u.yaml", recipe)]);
+    let d = core.deploy(
+        &recipes,
+        None,
+        &[
+            "-m",
+            "com.test.User=1.0.0",
+            "--system-limits",
+            r#"{"com.test.User":{"memory":65536,"cpus":0.5}}"#,
+        ],
+    );
+    assert_eq!(d["status"], "SUCCEEDED", "{d}\n{}", core.stderr());
+    let work = core.work("com.test.User");
+    eventually("run step wrote its uid", Duration::from_secs(10), || {
+        work.join("run-uid.txt").exists()
+    });
+    assert_eq!(
+        read(&work.join("install-uid.txt")).trim(),
+        "0",
+        "RequiresPrivilege runs as root"
+    );
+    assert_eq!(
+        read(&work.join("run-uid.txt")).trim(),
+        "65534",
+        "Run runs as posixUser nobody"
+    );
+    let limits = core.component("com.test.User")["resourceLimits"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // Either applied through cgroup v2, or a clear reason why not.
+    assert!(
+        limits.starts_with("applied: memory 65536 KB") || limits.starts_with("not applied: "),
+        "{limits}"
+    );
+    if limits.starts_with("not applied") {
+        assert!(
+            core.stderr().contains("resource limits"),
+            "the core log says so too"
+        );
+    }
+}

@@ -99,17 +99,7 @@ pub fn spawn(cmd: StepCommand<'_>) -> std::io::Result<Child> {
         if let Some(home) = &user.home {
             command.env("HOME", home);
         }
-        // Drop the core's supplementary groups so the component only has its own.
-        let gid = user.gid;
-        // SAFETY: setgroups is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setgroups(1, &gid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // std drops the core's supplementary groups (setgroups(0)) before setuid.
     }
     let mut child = command.spawn()?;
     let tag_out = format!("{}:stdout", cmd.step);
