@@ -88,6 +88,7 @@ struct Services {
     core: Core,
     control: lichen_core::control::ControlServer,
     ipc: lichen_ipc::IpcServer,
+    broker: crate::broker_service::BrokerService,
 }
 
 async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Services> {
@@ -100,13 +101,22 @@ async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Servi
     let ipc = lichen_ipc::serve(handle.clone())
         .await
         .context("starting the IPC server")?;
-    let control = lichen_core::control::serve(handle.clone(), Vec::new())?;
-    Ok(Services { core, control, ipc })
+    let broker = crate::broker_service::BrokerService::start(handle.clone()).await?;
+    let extensions: lichen_core::control::Extensions =
+        vec![("device.".to_string(), std::sync::Arc::new(broker.clone()))];
+    let control = lichen_core::control::serve(handle.clone(), extensions)?;
+    Ok(Services {
+        core,
+        control,
+        ipc,
+        broker,
+    })
 }
 
 async fn stop_services(services: Services) {
     services.control.shutdown();
     services.core.shutdown().await;
+    services.broker.shutdown().await;
     services.ipc.shutdown().await;
 }
 

@@ -1,8 +1,10 @@
 //! `lichen`: runs a core and manages it.
 
+mod broker_service;
 mod cmd_component;
 mod cmd_core;
 mod cmd_deployment;
+mod cmd_device;
 mod cmd_logs;
 mod cmd_recipe;
 mod output;
@@ -60,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: cmd_component::ComponentCommand,
     },
+    /// Register and list client devices of the embedded MQTT broker.
+    Device {
+        #[command(subcommand)]
+        command: cmd_device::DeviceCommand,
+    },
     /// Show the core's log or a component's log.
     Logs(cmd_logs::LogsArgs),
     /// Work with recipes offline.
@@ -76,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Quickstart(args) => cmd_core::quickstart(&cli.global, args),
         Command::Deployment { command } => cmd_deployment::run(&cli.global, command),
         Command::Component { command } => cmd_component::run(&cli.global, command),
+        Command::Device { command } => cmd_device::run(&cli.global, command),
         Command::Logs(args) => cmd_logs::run(&cli.global, args),
         Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
     };
