@@ -120,14 +120,28 @@ async fn stop_services(services: Services) {
     services.ipc.shutdown().await;
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, installed before anything starts so that a signal arriving during
+/// start-up still leads to a clean stop.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
@@ -138,6 +152,7 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
     let layout = RootLayout::new(&root);
     init_logging(&layout, &settings)?;
     runtime()?.block_on(async {
+        let mut signals = StopSignals::install()?;
         let services = start_services(&root, settings).await?;
         tracing::info!(
             root = %layout.root().display(),
@@ -145,7 +160,7 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
             ready_ms = started.elapsed().as_millis() as u64,
             "lichen core ready"
         );
-        let signal = wait_for_signal().await?;
+        let signal = signals.wait().await;
         tracing::info!(%signal, "stopping");
         stop_services(services).await;
         tracing::info!("stopped");
@@ -199,6 +214,7 @@ pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitC
     let settings = Settings::default();
     init_logging(&layout, &settings)?;
     runtime()?.block_on(async {
+        let mut signals = StopSignals::install()?;
         let services = start_services(layout.root(), settings).await?;
         let handle = services.core.handle();
         let (recipes, artifacts) = write_examples(&layout.root().join("quickstart"))?;
@@ -217,7 +233,7 @@ pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitC
         let id = handle.create_deployment(request).await?;
         let outcome = wait_deployment(&handle, &id).await;
         print_summary(&handle, &layout, &root, &id, outcome);
-        let signal = wait_for_signal().await?;
+        let signal = signals.wait().await;
         println!("\n{signal}: stopping the demo core…");
         stop_services(services).await;
         Ok(ExitCode::SUCCESS)
