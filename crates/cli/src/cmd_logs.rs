@@ -35,7 +35,7 @@ pub fn run(global: &Global, args: LogsArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
-    let lines = lichen_core::logs::tail_lines(&path, args.lines)
+    let lines = lichen_core::logs::tail_lines_rotated(&path, args.lines)
         .with_context(|| format!("reading {}", path.display()))?;
     for l in &lines {
         println!("{l}");

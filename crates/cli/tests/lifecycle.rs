@@ -321,3 +321,40 @@ Manifests:
         );
     }
 }
+
+#[test]
+fn startup_timeout_from_the_recipe_is_enforced() {
+    let core = TestCore::start();
+    let recipe = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Slow
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Startup:
+        Script: exec sleep 30
+        Timeout: 1
+"#;
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("s.yaml", recipe)]);
+    let started = std::time::Instant::now();
+    let d = core.deploy(
+        &recipes,
+        None,
+        &[
+            "-m",
+            "com.test.Slow=1.0.0",
+            "--failure-policy",
+            "do-nothing",
+        ],
+    );
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["detailedStatus"], "FAILED_ROLLBACK_NOT_REQUESTED");
+    let cause = d["failureCause"].as_str().unwrap();
+    assert!(cause.contains("startup timed out after 1s"), "{cause}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "three 1 s timeouts, not the 120 s default"
+    );
+    assert_eq!(core.state("com.test.Slow"), "BROKEN");
+}
