@@ -358,3 +358,45 @@ Manifests:
     );
     assert_eq!(core.state("com.test.Slow"), "BROKEN");
 }
+
+#[test]
+fn bootstrap_runs_on_deploy_and_install_on_every_launch() {
+    let mut core = TestCore::start();
+    let log = core.dir.path().join("steps.log");
+    let recipe = format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Boot
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: {{ os: linux }}
+    Lifecycle:
+      Bootstrap:
+        Script: echo bootstrap >> {log}; exit 100
+      Install: echo install >> {log}
+      Run: echo run >> {log}; exec sleep 300
+"#,
+        log = log.display()
+    );
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("b.yaml", &recipe)]);
+    let d = core.deploy(&recipes, None, &["-m", "com.test.Boot=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    eventually("run", Duration::from_secs(10), || {
+        read(&log).contains("run")
+    });
+    assert_eq!(
+        read(&log),
+        "bootstrap\ninstall\nrun\n",
+        "exit 100 from Bootstrap is not a failure"
+    );
+    core.stop();
+    core.spawn();
+    eventually("second run", Duration::from_secs(10), || {
+        read(&log).matches("run").count() == 2
+    });
+    assert_eq!(
+        read(&log),
+        "bootstrap\ninstall\nrun\ninstall\nrun\n",
+        "a core restart reruns Install, not Bootstrap"
+    );
+}

@@ -492,7 +492,14 @@ async fn converge(
     }
     for (name, c) in &target.components {
         let spec = spec_for(rt, name, c, recipes.get(name))?;
+        let new_version = rt
+            .supervisor
+            .slot(name)
+            .is_none_or(|s| s.spec().version != c.version);
         rt.supervisor.upsert(rt, spec).map_err(|e| e.to_string())?;
+        if new_version {
+            rt.supervisor.request_bootstrap(name);
+        }
     }
     for name in rt.supervisor.dependency_order() {
         if !target.components.contains_key(&name) {

@@ -155,6 +155,18 @@ impl Actor {
                 }
             };
             let lifecycle = self.lifecycle.clone();
+            if self.slot.needs_bootstrap.load(Ordering::Acquire) {
+                match self.bootstrap(lifecycle.bootstrap.as_ref()).await {
+                    StepOutcome::Ok => self.slot.needs_bootstrap.store(false, Ordering::Release),
+                    StepOutcome::Failed(reason) => {
+                        if self.on_error(format!("bootstrap failed: {reason}")).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                    StepOutcome::Interrupted(i) => return Some(self.stop_then(i).await),
+                }
+            }
             if self.slot.needs_install.load(Ordering::Acquire) {
                 match self
                     .run_step(
@@ -419,6 +431,43 @@ impl Actor {
             }
             skip
         })
+    }
+
+    /// Bootstrap: exit 0 is success; 100 (restart the nucleus) and 101 (reboot the device)
+    /// are Greengrass requests. lichen applies components without restarting itself, so 100
+    /// needs nothing; it never reboots a device, so 101 is logged for the operator.
+    async fn bootstrap(&mut self, step: Option<&Step>) -> StepOutcome {
+        let Some(step) = step else {
+            return StepOutcome::Ok;
+        };
+        if self.skipped(step) {
+            return StepOutcome::Ok;
+        }
+        let (mut child, pgid) = match self.spawn_step("bootstrap", step) {
+            Ok(c) => c,
+            Err(e) => return StepOutcome::Failed(e),
+        };
+        let timeout = step.timeout.unwrap_or(DEFAULT_BOOTSTRAP_TIMEOUT);
+        let outcome = tokio::select! {
+            status = child.wait() => match status.map(|s| s.code()) {
+                Ok(Some(0)) => StepOutcome::Ok,
+                Ok(Some(100)) => {
+                    tracing::info!(component = %self.slot.name, "bootstrap asked for a restart of the core; not needed with lichen");
+                    StepOutcome::Ok
+                }
+                Ok(Some(101)) => {
+                    tracing::warn!(component = %self.slot.name, "bootstrap asked for a device reboot; lichen does not reboot devices, reboot it yourself if the component needs it");
+                    self.slot.log.write_line("bootstrap", "device reboot requested (exit 101): lichen does not reboot devices");
+                    StepOutcome::Ok
+                }
+                Ok(code) => StepOutcome::Failed(format!("bootstrap script exited with {}", code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()))),
+                Err(e) => StepOutcome::Failed(format!("waiting for bootstrap script: {e}")),
+            },
+            _ = tokio::time::sleep(timeout) => StepOutcome::Failed(format!("bootstrap timed out after {}s", timeout.as_secs())),
+        };
+        self.rt.orphans.terminate(pgid).await;
+        let _ = child.wait().await;
+        outcome
     }
 
     /// Runs a bounded step to completion (Install, Recover); stop requests interrupt it.

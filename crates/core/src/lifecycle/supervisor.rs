@@ -52,6 +52,9 @@ pub struct Slot {
     status: watch::Sender<Status>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) needs_install: AtomicBool,
+    /// Set by a deployment that brings a new component or version: Bootstrap runs before
+    /// the next Install. Not set when a core restarts with the same versions.
+    pub(crate) needs_bootstrap: AtomicBool,
     pub(crate) log: RotatingLog,
     pid: Mutex<Option<i32>>,
     cgroup: Mutex<Option<PathBuf>>,
@@ -167,6 +170,7 @@ impl Supervisor {
             status,
             commands: tx,
             needs_install: AtomicBool::new(true),
+            needs_bootstrap: AtomicBool::new(false),
             log,
             pid: Mutex::new(None),
             cgroup: Mutex::new(None),
@@ -228,6 +232,13 @@ impl Supervisor {
             slot.set_status(LifecycleState::New, None);
         }
         self.start(name)
+    }
+
+    /// Marks a component new or changed by a deployment, so its Bootstrap step runs.
+    pub fn request_bootstrap(&self, name: &str) {
+        if let Some(slot) = self.slot(name) {
+            slot.needs_bootstrap.store(true, Ordering::Release);
+        }
     }
 
     pub fn start(&self, name: &str) -> Result<()> {
