@@ -197,3 +197,32 @@ fn quickstart_runs_examples_and_stops_cleanly() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn roots_longer_than_sun_path_work() {
+    let long = format!("{}/{}", "l".repeat(80), "m".repeat(40));
+    let core = TestCore::start_at(&long, "thingName: long\n");
+    assert!(core.root.join("control.socket").as_os_str().len() > 107);
+    let recipe = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Long
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Run: "echo $AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT > socket.txt; test -S $AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT && echo reachable >> socket.txt"
+"#;
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("l.yaml", recipe)]);
+    assert_eq!(
+        core.deploy(&recipes, None, &["-m", "com.test.Long=1.0.0"])["status"],
+        "SUCCEEDED"
+    );
+    let work = core.work("com.test.Long");
+    eventually("socket path written", Duration::from_secs(10), || {
+        read(&work.join("socket.txt")).contains("reachable")
+    });
+    assert_eq!(
+        read(&work.join("socket.txt")).lines().next(),
+        Some("../../ipc.socket")
+    );
+}

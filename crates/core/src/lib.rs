@@ -18,6 +18,7 @@ pub mod paths;
 pub mod settings;
 pub mod store;
 pub mod tokens;
+pub mod unix_path;
 
 mod runtime;
 

@@ -18,8 +18,13 @@ pub struct TestCore {
 impl TestCore {
     /// A core on a fresh root, running, with `config` (YAML) as its settings.
     pub fn start_with(config: &str) -> TestCore {
+        Self::start_at("root", config)
+    }
+
+    /// Like [`TestCore::start_with`], with the root at `<tempdir>/<relative_root>`.
+    pub fn start_at(relative_root: &str, config: &str) -> TestCore {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
+        let root = dir.path().join(relative_root);
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let mut core = TestCore {

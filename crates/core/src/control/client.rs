@@ -33,11 +33,13 @@ pub struct ControlClient {
 impl ControlClient {
     pub fn connect(root: &Path) -> Result<ControlClient, ClientError> {
         let socket = root.join("control.socket");
-        let stream = UnixStream::connect(&socket).map_err(|source| ClientError::Connect {
-            socket: socket.display().to_string(),
-            root: root.display().to_string(),
-            source,
-        })?;
+        let stream = crate::unix_path::SocketPath::new(&socket)
+            .and_then(|short| UnixStream::connect(short.as_path()))
+            .map_err(|source| ClientError::Connect {
+                socket: socket.display().to_string(),
+                root: root.display().to_string(),
+                source,
+            })?;
         stream.set_read_timeout(Some(Duration::from_secs(600)))?;
         Ok(ControlClient {
             stream: BufReader::new(stream),

@@ -28,7 +28,8 @@ impl ControlServer {
 pub fn serve(core: CoreHandle, extensions: Extensions) -> Result<ControlServer> {
     let path = core.layout().control_socket();
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
+    let listener = crate::unix_path::SocketPath::new(&path)
+        .and_then(|short| UnixListener::bind(short.as_path()))
         .map_err(|e| CoreError::io(format!("binding control socket {}", path.display()), e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| CoreError::io(format!("chmod {}", path.display()), e))?;
