@@ -23,6 +23,9 @@ pub enum DeploymentCommand {
     /// Example:
     ///   lichen deployment create --recipe-dir recipes --artifact-dir artifacts \
     ///       --merge com.example.Hello=1.0.0 --update-config '{"com.example.Hello":{"MERGE":{"message":"hi"}}}'
+    ///
+    /// Waits for the result and shows progress; exits non-zero if the deployment fails.
+    #[command(verbatim_doc_comment)]
     Create(CreateArgs),
     /// Show one deployment, with the reasons for a failure.
     Status {
