@@ -376,3 +376,74 @@ fn kill_9_during_deployment_is_rolled_back_on_restart() {
     );
     assert_eq!(core.component("com.test.App")["version"], "3.0.0");
 }
+
+#[test]
+fn configuration_and_queue_survive_repeated_kill_9() {
+    let mut core = TestCore::start();
+    let recipe = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Conf
+ComponentVersion: "1.0.0"
+ComponentConfiguration:
+  DefaultConfiguration: { a: 0, b: 0 }
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Run: exec sleep 300
+"#;
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("c.yaml", recipe)]);
+    assert_eq!(
+        core.deploy(&recipes, None, &["-m", "com.test.Conf=1.0.0"])["status"],
+        "SUCCEEDED"
+    );
+    let padding = "x".repeat(64 * 1024);
+    let mut ids = Vec::new();
+    let mut n = 0;
+    for round in 0..3u64 {
+        for _ in 0..10 {
+            n += 1;
+            let update =
+                format!(r#"{{"com.test.Conf":{{"MERGE":{{"a":{n},"b":{n},"pad":"{padding}"}}}}}}"#);
+            let out = core.cli(&["deployment", "create", "-c", &update, "--no-wait", "--json"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            ids.push(v["deploymentId"].as_str().unwrap().to_string());
+        }
+        // Kill at a different point of the queue each round.
+        std::thread::sleep(Duration::from_millis(40 + 70 * round));
+        core.kill9();
+        let stored: Value = serde_json::from_slice(
+            &std::fs::read(core.root.join("config/effective.json")).unwrap(),
+        )
+        .expect("the configuration file is never torn");
+        let conf = &stored["components"]["com.test.Conf"]["value"];
+        assert_eq!(
+            conf["a"], conf["b"],
+            "a and b change together: {}",
+            conf["a"]
+        );
+        core.spawn();
+    }
+    // Every queued deployment ends: interrupted ones are rolled back, the rest run.
+    eventually("all deployments final", Duration::from_secs(60), || {
+        ids.iter().all(|id| {
+            let s = core.json(&["deployment", "status", id])["status"].clone();
+            s == "SUCCEEDED" || s == "FAILED"
+        })
+    });
+    let last = core.json(&["deployment", "status", ids.last().unwrap()]);
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    let conf = core.component("com.test.Conf")["configuration"].clone();
+    assert_eq!(conf["a"], n);
+    assert_eq!(conf["b"], n);
+    for id in &ids {
+        let d = core.json(&["deployment", "status", id]);
+        if d["status"] == "FAILED" {
+            assert_eq!(d["errorTypes"][0], "CORE_RESTARTED", "{d}");
+        }
+    }
+}
