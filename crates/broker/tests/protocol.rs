@@ -481,3 +481,34 @@ async fn session_takeover_closes_old_connection() {
     assert_eq!(old.closed_with().await, Some(ReasonCode::SessionTakenOver));
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn large_backlog_is_fully_delivered_without_new_traffic() {
+    // Regression: a backlog larger than one send batch must drain with no further publishes.
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _bus) = start(config(dir.path(), false)).await;
+    let addr = tcp_addr(&h);
+    let mut c = connect_packet(Protocol::V311, "backlog");
+    c.clean_start = false;
+    let (mut s, _) = Client::connect_with(addr, c.clone()).await;
+    s.subscribe("bl", opts(QoS::AtMostOnce), None).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = Client::connect(addr, Protocol::V311, "p").await;
+    for i in 0..5000u16 {
+        p.publish("bl", &i.to_be_bytes(), QoS::AtMostOnce, false, 0)
+            .await;
+    }
+    p.send(&Packet::PingReq).await;
+    assert_eq!(p.recv().await, Some(Packet::PingResp));
+    let (mut s, ack) = Client::connect_with(addr, c).await;
+    assert!(ack.session_present);
+    for i in 0..5000u16 {
+        let m = s
+            .next_publish()
+            .await
+            .unwrap_or_else(|| panic!("message {i} missing"));
+        assert_eq!(&m.payload[..], &i.to_be_bytes());
+    }
+    h.shutdown().await;
+}

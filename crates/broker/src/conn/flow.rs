@@ -153,7 +153,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Moves queued deliveries into the write buffer while the in-flight window allows.
-    pub(super) fn pump(&mut self) -> Result<(), ReasonCode> {
+    /// Returns true if it stopped for a batch bound while more could be sent now.
+    pub(super) fn pump(&mut self) -> Result<bool, ReasonCode> {
         let now = Instant::now();
         let window = usize::from(self.shared.limits.max_inflight.min(self.client_receive_max));
         let session = self.session.clone();
@@ -165,13 +166,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Err(k);
         }
         let mut moved = 0;
-        while moved < PUMP_BATCH && self.wbuf.len() < WRITE_HIGH_WATER {
+        loop {
             match st.queue.front() {
-                None => break,
-                Some(d) if d.qos != QoS::AtMostOnce && st.inflight.len() >= window => break,
+                None => return Ok(false),
+                Some(d) if d.qos != QoS::AtMostOnce && st.inflight.len() >= window => {
+                    return Ok(false);
+                }
                 Some(_) => {}
             }
-            let Some(d) = st.queue.pop_front() else { break };
+            if moved >= PUMP_BATCH || self.wbuf.len() >= WRITE_HIGH_WATER {
+                return Ok(true);
+            }
+            let Some(d) = st.queue.pop_front() else {
+                return Ok(false);
+            };
             moved += 1;
             if d.msg.expired(now) {
                 self.forget(&d);
@@ -197,7 +205,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.forget(&d);
             }
         }
-        Ok(())
     }
 
     fn forget(&self, d: &Delivery) {

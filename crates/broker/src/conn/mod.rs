@@ -295,9 +295,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if shared.closing.load(Ordering::Acquire) {
                 return Close::Server(ReasonCode::ServerShuttingDown);
             }
-            if let Err(code) = self.pump() {
-                return Close::Server(code);
-            }
+            let more = match self.pump() {
+                Ok(more) => more,
+                Err(code) => return Close::Server(code),
+            };
             if let Err(c) = self.flush().await {
                 return c;
             }
@@ -331,6 +332,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         self.rbuf = BytesMut::new();
                     }
                 }
+                // More deliveries are ready: go round again once the socket has nothing for us.
+                _ = std::future::ready(()), if more => continue,
                 _ = &mut sleep, if ka_on => {
                     let deadline = last_rx + keep_alive;
                     if Instant::now() >= deadline {
