@@ -5,7 +5,8 @@
 //! `ipc_bench client --socket PATH --tokens FILE [--subscribers 10] [--messages 100000]
 //! [--payload 64] [--window 64] [--rate MSGS_PER_S]` publishes binary messages carrying their
 //! send time and reports delivered msgs/s and the publish→receive latency percentiles.
-//! `--rate 0` (default) publishes as fast as the window allows.
+//! `--rate 0` (default) publishes as fast as the window allows; `--json` sends JSON documents
+//! instead of binary messages.
 //! Driven by `scripts/bench-ipc`, which also measures the server's CPU time.
 
 use std::collections::HashMap;
@@ -97,6 +98,7 @@ async fn client(args: &[String]) {
     let payload: usize = arg(args, "--payload", "64").parse().unwrap_or(64).max(8);
     let window: usize = arg(args, "--window", "64").parse().unwrap_or(64).max(1);
     let rate: f64 = arg(args, "--rate", "0").parse().unwrap_or(0.0);
+    let json_messages = args.iter().any(|a| a == "--json");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&tokens_file).expect("tokens file"))
             .expect("json");
@@ -127,6 +129,9 @@ async fn client(args: &[String]) {
                     break;
                 };
                 let now = base.elapsed().as_nanos() as u64;
+                if let Some(sent) = ev["jsonMessage"]["message"]["sent"].as_u64() {
+                    lat.push(now.saturating_sub(sent));
+                }
                 let data = ev["binaryMessage"]["message"]
                     .as_str()
                     .and_then(|s| B64.decode(s).ok());
@@ -167,8 +172,13 @@ async fn client(args: &[String]) {
                     }
                 }
                 let sent = base.elapsed().as_nanos() as u64;
-                body[..8].copy_from_slice(&sent.to_be_bytes());
-                let req = json!({"topic": TOPIC, "publishMessage": {"binaryMessage": {"message": B64.encode(&body)}}});
+                let req = if json_messages {
+                    let pad = "x".repeat(payload.saturating_sub(24));
+                    json!({"topic": TOPIC, "publishMessage": {"jsonMessage": {"message": {"sent": sent, "pad": pad}}}})
+                } else {
+                    body[..8].copy_from_slice(&sent.to_be_bytes());
+                    json!({"topic": TOPIC, "publishMessage": {"binaryMessage": {"message": B64.encode(&body)}}})
+                };
                 if publisher.call("PublishToTopic", &req).await.is_err() {
                     return;
                 }
@@ -189,7 +199,7 @@ async fn client(args: &[String]) {
     let secs = (end - start) as f64 / 1e9;
     let expected = (messages * subscribers) as u64;
     println!(
-        "{{\"subscribers\": {subscribers}, \"messages\": {messages}, \"payload_bytes\": {payload}, \"rate\": {rate}, \
+        "{{\"subscribers\": {subscribers}, \"messages\": {messages}, \"payload_bytes\": {payload}, \"json\": {json_messages}, \"rate\": {rate}, \
          \"delivered\": {got}, \"expected\": {expected}, \"delivered_pct\": {:.2}, \"seconds\": {secs:.3}, \
          \"publish_per_s\": {:.0}, \"delivered_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"max_us\": {:.1}}}",
         got as f64 * 100.0 / expected as f64,
