@@ -1,4 +1,15 @@
 //! Greengrass IPC operations: the model's operation list, dispatch, and what handlers return.
+//!
+//! | operations | authorization (service id → resource) |
+//! |---|---|
+//! | PublishToTopic, SubscribeToTopic (streams `SubscriptionResponseMessage`) | `aws.greengrass.ipc.pubsub` → the topic or filter, MQTT wildcards literal |
+//! | GetConfiguration (any component), UpdateConfiguration (own, not `accessControl`), SubscribeToConfigurationUpdate, SubscribeToValidateConfigurationUpdates, SendConfigurationValidityReport | none |
+//! | UpdateState, SubscribeToComponentUpdates, DeferComponentUpdate | none |
+//! | PauseComponent, ResumeComponent | `aws.greengrass.ipc.lifecycle` → component name |
+//! | ListComponents, GetComponentDetails, RestartComponent, StopComponent, CreateLocalDeployment, CancelLocalDeployment, GetLocalDeploymentStatus, ListLocalDeployments | `aws.greengrass.Cli` → component name, deployment id, or `*` |
+//! | PutComponentMetric | `aws.greengrass.ipc.componentmetric` → metric name (unlike Greengrass, components need not be named `aws.*`) |
+//! | ValidateAuthorizationToken | `aws.greengrass.StreamManager` always; others need lichen's `lichen.ipc.auth` → `*` |
+//! | every other operation of the model | answers ServiceError "… is not supported yet" |
 
 mod cli;
 mod config;
