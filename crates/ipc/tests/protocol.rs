@@ -433,3 +433,85 @@ async fn long_roots_and_stale_sockets() {
     assert!(!root.join("ipc.socket").exists());
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_delays_nobody() {
+    let h = Harness::start().await;
+    // A subscriber that subscribes, then never reads its socket again.
+    let token = h.component("com.example.Stuck", pubsub_all("com.example.Stuck"));
+    let mut stuck = connect_socket(h.server.socket_path()).await.unwrap();
+    stuck
+        .write_all(&connect_msg("0.1.0", &token))
+        .await
+        .unwrap();
+    let sub = RpcMessage::json(
+        MessageType::ApplicationMessage,
+        0,
+        1,
+        "aws.greengrass#SubscribeToTopicRequest",
+        json!({"topic": "flood"}).to_string(),
+    )
+    .with_header(Header::string(
+        headers::OPERATION,
+        "aws.greengrass#SubscribeToTopic",
+    ));
+    stuck.write_all(&encode(sub)).await.unwrap();
+
+    let good = h
+        .client("com.example.Good", pubsub_all("com.example.Good"))
+        .await;
+    let mut stream = good
+        .subscribe("SubscribeToTopic", &json!({"topic": "flood"}))
+        .await
+        .unwrap();
+    let publisher = h
+        .client("com.example.Pub", pubsub_all("com.example.Pub"))
+        .await;
+    let bus = h.handle.bus().clone();
+    eventually("both subscribed", || bus.stats().subscriptions == 2).await;
+
+    // ~40 MB for the stuck subscriber: far beyond its socket buffer, outbound queue and bus
+    // queue, so it must lose messages rather than hold anyone up.
+    const N: usize = 5000;
+    let body = "A".repeat(8 * 1024);
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < N {
+            let (_, ev) = tokio::time::timeout(Duration::from_secs(10), stream.next_event())
+                .await
+                .expect("the good subscriber keeps receiving")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                ev["binaryMessage"]["message"].as_str().map(str::len),
+                Some(body_len())
+            );
+            n += 1;
+        }
+        n
+    });
+    let started = tokio::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..N {
+        let t = tokio::time::Instant::now();
+        publisher
+            .call(
+                "PublishToTopic",
+                &json!({"topic": "flood", "publishMessage": {"binaryMessage": {"message": body}}}),
+            )
+            .await
+            .unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    assert_eq!(reader.await.unwrap(), N);
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a publish took {slowest:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    drop(stuck);
+}
+
+fn body_len() -> usize {
+    8 * 1024
+}

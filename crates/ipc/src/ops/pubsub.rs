@@ -103,6 +103,8 @@ pub(super) fn subscribe(
         Some(other) => return Err(OpError::invalid(format!("unknown receiveMode {other}"))),
     };
     authorize(shared, caller, SERVICE_PUBSUB, "SubscribeToTopic", &topic)?;
+    let who = caller.component.clone();
+    let filter = topic.clone();
     let mut options = SubscribeOptions::new(topic, caller.origin.clone());
     options.no_local = no_local;
     let sub = shared
@@ -112,14 +114,26 @@ pub(super) fn subscribe(
         .map_err(|e| OpError::invalid(e.to_string()))?;
     Ok(Reply::Stream {
         initial: Value::Object(Default::default()),
-        run: Box::new(move |sink| Box::pin(forward(sub, sink))),
+        run: Box::new(move |sink| Box::pin(forward(sub, sink, who, filter))),
     })
 }
 
-async fn forward(sub: lichen_bus::Subscription, sink: EventSink) {
+/// Drops of a slow subscriber are logged at most this often.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn forward(sub: lichen_bus::Subscription, sink: EventSink, who: String, filter: String) {
     let mut batch = Vec::with_capacity(FORWARD_BATCH);
     let mut scratch = Vec::with_capacity(256);
+    let mut logged_drops = 0;
+    let mut last_log: Option<std::time::Instant> = None;
     while let Some(first) = sub.recv().await {
+        let dropped = sub.dropped();
+        if dropped > logged_drops && last_log.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
+            tracing::warn!(component = %who, topic = %filter, dropped_total = dropped,
+                "slow IPC subscriber: oldest queued messages dropped");
+            logged_drops = dropped;
+            last_log = Some(std::time::Instant::now());
+        }
         batch.push(first);
         sub.drain_into(&mut batch, FORWARD_BATCH - 1);
         let mut out = BytesMut::new();
