@@ -99,52 +99,48 @@ impl ConfigStore {
     /// Commits new whole configurations (`None` removes a component's configuration) in one
     /// atomic write, as a deployment does, and announces what changed.
     pub fn commit(&self, changes: BTreeMap<String, Option<Value>>, now_ms: u64) -> Result<()> {
-        let mut data = self.lock();
+        let data = self.lock();
         let mut next = data.clone();
-        let mut changed = Vec::new();
         for (component, value) in changes {
             match value {
                 Some(v) => {
-                    let differs = next.get(&component).map(|c| &c.value) != Some(&v);
                     next.insert(
-                        component.clone(),
+                        component,
                         ComponentConfig {
                             value: v,
                             modified: BTreeMap::from([(String::new(), now_ms)]),
                         },
                     );
-                    if differs {
-                        changed.push(component);
-                    }
                 }
                 None => {
                     next.remove(&component);
                 }
             }
         }
-        self.persist(&next)?;
-        *data = next;
-        drop(data);
-        for component in changed {
-            let _ = self.changes.send(ConfigChange {
-                component,
-                key_path: Vec::new(),
-            });
-        }
-        Ok(())
+        self.install(data, next)
     }
 
     /// Puts a snapshot back exactly (rollback).
     pub fn restore(&self, snapshot: ConfigSnapshot) -> Result<()> {
-        let mut data = self.lock();
-        let changed: Vec<String> = data
+        let data = self.lock();
+        self.install(data, snapshot)
+    }
+
+    /// Persists `next` as the whole store, then swaps it in and announces every component
+    /// whose configuration differs.
+    fn install(
+        &self,
+        mut data: std::sync::MutexGuard<'_, BTreeMap<String, ComponentConfig>>,
+        next: BTreeMap<String, ComponentConfig>,
+    ) -> Result<()> {
+        let changed: std::collections::BTreeSet<String> = data
             .keys()
-            .chain(snapshot.keys())
-            .filter(|k| data.get(*k).map(|c| &c.value) != snapshot.get(*k).map(|c| &c.value))
+            .chain(next.keys())
+            .filter(|k| data.get(*k).map(|c| &c.value) != next.get(*k).map(|c| &c.value))
             .cloned()
             .collect();
-        self.persist(&snapshot)?;
-        *data = snapshot;
+        self.persist(&next)?;
+        *data = next;
         drop(data);
         for component in changed {
             let _ = self.changes.send(ConfigChange {
