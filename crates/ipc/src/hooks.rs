@@ -90,6 +90,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Removes a deployment's pending entries however the wait ends, including when the
+/// deployment is canceled and the hook future dropped.
+struct PendingGuard<'a, V> {
+    map: &'a Mutex<HashMap<Key, V>>,
+    deployment_id: &'a str,
+}
+
+impl<V> Drop for PendingGuard<'_, V> {
+    fn drop(&mut self) {
+        lock(self.map).retain(|(_, d), _| d != self.deployment_id);
+    }
+}
+
 impl IpcHooks {
     pub fn new() -> Arc<Self> {
         Arc::new(IpcHooks::default())
@@ -194,6 +207,10 @@ impl IpcHooks {
         timeout: Duration,
     ) -> Result<(), String> {
         let (tx, mut rx) = mpsc::channel(64);
+        let _cleanup = PendingGuard {
+            map: &self.pending_validation,
+            deployment_id,
+        };
         let mut waiting = Vec::new();
         for (component, configuration) in proposed {
             if !self.has_validator(component) {
@@ -228,7 +245,6 @@ impl IpcHooks {
                 }
             }
         }
-        lock(&self.pending_validation).retain(|(_, d), _| d != deployment_id);
         result
     }
 
@@ -238,6 +254,10 @@ impl IpcHooks {
             return;
         }
         let (tx, mut rx) = mpsc::channel(64);
+        let _cleanup = PendingGuard {
+            map: &self.pending_updates,
+            deployment_id,
+        };
         let event =
             json!({"preUpdateEvent": {"deploymentId": deployment_id, "isGgcRestarting": false}});
         // Per component: Err(deadline) waits for an answer, Ok(wake) sleeps after a defer.
@@ -293,7 +313,6 @@ impl IpcHooks {
                 }
             }
         }
-        lock(&self.pending_updates).retain(|(_, d), _| d != deployment_id);
     }
 }
 
@@ -397,6 +416,21 @@ mod tests {
         adapter.notify_post_update("d");
         comp.await.unwrap();
         assert!(hooks.defer("c", "d", 0).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn canceled_wait_leaves_nothing_pending() {
+        let hooks = IpcHooks::new();
+        let _reg = hooks.register_update_subscriber("c");
+        let adapter = HooksAdapter(hooks.clone());
+        let wait = adapter.notify_pre_update("d", Duration::from_secs(60));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), wait)
+                .await
+                .is_err()
+        );
+        assert!(hooks.defer("c", "d", 0).is_err());
+        assert!(lock(&hooks.pending_updates).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
