@@ -22,6 +22,8 @@ use crate::ops::EventSink;
 
 /// Events queued per registration.
 pub const EVENT_QUEUE: usize = 16;
+/// Longest defer honoured at once (`recheckAfterMs` beyond it is clamped).
+pub const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 /// While waiting on components, how often to notice that one went away.
 const LIVENESS_POLL: Duration = Duration::from_millis(500);
 
@@ -84,6 +86,12 @@ impl Drop for Registration {
             }
         }
     }
+}
+
+/// `now + d` without overflowing on absurd durations.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -224,7 +232,7 @@ impl IpcHooks {
             waiting.push(component.clone());
         }
         drop(tx);
-        let deadline = Instant::now() + timeout;
+        let deadline = after(Instant::now(), timeout);
         let mut result = Ok(());
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -265,7 +273,7 @@ impl IpcHooks {
         for c in components {
             lock(&self.pending_updates).insert((c.clone(), deployment_id.to_string()), tx.clone());
             if self.send(Kind::Updates, &c, &event) {
-                state.insert(c, Err(Instant::now() + timeout));
+                state.insert(c, Err(after(Instant::now(), timeout)));
             }
         }
         drop(tx);
@@ -282,7 +290,7 @@ impl IpcHooks {
                     Some((c, ms)) => {
                         if let Some(s) = state.get_mut(&c) {
                             tracing::info!(component = %c, deployment_id, recheck_after_ms = ms, "component deferred the update");
-                            *s = Ok(Instant::now() + Duration::from_millis(ms));
+                            *s = Ok(Instant::now() + Duration::from_millis(ms).min(MAX_RECHECK));
                         }
                     }
                     None => break,
@@ -302,7 +310,7 @@ impl IpcHooks {
                             }
                             Ok(wake) if wake <= now => {
                                 self.send(Kind::Updates, c, &event);
-                                *s = Err(now + timeout);
+                                *s = Err(after(now, timeout));
                             }
                             _ => {}
                         }
@@ -399,6 +407,9 @@ mod tests {
         let comp = tokio::spawn(async move {
             let ev = reg.rx.recv().await.unwrap();
             assert_eq!(ev["preUpdateEvent"]["deploymentId"], "d");
+            h2.defer("c", "d", 3_000).unwrap();
+            // Absurd values are clamped, never an overflow.
+            h2.defer("c", "d", u64::MAX).unwrap();
             h2.defer("c", "d", 3_000).unwrap();
             let t0 = Instant::now();
             let again = reg.rx.recv().await.unwrap();
