@@ -448,6 +448,22 @@ async fn cli_and_lifecycle_operations_are_authorized() {
         .await
         .unwrap_err();
     assert_eq!(e.shape(), Some("InvalidArtifactsDirectoryPathError"));
+    let e = admin
+        .call(
+            "CreateLocalDeployment",
+            &json!({"componentToConfiguration": {"com.example.X": {"port": 1}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.shape(), Some("InvalidArgumentsError"));
+    let e = admin
+        .call(
+            "CreateLocalDeployment",
+            &json!({"failureHandlingPolicy": "PANIC"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.shape(), Some("InvalidArgumentsError"));
 
     let e = plain
         .call("UpdateState", &json!({"state": "SLEEPY"}))

@@ -99,7 +99,7 @@ struct CreateRequest {
     #[serde(default)]
     root_components_to_remove: Vec<String>,
     #[serde(default)]
-    component_to_configuration: BTreeMap<String, ConfigurationUpdate>,
+    component_to_configuration: BTreeMap<String, Value>,
     #[serde(default)]
     component_to_run_with_info: BTreeMap<String, RunWith>,
     recipe_directory_path: Option<String>,
@@ -141,11 +141,26 @@ pub(super) async fn create_deployment(
             )));
         }
     };
+    let mut configuration_updates = BTreeMap::new();
+    for (component, update) in req.component_to_configuration {
+        let keys_ok = update.as_object().is_some_and(|o| {
+            o.keys()
+                .all(|k| k.eq_ignore_ascii_case("MERGE") || k.eq_ignore_ascii_case("RESET"))
+        });
+        if !keys_ok {
+            return Err(OpError::invalid(format!(
+                "componentToConfiguration.{component} must be an object with MERGE and/or RESET"
+            )));
+        }
+        let update: ConfigurationUpdate = serde_json::from_value(update)
+            .map_err(|e| OpError::invalid(format!("componentToConfiguration.{component}: {e}")))?;
+        configuration_updates.insert(component, update);
+    }
     let request = DeploymentRequest {
         group_name: req.group_name.filter(|g| !g.is_empty()),
         root_components_to_add: req.root_component_versions_to_add,
         root_components_to_remove: req.root_components_to_remove,
-        configuration_updates: req.component_to_configuration,
+        configuration_updates,
         run_with: req.component_to_run_with_info,
         recipe_dir: directory(
             req.recipe_directory_path,
