@@ -515,3 +515,31 @@ async fn a_stuck_subscriber_delays_nobody() {
 fn body_len() -> usize {
     8 * 1024
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let mut settings = lichen_core::settings::Settings::default();
+    settings.ipc.max_connections = 2;
+    let h = Harness::start_with(settings, None).await;
+    let a = h.client("com.example.A", pubsub_all("com.example.A")).await;
+    let b = h.client("com.example.B", pubsub_all("com.example.B")).await;
+    let token = h.component("com.example.C", pubsub_all("com.example.C"));
+    assert!(
+        IpcClient::connect(h.server.socket_path(), &token)
+            .await
+            .is_err()
+    );
+    assert_eq!(h.server.connections(), 2);
+    drop(a);
+    eventually("a slot is free", || h.server.connections() == 1).await;
+    let c = IpcClient::connect(h.server.socket_path(), &token)
+        .await
+        .unwrap();
+    c.call(
+        "PublishToTopic",
+        &json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}}),
+    )
+    .await
+    .unwrap();
+    drop(b);
+}
