@@ -17,6 +17,8 @@ const CLIENT: &str = "com.lichen.test.IpcClient";
 const PEER: &str = "com.lichen.test.IpcPeer";
 /// Deployed by the component itself to see update notices and its defer honoured.
 const EXTRA: &str = "com.lichen.test.IpcExtra";
+/// The same protocol from the JavaScript SDK (deployed only when it is installed).
+const JS_CLIENT: &str = "com.lichen.test.JsClient";
 /// A Startup step that never exits and reports RUNNING over IPC.
 const STARTUP: &str = "com.lichen.test.IpcStartup";
 
@@ -35,6 +37,21 @@ fn python() -> Option<PathBuf> {
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
     venv.exists().then_some(venv)
+}
+
+/// A node_modules holding aws-iot-device-sdk-v2 (LICHEN_TEST_JS_SDK, default
+/// `.venv/js/node_modules`), and node; when both exist a JavaScript component is deployed too.
+fn js_sdk() -> Option<PathBuf> {
+    let dir = std::env::var_os("LICHEN_TEST_JS_SDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/js/node_modules")
+        });
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (node && dir.join("aws-iot-device-sdk-v2").exists()).then_some(dir)
 }
 
 fn py_dir() -> PathBuf {
@@ -91,6 +108,51 @@ impl Core {
                 .collect::<Vec<_>>()
                 .join("\n")
         )
+    }
+}
+
+fn write_js_recipe(recipes: &Path, artifacts: &Path, sdk: &Path, results: &Path, acl: &Value) {
+    let art = artifacts.join(JS_CLIENT).join("1.0.0");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/ipc_check.js"),
+        art.join("ipc_check.js"),
+    )
+    .unwrap();
+    let acl = serde_json::from_str::<Value>(&acl.to_string().replace(CLIENT, JS_CLIENT)).unwrap();
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": JS_CLIENT,
+        "ComponentVersion": "1.0.0",
+        "ComponentConfiguration": {"DefaultConfiguration": {"accessControl": acl, "testKey": "hello"}},
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": {
+                "Setenv": {"NODE_PATH": sdk.display().to_string(), "LICHEN_IPC_TEST_RESULTS": results.display().to_string()},
+                "Run": "exec node {artifacts:path}/ipc_check.js",
+            },
+            "Artifacts": [{"URI": format!("s3://unused/{JS_CLIENT}/ipc_check.js")}],
+        }],
+    });
+    std::fs::write(
+        recipes.join(format!("{JS_CLIENT}-1.0.0.json")),
+        recipe.to_string(),
+    )
+    .unwrap();
+}
+
+fn read_results(path: &Path, what: &str, core: &Core) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} results in time\n{}",
+            core.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -266,18 +328,35 @@ fn run(long_root: bool) {
         "deployment finished before the Startup component reported RUNNING"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let report: Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&results) {
-            break serde_json::from_str(&text).unwrap();
-        }
+    let report = read_results(&results, "Python", &core);
+    let js_report = js_sdk().filter(|_| !long_root).map(|sdk| {
+        let js_results = core.dir.join("js-results.json");
+        let acl: Value = serde_json::from_str(
+            &std::fs::read_to_string(py_dir().join("access_control.json")).unwrap(),
+        )
+        .unwrap();
+        write_js_recipe(&recipes, &artifacts, &sdk, &js_results, &acl);
+        let out = core.cli(&[
+            "deployment",
+            "create",
+            "--recipe-dir",
+            &recipes.display().to_string(),
+            "--artifact-dir",
+            &artifacts.display().to_string(),
+            "--merge",
+            &format!("{JS_CLIENT}=1.0.0"),
+            "--json",
+        ]);
         assert!(
-            Instant::now() < deadline,
-            "no results in time\n{}",
+            out.status.success(),
+            "JS deployment failed\n{}",
             core.logs()
         );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        read_results(&js_results, "JavaScript", &core)
+    });
+    if js_report.is_none() {
+        eprintln!("JavaScript SDK check SKIPPED: node or aws-iot-device-sdk-v2 not installed");
+    }
     let checks = report["checks"].as_array().unwrap();
     let expected = [
         "connect",
@@ -287,6 +366,7 @@ fn run(long_root: bool) {
         "pubsub_unauthorized_publish",
         "pubsub_unauthorized_subscribe",
         "pubsub_invalid_topic",
+        "pubsub_invalid_filter",
         "stream_opened_received_closed",
         "get_configuration_own",
         "get_configuration_other_component",
@@ -329,6 +409,29 @@ fn run(long_root: bool) {
         );
     }
     assert!(checks.iter().all(|c| c["ok"] == true), "{report}\n{logs}");
+    if let Some(js) = js_report {
+        let checks = js["checks"].as_array().unwrap();
+        for name in [
+            "connect",
+            "pubsub_json_roundtrip",
+            "pubsub_binary_roundtrip",
+            "get_configuration",
+            "update_configuration",
+            "list_components",
+            "unauthorized",
+            "resource_not_found",
+            "undeclared_error_as_service_error",
+            "invalid_arguments",
+            "unsupported",
+        ] {
+            let c = checks
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("JS check {name} did not run: {js}"));
+            assert_eq!(c["ok"], true, "JS check {name} failed: {}", c["detail"]);
+        }
+        assert!(checks.iter().all(|c| c["ok"] == true), "{js}");
+    }
 
     // What the component did is visible from the CLI too.
     let details = core.cli(&["component", "details", CLIENT, "--json"]);

@@ -42,6 +42,7 @@ const COMMON_CHECKS: &[&str] = &[
     "pubsub_unauthorized_publish",
     "pubsub_unauthorized_subscribe",
     "pubsub_invalid_topic",
+    "pubsub_invalid_filter",
     "stream_opened_received_closed",
     "get_configuration_own",
     "get_configuration_other_component",

@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::authz::PolicyCache;
-use crate::error::OpError;
+use crate::error::{ErrorShape, OpError};
 use crate::hooks::IpcHooks;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -90,6 +90,57 @@ pub fn stream_event_shape(op: &str) -> Option<&'static str> {
         "SubscribeToIoTCoreConnectionStatus" => "aws.greengrass#IoTCoreConnectionStatusEvent",
         _ => return None,
     })
+}
+
+/// The errors the model declares for each operation (besides ServiceError, which every
+/// operation declares). Strict SDKs (JavaScript) refuse any other error shape, so errors
+/// outside this list are sent as ServiceError; see [`conform`].
+pub fn modeled_errors(op: &str) -> &'static [ErrorShape] {
+    use ErrorShape::*;
+    match op {
+        "CancelLocalDeployment" | "GetComponentDetails" | "DeferComponentUpdate" => {
+            &[ResourceNotFoundError, InvalidArgumentsError]
+        }
+        "CreateLocalDeployment" => &[
+            InvalidRecipeDirectoryPathError,
+            InvalidArtifactsDirectoryPathError,
+            InvalidArgumentsError,
+        ],
+        "GetConfiguration"
+        | "GetLocalDeploymentStatus"
+        | "SubscribeToComponentUpdates"
+        | "SubscribeToConfigurationUpdate"
+        | "UpdateState" => &[ResourceNotFoundError],
+        "PauseComponent" | "ResumeComponent" | "GetSecretValue" => {
+            &[UnauthorizedError, ResourceNotFoundError]
+        }
+        "PublishToTopic" | "PublishToIoTCore" | "SubscribeToIoTCore" | "CreateDebugPassword" => {
+            &[UnauthorizedError]
+        }
+        "SubscribeToTopic" | "PutComponentMetric" | "SubscribeToCertificateUpdates" => {
+            &[UnauthorizedError, InvalidArgumentsError]
+        }
+        "RestartComponent" | "StopComponent" => &[ComponentNotFoundError, InvalidArgumentsError],
+        "SendConfigurationValidityReport" => &[InvalidArgumentsError],
+        "UpdateConfiguration" => &[
+            UnauthorizedError,
+            ConflictError,
+            FailedUpdateConditionCheckError,
+            InvalidArgumentsError,
+        ],
+        "ValidateAuthorizationToken" => &[InvalidTokenError, UnauthorizedError],
+        _ => &[],
+    }
+}
+
+/// Keeps an error within the operation's modeled shapes: anything else becomes a
+/// ServiceError whose message names the intended shape.
+pub fn conform(op: &str, e: OpError) -> OpError {
+    if e.shape == ErrorShape::ServiceError || modeled_errors(op).contains(&e.shape) {
+        e
+    } else {
+        OpError::service(format!("{}: {}", e.shape.name(), e.message))
+    }
 }
 
 /// Operations that may wait on the runtime (process control, deployments). The connection
@@ -219,8 +270,20 @@ pub(crate) fn authorize(
     }
 }
 
-/// Runs operation `op` (short name, e.g. `PublishToTopic`) for `caller`.
+/// Runs operation `op` (short name, e.g. `PublishToTopic`) for `caller`. Errors are within
+/// the operation's modeled shapes.
 pub(crate) async fn dispatch(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    op: &str,
+    payload: &[u8],
+) -> Result<Reply, OpError> {
+    run(shared, caller, op, payload)
+        .await
+        .map_err(|e| conform(op, e))
+}
+
+async fn run(
     shared: &Arc<Shared>,
     caller: &Caller,
     op: &str,
@@ -255,5 +318,69 @@ pub(crate) async fn dispatch(
         other => Err(OpError::service(format!(
             "{other} is an unsupported operation"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error shapes per operation in the Smithy model, as the JavaScript SDK
+    /// (aws-iot-device-sdk-v2 1.28.0, `makeServiceModel()`) enforces them.
+    const MODEL: &str = "
+CancelLocalDeployment ServiceError,ResourceNotFoundError,InvalidArgumentsError
+CreateDebugPassword UnauthorizedError,ServiceError
+CreateLocalDeployment ServiceError,InvalidRecipeDirectoryPathError,InvalidArtifactsDirectoryPathError,InvalidArgumentsError
+DeferComponentUpdate ServiceError,ResourceNotFoundError,InvalidArgumentsError
+GetComponentDetails ServiceError,ResourceNotFoundError,InvalidArgumentsError
+GetConfiguration ServiceError,ResourceNotFoundError
+GetLocalDeploymentStatus ServiceError,ResourceNotFoundError
+GetSecretValue UnauthorizedError,ResourceNotFoundError,ServiceError
+ListComponents ServiceError
+ListLocalDeployments ServiceError
+PauseComponent UnauthorizedError,ServiceError,ResourceNotFoundError
+PublishToIoTCore ServiceError,UnauthorizedError
+PublishToTopic ServiceError,UnauthorizedError
+PutComponentMetric UnauthorizedError,ServiceError,InvalidArgumentsError
+RestartComponent ServiceError,ComponentNotFoundError,InvalidArgumentsError
+ResumeComponent UnauthorizedError,ServiceError,ResourceNotFoundError
+SendConfigurationValidityReport InvalidArgumentsError,ServiceError
+StopComponent ServiceError,ComponentNotFoundError,InvalidArgumentsError
+SubscribeToCertificateUpdates ServiceError,UnauthorizedError,InvalidArgumentsError
+SubscribeToComponentUpdates ServiceError,ResourceNotFoundError
+SubscribeToConfigurationUpdate ServiceError,ResourceNotFoundError
+SubscribeToIoTCore ServiceError,UnauthorizedError
+SubscribeToTopic InvalidArgumentsError,ServiceError,UnauthorizedError
+SubscribeToValidateConfigurationUpdates ServiceError
+UpdateConfiguration ServiceError,UnauthorizedError,ConflictError,FailedUpdateConditionCheckError,InvalidArgumentsError
+UpdateState ServiceError,ResourceNotFoundError
+ValidateAuthorizationToken InvalidTokenError,UnauthorizedError,ServiceError
+";
+
+    #[test]
+    fn modeled_errors_match_the_model() {
+        for line in MODEL.lines().filter(|l| !l.is_empty()) {
+            let (op, shapes) = line.split_once(' ').unwrap();
+            assert!(MODEL_OPERATIONS.contains(&op), "{op}");
+            let mut want: Vec<&str> = shapes
+                .split(',')
+                .filter(|s| *s != "ServiceError")
+                // Shapes lichen never sends.
+                .filter(|s| !s.starts_with("InvalidClientDevice") && *s != "InvalidCredentialError")
+                .collect();
+            want.sort();
+            let mut got: Vec<&str> = modeled_errors(op).iter().map(|s| s.name()).collect();
+            got.sort();
+            assert_eq!(got, want, "{op}");
+        }
+    }
+
+    #[test]
+    fn unmodeled_errors_become_service_errors() {
+        let e = conform("PublishToTopic", OpError::invalid("bad topic"));
+        assert_eq!(e.shape, ErrorShape::ServiceError);
+        assert_eq!(e.message, "InvalidArgumentsError: bad topic");
+        let e = conform("SubscribeToTopic", OpError::invalid("bad filter"));
+        assert_eq!(e.shape, ErrorShape::InvalidArgumentsError);
     }
 }
