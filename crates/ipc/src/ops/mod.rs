@@ -10,6 +10,11 @@
 //! | PutComponentMetric | `aws.greengrass.ipc.componentmetric` → metric name (unlike Greengrass, components need not be named `aws.*`) |
 //! | ValidateAuthorizationToken | `aws.greengrass.StreamManager` always; others need lichen's `lichen.ipc.auth` → `*` |
 //! | every other operation of the model | answers ServiceError "… is not supported yet" |
+//!
+//! Errors: each operation answers only the error shapes the model declares for it
+//! ([`modeled_errors`]); anything else (e.g. UnauthorizedError from ListComponents, which
+//! declares only ServiceError) is sent as ServiceError with the intended shape's name leading
+//! its message, because the JavaScript SDK rejects undeclared shapes outright.
 
 mod cli;
 mod config;
