@@ -416,7 +416,7 @@ fn run(long_root: bool) {
             "pubsub_json_roundtrip",
             "pubsub_binary_roundtrip",
             "get_configuration",
-            "update_configuration",
+            "update_configuration_and_subscribe",
             "list_components",
             "unauthorized",
             "resource_not_found",

@@ -63,10 +63,16 @@ async function subscribe(client, topic) {
     const cfg = await client.getConfiguration({ keyPath: ['testKey'] });
     return JSON.stringify(cfg.value) === '{"testKey":"hello"}' || JSON.stringify(cfg);
   });
-  await check('update_configuration', async () => {
+  await check('update_configuration_and_subscribe', async () => {
+    const op = client.subscribeToConfigurationUpdate({ keyPath: ['fromJs'] });
+    const first = new Promise((res) => op.on('message', res));
+    await op.activate();
     await client.updateConfiguration({ keyPath: ['fromJs'], timestamp: new Date(), valueToMerge: { ok: true } });
+    const ev = await timeout(first, 5000);
+    await op.close();
     const cfg = await client.getConfiguration({ keyPath: ['fromJs'] });
-    return JSON.stringify(cfg.value) === '{"ok":true}' || JSON.stringify(cfg);
+    return (JSON.stringify(cfg.value) === '{"ok":true}' && ev.configurationUpdateEvent.keyPath[0] === 'fromJs')
+      || JSON.stringify([cfg, ev]);
   });
   await check('list_components', async () => Array.isArray((await client.listComponents({})).components));
   await expectError('unauthorized', () => client.publishToTopic({ topic: 'forbidden', publishMessage: { jsonMessage: { message: {} } } }), 'UnauthorizedError');
