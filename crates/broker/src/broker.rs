@@ -45,6 +45,7 @@ pub struct Shared {
     share_rr: AtomicUsize,
     pub closing: AtomicBool,
     pub closed: Notify,
+    epoch: Instant,
 }
 
 pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -86,6 +87,7 @@ impl Shared {
             share_rr: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             closed: Notify::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -440,6 +442,50 @@ impl Shared {
             sessions.remove(&s.client_id);
             tracing::debug!(client = %s.client_id, "session expired");
             self.drop_session(&s);
+        }
+    }
+
+    /// Milliseconds since the broker started: the clock of keepalive checks.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Closes connections silent for more than 1.5 × their keep alive. One sweep over all
+    /// sessions replaces a timer per connection, which keeps idle connections small.
+    pub fn check_keepalives(&self) {
+        let now = self.now_ms();
+        let late: Vec<Arc<Session>> = lock(&self.sessions)
+            .values()
+            .filter(|s| {
+                let ka = s.keepalive_ms.load(Ordering::Relaxed);
+                s.is_online()
+                    && ka > 0
+                    && now.saturating_sub(s.last_rx_ms.load(Ordering::Relaxed)) > ka
+            })
+            .cloned()
+            .collect();
+        for s in late {
+            self.kick(&s, ReasonCode::KeepAliveTimeout);
+        }
+    }
+
+    /// Makes the connection attached to `session` close with `code`.
+    pub fn kick(&self, session: &Arc<Session>, code: ReasonCode) {
+        {
+            let mut st = session.lock();
+            if st.conn == 0 {
+                return;
+            }
+            st.kick = Some(code);
+        }
+        session.wake.notify_one();
+    }
+
+    /// Closes every connection with `code` (shutdown).
+    pub fn kick_all(&self, code: ReasonCode) {
+        let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in all {
+            self.kick(&s, code);
         }
     }
 

@@ -140,9 +140,14 @@ pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, Broke
 
     let sweeper = shared.clone();
     tasks.push(tokio::spawn(async move {
+        let mut tick: u64 = 0;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            sweeper.expire_sessions();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            sweeper.check_keepalives();
+            tick += 1;
+            if tick % 4 == 0 {
+                sweeper.expire_sessions();
+            }
         }
     }));
 
@@ -237,30 +242,38 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: Optio
         let _ = sock.set_nodelay(true);
         shared.connections.fetch_add(1, Ordering::AcqRel);
         let shared = shared.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            match acceptor {
-                None => conn::run(shared.clone(), sock, Identity::Plain, peer).await,
-                Some(acceptor) => {
-                    let timeout = Duration::from_secs(shared.limits.connect_timeout_secs);
-                    match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                        Ok(Ok(tls)) => {
-                            let identity =
-                                tls_identity(&shared, tls.get_ref().1.peer_certificates());
-                            match identity {
-                                Some(id) => conn::run(shared.clone(), tls, id, peer).await,
-                                None => {
-                                    tracing::info!(%peer, "TLS client without a usable certificate")
-                                }
-                            }
-                        }
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                    }
-                }
+        match acceptor.clone() {
+            // Separate tasks: a plain connection's task does not carry TLS state.
+            None => {
+                tokio::spawn(async move {
+                    conn::run(shared.clone(), sock, Identity::Plain, peer).await;
+                    shared.connections.fetch_sub(1, Ordering::AcqRel);
+                });
             }
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
-        });
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    run_tls(shared.clone(), acceptor, sock, peer).await;
+                    shared.connections.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+        }
+    }
+}
+
+async fn run_tls(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let timeout = Duration::from_secs(shared.limits.connect_timeout_secs);
+    match Box::pin(tokio::time::timeout(timeout, acceptor.accept(sock))).await {
+        Ok(Ok(tls)) => match tls_identity(&shared, tls.get_ref().1.peer_certificates()) {
+            Some(id) => conn::run(shared.clone(), Box::new(tls), id, peer).await,
+            None => tracing::info!(%peer, "TLS client without a usable certificate"),
+        },
+        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -435,9 +448,13 @@ impl BrokerHandle {
     pub async fn shutdown(self) {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.closed.notify_waiters();
+        self.shared
+            .kick_all(lichen_mqtt::ReasonCode::ServerShuttingDown);
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             self.shared.closed.notify_waiters();
+            self.shared
+                .kick_all(lichen_mqtt::ReasonCode::ServerShuttingDown);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for t in lock(&self.tasks)

@@ -1,8 +1,8 @@
 //! Sessions: subscriptions, the queue of messages waiting to be sent, and QoS 1/2 state in both
 //! directions. A session outlives its connection when its expiry interval is non-zero.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -84,7 +84,7 @@ pub struct SessionState {
     pub inflight: VecDeque<Inflight>,
     pub next_packet_id: u16,
     /// QoS 2 packet ids received from the client and not yet released.
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: Vec<u16>,
     pub dropped: u64,
 }
 
@@ -94,6 +94,10 @@ pub struct Session {
     /// Wakes the attached connection: work queued, or a kick.
     pub wake: Notify,
     pub online: AtomicBool,
+    /// Last time a packet arrived, in ms since the broker started (see `Shared::now_ms`).
+    pub last_rx_ms: AtomicU64,
+    /// 1.5 × the connection's keep alive in ms; 0 = none. Enforced by the broker's sweeper.
+    pub keepalive_ms: AtomicU64,
 }
 
 impl Session {
@@ -110,11 +114,13 @@ impl Session {
                 queue: VecDeque::new(),
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
-                incoming_qos2: HashSet::new(),
+                incoming_qos2: Vec::new(),
                 dropped: 0,
             }),
             wake: Notify::new(),
             online: AtomicBool::new(false),
+            last_rx_ms: AtomicU64::new(0),
+            keepalive_ms: AtomicU64::new(0),
         })
     }
 

@@ -27,12 +27,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(Close::Server(ReasonCode::TopicAliasInvalid));
             }
             if p.topic.is_empty() {
-                match self.in_aliases.get(&alias) {
+                let aliases = self.aliases.get_or_insert_with(Default::default);
+                match aliases.inbound.get(&alias) {
                     Some(t) => p.topic = t.clone(),
                     None => return Err(Close::Server(ReasonCode::ProtocolError)),
                 }
             } else {
-                self.in_aliases.insert(alias, p.topic.clone());
+                let aliases = self.aliases.get_or_insert_with(Default::default);
+                aliases.inbound.insert(alias, p.topic.clone());
             }
         }
         if lichen_bus::validate_topic_name(&p.topic).is_err() {
@@ -97,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::new(p.packet_id, code))),
             QoS::ExactlyOnce => {
                 if !code.is_error() {
-                    self.session.lock().incoming_qos2.insert(p.packet_id);
+                    self.session.lock().incoming_qos2.push(p.packet_id);
                 }
                 self.send(&Packet::PubRec(PubResp::new(p.packet_id, code)));
             }
@@ -236,12 +238,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 );
             }
             if self.out_alias_max > 0 {
-                if let Some(a) = self.out_aliases.get(&topic) {
+                let aliases = self.aliases.get_or_insert_with(Default::default);
+                if let Some(a) = aliases.outbound.get(&topic) {
                     properties.topic_alias = Some(*a);
                     topic = Arc::from("");
-                } else if self.out_aliases.len() < usize::from(self.out_alias_max) {
-                    let a = self.out_aliases.len() as u16 + 1;
-                    self.out_aliases.insert(topic.clone(), a);
+                } else if aliases.outbound.len() < usize::from(self.out_alias_max) {
+                    let a = aliases.outbound.len() as u16 + 1;
+                    aliases.outbound.insert(topic.clone(), a);
                     properties.topic_alias = Some(a);
                     new_alias = true;
                 }
@@ -261,8 +264,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             || self.wbuf.len() - start > self.client_max_packet
         {
             self.wbuf.truncate(start);
-            if new_alias {
-                self.out_aliases.remove(&d.msg.topic);
+            if new_alias && let Some(a) = self.aliases.as_mut() {
+                a.outbound.remove(&d.msg.topic);
             }
             tracing::debug!(client = %self.client_id, topic = %d.msg.topic, "message larger than the client accepts; dropped");
             return false;
@@ -336,6 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .will_delay_interval
                 .unwrap_or(0)
                 .min(self.expiry);
+            let w = *w;
             let mut properties = w.properties;
             properties.will_delay_interval = None;
             let expires_at = properties

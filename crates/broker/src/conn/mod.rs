@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use lichen_mqtt::{
@@ -31,10 +31,22 @@ pub enum Identity {
     Plain,
 }
 
-const MIN_READ: usize = 128;
+const MIN_READ: usize = 64;
 const MAX_READ: usize = 64 * 1024;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Aliases {
+    inbound: HashMap<u16, Arc<str>>,
+    outbound: HashMap<Arc<str>, u16>,
+}
+
+enum Step {
+    Done,
+    Congested(Vec<Arc<Session>>),
+    Flush,
+}
 
 /// Why the connection ends.
 enum Close {
@@ -53,18 +65,19 @@ struct Conn<S> {
     session: Arc<Session>,
     conn_id: u64,
     client_id: Arc<str>,
-    thing: String,
-    identity: Identity,
+    thing: Arc<str>,
+    /// Certificate fingerprint of a device connection, re-checked when the registry changes.
+    fingerprint: Option<Box<str>>,
     grants: Grants,
     grants_gen: u64,
     device_gen: u64,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     read_cap: usize,
-    will: Option<Will>,
+    will: Option<Box<Will>>,
     expiry: u32,
-    in_aliases: HashMap<u16, Arc<str>>,
-    out_aliases: HashMap<Arc<str>, u16>,
+    /// Topic alias maps, allocated on first use.
+    aliases: Option<Box<Aliases>>,
     out_alias_max: u16,
     client_receive_max: u16,
     client_max_packet: usize,
@@ -104,12 +117,29 @@ async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol,
 }
 
 /// Runs a connection to its end. The caller counted it in `shared.connections`.
-pub async fn run<S>(
+///
+/// The CONNECT phase and the close run in boxed futures, so the long-lived task holds only the
+/// serving loop: this keeps an idle connection's memory small.
+pub async fn run<S>(shared: Arc<Shared>, stream: S, identity: Identity, peer: std::net::SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some((mut conn, keep_alive)) = Box::pin(establish(shared, stream, identity, peer)).await
+    else {
+        return;
+    };
+    let close = conn.serve(keep_alive).await;
+    Box::pin(conn.finish(close)).await;
+}
+
+/// Reads and authorizes CONNECT, attaches the session and queues the CONNACK.
+async fn establish<S>(
     shared: Arc<Shared>,
     mut stream: S,
     identity: Identity,
     peer: std::net::SocketAddr,
-) where
+) -> Option<(Conn<S>, Duration)>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = shared.limits.clone();
@@ -132,9 +162,9 @@ pub async fn run<S>(
                 )
                 .await;
             }
-            return;
+            return None;
         }
-        _ => return,
+        _ => return None,
     };
     let protocol = c.protocol;
     let v5 = protocol.is_v5();
@@ -144,7 +174,7 @@ pub async fn run<S>(
     let client_id: Arc<str> = if c.client_id.is_empty() {
         if !v5 && !c.clean_start {
             send_connack(&mut stream, protocol, ReasonCode::ClientIdentifierNotValid).await;
-            return;
+            return None;
         }
         let id = format!("lichen-{conn_id:x}-{:x}", std::process::id());
         assigned = Some(id.clone());
@@ -152,9 +182,9 @@ pub async fn run<S>(
     } else {
         Arc::from(c.client_id.as_str())
     };
-    let thing = match &identity {
-        Identity::Device { thing, .. } => thing.clone(),
-        Identity::Plain => client_id.to_string(),
+    let (thing, fingerprint): (Arc<str>, Option<Box<str>>) = match identity {
+        Identity::Device { thing, fingerprint } => (Arc::from(thing), Some(fingerprint.into())),
+        Identity::Plain => (client_id.clone(), None),
     };
     let grants_gen = shared.policy_gen.load(Ordering::Acquire);
     let device_gen = shared.device_gen.load(Ordering::Acquire);
@@ -182,7 +212,7 @@ pub async fn run<S>(
     if code != ReasonCode::Success {
         tracing::info!(%peer, client = %client_id, thing = %thing, ?code, "connection refused");
         send_connack(&mut stream, protocol, code).await;
-        return;
+        return None;
     }
     let requested = if v5 {
         c.properties.session_expiry_interval.unwrap_or(0)
@@ -197,7 +227,7 @@ pub async fn run<S>(
             Ok(x) => x,
             Err(code) => {
                 send_connack(&mut stream, protocol, code).await;
-                return;
+                return None;
             }
         };
     let mut props = Properties::default();
@@ -222,17 +252,16 @@ pub async fn run<S>(
         conn_id,
         client_id,
         thing,
-        identity,
+        fingerprint,
         grants,
         grants_gen,
         device_gen,
         rbuf,
         wbuf: Vec::new(),
         read_cap: MIN_READ,
-        will: c.will,
+        will: c.will.map(Box::new),
         expiry,
-        in_aliases: HashMap::new(),
-        out_aliases: HashMap::new(),
+        aliases: None,
         out_alias_max: if v5 {
             c.properties
                 .topic_alias_maximum
@@ -254,8 +283,7 @@ pub async fn run<S>(
     }));
     tracing::debug!(%peer, client = %conn.client_id, thing = %conn.thing, ?protocol, present, "connected");
     let keep_alive = Duration::from_millis(u64::from(c.keep_alive) * 1500);
-    let close = conn.serve(keep_alive).await;
-    conn.finish(close).await;
+    Some((conn, keep_alive))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -281,16 +309,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn serve(&mut self, keep_alive: Duration) -> Close {
         self.resend_inflight();
-        let mut last_rx = Instant::now();
-        let ka_on = !keep_alive.is_zero();
-        let sleep = tokio::time::sleep(if ka_on {
-            keep_alive
-        } else {
-            Duration::from_secs(3600)
-        });
-        tokio::pin!(sleep);
         let shared = self.shared.clone();
         let session = self.session.clone();
+        session.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
+        session
+            .keepalive_ms
+            .store(keep_alive.as_millis() as u64, Ordering::Relaxed);
         loop {
             if shared.closing.load(Ordering::Acquire) {
                 return Close::Server(ReasonCode::ServerShuttingDown);
@@ -302,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if let Err(c) = self.flush().await {
                 return c;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 64 {
+            if self.rbuf.capacity() - self.rbuf.len() < 32 {
                 if self.rbuf.is_empty() {
                     self.rbuf = BytesMut::with_capacity(self.read_cap);
                 } else {
@@ -312,14 +336,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let spare = self.rbuf.capacity() - self.rbuf.len();
             tokio::select! {
                 biased;
+                // Work queued, a takeover, a keepalive timeout or shutdown (see `pump`).
                 _ = session.wake.notified() => continue,
-                _ = shared.closed.notified() => return Close::Server(ReasonCode::ServerShuttingDown),
                 r = self.stream.read_buf(&mut self.rbuf) => {
                     let n = match r {
                         Ok(0) | Err(_) => return Close::Lost,
                         Ok(n) => n,
                     };
-                    last_rx = Instant::now();
+                    session.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
                     if n == spare {
                         self.read_cap = (self.read_cap * 2).min(MAX_READ);
                     } else if n < self.read_cap / 4 {
@@ -334,24 +358,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 // More deliveries are ready: go round again once the socket has nothing for us.
                 _ = std::future::ready(()), if more => continue,
-                _ = &mut sleep, if ka_on => {
-                    let deadline = last_rx + keep_alive;
-                    if Instant::now() >= deadline {
-                        return Close::Server(ReasonCode::KeepAliveTimeout);
-                    }
-                    sleep.as_mut().reset(deadline.into());
-                }
             }
         }
     }
 
     /// Decodes and handles every whole packet in the read buffer.
     async fn process(&mut self) -> Result<(), Close> {
+        loop {
+            match self.process_some()? {
+                Step::Done => return Ok(()),
+                // Rare: boxed so the idle task does not carry this future's space.
+                Step::Congested(c) => Box::pin(self.backpressure(c)).await?,
+                Step::Flush => self.flush().await?,
+            }
+        }
+    }
+
+    /// Handles packets until the buffer is used up or something must be awaited.
+    fn process_some(&mut self) -> Result<Step, Close> {
         let max = self.shared.limits.max_packet_size as usize;
         loop {
             let (packet, used) = match lichen_mqtt::decode(&self.rbuf, self.protocol, max) {
                 Ok(Some(x)) => x,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(Step::Done),
                 Err(e) => {
                     tracing::info!(client = %self.client_id, error = %e, "malformed packet");
                     return Err(Close::Server(e.reason_code()));
@@ -361,10 +390,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.refresh_auth()?;
             let congested = self.handle(packet)?;
             if !congested.is_empty() {
-                self.backpressure(congested).await?;
+                return Ok(Step::Congested(congested));
             }
             if self.wbuf.len() >= WRITE_HIGH_WATER {
-                self.flush().await?;
+                return Ok(Step::Flush);
             }
         }
     }
@@ -380,7 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let d = self.shared.device_gen.load(Ordering::Acquire);
         if d != self.device_gen {
             self.device_gen = d;
-            if let Identity::Device { fingerprint, .. } = &self.identity
+            if let Some(fingerprint) = &self.fingerprint
                 && self.shared.device_by_fingerprint(fingerprint).is_none()
                 && !self.shared.trusts_cas()
             {
@@ -421,7 +450,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             Packet::PubRel(r) => {
-                let known = self.session.lock().incoming_qos2.remove(&r.packet_id);
+                let known = {
+                    let mut st = self.session.lock();
+                    let pos = st.incoming_qos2.iter().position(|id| *id == r.packet_id);
+                    pos.map(|i| st.incoming_qos2.swap_remove(i)).is_some()
+                };
                 let code = if known {
                     ReasonCode::Success
                 } else {

@@ -1,0 +1,201 @@
+"""Side-by-side MQTT broker benchmark: lichen vs mosquitto, one after the other, same load.
+
+Prints, per scenario and broker: delivered messages/s, delivered %, p50/p99 latency, peak RSS
+and CPU seconds of the broker process, and the lichen/mosquitto ratio. Run via scripts/bench-broker.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LICHEN = os.path.join(ROOT, "target/release/lichen-broker")
+LOAD = os.path.join(ROOT, "target/release/examples/mqtt_load")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+NCPU = os.cpu_count() or 1
+BROKER_CPU = "0"
+LOAD_CPU = "1" if NCPU > 1 else "0"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"broker did not open port {port}")
+
+
+class Broker:
+    def __init__(self, kind, workdir):
+        self.kind, self.port = kind, free_port()
+        if kind == "lichen":
+            cfg = {
+                "state_dir": os.path.join(workdir, f"lichen-{self.port}"),
+                "listeners": [{"kind": "tcp", "bind": f"127.0.0.1:{self.port}"}],
+                "device_groups": {
+                    "formatVersion": "2021-03-05",
+                    "definitions": {"all": {"selectionRule": "thingName: *", "policyName": "all"}},
+                    "policies": {"all": {"all": {"operations": ["*"], "resources": ["*"]}}},
+                },
+            }
+            path = os.path.join(workdir, f"lichen-{self.port}.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            cmd = [LICHEN, path]
+        else:
+            path = os.path.join(workdir, f"mosquitto-{self.port}.conf")
+            with open(path, "w") as f:
+                f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
+            cmd = [MOSQUITTO, "-c", path]
+        self.proc = subprocess.Popen(["taskset", "-c", BROKER_CPU] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def status(self, key):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def cpu(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def load(port, args, timeout):
+    cmd = ["taskset", "-c", LOAD_CPU, LOAD, "--port", str(port)] + args
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"mqtt_load failed: {out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_flow(kind, workdir, args, duration):
+    b = Broker(kind, workdir)
+    try:
+        cpu0 = b.cpu()
+        r = load(b.port, args + ["--duration", str(duration)], duration * 4 + 60)
+        r["cpu_s"] = b.cpu() - cpu0
+        r["peak_rss"] = b.status("VmHWM")
+    finally:
+        b.stop()
+    return r
+
+
+def run_idle(kind, workdir, conns, hold=6):
+    b = Broker(kind, workdir)
+    try:
+        time.sleep(0.5)
+        rss0 = b.status("VmRSS")
+        cpu0 = b.cpu()
+        p = subprocess.Popen(["taskset", "-c", LOAD_CPU, LOAD, "--port", str(b.port), "--scenario", "idle", "--conns", str(conns), "--hold", str(hold)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = p.stdout.readline().split()
+        if not line or line[0] != "ready":
+            raise RuntimeError(f"idle connections failed: {p.stderr.read()}")
+        time.sleep(2)
+        rss1 = b.status("VmRSS")
+        r = {"conns": int(line[1]), "connect_secs": float(line[2]), "rss_before": rss0, "rss_after": rss1,
+             "per_conn": (rss1 - rss0) / max(1, int(line[1])), "peak_rss": b.status("VmHWM"), "cpu_s": b.cpu() - cpu0}
+        p.wait(hold + 30)
+    finally:
+        b.stop()
+    return r
+
+
+SCENARIOS = [
+    ("qos0-4pairs", ["--scenario", "pairs", "--pubs", "4", "--qos", "0"], "max rate"),
+    ("qos1-4pairs", ["--scenario", "pairs", "--pubs", "4", "--qos", "1"], "max rate"),
+    ("qos1-fanin-8to1", ["--scenario", "fanin", "--pubs", "8", "--qos", "1"], "max rate"),
+    ("qos0-fanout-1to8", ["--scenario", "fanout", "--subs", "8", "--qos", "0"], "max rate"),
+    ("qos1-fanout-1to8", ["--scenario", "fanout", "--subs", "8", "--qos", "1"], "max rate"),
+    ("latency-qos0-4pairs-20k", ["--scenario", "pairs", "--pubs", "4", "--qos", "0", "--rate", "20000"], "fixed 20,000 msg/s"),
+    ("latency-qos1-4pairs-20k", ["--scenario", "pairs", "--pubs", "4", "--qos", "1", "--rate", "20000"], "fixed 20,000 msg/s"),
+]
+
+
+def fmt_bytes(n):
+    return f"{n / 1048576:.1f} MiB"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--only", default=None, help="substring of scenario names to run")
+    ap.add_argument("--conns", type=int, default=5000)
+    ap.add_argument("--json", default=None, help="also write raw results here")
+    a = ap.parse_args()
+    mver = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout.splitlines()[0:1]
+    print(f"machine: {os.uname().sysname} {os.uname().release}, {NCPU} CPUs ({cpu_model()}); broker on CPU {BROKER_CPU}, load on CPU {LOAD_CPU}")
+    print(f"peer: {mver[0] if mver else MOSQUITTO} (defaults: max_inflight_messages 20, max_queued_messages 1000)")
+    print(f"load: MQTT 3.1.1, 64-byte payloads, QoS 1 window 64 per publisher, {a.duration:g} s per run\n")
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name, args, mode in SCENARIOS:
+            if a.only and a.only not in name:
+                continue
+            res = {k: run_flow(k, work, args, a.duration) for k in ("lichen", "mosquitto")}
+            results[name] = res
+            print(f"== {name} ({mode})")
+            print(f"   {'broker':<10} {'msgs/s':>10} {'delivered':>10} {'p50':>10} {'p99':>10} {'peak RSS':>10} {'CPU s':>7}")
+            for k, r in res.items():
+                print(f"   {k:<10} {r['recv_per_sec']:>10,.0f} {r['delivered_pct']:>9.2f}% {r['p50_us']/1000:>8.2f}ms {r['p99_us']/1000:>8.2f}ms {fmt_bytes(r['peak_rss']):>10} {r['cpu_s']:>7.2f}")
+            l, m = res["lichen"], res["mosquitto"]
+            print(f"   ratio lichen/mosquitto: msgs/s {ratio(l['recv_per_sec'], m['recv_per_sec'])}, p99 {ratio(l['p99_us'], m['p99_us'])}, "
+                  f"peak RSS {ratio(l['peak_rss'], m['peak_rss'])}, CPU/msg {ratio(l['cpu_s'] / max(1, l['received']), m['cpu_s'] / max(1, m['received']))}\n")
+        if not a.only or "idle" in a.only:
+            res = {k: run_idle(k, work, a.conns) for k in ("lichen", "mosquitto")}
+            results["idle"] = res
+            print(f"== idle connections: {a.conns}")
+            for k, r in res.items():
+                print(f"   {k:<10} {r['per_conn']:>8.0f} B/connection (RSS {fmt_bytes(r['rss_before'])} -> {fmt_bytes(r['rss_after'])}), peak {fmt_bytes(r['peak_rss'])}, CPU {r['cpu_s']:.2f} s")
+            print(f"   ratio lichen/mosquitto: per-connection memory {ratio(res['lichen']['per_conn'], res['mosquitto']['per_conn'])}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
