@@ -145,7 +145,7 @@ pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, Broke
             tokio::time::sleep(Duration::from_millis(250)).await;
             sweeper.check_keepalives();
             tick += 1;
-            if tick % 4 == 0 {
+            if tick.is_multiple_of(4) {
                 sweeper.expire_sessions();
             }
         }
