@@ -11,6 +11,7 @@
 //! - `--rate 0` (default) publishes as fast as the broker takes it (QoS 1: `--window` unacked
 //!   messages per publisher); `--rate R` paces the total to R msgs/s for latency figures.
 //! - `idle`: opens `--conns` connections, prints `ready`, holds them `--hold` seconds.
+//!
 //! Latency: each payload starts with the send time; subscribers record receive − send.
 
 use std::sync::Arc;
