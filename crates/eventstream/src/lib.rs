@@ -18,4 +18,4 @@ pub use frame::{
     DEFAULT_MAX_FRAME_BYTES, Frame, Header, HeaderValue, MAX_HEADER_NAME_LEN, MAX_HEADERS_BYTES,
     MIN_FRAME_LEN,
 };
-pub use rpc::{MessageType, RpcMessage, flags, headers};
+pub use rpc::{MessageType, RpcMessage, encode_json, flags, headers};

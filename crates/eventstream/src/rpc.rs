@@ -185,3 +185,68 @@ impl RpcMessage {
         self.into_frame().encode(out, max_frame_bytes)
     }
 }
+
+/// Appends a JSON application message or error straight to `out`, without building headers:
+/// the same bytes as [`RpcMessage::json`] + [`RpcMessage::encode`], for hot paths.
+pub fn encode_json(
+    out: &mut BytesMut,
+    message_type: MessageType,
+    flags: i32,
+    stream_id: i32,
+    model_type: &str,
+    payload: &[u8],
+    max_frame_bytes: usize,
+) -> Result<(), EncodeError> {
+    use bytes::BufMut;
+    const INT_HEADERS: [&str; 3] = [
+        headers::MESSAGE_TYPE,
+        headers::MESSAGE_FLAGS,
+        headers::STREAM_ID,
+    ];
+    if model_type.len() > u16::MAX as usize {
+        return Err(EncodeError::HeaderValue {
+            name: headers::SERVICE_MODEL_TYPE.to_string(),
+            len: model_type.len(),
+        });
+    }
+    let int_len: usize = INT_HEADERS.iter().map(|n| 1 + n.len() + 1 + 4).sum();
+    let headers_len = int_len
+        + (1 + headers::CONTENT_TYPE.len() + 3 + headers::CONTENT_TYPE_JSON.len())
+        + (1 + headers::SERVICE_MODEL_TYPE.len() + 3 + model_type.len());
+    let total = crate::frame::MIN_FRAME_LEN + headers_len + payload.len();
+    if total > max_frame_bytes || total > u32::MAX as usize {
+        return Err(EncodeError::FrameTooLarge {
+            len: total,
+            max: max_frame_bytes,
+        });
+    }
+    out.reserve(total);
+    let start = out.len();
+    out.put_u32(total as u32);
+    out.put_u32(headers_len as u32);
+    let prelude_crc = crc32fast::hash(&out[start..start + 8]);
+    out.put_u32(prelude_crc);
+    for (name, value) in INT_HEADERS
+        .iter()
+        .zip([message_type as i32, flags, stream_id])
+    {
+        out.put_u8(name.len() as u8);
+        out.put_slice(name.as_bytes());
+        out.put_u8(4);
+        out.put_i32(value);
+    }
+    for (name, value) in [
+        (headers::CONTENT_TYPE, headers::CONTENT_TYPE_JSON),
+        (headers::SERVICE_MODEL_TYPE, model_type),
+    ] {
+        out.put_u8(name.len() as u8);
+        out.put_slice(name.as_bytes());
+        out.put_u8(7);
+        out.put_u16(value.len() as u16);
+        out.put_slice(value.as_bytes());
+    }
+    out.put_slice(payload);
+    let crc = crc32fast::hash(&out[start..]);
+    out.put_u32(crc);
+    Ok(())
+}

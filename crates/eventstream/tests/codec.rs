@@ -212,3 +212,17 @@ fn rpc_json_message_has_the_headers_clients_check() {
     );
     assert!(RpcMessage::from_frame(Frame::default()).is_err());
 }
+
+proptest! {
+    #[test]
+    fn encode_json_matches_the_general_encoder(ty in 0i32..8, fl in 0i32..4, sid in any::<i32>(),
+                                               model in "[a-zA-Z#.]{0,60}",
+                                               payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let ty = MessageType::from_i32(ty).unwrap();
+        let mut general = BytesMut::new();
+        RpcMessage::json(ty, fl, sid, &model, payload.clone()).encode(&mut general, MAX).unwrap();
+        let mut fast = BytesMut::from(&b"prefix"[..]);
+        lichen_eventstream::encode_json(&mut fast, ty, fl, sid, &model, &payload, MAX).unwrap();
+        prop_assert_eq!(&fast[6..], &general[..]);
+    }
+}

@@ -112,16 +112,23 @@ fn encode(msg: RpcMessage, max_frame: usize) -> Bytes {
 
 fn error_message(stream_id: i32, e: &OpError, max_frame: usize) -> Bytes {
     let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
-    encode(
-        RpcMessage::json(
-            MessageType::ApplicationError,
-            flags::TERMINATE_STREAM,
-            stream_id,
-            &e.shape.model_type(),
-            body,
-        ),
+    let mut out = BytesMut::new();
+    let encoded = lichen_eventstream::encode_json(
+        &mut out,
+        MessageType::ApplicationError,
+        flags::TERMINATE_STREAM,
+        stream_id,
+        &e.shape.model_type(),
+        &body,
         max_frame,
-    )
+    );
+    match encoded {
+        Ok(()) => out.freeze(),
+        Err(err) => {
+            tracing::warn!(error = %err, "IPC error reply could not be encoded");
+            Bytes::new()
+        }
+    }
 }
 
 /// Encodes the reply of `op` on stream `id`; for a stream, also what runs its events.
@@ -151,15 +158,17 @@ fn encode_reply(
         }
     };
     let body = serde_json::to_vec(&value).unwrap_or_default();
-    let msg = RpcMessage::json(
+    let mut out = BytesMut::new();
+    let encoded = lichen_eventstream::encode_json(
+        &mut out,
         MessageType::ApplicationMessage,
         flags,
         id,
         &response_type,
-        body,
+        &body,
+        max,
     );
-    let mut out = BytesMut::new();
-    match msg.encode(&mut out, max) {
+    match encoded {
         Ok(()) => (out.freeze(), stream),
         Err(e) => (
             error_message(

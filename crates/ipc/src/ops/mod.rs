@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use lichen_core::CoreHandle;
-use lichen_eventstream::{MessageType, RpcMessage};
+use lichen_eventstream::MessageType;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -196,15 +196,16 @@ pub(crate) struct EventSink {
 
 impl EventSink {
     /// Appends one event frame to `out`; false (and nothing appended) when it is too large.
-    pub fn encode(&self, payload: Bytes, out: &mut BytesMut) -> bool {
-        let msg = RpcMessage::json(
+    pub fn encode(&self, payload: &[u8], out: &mut BytesMut) -> bool {
+        match lichen_eventstream::encode_json(
+            out,
             MessageType::ApplicationMessage,
             0,
             self.stream_id,
             self.model_type,
             payload,
-        );
-        match msg.encode(out, self.max_frame) {
+            self.max_frame,
+        ) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(stream = self.stream_id, error = %e, "IPC event dropped");
@@ -220,8 +221,8 @@ impl EventSink {
 
     pub async fn send_json(&self, v: &Value) -> bool {
         let mut out = BytesMut::new();
-        let payload = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
-        if !self.encode(payload, &mut out) {
+        let payload = serde_json::to_vec(v).unwrap_or_default();
+        if !self.encode(&payload, &mut out) {
             return !self.tx.is_closed();
         }
         self.send(out.freeze()).await

@@ -140,7 +140,7 @@ async fn forward(sub: lichen_bus::Subscription, sink: EventSink, who: String, fi
         for m in batch.drain(..) {
             scratch.clear();
             event_json(&m, &mut scratch);
-            sink.encode(Bytes::copy_from_slice(&scratch), &mut out);
+            sink.encode(&scratch, &mut out);
         }
         if !out.is_empty() && !sink.send(out.freeze()).await {
             return;
@@ -150,7 +150,6 @@ async fn forward(sub: lichen_bus::Subscription, sink: EventSink, who: String, fi
 
 /// `{"jsonMessage":{"message":…,"context":{"topic":…}}}` or the `binaryMessage` form.
 fn event_json(m: &Message, out: &mut Vec<u8>) {
-    let topic = serde_json::to_string(m.topic.as_ref()).unwrap_or_else(|_| "\"\"".into());
     match &m.payload {
         Payload::Json(v) => {
             out.put_slice(b"{\"jsonMessage\":{\"message\":");
@@ -168,7 +167,9 @@ fn event_json(m: &Message, out: &mut Vec<u8>) {
         }
     }
     out.put_slice(b",\"context\":{\"topic\":");
-    out.put_slice(topic.as_bytes());
+    if serde_json::to_writer(&mut *out, m.topic.as_ref()).is_err() {
+        out.put_slice(b"\"\"");
+    }
     out.put_slice(b"}}}");
 }
 
