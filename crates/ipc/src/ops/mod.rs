@@ -12,9 +12,10 @@
 //! | every other operation of the model | answers ServiceError "… is not supported yet" |
 //!
 //! Errors: each operation answers only the error shapes the model declares for it
-//! ([`modeled_errors`]); anything else (e.g. UnauthorizedError from ListComponents, which
-//! declares only ServiceError) is sent as ServiceError with the intended shape's name leading
-//! its message, because the JavaScript SDK rejects undeclared shapes outright.
+//! ([`modeled_errors`]); anything else (e.g. InvalidArgumentsError from PublishToTopic, which
+//! does not declare it) is sent as ServiceError with the intended shape's name leading its
+//! message, because the JavaScript SDK rejects undeclared shapes outright. Denied calls are
+//! the exception: they always get UnauthorizedError (see [`conform`]).
 
 mod cli;
 mod config;
@@ -139,9 +140,16 @@ pub fn modeled_errors(op: &str) -> &'static [ErrorShape] {
 }
 
 /// Keeps an error within the operation's modeled shapes: anything else becomes a
-/// ServiceError whose message names the intended shape.
+/// ServiceError whose message names the intended shape. UnauthorizedError is the exception:
+/// a denied call always gets it (as in Greengrass, and what Python/Java/C++ code catches),
+/// even from the CLI operations whose model omits it; the JavaScript SDK then reports an
+/// untyped error naming UnauthorizedError.
 pub fn conform(op: &str, e: OpError) -> OpError {
-    if e.shape == ErrorShape::ServiceError || modeled_errors(op).contains(&e.shape) {
+    if matches!(
+        e.shape,
+        ErrorShape::ServiceError | ErrorShape::UnauthorizedError
+    ) || modeled_errors(op).contains(&e.shape)
+    {
         e
     } else {
         OpError::service(format!("{}: {}", e.shape.name(), e.message))
@@ -388,5 +396,7 @@ ValidateAuthorizationToken InvalidTokenError,UnauthorizedError,ServiceError
         assert_eq!(e.message, "InvalidArgumentsError: bad topic");
         let e = conform("SubscribeToTopic", OpError::invalid("bad filter"));
         assert_eq!(e.shape, ErrorShape::InvalidArgumentsError);
+        let e = conform("ListComponents", OpError::unauthorized("no"));
+        assert_eq!(e.shape, ErrorShape::UnauthorizedError);
     }
 }
