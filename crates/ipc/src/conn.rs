@@ -124,6 +124,16 @@ fn error_message(stream_id: i32, e: &OpError, max_frame: usize) -> Bytes {
     );
     match encoded {
         Ok(()) => out.freeze(),
+        Err(err) if e.message.len() > 256 => {
+            // A long message (it may quote the request) under a small frame limit.
+            let mut short = e.clone();
+            short.message = format!(
+                "{}… ({err})",
+                e.message.chars().take(128).collect::<String>()
+            );
+            short.resource = None;
+            error_message(stream_id, &short, max_frame)
+        }
         Err(err) => {
             tracing::warn!(error = %err, "IPC error reply could not be encoded");
             Bytes::new()

@@ -543,3 +543,28 @@ async fn connections_beyond_the_limit_are_refused() {
     .unwrap();
     drop(b);
 }
+
+#[tokio::test]
+async fn long_error_messages_fit_small_frame_limits() {
+    let mut settings = lichen_core::settings::Settings::default();
+    settings.ipc.max_frame_bytes = 6000;
+    let h = Harness::start_with(settings, None).await;
+    let c = h.client("com.example.A", json!({})).await;
+    // Fits in a request, but quoted twice in the error body it would not.
+    let topic = "t/".repeat(1500);
+    let e = c
+        .call("SubscribeToTopic", &json!({"topic": topic}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.shape(), Some("UnauthorizedError"));
+    assert!(
+        e.to_string().contains('…'),
+        "message was not shortened: {e}"
+    );
+    // The connection is still usable.
+    let e = c
+        .call("PublishToTopic", &json!({"topic": "x"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.shape(), Some("ServiceError"));
+}
