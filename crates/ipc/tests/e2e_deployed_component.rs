@@ -362,6 +362,7 @@ fn run(long_root: bool) {
         "connect",
         "pubsub_json_roundtrip",
         "pubsub_binary_roundtrip",
+        "pubsub_large_message",
         "pubsub_wildcard_receive_modes",
         "pubsub_unauthorized_publish",
         "pubsub_unauthorized_subscribe",

@@ -38,6 +38,7 @@ const COMMON_CHECKS: &[&str] = &[
     "connect",
     "pubsub_json_roundtrip",
     "pubsub_binary_roundtrip",
+    "pubsub_large_message",
     "pubsub_wildcard_receive_modes",
     "pubsub_unauthorized_publish",
     "pubsub_unauthorized_subscribe",

@@ -125,6 +125,17 @@ def main():
         op.close()
     check("pubsub_binary_roundtrip", binary_roundtrip)
 
+    def large_roundtrip():
+        inbox = Inbox()
+        _, op = ipc.subscribe_to_topic(topic="lichen/test/large", **inbox.handlers())
+        data = os.urandom(4 * 1024 * 1024)
+        ipc.publish_to_topic(topic="lichen/test/large",
+                             publish_message=model.PublishMessage(binary_message=model.BinaryMessage(message=data)))
+        ev = inbox.wait()
+        assert ev.binary_message.message == data
+        op.close()
+    check("pubsub_large_message", large_roundtrip)
+
     def receive_modes():
         others, everyone = Inbox(), Inbox()
         _, op1 = ipc.subscribe_to_topic(topic="lichen/test/#", **others.handlers())
