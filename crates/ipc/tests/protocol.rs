@@ -568,3 +568,68 @@ async fn long_error_messages_fit_small_frame_limits() {
         .unwrap_err();
     assert_eq!(e.shape(), Some("ServiceError"));
 }
+
+#[tokio::test]
+async fn hostile_request_bodies_are_answered_not_fatal() {
+    let h = Harness::start().await;
+    let token = h.component("com.example.A", pubsub_all("com.example.A"));
+    let c = h.client("com.example.B", pubsub_all("com.example.B")).await;
+    let mut sub = c
+        .subscribe("SubscribeToTopic", &json!({"topic": "deep"}))
+        .await
+        .unwrap();
+    let mut s = connect_socket(h.server.socket_path()).await.unwrap();
+    s.write_all(&connect_msg("0.1.0", &token)).await.unwrap();
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let bodies: Vec<Vec<u8>> = vec![
+        vec![0xff, 0xfe, 0x00],
+        b"{\"topic\":".to_vec(),
+        format!(
+            "{{\"topic\":\"deep\",\"publishMessage\":{{\"jsonMessage\":{{\"message\":{}}}}}}}",
+            deep(100)
+        )
+        .into_bytes(),
+        format!(
+            "{{\"topic\":\"deep\",\"publishMessage\":{{\"jsonMessage\":{{\"message\":{}}}}}}}",
+            deep(5000)
+        )
+        .into_bytes(),
+        format!(
+            "{{\"keyPath\":[],\"timestamp\":1,\"valueToMerge\":{{\"a\":{}}}}}",
+            deep(5000)
+        )
+        .into_bytes(),
+    ];
+    let ops = [
+        "PublishToTopic",
+        "PublishToTopic",
+        "PublishToTopic",
+        "PublishToTopic",
+        "UpdateConfiguration",
+    ];
+    for (i, (body, op)) in bodies.into_iter().zip(ops).enumerate() {
+        let m = RpcMessage::json(MessageType::ApplicationMessage, 0, i as i32 + 1, "x", body)
+            .with_header(Header::string(
+                headers::OPERATION,
+                format!("aws.greengrass#{op}"),
+            ));
+        s.write_all(&encode(m)).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    let msgs = read_all(&mut s).await;
+    let kinds: Vec<_> = msgs.iter().map(|m| (m.stream_id, m.message_type)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, MessageType::ConnectAck),
+            (1, MessageType::ApplicationError),
+            (2, MessageType::ApplicationError),
+            (3, MessageType::ApplicationMessage),
+            (4, MessageType::ApplicationError),
+            (5, MessageType::ApplicationError),
+        ]
+    );
+    // The 100-deep document went through intact.
+    let (_, ev) = sub.next_event().await.unwrap().unwrap();
+    assert_eq!(ev["jsonMessage"]["message"].to_string(), deep(100));
+}
