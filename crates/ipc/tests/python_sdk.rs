@@ -39,6 +39,7 @@ const COMMON_CHECKS: &[&str] = &[
     "pubsub_json_roundtrip",
     "pubsub_binary_roundtrip",
     "pubsub_large_message",
+    "v1_client_publish_subscribe",
     "pubsub_wildcard_receive_modes",
     "pubsub_unauthorized_publish",
     "pubsub_unauthorized_subscribe",

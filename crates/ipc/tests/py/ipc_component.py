@@ -136,6 +136,36 @@ def main():
         op.close()
     check("pubsub_large_message", large_roundtrip)
 
+    def v1_client():
+        """The older IPC client (V1) on its own connection: same wire protocol."""
+        import awsiot.greengrasscoreipc
+        import awsiot.greengrasscoreipc.client as client_v1
+        got = threading.Event()
+
+        class Handler(client_v1.SubscribeToTopicStreamHandler):
+            def on_stream_event(self, event):
+                if event.json_message and event.json_message.message == {"v": 1}:
+                    got.set()
+
+            def on_stream_error(self, error):
+                return True
+
+            def on_stream_closed(self):
+                pass
+
+        v1 = awsiot.greengrasscoreipc.connect()
+        sub = v1.new_subscribe_to_topic(Handler())
+        sub.activate(model.SubscribeToTopicRequest(topic="lichen/test/v1")).result(TIMEOUT)
+        sub.get_response().result(TIMEOUT)
+        pub = v1.new_publish_to_topic()
+        pub.activate(model.PublishToTopicRequest(topic="lichen/test/v1", publish_message=model.PublishMessage(
+            json_message=model.JsonMessage(message={"v": 1})))).result(TIMEOUT)
+        pub.get_response().result(TIMEOUT)
+        assert got.wait(TIMEOUT), "V1 subscriber got nothing"
+        sub.close().result(TIMEOUT)
+        v1.close()
+    check("v1_client_publish_subscribe", v1_client)
+
     def receive_modes():
         others, everyone = Inbox(), Inbox()
         _, op1 = ipc.subscribe_to_topic(topic="lichen/test/#", **others.handlers())
