@@ -92,7 +92,7 @@ struct Services {
 }
 
 async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Services> {
-    let core = Core::start(CoreOptions {
+    let mut core = Core::prepare(CoreOptions {
         root: root.to_path_buf(),
         settings,
     })
@@ -104,6 +104,8 @@ async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Servi
     let broker = crate::broker_service::BrokerService::start(handle.clone()).await?;
     let extensions: lichen_core::control::Extensions =
         vec![("device.".to_string(), std::sync::Arc::new(broker.clone()))];
+    // Components start once the services they may talk to are listening.
+    core.launch().await?;
     let control = lichen_core::control::serve(handle.clone(), extensions)?;
     Ok(Services {
         core,

@@ -31,7 +31,7 @@ pub struct CoreOptions {
 /// A running core. Call [`Core::shutdown`] to stop its components.
 pub struct Core {
     handle: CoreHandle,
-    worker: JoinHandle<()>,
+    worker: Option<JoinHandle<()>>,
     _lock: RootLock,
 }
 
@@ -51,10 +51,18 @@ fn create_dirs(layout: &RootLayout) -> Result<()> {
 }
 
 impl Core {
-    /// Takes the root's lock, loads state, recovers from an interrupted deployment, starts
-    /// the deployed components and the deployment worker. Fails fast when another core holds
-    /// the root.
+    /// [`Core::prepare`] then [`Core::launch`]: for callers that attach no services first.
     pub async fn start(options: CoreOptions) -> Result<Core> {
+        let mut core = Core::prepare(options).await?;
+        core.launch().await?;
+        Ok(core)
+    }
+
+    /// Takes the root's lock and loads state, without starting anything. Services that
+    /// components talk to (the IPC server) attach to [`Core::handle`] before
+    /// [`Core::launch`] starts the components, so a component never finds them missing.
+    /// Fails fast when another core holds the root.
+    pub async fn prepare(options: CoreOptions) -> Result<Core> {
         let layout = RootLayout::new(&options.root);
         std::fs::create_dir_all(layout.root())
             .map_err(|e| CoreError::io(format!("creating root {}", layout.root().display()), e))?;
@@ -89,15 +97,25 @@ impl Core {
                 "ended process groups of a core that did not stop cleanly"
             );
         }
+        Ok(Core {
+            handle: CoreHandle { rt },
+            worker: None,
+            _lock: lock,
+        })
+    }
+
+    /// Recovers from an interrupted deployment, starts the deployed components and the
+    /// deployment worker. Idempotent.
+    pub async fn launch(&mut self) -> Result<()> {
+        if self.worker.is_some() {
+            return Ok(());
+        }
+        let rt = self.handle.rt.clone();
         crate::deployment::engine::boot(&rt)
             .await
             .map_err(CoreError::Other)?;
-        let worker = tokio::spawn(crate::deployment::worker(rt.clone()));
-        Ok(Core {
-            handle: CoreHandle { rt },
-            worker,
-            _lock: lock,
-        })
+        self.worker = Some(tokio::spawn(crate::deployment::worker(rt)));
+        Ok(())
     }
 
     pub fn handle(&self) -> CoreHandle {
@@ -108,7 +126,9 @@ impl Core {
     /// start), then every component, dependents first, running Shutdown steps within their
     /// timeouts and ending their process groups. The root is released when this returns.
     pub async fn shutdown(self) {
-        self.worker.abort();
+        if let Some(worker) = self.worker {
+            worker.abort();
+        }
         self.handle.rt.supervisor.stop_all().await;
     }
 }

@@ -246,7 +246,6 @@ fn deployed_python_component_exercises_every_operation() {
 
 /// The socket path does not fit in `sun_path`: components get `../../ipc.socket`.
 #[test]
-#[ignore = "the core's control socket cannot be bound on roots this long yet (crates/core control)"]
 fn deployed_python_component_with_a_long_root() {
     run(true);
 }
