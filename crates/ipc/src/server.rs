@@ -1,12 +1,10 @@
 //! The listening socket and the accept loop.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lichen_core::CoreHandle;
-use lichen_core::paths::SUN_PATH_MAX;
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -75,17 +73,10 @@ fn bind(path: &Path) -> Result<UnixListener, IpcError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    let listener = if path.as_os_str().len() <= SUN_PATH_MAX {
-        UnixListener::bind(path).map_err(err)?
-    } else {
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        let name = path.file_name().unwrap_or_default();
-        let dir_file = std::fs::File::open(dir).map_err(err)?;
-        let short = Path::new("/proc/self/fd")
-            .join(dir_file.as_raw_fd().to_string())
-            .join(name);
-        UnixListener::bind(&short).map_err(err)?
-    };
+    // Roots longer than sun_path are bound through /proc/self/fd (see core::unix_path).
+    let listener = lichen_core::unix_path::SocketPath::new(path)
+        .and_then(|short| UnixListener::bind(short.as_path()))
+        .map_err(err)?;
     // Components may run as other users; the SVCUID is what authenticates them.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
     Ok(listener)
