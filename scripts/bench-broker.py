@@ -141,6 +141,15 @@ SCENARIOS = [
 ]
 
 
+def median_run(rs):
+    """Per-metric median over repeated runs."""
+    out = dict(rs[0])
+    for key in ("recv_per_sec", "delivered_pct", "p50_us", "p99_us", "peak_rss", "cpu_s", "received"):
+        vals = sorted(r[key] for r in rs)
+        out[key] = vals[len(vals) // 2]
+    return out
+
+
 def fmt_bytes(n):
     return f"{n / 1048576:.1f} MiB"
 
@@ -155,18 +164,24 @@ def main():
     ap.add_argument("--only", default=None, help="substring of scenario names to run")
     ap.add_argument("--conns", type=int, default=5000)
     ap.add_argument("--json", default=None, help="also write raw results here")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per broker (alternating); medians are printed")
     a = ap.parse_args()
     mver = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout.splitlines()[0:1]
     print(f"machine: {os.uname().sysname} {os.uname().release}, {NCPU} CPUs ({cpu_model()}); broker on CPU {BROKER_CPU}, load on CPU {LOAD_CPU}")
     print(f"peer: {mver[0] if mver else MOSQUITTO} (defaults: max_inflight_messages 20, max_queued_messages 1000)")
-    print(f"load: MQTT 3.1.1, 64-byte payloads, QoS 1 window 64 per publisher, {a.duration:g} s per run\n")
+    print(f"load: MQTT 3.1.1, 64-byte payloads, QoS 1 window 64 per publisher, {a.duration:g} s per run, "
+          f"median of {a.repeat} alternating runs per broker\n")
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for name, args, mode in SCENARIOS:
             if a.only and a.only not in name:
                 continue
-            res = {k: run_flow(k, work, args, a.duration) for k in ("lichen", "mosquitto")}
-            results[name] = res
+            runs = {"lichen": [], "mosquitto": []}
+            for _ in range(a.repeat):
+                for k in ("lichen", "mosquitto"):
+                    runs[k].append(run_flow(k, work, args, a.duration))
+            res = {k: median_run(v) for k, v in runs.items()}
+            results[name] = {"median": res, "runs": runs}
             print(f"== {name} ({mode})")
             print(f"   {'broker':<10} {'msgs/s':>10} {'delivered':>10} {'p50':>10} {'p99':>10} {'peak RSS':>10} {'CPU s':>7}")
             for k, r in res.items():

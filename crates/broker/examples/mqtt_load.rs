@@ -235,7 +235,11 @@ async fn publisher(
             }
             buf.reserve(16 * 1024);
             match r.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // Connection gone: wake a publisher waiting for acks.
+                    win.close();
+                    return;
+                }
                 Ok(_) => {}
             }
         }
@@ -292,6 +296,11 @@ async fn publisher(
             let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
             while done < due {
                 if qos != QoS::AtMostOnce {
+                    // Send what is encoded before waiting for acks, or we would wait forever.
+                    if window.available_permits() == 0 && !out.is_empty() {
+                        w.write_all(&out).await?;
+                        out.clear();
+                    }
                     match window.acquire().await {
                         Ok(p) => p.forget(),
                         Err(_) => break,
@@ -382,6 +391,19 @@ async fn run(o: Opts) -> std::io::Result<()> {
         "fanout" => (1, o.subs, o.subs as u64),
         other => return Err(std::io::Error::other(format!("unknown scenario {other}"))),
     };
+    if std::env::var_os("MQTT_LOAD_DEBUG").is_some() {
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                eprintln!(
+                    "progress: sent {} received {}",
+                    sh.sent.load(Ordering::Relaxed),
+                    sh.received.load(Ordering::Relaxed)
+                );
+            }
+        });
+    }
     let ready = Arc::new(Semaphore::new(0));
     let mut sub_tasks = Vec::new();
     for i in 0..subs {
