@@ -182,6 +182,11 @@ impl BrokerConfig {
                     .into(),
             ));
         }
+        if l.max_inflight > 32_768 {
+            return Err(BrokerError::Config(
+                "limits.max_inflight must be at most 32768 (packet identifiers are 16-bit)".into(),
+            ));
+        }
         if l.max_packet_size < 64 {
             return Err(BrokerError::Config(
                 "limits.max_packet_size must be >= 64".into(),
