@@ -99,9 +99,9 @@ fn expires_unix(msg: &Msg) -> Option<i64> {
 }
 
 fn expires_instant(unix: Option<i64>) -> Option<Instant> {
-    unix.map(|u| {
-        let left = (u as u64).saturating_sub(unix_now());
-        Instant::now() + Duration::from_secs(left)
+    unix.and_then(|u| {
+        let left = (u.max(0) as u64).saturating_sub(unix_now());
+        Instant::now().checked_add(Duration::from_secs(left))
     })
 }
 

@@ -75,7 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let mut properties = p.properties;
             let expires_at = properties
                 .message_expiry_interval
-                .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+                .and_then(|s| Instant::now().checked_add(Duration::from_secs(u64::from(s))));
             properties.topic_alias = None;
             let msg = Arc::new(Msg {
                 topic: p.topic,
@@ -296,8 +296,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Slows this publisher while subscribers it feeds are over their queue bound.
     pub(super) async fn backpressure(&mut self, congested: Vec<Arc<Session>>) -> Result<(), Close> {
         let limit = self.shared.limits.max_queued_per_session;
-        let deadline =
-            Instant::now() + Duration::from_secs(self.shared.limits.backpressure_timeout_secs);
+        let deadline = Instant::now()
+            + Duration::from_secs(self.shared.limits.backpressure_timeout_secs.min(3600));
         for s in congested {
             while s.is_online() && s.queue_len() >= limit && Instant::now() < deadline {
                 if let Err(code) = self.pump() {
@@ -344,7 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             properties.will_delay_interval = None;
             let expires_at = properties
                 .message_expiry_interval
-                .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+                .and_then(|s| Instant::now().checked_add(Duration::from_secs(u64::from(s))));
             let msg = Arc::new(Msg {
                 topic: Arc::from(w.topic),
                 payload: w.payload,
