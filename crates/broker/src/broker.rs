@@ -60,10 +60,22 @@ pub fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What routing a message did.
+pub struct Routed {
+    /// Sessions that got it.
+    pub matched: usize,
+    /// Online sessions whose queues are over their bound: the publisher should slow down.
+    pub congested: Vec<Arc<Session>>,
+    /// Store sequence number the message's persistence needs (0: nothing stored).
+    pub durable: u64,
+}
+
 /// What a subscribe did, for the SUBACK and the retained messages to send.
 pub struct SubscribeOutcome {
     pub code: ReasonCode,
     pub retained: Vec<Delivery>,
+    /// Store sequence number of a persistent session's new subscription (else 0).
+    pub durable: u64,
 }
 
 impl Shared {
@@ -91,17 +103,19 @@ impl Shared {
         }
     }
 
-    pub fn persist(&self, op: StoreOp) {
-        if let Some(s) = &self.store {
-            s.send(op);
+    /// Queues a store operation; returns its sequence number (0 without a store).
+    pub fn persist(&self, op: StoreOp) -> u64 {
+        match &self.store {
+            Some(s) => s.send(op),
+            None => 0,
         }
     }
 
-    /// Routes a message to matching subscriptions, the retained store and the bridge. Returns
-    /// how many sessions got it and the online sessions whose queues are over their bound.
-    pub fn route(&self, msg: Arc<Msg>) -> (usize, Vec<Arc<Session>>) {
+    /// Routes a message to matching subscriptions, the retained store and the bridge.
+    pub fn route(&self, msg: Arc<Msg>) -> Routed {
+        let mut durable = 0;
         if msg.retain {
-            self.store_retained(&msg);
+            durable = self.store_retained(&msg);
         }
         if !msg.from_bridge {
             let mappings = read(&self.bridge).clone();
@@ -166,14 +180,21 @@ impl Shared {
         for t in targets {
             let qos = t.qos.min(msg.qos);
             let retain = t.retain_as_published && msg.retain;
-            if self.deliver(&t.session, &msg, qos, retain, t.ids) {
+            let (over, seq) = self.deliver(&t.session, &msg, qos, retain, t.ids);
+            durable = durable.max(seq);
+            if over {
                 congested.push(t.session);
             }
         }
-        (matched, congested)
+        Routed {
+            matched,
+            congested,
+            durable,
+        }
     }
 
-    /// Queues one delivery; true if the session's queue is over its bound.
+    /// Queues one delivery; returns whether the session's queue is over its bound and the
+    /// store sequence number if the delivery was persisted (else 0).
     pub fn deliver(
         &self,
         session: &Arc<Session>,
@@ -181,8 +202,9 @@ impl Shared {
         qos: QoS,
         retain: bool,
         subscription_ids: Vec<u32>,
-    ) -> bool {
+    ) -> (bool, u64) {
         let mut store_id = 0;
+        let mut seq = 0;
         if qos != QoS::AtMostOnce && self.store.is_some() && session.lock().expiry > 0 {
             store_id = self.next_store_id.fetch_add(1, Ordering::Relaxed);
         }
@@ -194,7 +216,7 @@ impl Shared {
             store_id,
         };
         if store_id != 0 {
-            self.persist(StoreOp::PutQueued {
+            seq = self.persist(StoreOp::PutQueued {
                 id: store_id,
                 client_id: session.client_id.clone(),
                 delivery: d.clone(),
@@ -207,25 +229,26 @@ impl Shared {
                 self.persist(StoreOp::DelQueued { id: store_id });
             }
         }
-        congested && session.is_online()
+        (congested && session.is_online(), seq)
     }
 
-    fn store_retained(&self, msg: &Arc<Msg>) {
+    /// Updates the retained store; returns the store sequence number of the change (or 0).
+    fn store_retained(&self, msg: &Arc<Msg>) -> u64 {
         let mut retained = write(&self.retained);
         if msg.payload.is_empty() {
             if retained.remove(&msg.topic).is_some() {
-                self.persist(StoreOp::DelRetained {
+                return self.persist(StoreOp::DelRetained {
                     topic: msg.topic.clone(),
                 });
             }
-            return;
+            return 0;
         }
         if retained.len() >= self.limits.max_retained && !retained.contains_key(&msg.topic) {
             tracing::warn!(topic = %msg.topic, "retained message limit reached; not retained");
-            return;
+            return 0;
         }
         retained.insert(msg.topic.clone(), msg.clone());
-        self.persist(StoreOp::PutRetained { msg: msg.clone() });
+        self.persist(StoreOp::PutRetained { msg: msg.clone() })
     }
 
     /// Adds a subscription (the filter is already validated and authorized).
@@ -240,9 +263,11 @@ impl Shared {
             return SubscribeOutcome {
                 code: ReasonCode::TopicFilterInvalid,
                 retained: Vec::new(),
+                durable: 0,
             };
         };
         let existed;
+        let mut durable = 0;
         {
             let mut st = session.lock();
             existed = st.subs.contains_key(filter);
@@ -250,6 +275,7 @@ impl Shared {
                 return SubscribeOutcome {
                     code: ReasonCode::QuotaExceeded,
                     retained: Vec::new(),
+                    durable: 0,
                 };
             }
             st.subs.insert(
@@ -260,7 +286,7 @@ impl Shared {
                 },
             );
             if st.expiry > 0 {
-                self.persist(StoreOp::PutSub {
+                durable = self.persist(StoreOp::PutSub {
                     client_id: session.client_id.clone(),
                     filter: filter.to_string(),
                     options,
@@ -302,6 +328,7 @@ impl Shared {
         SubscribeOutcome {
             code: options.qos.granted(),
             retained,
+            durable,
         }
     }
 

@@ -1,12 +1,15 @@
 //! Persistence: retained messages, persistent sessions (subscriptions and queued QoS 1/2
 //! messages) and the device registry, in SQLite (WAL, synchronous=NORMAL) under the state dir.
 //!
-//! Writes go through a channel to one writer thread that applies them in batched transactions,
-//! so no connection waits on the disk. After a kill -9, at most the last batch (a few
-//! milliseconds of traffic) can be missing. Messages are stored as encoded MQTT 5 PUBLISH
+//! Writes go through a channel to one writer thread that applies them in batched transactions.
+//! A publisher's PUBACK/PUBREC for a QoS 1/2 message that was stored (retained, or queued for a
+//! persistent session) is sent only after that batch committed, so an acknowledged message
+//! survives kill -9 (WAL with synchronous=NORMAL: durable against process crashes; a power cut
+//! may lose the last transactions). Messages are stored as encoded MQTT 5 PUBLISH
 //! packets, so every property survives.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -62,7 +65,10 @@ pub enum StoreOp {
 }
 
 pub struct Store {
-    tx: Mutex<Option<mpsc::Sender<StoreOp>>>,
+    tx: Mutex<Option<mpsc::Sender<(u64, StoreOp)>>>,
+    /// Sequence number of the last operation sent / committed.
+    sent: AtomicU64,
+    progress: Arc<Progress>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -179,24 +185,53 @@ impl Store {
         let conn = Connection::open(path).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
         let loaded = load(&conn).map_err(&err)?;
-        let (tx, rx) = mpsc::channel::<StoreOp>();
+        let (tx, rx) = mpsc::channel::<(u64, StoreOp)>();
+        let progress = Arc::new(Progress::default());
+        let p = progress.clone();
         let thread = std::thread::Builder::new()
             .name("lichen-broker-store".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, p))
             .map_err(|e| BrokerError::Store(format!("store thread: {e}")))?;
         Ok((
             Store {
                 tx: Mutex::new(Some(tx)),
+                sent: AtomicU64::new(0),
+                progress,
                 thread: Mutex::new(Some(thread)),
             },
             loaded,
         ))
     }
 
-    pub fn send(&self, op: StoreOp) {
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            let _ = tx.send(op);
+    /// Queues an operation; returns its sequence number (see [`Store::wait_committed`]).
+    pub fn send(&self, op: StoreOp) -> u64 {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = self.sent.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(tx) = tx.as_ref() {
+            let _ = tx.send((seq, op));
         }
+        seq
+    }
+
+    /// Waits (up to 5 s) until operation `seq` is committed to disk. Publishers' PUBACK/PUBREC
+    /// wait for this when their message was stored, so an acknowledged message survives kill -9.
+    pub async fn wait_committed(&self, seq: u64) {
+        let wait = async {
+            loop {
+                let notified = self.progress.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.progress.committed.load(Ordering::Acquire) >= seq {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.progress.committed.load(Ordering::Acquire)
     }
 
     /// Waits until every operation sent so far is committed.
@@ -418,16 +453,27 @@ fn apply(
 /// Batch size bound: at most this many operations per transaction.
 const BATCH: usize = 4096;
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<StoreOp>) {
-    while let Ok(first) = rx.recv() {
+/// Commit progress shared with async waiters.
+#[derive(Default)]
+struct Progress {
+    committed: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<(u64, StoreOp)>, progress: Arc<Progress>) {
+    while let Ok((first_seq, first)) = rx.recv() {
         let mut flushes = Vec::new();
+        let mut last = first_seq;
         let result = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             apply(&tx, first, &mut flushes)?;
             let mut n = 1;
             while n < BATCH {
                 match rx.try_recv() {
-                    Ok(op) => apply(&tx, op, &mut flushes)?,
+                    Ok((seq, op)) => {
+                        last = seq;
+                        apply(&tx, op, &mut flushes)?
+                    }
                     Err(_) => break,
                 }
                 n += 1;
@@ -437,6 +483,9 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<StoreOp>) {
         if let Err(e) = result {
             tracing::error!(error = %e, "broker store write failed");
         }
+        // Even a failed batch counts as done, so no publisher waits forever.
+        progress.committed.store(last, Ordering::Release);
+        progress.notify.notify_waiters();
         for f in flushes {
             let _ = f.send(());
         }

@@ -87,9 +87,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 origin: Some(self.client_id.clone()),
                 from_bridge: false,
             });
-            let (matched, c) = self.shared.route(msg);
-            congested = c;
+            let routed = self.shared.route(msg);
+            let matched = routed.matched;
+            congested = routed.congested;
             congested.retain(|s| !Arc::ptr_eq(s, &self.session));
+            if p.qos != QoS::AtMostOnce {
+                // The ack goes out once what was stored for this message is on disk.
+                self.durable = self.durable.max(routed.durable);
+            }
             if matched == 0 && v5 {
                 code = ReasonCode::NoMatchingSubscribers;
             }
@@ -133,6 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .shared
                     .subscribe(&self.session, filter, *options, sub_id);
                 retained.extend(out.retained);
+                self.durable = self.durable.max(out.durable);
                 out.code
             };
             codes.push(if !v5 && code.is_error() {

@@ -81,6 +81,9 @@ struct Conn<S> {
     out_alias_max: u16,
     client_receive_max: u16,
     client_max_packet: usize,
+    /// Store sequence number that must be committed before the write buffer (holding acks of
+    /// stored messages) is sent.
+    durable: u64,
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
@@ -275,6 +278,7 @@ where
             .properties
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
+        durable: 0,
     };
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
@@ -300,6 +304,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn flush(&mut self) -> Result<(), Close> {
         if self.wbuf.is_empty() {
             return Ok(());
+        }
+        if self.durable != 0 {
+            if let Some(store) = &self.shared.store
+                && store.committed() < self.durable
+            {
+                Box::pin(store.wait_committed(self.durable)).await;
+            }
+            self.durable = 0;
         }
         let r = self.stream.write_all(&self.wbuf).await;
         // Free the buffer: idle connections hold none.
