@@ -145,6 +145,8 @@ pub struct TlsConfig {
     pub server_cert_validity_days: u32,
     /// Re-issue the server certificate when fewer days than this remain. Default 10.
     pub renew_before_days: u32,
+    /// How often the remaining validity is checked, in seconds. Default 3600.
+    pub renew_check_secs: u64,
     /// PEM CA certificates whose issued client certificates are accepted without registration
     /// (thing name = certificate subject CN). Default none.
     pub trusted_ca_pems: Vec<String>,
@@ -156,6 +158,7 @@ impl Default for TlsConfig {
             hostnames: Vec::new(),
             server_cert_validity_days: 30,
             renew_before_days: 10,
+            renew_check_secs: 3600,
             trusted_ca_pems: Vec::new(),
         }
     }

@@ -95,7 +95,7 @@ pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, Broke
         let tlsc = config.tls.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                tokio::time::sleep(Duration::from_secs(tlsc.renew_check_secs.max(1))).await;
                 if cert.days_left() < i64::from(tlsc.renew_before_days) {
                     match ca.issue_server(&names, tlsc.server_cert_validity_days) {
                         Ok((k, e)) => {
