@@ -43,19 +43,45 @@ def wait_port(port, timeout=10):
     raise RuntimeError(f"broker did not open port {port}")
 
 
+def make_certs(workdir):
+    """A CA, a server certificate (localhost) and a client certificate, with openssl."""
+    d = os.path.join(workdir, "certs")
+    os.makedirs(d, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def sh(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    sh("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench-ca")
+    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        sh("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={'localhost' if name == 'server' else 'idle-device'}")
+        sh("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+           "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
 class Broker:
-    def __init__(self, kind, workdir):
+    def __init__(self, kind, workdir, certs=None):
         self.kind, self.port = kind, free_port()
+        self.client_ca = None
         if kind == "lichen":
+            state = os.path.join(workdir, f"lichen-{self.port}")
+            listener = {"kind": "tls" if certs else "tcp", "bind": f"127.0.0.1:{self.port}"}
             cfg = {
-                "state_dir": os.path.join(workdir, f"lichen-{self.port}"),
-                "listeners": [{"kind": "tcp", "bind": f"127.0.0.1:{self.port}"}],
+                "state_dir": state,
+                "listeners": [listener],
                 "device_groups": {
                     "formatVersion": "2021-03-05",
                     "definitions": {"all": {"selectionRule": "thingName: *", "policyName": "all"}},
                     "policies": {"all": {"all": {"operations": ["*"], "resources": ["*"]}}},
                 },
             }
+            if certs:
+                with open(os.path.join(certs, "ca.pem")) as f:
+                    cfg["tls"] = {"trusted_ca_pems": [f.read()]}
+                self.client_ca = os.path.join(state, "ca.pem")
             path = os.path.join(workdir, f"lichen-{self.port}.json")
             with open(path, "w") as f:
                 json.dump(cfg, f)
@@ -64,6 +90,12 @@ class Broker:
             path = os.path.join(workdir, f"mosquitto-{self.port}.conf")
             with open(path, "w") as f:
                 f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
+                if certs:
+                    # `user root`: keep read access to the key in our private temp dir (no effect on speed).
+                    f.write(f"cafile {certs}/ca.pem\ncertfile {certs}/server.pem\nkeyfile {certs}/server.key\nrequire_certificate true\n")
+                    if os.geteuid() == 0:
+                        f.write("user root\n")
+                    self.client_ca = os.path.join(certs, "ca.pem")
             cmd = [MOSQUITTO, "-c", path]
         self.proc = subprocess.Popen(["taskset", "-c", BROKER_CPU] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
@@ -109,13 +141,16 @@ def run_flow(kind, workdir, args, duration):
     return r
 
 
-def run_idle(kind, workdir, conns, hold=6):
-    b = Broker(kind, workdir)
+def run_idle(kind, workdir, conns, hold=6, certs=None):
+    b = Broker(kind, workdir, certs)
     try:
         time.sleep(0.5)
         rss0 = b.status("VmRSS")
         cpu0 = b.cpu()
-        p = subprocess.Popen(["taskset", "-c", LOAD_CPU, LOAD, "--port", str(b.port), "--scenario", "idle", "--conns", str(conns), "--hold", str(hold)],
+        extra = []
+        if certs:
+            extra = ["--cafile", b.client_ca, "--cert", os.path.join(certs, "client.pem"), "--key", os.path.join(certs, "client.key")]
+        p = subprocess.Popen(["taskset", "-c", LOAD_CPU, LOAD, "--port", str(b.port), "--scenario", "idle", "--conns", str(conns), "--hold", str(hold)] + extra,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = p.stdout.readline().split()
         if not line or line[0] != "ready":
@@ -193,6 +228,13 @@ def main():
             res = {k: run_idle(k, work, a.conns) for k in ("lichen", "mosquitto")}
             results["idle"] = res
             print(f"== idle connections: {a.conns}")
+            for k, r in res.items():
+                print(f"   {k:<10} {r['per_conn']:>8.0f} B/connection (RSS {fmt_bytes(r['rss_before'])} -> {fmt_bytes(r['rss_after'])}), peak {fmt_bytes(r['peak_rss'])}, CPU {r['cpu_s']:.2f} s")
+            print(f"   ratio lichen/mosquitto: per-connection memory {ratio(res['lichen']['per_conn'], res['mosquitto']['per_conn'])}\n")
+            certs = make_certs(work)
+            res = {k: run_idle(k, work, a.conns, certs=certs) for k in ("lichen", "mosquitto")}
+            results["idle-mtls"] = res
+            print(f"== idle connections over mTLS: {a.conns}")
             for k, r in res.items():
                 print(f"   {k:<10} {r['per_conn']:>8.0f} B/connection (RSS {fmt_bytes(r['rss_before'])} -> {fmt_bytes(r['rss_after'])}), peak {fmt_bytes(r['peak_rss'])}, CPU {r['cpu_s']:.2f} s")
             print(f"   ratio lichen/mosquitto: per-connection memory {ratio(res['lichen']['per_conn'], res['mosquitto']['per_conn'])}")

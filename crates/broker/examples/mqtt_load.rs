@@ -39,6 +39,8 @@ struct Opts {
     window: usize,
     conns: usize,
     hold: u64,
+    /// Idle scenario over mTLS: CA to verify the broker, client certificate and key (PEM).
+    tls: Option<(String, String, String)>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -55,7 +57,9 @@ fn parse() -> Result<Opts, String> {
         window: 64,
         conns: 5000,
         hold: 5,
+        tls: None,
     };
+    let mut tls = (String::new(), String::new(), String::new());
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -77,9 +81,15 @@ fn parse() -> Result<Opts, String> {
             "--window" => o.window = num(&v)?.max(1) as usize,
             "--conns" => o.conns = num(&v)? as usize,
             "--hold" => o.hold = num(&v)?,
+            "--cafile" => tls.0 = v,
+            "--cert" => tls.1 = v,
+            "--key" => tls.2 = v,
             other => return Err(format!("unknown option {other}")),
         }
         i += 2;
+    }
+    if !tls.0.is_empty() {
+        o.tls = Some(tls);
     }
     Ok(o)
 }
@@ -332,10 +342,87 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+fn tls_connector(ca: &str, cert: &str, key: &str) -> std::io::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| err(&e))? {
+        roots.add(c.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| err(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(&e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| err(&e))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(&e))?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| err(&e))?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+/// Opens an idle MQTT connection over mTLS.
+async fn connect_tls(
+    o: &Opts,
+    connector: &tokio_rustls::TlsConnector,
+    id: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let s = TcpStream::connect((o.host.as_str(), o.port)).await?;
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let mut s = connector.connect(name, s).await?;
+    let c = Connect {
+        protocol: PROTO,
+        clean_start: true,
+        keep_alive: 600,
+        client_id: id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    };
+    s.write_all(&to_vec(&Packet::Connect(Box::new(c)), PROTO).map_err(std::io::Error::other)?)
+        .await?;
+    let mut buf = BytesMut::with_capacity(64);
+    loop {
+        if let Some((p, _)) = decode(&buf, PROTO, MAX_PACKET_SIZE).map_err(std::io::Error::other)? {
+            return match p {
+                Packet::ConnAck(a) if a.reason_code == ReasonCode::Success => Ok(s),
+                other => Err(std::io::Error::other(format!("{id}: {other:?}"))),
+            };
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::other("closed during CONNECT"));
+        }
+    }
+}
+
 async fn idle(o: Opts) -> std::io::Result<()> {
     let mut conns = Vec::with_capacity(o.conns);
+    let mut tls_conns = Vec::new();
+    let connector = match &o.tls {
+        Some((ca, cert, key)) => Some(tls_connector(ca, cert, key)?),
+        None => None,
+    };
     let t = Instant::now();
     for chunk in (0..o.conns).collect::<Vec<_>>().chunks(200) {
+        if let Some(connector) = &connector {
+            let mut set = tokio::task::JoinSet::new();
+            for &i in chunk {
+                let o = o.clone();
+                let connector = connector.clone();
+                set.spawn(async move { connect_tls(&o, &connector, &format!("idle-{i}")).await });
+            }
+            while let Some(r) = set.join_next().await {
+                tls_conns.push(r.map_err(std::io::Error::other)??);
+            }
+            continue;
+        }
         let mut set = tokio::task::JoinSet::new();
         for &i in chunk {
             let o = o.clone();
@@ -346,7 +433,8 @@ async fn idle(o: Opts) -> std::io::Result<()> {
             conns.push((r, w));
         }
     }
-    println!("ready {} {:.2}", conns.len(), t.elapsed().as_secs_f64());
+    let conns_len = conns.len() + tls_conns.len();
+    println!("ready {} {:.2}", conns_len, t.elapsed().as_secs_f64());
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tokio::time::sleep(Duration::from_secs(o.hold)).await;

@@ -245,16 +245,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: Optio
         match acceptor.clone() {
             // Separate tasks: a plain connection's task does not carry TLS state.
             None => {
-                tokio::spawn(async move {
-                    conn::run(shared.clone(), sock, Identity::Plain, peer).await;
-                    shared.connections.fetch_sub(1, Ordering::AcqRel);
-                });
+                tokio::spawn(conn::run(shared, sock, Identity::Plain, peer));
             }
             Some(acceptor) => {
-                tokio::spawn(async move {
-                    run_tls(shared.clone(), acceptor, sock, peer).await;
-                    shared.connections.fetch_sub(1, Ordering::AcqRel);
-                });
+                tokio::spawn(run_tls(shared, acceptor, sock, peer));
             }
         }
     }
@@ -269,12 +263,14 @@ async fn run_tls(
     let timeout = Duration::from_secs(shared.limits.connect_timeout_secs);
     match Box::pin(tokio::time::timeout(timeout, acceptor.accept(sock))).await {
         Ok(Ok(tls)) => match tls_identity(&shared, tls.get_ref().1.peer_certificates()) {
-            Some(id) => conn::run(shared.clone(), Box::new(tls), id, peer).await,
+            // `run` uncounts the connection when it ends.
+            Some(id) => return conn::run(shared, Box::new(tls), id, peer).await,
             None => tracing::info!(%peer, "TLS client without a usable certificate"),
         },
         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
     }
+    shared.connections.fetch_sub(1, Ordering::AcqRel);
 }
 
 fn tls_identity(

@@ -1,7 +1,7 @@
 //! Sessions: subscriptions, the queue of messages waiting to be sent, and QoS 1/2 state in both
 //! directions. A session outlives its connection when its expiry interval is non-zero.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -79,7 +79,7 @@ pub struct SessionState {
     pub expiry: u32,
     pub offline_since: Option<Instant>,
     /// Full filter (including any `$share/` prefix) → options.
-    pub subs: HashMap<Arc<str>, SubRecord>,
+    pub subs: BTreeMap<Arc<str>, SubRecord>,
     pub queue: VecDeque<Delivery>,
     pub inflight: VecDeque<Inflight>,
     pub next_packet_id: u16,
@@ -110,7 +110,7 @@ impl Session {
                 protocol,
                 expiry,
                 offline_since: Some(Instant::now()),
-                subs: HashMap::new(),
+                subs: BTreeMap::new(),
                 queue: VecDeque::new(),
                 inflight: VecDeque::new(),
                 next_packet_id: 1,

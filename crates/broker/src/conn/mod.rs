@@ -119,20 +119,30 @@ async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol,
     }
 }
 
-/// Runs a connection to its end. The caller counted it in `shared.connections`.
+/// Runs a connection to its end. The caller counted it in `shared.connections`; this
+/// uncounts it when done.
 ///
-/// The CONNECT phase and the close run in boxed futures, so the long-lived task holds only the
-/// serving loop: this keeps an idle connection's memory small.
-pub async fn run<S>(shared: Arc<Shared>, stream: S, identity: Identity, peer: std::net::SocketAddr)
+/// The CONNECT phase and the close run in boxed futures and the arguments are moved into the
+/// first one, so the long-lived task holds only the serving loop: this keeps an idle
+/// connection's memory small.
+pub fn run<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    identity: Identity,
+    peer: std::net::SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some((mut conn, keep_alive)) = Box::pin(establish(shared, stream, identity, peer)).await
-    else {
-        return;
-    };
-    let close = conn.serve(keep_alive).await;
-    Box::pin(conn.finish(close)).await;
+    let counter = shared.clone();
+    let setup = Box::pin(establish(shared, stream, identity, peer));
+    async move {
+        if let Some((mut conn, keep_alive)) = setup.await {
+            let close = conn.serve(keep_alive).await;
+            Box::pin(conn.finish(close)).await;
+        }
+        counter.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Reads and authorizes CONNECT, attaches the session and queues the CONNACK.
