@@ -202,7 +202,8 @@ impl BrokerConfig {
     /// Applies the Greengrass configuration of built-in components, as a deployment gives it:
     /// `component` is one of [`BUILTIN_COMPONENTS`], `config` its configuration JSON. Auth's
     /// `deviceGroups` become the policies; Bridge's `mqttTopicMapping` the bridge mappings;
-    /// Moquette/EMQX settings are accepted (the listener stays lichen's).
+    /// Moquette's `moquette.ssl_port` / `moquette.host` move the TLS listener; EMQX settings
+    /// are accepted and not used.
     pub fn apply_component_config(
         &mut self,
         component: &str,
@@ -226,9 +227,60 @@ impl BrokerConfig {
                     self.mqtt_topic_mapping = mappings;
                 }
             }
-            "aws.greengrass.clientdevices.mqtt.Moquette"
-            | "aws.greengrass.clientdevices.mqtt.EMQX" => {
+            "aws.greengrass.clientdevices.mqtt.Moquette" => {
+                // `moquette.ssl_port` / `moquette.host` move the TLS listener.
+                if let Some(m) = config.get("moquette") {
+                    let port = match m.get("ssl_port") {
+                        None => None,
+                        Some(v) => Some(
+                            v.as_u64()
+                                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                                .and_then(|p| u16::try_from(p).ok())
+                                .ok_or_else(|| {
+                                    BrokerError::Config(format!(
+                                        "{component}: moquette.ssl_port {v} is not a port"
+                                    ))
+                                })?,
+                        ),
+                    };
+                    let host = match m.get("host").and_then(|h| h.as_str()) {
+                        None => None,
+                        Some(h) => Some(h.parse::<std::net::IpAddr>().map_err(|e| {
+                            BrokerError::Config(format!("{component}: moquette.host {h:?}: {e}"))
+                        })?),
+                    };
+                    if port.is_some() || host.is_some() {
+                        let default = SocketAddr::from(([0, 0, 0, 0], 8883));
+                        let idx = match self
+                            .listeners
+                            .iter()
+                            .position(|l| l.kind == ListenerKind::Tls)
+                        {
+                            Some(i) => i,
+                            None => {
+                                self.listeners.push(ListenerConfig {
+                                    kind: ListenerKind::Tls,
+                                    bind: default,
+                                });
+                                self.listeners.len() - 1
+                            }
+                        };
+                        let bind = &mut self.listeners[idx].bind;
+                        if let Some(p) = port {
+                            bind.set_port(p);
+                        }
+                        if let Some(h) = host {
+                            bind.set_ip(h);
+                        }
+                    }
+                }
                 tracing::info!(component, "served by the built-in lichen broker");
+            }
+            "aws.greengrass.clientdevices.mqtt.EMQX" => {
+                tracing::info!(
+                    component,
+                    "served by the built-in lichen broker (EMQX settings are not used)"
+                );
             }
             other => {
                 return Err(BrokerError::Config(format!(

@@ -181,6 +181,22 @@ fn builtin_components_and_config_errors() {
     assert!(c.validate().is_err());
     c.allow_remote_plaintext = true;
     assert!(c.validate().is_ok());
+    // Moquette's ssl_port/host move the TLS listener, as a deployment would configure it.
+    let moq = serde_json::json!({"moquette": {"ssl_port": "8443", "host": "127.0.0.1"}});
+    let cfg = config_from_components(
+        Default::default(),
+        [("aws.greengrass.clientdevices.mqtt.Moquette", &moq)],
+    )
+    .unwrap();
+    assert_eq!(cfg.listeners[0].bind, "127.0.0.1:8443".parse().unwrap());
+    let bad = serde_json::json!({"moquette": {"ssl_port": "none"}});
+    assert!(
+        config_from_components(
+            Default::default(),
+            [("aws.greengrass.clientdevices.mqtt.Moquette", &bad)]
+        )
+        .is_err()
+    );
     // Defaults: TLS on 8883.
     let d: lichen_broker::BrokerConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(d.listeners[0].bind.port(), 8883);
