@@ -162,19 +162,7 @@ impl Frame {
         if headers_len > MAX_HEADERS_BYTES {
             return Err(EncodeError::HeadersTooLarge(headers_len));
         }
-        let total = MIN_FRAME_LEN + headers_len + self.payload.len();
-        if total > max_frame_bytes || total > u32::MAX as usize {
-            return Err(EncodeError::FrameTooLarge {
-                len: total,
-                max: max_frame_bytes,
-            });
-        }
-        out.reserve(total);
-        let start = out.len();
-        out.put_u32(total as u32);
-        out.put_u32(headers_len as u32);
-        let prelude_crc = crc32fast::hash(&out[start..start + 8]);
-        out.put_u32(prelude_crc);
+        let start = put_prelude(out, headers_len, self.payload.len(), max_frame_bytes)?;
         for h in &self.headers {
             out.put_u8(h.name.len() as u8);
             out.put_slice(h.name.as_bytes());
@@ -342,4 +330,28 @@ fn decode_headers(mut buf: Bytes) -> Result<Vec<Header>, DecodeError> {
         headers.push(Header { name, value });
     }
     Ok(headers)
+}
+
+/// Checks the frame size, reserves room and writes the prelude (lengths and prelude CRC).
+/// Returns where the frame starts in `out`, for the message CRC.
+pub(crate) fn put_prelude(
+    out: &mut BytesMut,
+    headers_len: usize,
+    payload_len: usize,
+    max_frame_bytes: usize,
+) -> Result<usize, EncodeError> {
+    let total = MIN_FRAME_LEN + headers_len + payload_len;
+    if total > max_frame_bytes || total > u32::MAX as usize {
+        return Err(EncodeError::FrameTooLarge {
+            len: total,
+            max: max_frame_bytes,
+        });
+    }
+    out.reserve(total);
+    let start = out.len();
+    out.put_u32(total as u32);
+    out.put_u32(headers_len as u32);
+    let prelude_crc = crc32fast::hash(&out[start..start + 8]);
+    out.put_u32(prelude_crc);
+    Ok(start)
 }

@@ -213,19 +213,7 @@ pub fn encode_json(
     let headers_len = int_len
         + (1 + headers::CONTENT_TYPE.len() + 3 + headers::CONTENT_TYPE_JSON.len())
         + (1 + headers::SERVICE_MODEL_TYPE.len() + 3 + model_type.len());
-    let total = crate::frame::MIN_FRAME_LEN + headers_len + payload.len();
-    if total > max_frame_bytes || total > u32::MAX as usize {
-        return Err(EncodeError::FrameTooLarge {
-            len: total,
-            max: max_frame_bytes,
-        });
-    }
-    out.reserve(total);
-    let start = out.len();
-    out.put_u32(total as u32);
-    out.put_u32(headers_len as u32);
-    let prelude_crc = crc32fast::hash(&out[start..start + 8]);
-    out.put_u32(prelude_crc);
+    let start = crate::frame::put_prelude(out, headers_len, payload.len(), max_frame_bytes)?;
     for (name, value) in INT_HEADERS
         .iter()
         .zip([message_type as i32, flags, stream_id])
