@@ -25,6 +25,14 @@ pub enum StoreError {
     /// A core-wide error (from the crash-safe writers) surfacing inside the store.
     #[error(transparent)]
     Core(Box<CoreError>),
+    /// Two files of one recipe directory define the same component version.
+    #[error("{name} {version} is defined twice: in {} and in {}", first.display(), second.display())]
+    DuplicateRecipe {
+        name: String,
+        version: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     /// No stored recipe for this component version.
     #[error("component {name} version {version} is not in the component store")]
     RecipeNotFound { name: String, version: String },

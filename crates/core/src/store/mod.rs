@@ -185,10 +185,23 @@ impl ComponentStore {
             }
         }
         files.sort();
-        files
-            .iter()
-            .map(|f| lichen_recipe::parse_recipe_file(f).map_err(StoreError::from))
-            .collect()
+        let mut recipes: Vec<(Recipe, &PathBuf)> = Vec::with_capacity(files.len());
+        for f in &files {
+            let recipe = lichen_recipe::parse_recipe_file(f)?;
+            if let Some((_, first)) = recipes
+                .iter()
+                .find(|(r, _)| r.name == recipe.name && r.version == recipe.version)
+            {
+                return Err(StoreError::DuplicateRecipe {
+                    name: recipe.name,
+                    version: recipe.version.to_string(),
+                    first: first.to_path_buf(),
+                    second: f.clone(),
+                });
+            }
+            recipes.push((recipe, f));
+        }
+        Ok(recipes.into_iter().map(|(r, _)| r).collect())
     }
 
     /// Removes a component version: its recipe, artifacts and extracted archives. Read-only

@@ -527,3 +527,23 @@ fn components_without_artifacts_get_empty_read_only_dirs() {
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn a_component_version_defined_twice_in_a_recipe_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = crate::paths::RootLayout::new(dir.path().join("root"));
+    let store = ComponentStore::new(layout);
+    let recipes = dir.path().join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    let text =
+        "RecipeFormatVersion: 2020-01-25\nComponentName: com.x.Dup\nComponentVersion: 1.0.0\n";
+    std::fs::write(recipes.join("a.yaml"), text).unwrap();
+    std::fs::write(recipes.join("b.yaml"), text).unwrap();
+    let err = store.import_recipe_dir(&recipes).unwrap_err().to_string();
+    assert!(
+        err.contains("com.x.Dup 1.0.0 is defined twice")
+            && err.contains("a.yaml")
+            && err.contains("b.yaml"),
+        "{err}"
+    );
+}

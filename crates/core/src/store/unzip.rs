@@ -10,6 +10,12 @@ use std::path::{Component, Path, PathBuf};
 use super::StoreError;
 use super::fsutil;
 
+/// Entries an archive may hold.
+pub const MAX_ZIP_ENTRIES: usize = 100_000;
+/// Bytes an archive may expand to, counted as written (headers are not trusted), so a zip
+/// bomb stops here instead of filling the disk.
+pub const MAX_UNZIPPED_BYTES: u64 = 8 << 30;
+
 /// Extracts `archive` to `parent/<stem>/`, replacing an earlier extraction. Files get
 /// `file_mode` (and `owner`), directories 0o555.
 pub(super) fn extract(
@@ -77,6 +83,28 @@ fn extract_into(component: &str, archive: &Path, dest: &Path) -> Result<(), Stor
     let file = File::open(archive)
         .map_err(|e| StoreError::io(format!("opening {}", archive.display()), e))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    extract_entries(component, archive, &mut zip, dest, MAX_UNZIPPED_BYTES)
+}
+
+fn extract_entries<R: io::Read + io::Seek>(
+    component: &str,
+    archive: &Path,
+    zip: &mut zip::ZipArchive<R>,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<(), StoreError> {
+    let bad = |message: String| StoreError::BadArchive {
+        component: component.to_string(),
+        file: archive.to_path_buf(),
+        message,
+    };
+    if zip.len() > MAX_ZIP_ENTRIES {
+        return Err(bad(format!(
+            "{} entries; at most {MAX_ZIP_ENTRIES} are extracted",
+            zip.len()
+        )));
+    }
+    let mut written: u64 = 0;
     for i in 0..zip.len() {
         let mut entry = zip
             .by_index(i)
@@ -115,7 +143,15 @@ fn extract_into(component: &str, archive: &Path, dest: &Path) -> Result<(), Stor
             .mode(0o600)
             .open(&path)
             .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
-        io::copy(&mut entry, &mut out).map_err(|e| bad(format!("extracting {name}: {e}")))?;
+        let room = max_bytes - written;
+        let copied = io::copy(&mut io::Read::take(&mut entry, room + 1), &mut out)
+            .map_err(|e| bad(format!("extracting {name}: {e}")))?;
+        if copied > room {
+            return Err(bad(format!(
+                "expands beyond {max_bytes} bytes (at entry {name}); refusing a possible zip bomb"
+            )));
+        }
+        written += copied;
         out.sync_all()
             .map_err(|e| StoreError::io(format!("syncing {}", path.display()), e))?;
     }
@@ -162,5 +198,39 @@ mod tests {
                 proptest::prop_assert!(joined.starts_with("/base"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn archive(entries: &[(&str, usize)]) -> zip::ZipArchive<io::Cursor<Vec<u8>>> {
+        let mut buf = io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            for (name, len) in entries {
+                w.start_file(*name, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                w.write_all(&vec![b'z'; *len]).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        buf.set_position(0);
+        zip::ZipArchive::new(buf).unwrap()
+    }
+
+    #[test]
+    fn expansion_beyond_the_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut zip = archive(&[("a", 1000), ("b", 1000)]);
+        let err = extract_entries("c", Path::new("x.zip"), &mut zip, dir.path(), 1500).unwrap_err();
+        assert!(err.to_string().contains("zip bomb"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut zip = archive(&[("a", 1000), ("b", 1000)]);
+        extract_entries("c", Path::new("x.zip"), &mut zip, dir.path(), 2000).unwrap();
+        assert_eq!(fs::read(dir.path().join("b")).unwrap().len(), 1000);
     }
 }
