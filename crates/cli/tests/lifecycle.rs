@@ -400,3 +400,53 @@ Manifests:
         "a core restart reruns Install, not Bootstrap"
     );
 }
+
+#[test]
+fn configuration_changes_restart_only_components_whose_scripts_see_them() {
+    let core = TestCore::start();
+    let recipe = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Conf
+ComponentVersion: "1.0.0"
+ComponentConfiguration:
+  DefaultConfiguration: { shown: a, hidden: x }
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Run: "echo {configuration:/shown} >> seen.txt; exec sleep 300"
+"#;
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("c.yaml", recipe)]);
+    assert_eq!(
+        core.deploy(&recipes, None, &["-m", "com.test.Conf=1.0.0"])["status"],
+        "SUCCEEDED"
+    );
+    let pid = core.component("com.test.Conf")["pid"].as_i64().unwrap();
+
+    // A key the scripts never read: the component keeps running, configuration updated.
+    let d = core.deploy(
+        &recipes,
+        None,
+        &["-c", r#"{"com.test.Conf":{"MERGE":{"hidden":"y"}}}"#],
+    );
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let info = core.component("com.test.Conf");
+    assert_eq!(info["pid"].as_i64().unwrap(), pid, "not restarted");
+    assert_eq!(info["configuration"]["hidden"], "y");
+
+    // A key interpolated into Run: restarted with the new value.
+    let d = core.deploy(
+        &recipes,
+        None,
+        &["-c", r#"{"com.test.Conf":{"MERGE":{"shown":"b"}}}"#],
+    );
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    eventually("restarted", Duration::from_secs(10), || {
+        core.component("com.test.Conf")["pid"]
+            .as_i64()
+            .is_some_and(|p| p != pid)
+    });
+    let work = core.work("com.test.Conf");
+    eventually("new value seen", Duration::from_secs(10), || {
+        read(&work.join("seen.txt")) == "a\nb\n"
+    });
+}

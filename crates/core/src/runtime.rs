@@ -57,6 +57,8 @@ struct Vars<'a> {
     rt: &'a Runtime,
     /// Versions of components being deployed, which may not be running yet.
     versions: &'a BTreeMap<String, String>,
+    /// Configurations a deployment proposes, read instead of the store's.
+    configs: Option<&'a BTreeMap<String, serde_json::Value>>,
 }
 
 impl Vars<'_> {
@@ -102,7 +104,10 @@ impl VariableSource for Vars<'_> {
     }
     fn configuration(&self, component: &str, json_pointer: &str) -> Option<serde_json::Value> {
         let keys = tree::pointer_keys(json_pointer).ok()?;
-        self.rt.config.get(component, &keys)
+        match self.configs.and_then(|c| c.get(component)) {
+            Some(proposed) => tree::get(proposed, &keys).cloned(),
+            None => self.rt.config.get(component, &keys),
+        }
     }
 }
 
@@ -123,8 +128,22 @@ impl Runtime {
         recipe: &Recipe,
         versions: &BTreeMap<String, String>,
     ) -> Result<lichen_recipe::SelectedComponent> {
+        self.select_with_configs(recipe, versions, None)
+    }
+
+    /// Like [`Runtime::select`], rendering with proposed configurations where given.
+    pub(crate) fn select_with_configs(
+        &self,
+        recipe: &Recipe,
+        versions: &BTreeMap<String, String>,
+        configs: Option<&BTreeMap<String, serde_json::Value>>,
+    ) -> Result<lichen_recipe::SelectedComponent> {
         let deps: Vec<&str> = recipe.dependencies.keys().map(String::as_str).collect();
-        let vars = Vars { rt: self, versions };
+        let vars = Vars {
+            rt: self,
+            versions,
+            configs,
+        };
         let render = |s: &str| lichen_recipe::interpolate(s, &recipe.name, &deps, &vars);
         recipe
             .select_with(&self.platform(), &render)

@@ -401,14 +401,20 @@ fn plan(
         configs.insert(name.clone(), cfg);
     }
 
+    // A component restarts when its version or run-with changes, or when the new
+    // configuration changes its rendered lifecycle (what its scripts would see).
     let mut changed = BTreeSet::new();
     for (name, c) in &set.components {
         let before = current.components.get(name);
-        let lifecycle_uses_config = recipes
-            .get(name)
-            .is_some_and(|r| r.document.to_string().contains("configuration:"));
-        let config_changed = rt.config.get(name, &[]).as_ref() != configs.get(name);
-        if before != Some(c) || (config_changed && lifecycle_uses_config) {
+        let lifecycle_changes = recipes.get(name).is_some_and(|r| {
+            let now = rt.select(r, &versions).map(|s| s.lifecycle).ok();
+            let next = rt
+                .select_with_configs(r, &versions, Some(&configs))
+                .map(|s| s.lifecycle)
+                .ok();
+            now != next
+        });
+        if before != Some(c) || lifecycle_changes {
             changed.insert(name.clone());
         }
     }
