@@ -447,3 +447,70 @@ Manifests:
         }
     }
 }
+
+#[test]
+fn removing_a_root_component_stops_it_and_cleans_up() {
+    let core = TestCore::start();
+    let keep = simple("com.test.Keep", "");
+    let gone = simple("com.test.Gone", "");
+    let recipes = recipe_dir(
+        core.dir.path(),
+        "recipes",
+        &[("k.json", &keep), ("g.json", &gone)],
+    );
+    let d = core.deploy(
+        &recipes,
+        None,
+        &["-m", "com.test.Keep=1.0.0", "-m", "com.test.Gone=1.0.0"],
+    );
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let gone_pid = core.component("com.test.Gone")["pid"].as_i64().unwrap() as i32;
+    let keep_pid = core.component("com.test.Keep")["pid"].as_i64().unwrap();
+    assert!(
+        core.root
+            .join("store/recipes/com.test.Gone@1.0.0.json")
+            .exists()
+    );
+
+    let out = core.cli(&[
+        "deployment",
+        "create",
+        "--remove",
+        "com.test.Gone",
+        "--json",
+    ]);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let list = core.json(&["component", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["componentName"].as_str())
+        .collect();
+    assert_eq!(names, vec!["com.test.Keep"]);
+    eventually(
+        "removed component's process ended",
+        Duration::from_secs(10),
+        || !pid_alive(gone_pid),
+    );
+    assert_eq!(
+        core.component("com.test.Keep")["pid"].as_i64().unwrap(),
+        keep_pid,
+        "others untouched"
+    );
+    assert!(
+        !core
+            .root
+            .join("store/recipes/com.test.Gone@1.0.0.json")
+            .exists(),
+        "store cleaned"
+    );
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(core.root.join("config/effective.json")).unwrap())
+            .unwrap();
+    assert!(
+        stored["components"].get("com.test.Gone").is_none(),
+        "configuration removed"
+    );
+}
