@@ -129,7 +129,7 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
         );
     }
 
-    let result = apply(rt, id, &current, &plan).await;
+    let result = apply(rt, id, &plan).await;
     let outcome = match result {
         Ok(()) => {
             cleanup_store(rt, &current, &plan.set);
@@ -257,29 +257,6 @@ fn plan(
     let resolved = resolve_versions(&requirements, &catalog)
         .map_err(|e| ("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()))?;
 
-    // Built-ins named as roots or depended on by anything resolved.
-    let mut builtins: BTreeMap<String, bool> = roots
-        .keys()
-        .filter(|n| is_builtin(n))
-        .map(|n| (n.clone(), true))
-        .collect();
-    for name in resolved.keys() {
-        let original = imported
-            .iter()
-            .find(|r| &r.name == name && Some(&r.version) == resolved.get(name).map(|x| &x.version))
-            .cloned()
-            .or_else(|| {
-                resolved
-                    .get(name)
-                    .and_then(|r| rt.store.load_recipe(name, &r.version).ok())
-            });
-        if let Some(orig) = original {
-            for dep in orig.dependencies.keys().filter(|d| is_builtin(d)) {
-                builtins.entry(dep.clone()).or_insert(false);
-            }
-        }
-    }
-
     // The full (unstripped) recipes, as they will be stored and run.
     let mut recipes: BTreeMap<String, Arc<Recipe>> = BTreeMap::new();
     for (name, r) in &resolved {
@@ -296,6 +273,13 @@ fn plan(
             })?;
         recipes.insert(name.clone(), Arc::new(full));
     }
+    // Built-ins named as roots or depended on by anything resolved.
+    let builtins: BTreeSet<String> = roots
+        .keys()
+        .chain(recipes.values().flat_map(|r| r.dependencies.keys()))
+        .filter(|n| is_builtin(n))
+        .cloned()
+        .collect();
     let versions: BTreeMap<String, String> = recipes
         .iter()
         .map(|(n, r)| (n.clone(), r.version.to_string()))
@@ -349,7 +333,7 @@ fn plan(
             },
         );
     }
-    for (name, _) in builtins {
+    for name in builtins {
         let version = roots
             .get(&name)
             .map(|(v, _)| v.clone())
@@ -551,12 +535,7 @@ fn startup_budget(rt: &Runtime, recipes: &BTreeMap<String, Arc<Recipe>>) -> Dura
         .fold(base, Duration::max)
 }
 
-async fn apply(
-    rt: &Arc<Runtime>,
-    id: &str,
-    current: &InstalledSet,
-    plan: &Plan,
-) -> Result<(), String> {
+async fn apply(rt: &Arc<Runtime>, id: &str, plan: &Plan) -> Result<(), String> {
     progress(rt, id, "applying configuration");
     let mut config_changes: BTreeMap<String, Option<Value>> = plan
         .configs
@@ -572,7 +551,6 @@ async fn apply(
     plan.set
         .save(&rt.layout.installed_file())
         .map_err(|e| e.to_string())?;
-    let _ = current;
     progress(
         rt,
         id,

@@ -12,7 +12,7 @@ use lichen_recipe::{DependencyType, Step};
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
-use super::process::{self, RunAs, StepCommand};
+use super::process::{self, StepCommand};
 use super::state::{LifecycleState, ReportedState};
 use super::supervisor::Slot;
 use crate::runtime::Runtime;
@@ -567,6 +567,3 @@ pub fn dependency_list(
 ) -> Vec<(String, DependencyType)> {
     deps.iter().map(|(n, d)| (n.clone(), d.kind)).collect()
 }
-
-/// RunAs is re-exported for the runtime's helper.
-pub type StepUser = RunAs;

@@ -60,7 +60,6 @@ pub struct Slot {
     cgroup: Mutex<Option<PathBuf>>,
     /// What happened to the requested resource limits.
     limits_note: Mutex<Option<String>>,
-    paused: AtomicBool,
 }
 
 impl Slot {
@@ -175,7 +174,6 @@ impl Supervisor {
             pid: Mutex::new(None),
             cgroup: Mutex::new(None),
             limits_note: Mutex::new(None),
-            paused: AtomicBool::new(false),
         });
         self.apply_limits(&slot, &spec.run_with);
         self.slots
@@ -440,12 +438,6 @@ impl Supervisor {
             };
             process::signal_group(pid, sig);
         }
-        slot.paused.store(pause, Ordering::Release);
         Ok(())
-    }
-
-    pub fn is_paused(&self, name: &str) -> bool {
-        self.slot(name)
-            .is_some_and(|s| s.paused.load(Ordering::Acquire))
     }
 }
