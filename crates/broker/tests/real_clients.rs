@@ -16,6 +16,11 @@ macro_rules! need {
         match $e {
             Some(x) => x,
             None => {
+                assert!(
+                    std::env::var_os("LICHEN_TEST_REQUIRE_ALL").is_none(),
+                    "{} not installed, and scripts/test requires every test to run",
+                    $what
+                );
                 eprintln!(
                     "SKIP: {} not installed (run scripts/setup-test-deps)",
                     $what

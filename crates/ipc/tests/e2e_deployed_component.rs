@@ -252,6 +252,10 @@ fn deployed_python_component_with_a_long_root() {
 
 fn run(long_root: bool) {
     let (Some(bin), Some(python)) = (lichen_bin(), python()) else {
+        assert!(
+            std::env::var_os("LICHEN_TEST_REQUIRE_ALL").is_none(),
+            "the lichen binary or the Python venv is missing, and scripts/test requires every test to run"
+        );
         eprintln!("SKIPPED: needs the lichen binary (cargo test --workspace) and the Python venv");
         return;
     };
