@@ -23,6 +23,9 @@ pub const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 /// Per update, at most this many leaf paths are announced; beyond it one whole-component
 /// notification is sent instead.
 const MAX_CHANGE_EVENTS: usize = 256;
+/// Largest configuration (value plus modification times, as stored JSON) a component may
+/// grow its own tree to through `UpdateConfiguration`; deployments are not limited.
+pub const MAX_COMPONENT_UPDATE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ComponentConfig {
@@ -201,6 +204,20 @@ impl ConfigStore {
         for leaf in &touched {
             cfg.modified.insert(to_pointer(leaf), timestamp_ms);
         }
+        // Times of nodes that no longer exist would otherwise accumulate forever.
+        let value = &cfg.value;
+        cfg.modified.retain(|p, _| {
+            p.is_empty() || tree::pointer_keys(p).is_ok_and(|k| tree::get(value, &k).is_some())
+        });
+        let size = serde_json::to_vec(&cfg)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_COMPONENT_UPDATE_BYTES {
+            return Err(CoreError::InvalidArgument(format!(
+                "the configuration of {component} would grow to {size} bytes; the limit for \
+                 UpdateConfiguration is {MAX_COMPONENT_UPDATE_BYTES}"
+            )));
+        }
         let mut next = data.clone();
         next.insert(component.to_string(), cfg);
         self.persist(&next)?;
@@ -268,6 +285,22 @@ mod tests {
             .update_from_component("c", &keys(&["n"]), 300, json!({"y": 2}))
             .unwrap();
         assert_eq!(store.get("c", &keys(&["n"])), Some(json!({"x": 1, "y": 2})));
+    }
+
+    #[test]
+    fn component_updates_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path().join("s.json")).unwrap();
+        let big = "x".repeat(MAX_COMPONENT_UPDATE_BYTES);
+        let err = store
+            .update_from_component("c", &keys(&["k"]), 1, json!(big))
+            .unwrap_err();
+        assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+        assert_eq!(store.get("c", &keys(&["k"])), None, "nothing stored");
+        store
+            .update_from_component("c", &keys(&["k"]), 2, json!("small"))
+            .unwrap();
+        assert_eq!(store.get("c", &keys(&["k"])), Some(json!("small")));
     }
 
     #[test]
