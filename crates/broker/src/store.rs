@@ -8,7 +8,7 @@
 //! its acks go out; batching keeps that to one fsync per batch, not per message). Messages are stored as encoded MQTT 5 PUBLISH
 //! packets, so every property survives.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,10 @@ pub enum StoreOp {
 }
 
 pub struct Store {
+    path: PathBuf,
+    /// Second connection for reading spilled queues back while the writer thread writes (WAL
+    /// lets them run concurrently). Opened on first use.
+    reader: Mutex<Option<Connection>>,
     tx: Mutex<Option<mpsc::Sender<(u64, StoreOp)>>>,
     /// Sequence number of the last operation sent / committed.
     sent: AtomicU64,
@@ -79,8 +83,20 @@ pub struct LoadedSession {
     /// Seconds since the session went offline (at the last run's end, approximately).
     pub offline_for: u64,
     pub subs: Vec<(String, SubscriptionOptions, Option<u32>)>,
-    /// (row id, delivery) in queue order.
+    /// (row id, delivery) in queue order, as many as the memory budget allows.
     pub queued: Vec<(u64, Delivery)>,
+    /// The rest of the queue stays in the store: rows with an id above `spill_after`.
+    pub spilled: usize,
+    pub spilled_bytes: u64,
+    pub spill_after: u64,
+}
+
+/// How much of the stored queues `Store::open` loads into memory.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBudget {
+    pub per_session_count: usize,
+    pub per_session_bytes: usize,
+    pub total_bytes: usize,
 }
 
 pub struct Loaded {
@@ -179,12 +195,12 @@ fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> BrokerError + '_ {
 }
 
 impl Store {
-    /// Opens (creating) the database and loads everything it holds.
-    pub fn open(path: &Path) -> Result<(Store, Loaded), BrokerError> {
+    /// Opens (creating) the database and loads what it holds, queues within `budget`.
+    pub fn open(path: &Path, budget: QueueBudget) -> Result<(Store, Loaded), BrokerError> {
         let err = db_err(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
-        let loaded = load(&conn).map_err(&err)?;
+        let loaded = load(&conn, budget).map_err(&err)?;
         let (tx, rx) = mpsc::channel::<(u64, StoreOp)>();
         let progress = Arc::new(Progress::default());
         let p = progress.clone();
@@ -194,6 +210,8 @@ impl Store {
             .map_err(|e| BrokerError::Store(format!("store thread: {e}")))?;
         Ok((
             Store {
+                path: path.to_path_buf(),
+                reader: Mutex::new(None),
                 tx: Mutex::new(Some(tx)),
                 sent: AtomicU64::new(0),
                 progress,
@@ -234,6 +252,52 @@ impl Store {
         self.progress.committed.load(Ordering::Acquire)
     }
 
+    /// Reads `client_id`'s stored queue after row `after`, in order: at most `max_count`
+    /// messages and `max_bytes` (as counted by `Delivery::mem_size`; at least one message).
+    /// Blocking: call it from a blocking thread.
+    pub fn read_queued(
+        &self,
+        client_id: &str,
+        after: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Delivery)>, BrokerError> {
+        let err = db_err(&self.path);
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Some(Connection::open(&self.path).map_err(&err)?);
+        }
+        let Some(conn) = reader.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut st = conn.prepare_cached(QUEUED_AFTER).map_err(&err)?;
+        let rows = st
+            .query_map(
+                params![
+                    client_id,
+                    after as i64,
+                    max_count.min(i64::MAX as usize) as i64
+                ],
+                queued_row,
+            )
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let row = row.map_err(&err)?;
+            let (id, d) = match row.into_delivery() {
+                Some(x) => x,
+                None => continue,
+            };
+            bytes += d.mem_size();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((id, d));
+        }
+        Ok(out)
+    }
+
     /// Waits until every operation sent so far is committed.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
@@ -250,7 +314,50 @@ impl Store {
     }
 }
 
-fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+const QUEUED_AFTER: &str = "SELECT id, blob, qos, retain, sub_ids, origin, expires FROM queued WHERE client_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+
+/// A `queued` row as read.
+struct QueuedRow {
+    id: i64,
+    blob: Vec<u8>,
+    qos: i64,
+    retain: bool,
+    sub_ids: String,
+    origin: Option<String>,
+    expires: Option<i64>,
+}
+
+fn queued_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedRow> {
+    Ok(QueuedRow {
+        id: r.get(0)?,
+        blob: r.get(1)?,
+        qos: r.get(2)?,
+        retain: r.get(3)?,
+        sub_ids: r.get(4)?,
+        origin: r.get(5)?,
+        expires: r.get(6)?,
+    })
+}
+
+impl QueuedRow {
+    /// None for a row whose message does not decode (skipped).
+    fn into_delivery(self) -> Option<(u64, Delivery)> {
+        let msg = decode_msg(&self.blob, self.origin, self.expires)?;
+        let id = self.id as u64;
+        Some((
+            id,
+            Delivery {
+                msg: Arc::new(msg),
+                qos: QoS::from_u8(self.qos as u8).unwrap_or(QoS::AtLeastOnce),
+                retain: self.retain,
+                subscription_ids: serde_json::from_str(&self.sub_ids).unwrap_or_default(),
+                store_id: id,
+            },
+        ))
+    }
+}
+
+fn load(conn: &Connection, budget: QueueBudget) -> rusqlite::Result<Loaded> {
     let now = unix_now() as i64;
     conn.execute(
         "DELETE FROM retained WHERE expires IS NOT NULL AND expires <= ?1",
@@ -294,9 +401,13 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             offline_for: (now - seen).max(0) as u64,
             subs: Vec::new(),
             queued: Vec::new(),
+            spilled: 0,
+            spilled_bytes: 0,
+            spill_after: 0,
         });
     }
     let mut max_queued_id = 0;
+    let mut total_bytes = 0;
     for s in &mut sessions {
         let mut st =
             conn.prepare("SELECT filter, options, sub_id FROM subs WHERE client_id = ?1")?;
@@ -311,37 +422,36 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             let (f, o, id) = row?;
             s.subs.push((f, options_from(o), id.map(|i| i as u32)));
         }
-        let mut st = conn.prepare("SELECT id, blob, qos, retain, sub_ids, origin, expires FROM queued WHERE client_id = ?1 ORDER BY id")?;
-        let rows = st.query_map([&s.client_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
+        let mut st = conn.prepare(
+            "SELECT id, blob, qos, retain, sub_ids, origin, expires FROM queued WHERE client_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([&s.client_id], queued_row)?;
+        let mut bytes = 0;
         for row in rows {
-            let (id, blob, qos, retain, ids, origin, expires) = row?;
-            max_queued_id = max_queued_id.max(id as u64);
-            let Some(msg) = decode_msg(&blob, origin, expires) else {
+            let Some((id, d)) = row?.into_delivery() else {
                 continue;
             };
-            let subscription_ids = serde_json::from_str(&ids).unwrap_or_default();
-            s.queued.push((
-                id as u64,
-                Delivery {
-                    msg: Arc::new(msg),
-                    qos: QoS::from_u8(qos as u8).unwrap_or(QoS::AtLeastOnce),
-                    retain,
-                    subscription_ids,
-                    store_id: id as u64,
-                },
-            ));
+            max_queued_id = max_queued_id.max(id);
+            let size = d.mem_size();
+            let fits = s.spilled == 0
+                && s.queued.len() < budget.per_session_count
+                && bytes + size <= budget.per_session_bytes
+                && total_bytes + size <= budget.total_bytes;
+            if fits {
+                bytes += size;
+                total_bytes += size;
+                s.queued.push((id, d));
+            } else {
+                if s.spilled == 0 {
+                    s.spill_after = id - 1;
+                }
+                s.spilled += 1;
+                s.spilled_bytes += size as u64;
+            }
         }
     }
+    let max_row: Option<i64> = conn.query_row("SELECT MAX(id) FROM queued", [], |r| r.get(0))?;
+    max_queued_id = max_queued_id.max(max_row.unwrap_or(0).max(0) as u64);
     let mut devices = Vec::new();
     let mut st = conn.prepare("SELECT fingerprint, name, cert_pem FROM devices")?;
     let rows = st.query_map([], |r| {

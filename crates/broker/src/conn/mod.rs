@@ -44,7 +44,6 @@ struct Aliases {
 
 enum Step {
     Done,
-    Congested(Vec<Arc<Session>>),
     Flush,
 }
 
@@ -323,10 +322,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             self.durable = 0;
         }
-        let r = self.stream.write_all(&self.wbuf).await;
+        // Written piecewise so that a client that stops reading can still be disconnected
+        // (a kick or takeover wakes the session) instead of holding this task in a write.
+        let mut sent = 0;
+        while sent < self.wbuf.len() {
+            tokio::select! {
+                biased;
+                r = self.stream.write(&self.wbuf[sent..]) => match r {
+                    Ok(0) | Err(_) => return Err(Close::Lost),
+                    Ok(n) => sent += n,
+                },
+                _ = self.session.wake.notified() => {
+                    if let Some(code) = self.ended() {
+                        self.wbuf.drain(..sent);
+                        return Err(Close::Server(code));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.stream.flush().await {
+            tracing::debug!(client = %self.client_id, error = %e, "flush failed");
+            return Err(Close::Lost);
+        }
         // Free the buffer: idle connections hold none.
         self.wbuf = Vec::new();
-        r.map_err(|_| Close::Lost)
+        Ok(())
+    }
+
+    /// Why the connection must end now, if it must: the session was taken over, it was kicked,
+    /// or the broker is shutting down. A kick is consumed.
+    fn ended(&self) -> Option<ReasonCode> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Some(ReasonCode::ServerShuttingDown);
+        }
+        let mut st = self.session.lock();
+        if st.conn != self.conn_id {
+            return Some(ReasonCode::SessionTakenOver);
+        }
+        st.kick.take()
     }
 
     async fn serve(&mut self, keep_alive: Duration) -> Close {
@@ -340,6 +373,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             if shared.closing.load(Ordering::Acquire) {
                 return Close::Server(ReasonCode::ServerShuttingDown);
+            }
+            if self.should_refill() {
+                // Rare: boxed so the idle task does not carry this future's space.
+                Box::pin(self.refill()).await;
             }
             let more = match self.pump() {
                 Ok(more) => more,
@@ -389,8 +426,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             match self.process_some()? {
                 Step::Done => return Ok(()),
-                // Rare: boxed so the idle task does not carry this future's space.
-                Step::Congested(c) => Box::pin(self.backpressure(c)).await?,
                 Step::Flush => self.flush().await?,
             }
         }
@@ -410,10 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             self.rbuf.advance(used);
             self.refresh_auth()?;
-            let congested = self.handle(packet)?;
-            if !congested.is_empty() {
-                return Ok(Step::Congested(congested));
-            }
+            self.handle(packet)?;
             if self.wbuf.len() >= WRITE_HIGH_WATER {
                 return Ok(Step::Flush);
             }
@@ -445,8 +477,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.grants.allows(action, &self.thing, &self.client_id)
     }
 
-    /// Handles one packet; returns sessions whose queues are over their bound.
-    fn handle(&mut self, packet: Packet) -> Result<Vec<Arc<Session>>, Close> {
+    /// Handles one packet.
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
             Packet::Publish(p) => return self.on_publish(p),
             Packet::PubAck(r) => self.on_ack(r.packet_id, Stage::Ack),
@@ -526,7 +558,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(Close::Server(ReasonCode::ProtocolError));
             }
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     fn on_ack(&mut self, packet_id: u16, stage: Stage) {
@@ -535,6 +567,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             && st.inflight[i].stage == stage
             && let Some(done) = st.inflight.remove(i)
         {
+            st.release(&done.delivery, &self.shared.queued_bytes);
             drop(st);
             if done.delivery.store_id != 0 {
                 self.shared.persist(StoreOp::DelQueued {
