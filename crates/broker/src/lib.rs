@@ -13,9 +13,12 @@
 //! # Protocol
 //! MQTT 3.1.1 and 5.0: QoS 0/1/2 with ordered delivery per session and DUP on resend,
 //! retained messages, wills (with will delay), clean and persistent sessions with expiry,
-//! keepalive enforced at 1.5× the client's interval (checked every 250 ms), topic aliases both ways, subscription
+//! keepalive enforced at 1.5× the client's interval (checked every 250 ms; at most
+//! `limits.max_keep_alive_secs`, default 3600 s, also for clients asking for none; MQTT 5 clients
+//! are told the lowered value in Server Keep Alive), topic aliases both ways, subscription
 //! identifiers, shared subscriptions (`$share/name/filter`, round robin, online members
-//! first), Receive Maximum both ways, Maximum Packet Size both ways, user properties, message
+//! first), Receive Maximum both ways (an MQTT 5 client over ours, counting QoS 1 PUBLISHes not
+//! yet acknowledged and QoS 2 not yet released, gets DISCONNECT 0x93), Maximum Packet Size both ways, user properties, message
 //! expiry, response topic/correlation data passed through, No Local / Retain As Published /
 //! Retain Handling, a reason code on every ack. Overlapping subscriptions deliver one copy per
 //! client at the highest granted QoS, carrying every matching subscription identifier.

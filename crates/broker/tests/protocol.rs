@@ -343,6 +343,50 @@ async fn keepalive_enforced_at_one_and_a_half_times() {
 }
 
 #[tokio::test]
+async fn maximum_keep_alive_lowers_and_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), false);
+    cfg.limits.max_keep_alive_secs = 1;
+    let (h, _bus) = start(cfg).await;
+    let addr = tcp_addr(&h);
+    for (proto, asked) in [
+        (Protocol::V5, 60),
+        (Protocol::V5, 0),
+        (Protocol::V311, 60),
+        (Protocol::V311, 0),
+    ] {
+        let mut c = connect_packet(proto, "ka-max");
+        c.keep_alive = asked;
+        let (mut cl, ack) = Client::connect_with(addr, c).await;
+        if proto.is_v5() {
+            assert_eq!(
+                ack.properties.server_keep_alive,
+                Some(1),
+                "Server Keep Alive tells the client the lowered value"
+            );
+        }
+        let t = std::time::Instant::now();
+        let reason = cl.closed_with().await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_millis(4000),
+            "{proto:?} asking {asked}: closed after {took:?}"
+        );
+        if proto.is_v5() {
+            assert_eq!(reason, Some(ReasonCode::KeepAliveTimeout));
+        }
+    }
+    // A value within the maximum is granted as asked, and not echoed.
+    let mut c = connect_packet(Protocol::V5, "ka-ok");
+    c.keep_alive = 1;
+    let (_cl, ack) = Client::connect_with(addr, c).await;
+    assert_eq!(ack.properties.server_keep_alive, None);
+    // The default maximum is 3600 s.
+    assert_eq!(lichen_broker::Limits::default().max_keep_alive_secs, 3600);
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn topic_rules_and_dollar_topics() {
     let dir = tempfile::tempdir().unwrap();
     let (h, _bus) = start(config(dir.path(), false)).await;

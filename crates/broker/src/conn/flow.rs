@@ -53,11 +53,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             )));
             return Ok(());
         }
-        if p.qos == QoS::ExactlyOnce
-            && self.session.lock().incoming_qos2.len()
-                >= usize::from(self.shared.limits.receive_maximum)
-        {
-            return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
+        // Receive Maximum (MQTT 5 §4.9): QoS 1 PUBLISHes whose PUBACK is not sent yet plus QoS 2
+        // ones not completed count against it. v3.1.1 has no such quota for QoS 1; its QoS 2
+        // state is bounded the same way.
+        if p.qos == QoS::ExactlyOnce || (v5 && p.qos == QoS::AtLeastOnce) {
+            let pending = usize::from(self.unacked_qos1) + self.session.lock().incoming_qos2.len();
+            if pending >= usize::from(self.shared.limits.receive_maximum) {
+                tracing::info!(client = %self.client_id, "Receive Maximum exceeded");
+                return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
+            }
+            if p.qos == QoS::AtLeastOnce {
+                self.unacked_qos1 += 1;
+            }
         }
         let mut code = ReasonCode::Success;
         if !self.allows(Action::Publish { topic: &p.topic }) {

@@ -83,6 +83,9 @@ struct Conn<S> {
     /// Store sequence number that must be committed before the write buffer (holding acks of
     /// stored messages) is sent.
     durable: u64,
+    /// MQTT 5 QoS 1 PUBLISHes received whose PUBACK is not written to the socket yet (bounded
+    /// by our Receive Maximum).
+    unacked_qos1: u16,
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
@@ -256,6 +259,17 @@ where
             props.session_expiry_interval = Some(expiry);
         }
     }
+    // Keep alive: at most `max_keep_alive_secs`; none (0) counts as longer than any. MQTT 5
+    // clients are told the lowered value (Server Keep Alive); v3.1.1 has no way to say it.
+    let max_keep_alive = limits.max_keep_alive_secs.max(1);
+    let keep_alive_secs = if c.keep_alive == 0 {
+        max_keep_alive
+    } else {
+        c.keep_alive.min(max_keep_alive)
+    };
+    if v5 && keep_alive_secs != c.keep_alive {
+        props.server_keep_alive = Some(keep_alive_secs);
+    }
     let mut conn = Conn {
         shared: shared.clone(),
         stream,
@@ -288,6 +302,7 @@ where
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
         durable: 0,
+        unacked_qos1: 0,
     };
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
@@ -295,7 +310,7 @@ where
         properties: props,
     }));
     tracing::debug!(%peer, client = %conn.client_id, thing = %conn.thing, ?protocol, present, "connected");
-    let keep_alive = Duration::from_millis(u64::from(c.keep_alive) * 1500);
+    let keep_alive = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
     Some((conn, keep_alive))
 }
 
@@ -346,6 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Free the buffer: idle connections hold none.
         self.wbuf = Vec::new();
+        self.unacked_qos1 = 0;
         Ok(())
     }
 
