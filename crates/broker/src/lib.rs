@@ -11,7 +11,8 @@
 //! ```
 //!
 //! # Protocol
-//! MQTT 3.1.1 and 5.0: QoS 0/1/2 with ordered delivery per session and DUP on resend,
+//! MQTT 3.1.1 and 5.0: QoS 0/1/2 with ordered delivery per session and DUP on resend (QoS 2
+//! stays exactly once across kill -9 for persistent sessions, both directions),
 //! retained messages, wills (with will delay), clean and persistent sessions with expiry,
 //! keepalive enforced at 1.5× the client's interval (checked every 250 ms; at most
 //! `limits.max_keep_alive_secs`, default 3600 s, also for clients asking for none; MQTT 5 clients

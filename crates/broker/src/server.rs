@@ -219,6 +219,17 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
                     },
                 );
             }
+            for (packet_id, stage, delivery) in s.inflight {
+                st.push_queued(delivery, &shared.queued_bytes);
+                if let Some(delivery) = st.queue.pop_back() {
+                    st.inflight.push_back(crate::session::Inflight {
+                        packet_id,
+                        stage,
+                        delivery,
+                    });
+                }
+            }
+            st.incoming_qos2 = s.incoming_qos2;
             for (_, d) in s.queued {
                 st.push_queued(d, &shared.queued_bytes);
             }

@@ -94,7 +94,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 origin: Some(self.client_id.clone()),
                 from_bridge: false,
             });
+            // A persistent session's QoS 2 message: its deliveries and its packet id commit
+            // together, so after a crash either the client's resend is recognized or nothing
+            // of the first attempt exists (no duplicate, no loss).
+            let group = p.qos == QoS::ExactlyOnce && self.persistent_qos2();
+            if group {
+                self.shared.persist(StoreOp::GroupStart);
+            }
             let routed = self.shared.route(msg);
+            if group {
+                self.shared.persist(StoreOp::PutIncoming {
+                    client_id: self.client_id.clone(),
+                    packet_id: p.packet_id,
+                });
+                self.durable = self.durable.max(self.shared.persist(StoreOp::GroupEnd));
+            }
             let matched = routed.matched;
             if p.qos != QoS::AtMostOnce {
                 // The ack goes out once what was stored for this message is on disk.
@@ -211,6 +225,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 } else {
                     Stage::Rec
                 };
+                if stage == Stage::Rec && d.store_id != 0 {
+                    // Exactly once across a crash: the PUBLISH goes out only once its packet id
+                    // is stored, so a restart resends it with the same id.
+                    let seq = self.shared.persist(StoreOp::SetInflight {
+                        id: d.store_id,
+                        packet_id: pid,
+                        stage,
+                    });
+                    self.durable = self.durable.max(seq);
+                }
                 st.inflight.push_back(Inflight {
                     packet_id: pid,
                     stage,
@@ -221,6 +245,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.forget(&d);
             }
         }
+    }
+
+    /// True when this connection's QoS 2 state must survive a crash (persistent session).
+    pub(super) fn persistent_qos2(&self) -> bool {
+        self.shared.store.is_some() && self.expiry > 0
     }
 
     fn forget(&self, d: &Delivery) {

@@ -504,10 +504,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Some(_) if r.reason_code.is_error() => self.on_ack(r.packet_id, Stage::Rec),
                     Some(i) => {
                         let mut st = self.session.lock();
+                        let mut stored = 0;
                         if let Some(inf) = st.inflight.get_mut(i) {
                             inf.stage = Stage::Comp;
+                            stored = inf.delivery.store_id;
                         }
                         drop(st);
+                        if stored != 0 {
+                            // The PUBREL goes out once the stage is stored: after a crash the
+                            // client gets PUBREL again, never the message a second time.
+                            let seq = self.shared.persist(StoreOp::SetInflight {
+                                id: stored,
+                                packet_id: r.packet_id,
+                                stage: Stage::Comp,
+                            });
+                            self.durable = self.durable.max(seq);
+                        }
                         self.send(&Packet::PubRel(PubResp::new(
                             r.packet_id,
                             ReasonCode::Success,
@@ -525,6 +537,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     let pos = st.incoming_qos2.iter().position(|id| *id == r.packet_id);
                     pos.map(|i| st.incoming_qos2.swap_remove(i)).is_some()
                 };
+                if known && self.persistent_qos2() {
+                    // PUBCOMP once the release is stored, so a later PUBLISH reusing the packet
+                    // id is not mistaken for a resend after a crash.
+                    let seq = self.shared.persist(StoreOp::DelIncoming {
+                        client_id: self.client_id.clone(),
+                        packet_id: r.packet_id,
+                    });
+                    self.durable = self.durable.max(seq);
+                }
                 let code = if known {
                     ReasonCode::Success
                 } else {
