@@ -23,6 +23,8 @@
 //! expiry, response topic/correlation data passed through, No Local / Retain As Published /
 //! Retain Handling, a reason code on every ack. Overlapping subscriptions deliver one copy per
 //! client at the highest granted QoS, carrying every matching subscription identifier.
+//! Clients may not publish to `$SYS/` (MQTT 5: PUBACK/PUBREC Not authorized 0x87; MQTT 3.1.1:
+//! acknowledged and dropped; a will there is refused), as mosquitto does.
 //! Malformed packets close the connection with the reason code from
 //! [`lichen_mqtt::DecodeError::reason_code`] (sent in a DISCONNECT to MQTT 5 clients).
 //!

@@ -19,6 +19,11 @@ use crate::store::StoreOp;
 /// Most deliveries moved from the queue per pump, so reads are not starved.
 const PUMP_BATCH: usize = 1024;
 
+/// Topics in the broker's own `$SYS` namespace, which clients may not publish to.
+pub(super) fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub(super) fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let v5 = self.v5();
@@ -67,7 +72,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         let mut code = ReasonCode::Success;
-        if !self.allows(Action::Publish { topic: &p.topic }) {
+        // `$SYS/` is the broker's own namespace: clients may not publish there. As mosquitto
+        // does, MQTT 5 gets Not authorized in the PUBACK/PUBREC, and v3.1.1 (which cannot be
+        // told) gets the normal acknowledgement while the message is dropped
+        // (MQTT 3.1.1 §3.3.5: acknowledge or close).
+        let mut drop_silently = false;
+        if is_sys_topic(&p.topic) {
+            tracing::info!(client = %self.client_id, topic = %p.topic, "publish to $SYS refused");
+            if v5 {
+                code = ReasonCode::NotAuthorized;
+            } else {
+                drop_silently = true;
+            }
+        } else if !self.allows(Action::Publish { topic: &p.topic }) {
             tracing::info!(client = %self.client_id, topic = %p.topic, "publish not authorized");
             if !v5 {
                 return Err(Close::Server(ReasonCode::NotAuthorized));
@@ -78,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         {
             code = ReasonCode::PayloadFormatInvalid;
         }
-        if code == ReasonCode::Success {
+        if code == ReasonCode::Success && !drop_silently {
             let mut properties = p.properties;
             let expires_at = properties
                 .message_expiry_interval
@@ -248,6 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// True when this connection's QoS 2 state must survive a crash (persistent session).
+    /// (A v3.1.1 QoS 2 `$SYS` publish that was dropped keeps only an in-memory packet id.)
     pub(super) fn persistent_qos2(&self) -> bool {
         self.shared.store.is_some() && self.expiry > 0
     }
