@@ -220,9 +220,9 @@ where
     } else if let Some(w) = &c.will {
         if lichen_bus::validate_topic_name(&w.topic).is_err() {
             code = ReasonCode::TopicNameInvalid;
-        } else if flow::is_sys_topic(&w.topic) {
-            code = ReasonCode::NotAuthorized;
-        } else if !grants.allows(Action::Publish { topic: &w.topic }, &thing, &client_id) {
+        } else if flow::is_sys_topic(&w.topic)
+            || !grants.allows(Action::Publish { topic: &w.topic }, &thing, &client_id)
+        {
             code = ReasonCode::NotAuthorized;
         }
     }
