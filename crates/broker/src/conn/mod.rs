@@ -400,7 +400,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(more) => more,
                 Err(code) => return Close::Server(code),
             };
-            if let Err(c) = self.flush().await {
+            // The busy paths run in boxed futures, allocated only while they run, so the task
+            // of an idle connection holds just the state of the wait below.
+            if !self.wbuf.is_empty()
+                && let Err(c) = Box::pin(self.flush()).await
+            {
                 return c;
             }
             if self.rbuf.capacity() - self.rbuf.len() < 32 {
@@ -426,7 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     } else if n < self.read_cap / 4 {
                         self.read_cap = (self.read_cap / 2).max(MIN_READ);
                     }
-                    if let Err(c) = self.process().await {
+                    if let Err(c) = Box::pin(self.process()).await {
                         return c;
                     }
                     if self.rbuf.is_empty() {
