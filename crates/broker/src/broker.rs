@@ -210,9 +210,12 @@ impl Shared {
         let size = crate::session::msg_mem_size(msg);
         let mut st = session.lock();
         let persistent = qos != QoS::AtMostOnce && self.store.is_some() && st.expiry > 0;
+        // Over its own bounds the subscriber is not keeping up; over the total, the broker as a
+        // whole is short of memory (then nobody is disconnected for it).
+        let over_own = st.queue.len() >= limits.max_queued_per_session
+            || st.mem_bytes + size > limits.max_queued_bytes_per_session;
         let fits_memory = st.spilled() == 0
-            && st.queue.len() < limits.max_queued_per_session
-            && st.mem_bytes + size <= limits.max_queued_bytes_per_session
+            && !over_own
             && self.queued_bytes.load(Ordering::Relaxed) + size <= limits.max_queued_bytes_total;
         let mut d = Delivery {
             msg: msg.clone(),
@@ -258,7 +261,7 @@ impl Shared {
             o.spilled += 1;
             o.spilled_bytes += size as u64;
             o.spill_seq = seq;
-            if online && st.kick.is_none() {
+            if online && over_own && st.kick.is_none() {
                 tracing::info!(client = %session.client_id, "subscriber does not keep up; disconnecting it, its session continues offline");
                 st.kick = Some(ReasonCode::QuotaExceeded);
                 drop(st);

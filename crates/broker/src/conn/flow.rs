@@ -422,7 +422,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// True when messages wait in the store only and the memory queue has room for them again
-    /// (half of its bounds free).
+    /// (half of the session's bounds free, and room in the broker-wide total).
     pub(super) fn should_refill(&self) -> bool {
         let limits = &self.shared.limits;
         let st = self.session.lock();
@@ -431,7 +431,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .is_some_and(|o| o.spilled > 0 && !o.loading)
             && st.queue.len() < limits.max_queued_per_session / 2
             && st.mem_bytes < limits.max_queued_bytes_per_session / 2
-            && self.shared.queued_bytes.load(Ordering::Relaxed) < limits.max_queued_bytes_total / 2
+            && self.shared.queued_bytes.load(Ordering::Relaxed) < limits.max_queued_bytes_total
     }
 
     /// Reads spilled messages back from the store into the memory queue, in order.
