@@ -234,9 +234,13 @@ impl Shared {
                     delivery: d.clone(),
                 });
             }
+            // Wake the connection only when its queue stops being empty: with anything queued it
+            // is already busy (sending, or waiting for acks that come by reads), and a wake per
+            // message would make a stalled subscriber's task spin on its pending write.
+            let was_empty = st.queue.is_empty();
             st.push_queued(d, &self.queued_bytes);
             drop(st);
-            if session.is_online() {
+            if was_empty && session.is_online() {
                 session.wake.notify_one();
             }
             return seq;
@@ -420,6 +424,11 @@ impl Shared {
                 // The old connection sees the generation change and closes (Session taken over).
                 st.conn = if clean_start { 0 } else { conn };
                 st.kick = None;
+                // A read-back by the old connection no longer counts: it discards what it reads
+                // (the generation changed) and the new connection reads again.
+                if let Some(o) = st.overflow.as_mut() {
+                    o.loading = false;
+                }
                 if !clean_start {
                     st.protocol = protocol;
                     st.expiry = expiry;
