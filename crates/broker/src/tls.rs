@@ -4,11 +4,9 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -69,60 +67,38 @@ fn valid_now(der: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    (if m <= 2 { y + 1 } else { y } as i32, m, d)
-}
-
 fn today() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    (secs / 86_400) as i64
+    lichen_sys::time::today()
 }
 
 fn set_validity(params: &mut CertificateParams, from_day: i64, to_day: i64) {
-    let (y, m, d) = civil_from_days(from_day);
+    let (y, m, d) = ymd(from_day);
     params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil_from_days(to_day);
+    let (y, m, d) = ymd(to_day);
     params.not_after = rcgen::date_time_ymd(y, m, d);
 }
 
+/// Midnight UTC of a day since the epoch, as rcgen's (year, month, day).
+fn ymd(day: i64) -> (i32, u8, u8) {
+    let (y, m, d) = lichen_sys::time::civil_from_days(day);
+    // civil_from_days gives months 1..=12 and days 1..=31; years of certificate validity
+    // fit i32. Saturate rather than panic.
+    (
+        i32::try_from(y).unwrap_or(i32::MAX),
+        u8::try_from(m).unwrap_or(12),
+        u8::try_from(d).unwrap_or(28),
+    )
+}
+
+/// Keys: 0600 from creation, crash-safe (temp + fsync + rename + directory fsync).
 fn write_private(path: &Path, data: &str) -> Result<(), BrokerError> {
-    let io = |e: std::io::Error| BrokerError::Io(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    lichen_sys::atomic::write_atomic(path, data.as_bytes(), lichen_sys::atomic::PRIVATE)
+        .map_err(|e| BrokerError::Io(e.to_string()))
 }
 
 fn write_public(path: &Path, data: &str) -> Result<(), BrokerError> {
-    let io = |e: std::io::Error| BrokerError::Io(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).map_err(io)?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    lichen_sys::atomic::write_atomic(path, data.as_bytes(), lichen_sys::atomic::PUBLIC)
+        .map_err(|e| BrokerError::Io(e.to_string()))
 }
 
 /// The local certificate authority that issues the server certificate.
@@ -386,9 +362,9 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(lichen_sys::time::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(lichen_sys::time::civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(lichen_sys::time::civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]
