@@ -17,12 +17,13 @@ pub mod services;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lichen_core::control::{ControlExtension, ControlServer, Extensions};
+use lichen_core::control::{
+    ControlExtension, ControlReply, ControlRequest, ControlServer, ControlService, Extensions,
+};
 use lichen_core::handle::BoxFuture;
 use lichen_core::settings::Settings;
 use lichen_core::{Core, CoreError, CoreHandle, CoreOptions};
 use lichen_ipc::{IpcError, IpcServer, Operations};
-use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -205,12 +206,22 @@ async fn watch_configuration(
     }
 }
 
-/// Routes control requests under a service's prefix to it.
-struct ServiceControl(Arc<dyn Service>);
+/// Routes the control requests of a service's [`ControlService`] to it.
+struct ServiceControl {
+    service: Arc<dyn Service>,
+    serves: ControlService,
+}
 
 impl ControlExtension for ServiceControl {
-    fn handle<'a>(&'a self, op: &'a str, args: Value) -> BoxFuture<'a, Result<Value, CoreError>> {
-        self.0.control(op, args)
+    fn service(&self) -> ControlService {
+        self.serves
+    }
+
+    fn handle<'a>(
+        &'a self,
+        request: ControlRequest,
+    ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
+        self.service.control(request)
     }
 }
 
@@ -218,9 +229,12 @@ fn control_extensions(services: &[Arc<dyn Service>]) -> Extensions {
     services
         .iter()
         .filter_map(|s| {
-            let prefix = s.control_prefix()?.to_string();
-            let extension: Arc<dyn ControlExtension> = Arc::new(ServiceControl(s.clone()));
-            Some((prefix, extension))
+            let serves = s.control_service()?;
+            let extension: Arc<dyn ControlExtension> = Arc::new(ServiceControl {
+                service: s.clone(),
+                serves,
+            });
+            Some(extension)
         })
         .collect()
 }

@@ -2,11 +2,11 @@
 //! configuration it follows changes, serving control and IPC operations, stopped in order.
 
 use lichen_bus::Bus;
+use lichen_core::control::{ControlReply, ControlRequest, ControlService};
 use lichen_core::handle::BoxFuture;
 use lichen_core::paths::RootLayout;
 use lichen_core::settings::Settings;
 use lichen_core::{CoreError, CoreHandle};
-use serde_json::Value;
 
 /// What a service is given when it starts (and whenever its configuration changes).
 #[derive(Clone)]
@@ -41,7 +41,7 @@ impl ServiceError {
 /// The node calls, in order: [`Service::ipc_operations`] (before the IPC server starts),
 /// [`Service::start`] (before components launch), [`Service::apply_configuration`] whenever a
 /// deployment or IPC changes a component it [`Service::follows`], [`Service::control`] for
-/// control requests under its [`Service::control_prefix`], and [`Service::shutdown`] (after
+/// control requests of its [`Service::control_service`], and [`Service::shutdown`] (after
 /// the control channel stops, before IPC and the components stop). Object-safe: the node
 /// holds services as `Arc<dyn Service>`.
 pub trait Service: Send + Sync + 'static {
@@ -68,15 +68,22 @@ pub trait Service: Send + Sync + 'static {
         Box::pin(async {})
     }
 
-    /// Control operations starting with this prefix (e.g. `device.`) are sent to
-    /// [`Service::control`].
-    fn control_prefix(&self) -> Option<&str> {
+    /// The control requests of this [`ControlService`] (e.g. `Devices`: `device.*`) are sent
+    /// to [`Service::control`].
+    fn control_service(&self) -> Option<ControlService> {
         None
     }
 
-    fn control<'a>(&'a self, op: &'a str, args: Value) -> BoxFuture<'a, Result<Value, CoreError>> {
-        let _ = args;
-        Box::pin(async move { Err(CoreError::NotSupported(format!("control operation {op:?}"))) })
+    fn control<'a>(
+        &'a self,
+        request: ControlRequest,
+    ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
+        Box::pin(async move {
+            Err(CoreError::NotSupported(format!(
+                "control operation {:?}",
+                request.op()
+            )))
+        })
     }
 
     /// IPC operations this service serves, added to the core's own (a name the core or

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lichen_core::control::{ControlReply, ControlRequest, ControlService, DeviceInfo};
 use lichen_core::handle::BoxFuture;
 use lichen_core::paths::RootLayout;
 use lichen_core::{CoreError, CoreOptions};
@@ -61,12 +62,22 @@ impl Service for VaultService {
         })
     }
 
-    fn control_prefix(&self) -> Option<&str> {
-        Some("vault.")
+    // Stands in for the broker: the control requests of `device.*`.
+    fn control_service(&self) -> Option<ControlService> {
+        Some(ControlService::Devices)
     }
 
-    fn control<'a>(&'a self, op: &'a str, args: Value) -> BoxFuture<'a, Result<Value, CoreError>> {
-        Box::pin(async move { Ok(json!({"op": op, "args": args})) })
+    fn control<'a>(
+        &'a self,
+        request: ControlRequest,
+    ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
+        Box::pin(async move {
+            self.record(format!("control {}", request.op()));
+            Ok(ControlReply::Devices(vec![DeviceInfo {
+                name: "from-vault".into(),
+                fingerprint: "00".into(),
+            }]))
+        })
     }
 
     fn ipc_operations(&self) -> Vec<Operation> {
@@ -182,15 +193,22 @@ async fn a_service_plugs_into_ipc_configuration_control_and_shutdown() {
         [format!("apply {FOLLOWED} {}", json!({"rotation": "daily"}))]
     );
 
-    // Control: requests under the service's prefix reach it.
+    // Control: the requests of the service's ControlService reach it; the core's do not.
     let control_root = root.clone();
-    let reply = tokio::task::spawn_blocking(move || {
+    let (devices, status) = tokio::task::spawn_blocking(move || {
         let mut c = lichen_core::control::client::ControlClient::connect(&control_root).unwrap();
-        c.call("vault.rotate", json!({"now": true})).unwrap()
+        let devices = c.request(&ControlRequest::DeviceList {}).unwrap();
+        let status = c.request(&ControlRequest::CoreStatus {}).unwrap();
+        (devices, status)
     })
     .await
     .unwrap();
-    assert_eq!(reply, json!({"op": "vault.rotate", "args": {"now": true}}));
+    match devices {
+        ControlReply::Devices(d) => assert_eq!(d[0].name, "from-vault"),
+        other => panic!("device.list answered {other:?}"),
+    }
+    assert!(matches!(status, ControlReply::CoreStatus(_)), "{status:?}");
+    assert!(vault.events().contains(&"control device.list".to_string()));
 
     // Shutdown: the service stops while IPC still listens and the root is still held; the
     // root is free once the node has stopped.
