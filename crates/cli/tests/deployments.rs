@@ -100,6 +100,76 @@ fn failed_deployment_rolls_back_versions_and_configuration() {
     );
 }
 
+/// A Run component: `sleep` for v1, or a script that exits 3 at once.
+fn run_app(version: &str, exit_at_once: bool) -> String {
+    let run = if exit_at_once {
+        "echo v$VERSION; exit 3"
+    } else {
+        "echo v$VERSION >> runs.log; exec sleep 300"
+    };
+    format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Runner
+ComponentVersion: "{version}"
+Manifests:
+  - Platform: {{ os: linux }}
+    Lifecycle:
+      Setenv: {{ VERSION: "{version}" }}
+      Run: '{run}'
+"#
+    )
+}
+
+/// A Run component is RUNNING the moment it launches, so without a stability window a
+/// deployment whose new version exits at once reported SUCCEEDED and left it BROKEN.
+#[test]
+fn component_failing_within_stability_window_fails_and_rolls_back() {
+    let core = TestCore::start();
+    let v1 = recipe_dir(
+        core.dir.path(),
+        "v1",
+        &[("runner.yaml", &run_app("1.0.0", false))],
+    );
+    let d = core.deploy(&v1, None, &["-m", "com.test.Runner=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let first_pid = core.component("com.test.Runner")["pid"].as_i64().unwrap();
+
+    let v2 = recipe_dir(
+        core.dir.path(),
+        "v2",
+        &[("runner.yaml", &run_app("2.0.0", true))],
+    );
+    let d = core.deploy(
+        &v2,
+        None,
+        &[
+            "-m",
+            "com.test.Runner=2.0.0",
+            "--failure-policy",
+            "rollback",
+        ],
+    );
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["detailedStatus"], "FAILED_ROLLBACK_COMPLETE", "{d}");
+    let cause = d["failureCause"].as_str().unwrap();
+    assert!(
+        cause.contains("com.test.Runner") && cause.contains("exit status: 3"),
+        "{cause}"
+    );
+    let info = core.wait_state("com.test.Runner", "RUNNING", Duration::from_secs(20));
+    assert_eq!(info["version"], "1.0.0", "{info}");
+    let pid = info["pid"].as_i64().unwrap();
+    assert_ne!(pid, first_pid, "v1 was started again");
+    assert!(pid_alive(pid as i32));
+    let runs = read(&core.work("com.test.Runner").join("runs.log"));
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        ["v1.0.0", "v1.0.0"],
+        "{runs}"
+    );
+}
+
 /// (what, recipe files, root component, words the failure cause must contain)
 type BadCase = (
     &'static str,

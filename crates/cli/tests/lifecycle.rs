@@ -221,9 +221,9 @@ Manifests:
         counter.display()
     );
     let recipes = recipe_dir(core.dir.path(), "recipes", &[("crashy.yaml", &recipe)]);
-    // A Run component counts as started as soon as it launches (Greengrass semantics), so
-    // the deployment itself may succeed; what matters is the state it ends in.
-    core.deploy(
+    // The deployment fails on the first error (stability window); with do-nothing the
+    // component keeps retrying until the BROKEN rule stops it.
+    let d = core.deploy(
         &recipes,
         None,
         &[
@@ -233,6 +233,8 @@ Manifests:
             "do-nothing",
         ],
     );
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["detailedStatus"], "FAILED_ROLLBACK_NOT_REQUESTED", "{d}");
     let info = core.wait_state("com.test.Crashy", "BROKEN", Duration::from_secs(20));
     assert_eq!(read(&counter).lines().count(), 3, "exactly three attempts");
     let reason = info["statusReason"].as_str().unwrap();

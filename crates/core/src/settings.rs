@@ -27,6 +27,10 @@ pub struct Settings {
     /// sets no Startup timeout. Greengrass has no such bound for Run; we use one so that a
     /// deployment always ends.
     pub deployment_startup_timeout_secs: u64,
+    /// Seconds every new or restarted component must stay RUNNING or FINISHED, with no
+    /// error, before a deployment succeeds. 0 gives the Greengrass behaviour (success as
+    /// soon as each component is up).
+    pub deployment_stability_secs: u64,
     /// Extra platform attributes for manifest matching (Greengrass `platformOverride`).
     pub platform_override: BTreeMap<String, String>,
     /// Sections for other services (e.g. `broker`), passed through untouched.
@@ -44,6 +48,7 @@ impl Default for Settings {
             logging: LoggingSettings::default(),
             ipc: IpcSettings::default(),
             deployment_startup_timeout_secs: 120,
+            deployment_stability_secs: 2,
             platform_override: BTreeMap::new(),
             services: BTreeMap::new(),
         }

@@ -464,13 +464,14 @@ fn spec_for(
 }
 
 /// Makes the running set match `target`, restarting `changed` and anything not healthy.
+/// Returns the components it (re)started, with their error counts before the start.
 async fn converge(
     rt: &Arc<Runtime>,
     target: &InstalledSet,
     recipes: &BTreeMap<String, Arc<Recipe>>,
     changed: &BTreeSet<String>,
     removed: &[String],
-) -> Result<(), String> {
+) -> Result<BTreeMap<String, u64>, String> {
     for name in removed {
         let _ = rt.supervisor.remove(name).await;
         rt.tokens.revoke(name);
@@ -491,6 +492,7 @@ async fn converge(
             rt.supervisor.request_bootstrap(name);
         }
     }
+    let mut started = BTreeMap::new();
     for name in rt.supervisor.dependency_order() {
         if !target.components.contains_key(&name) {
             continue;
@@ -501,6 +503,7 @@ async fn converge(
                 Some(crate::LifecycleState::New | crate::LifecycleState::Broken)
             );
         if needs_start {
+            started.extend(rt.supervisor.error_baseline(std::slice::from_ref(&name)));
             rt.supervisor
                 .start_fresh(&name)
                 .map_err(|e| e.to_string())?;
@@ -508,7 +511,8 @@ async fn converge(
     }
     let names: Vec<String> = target.components.keys().cloned().collect();
     let timeout = startup_budget(rt, recipes);
-    rt.supervisor.wait_up(&names, timeout).await
+    rt.supervisor.wait_up(&names, timeout).await?;
+    Ok(started)
 }
 
 /// How long a deployment waits for its components: the largest Install + Startup timeouts
@@ -560,7 +564,21 @@ async fn apply(rt: &Arc<Runtime>, id: &str, plan: &Plan) -> Result<(), String> {
             plan.removed.len()
         ),
     );
-    converge(rt, &plan.set, &plan.recipes, &plan.changed, &plan.removed).await
+    let started = converge(rt, &plan.set, &plan.recipes, &plan.changed, &plan.removed).await?;
+    let window = Duration::from_secs(rt.settings.deployment_stability_secs);
+    if !window.is_zero() && !started.is_empty() {
+        progress(
+            rt,
+            id,
+            format!(
+                "watching {} started components for {}s",
+                started.len(),
+                window.as_secs()
+            ),
+        );
+        rt.supervisor.wait_stable(&started, window).await?;
+    }
+    Ok(())
 }
 
 /// Puts back the state recorded in `marker`: components, versions and configuration.
@@ -601,7 +619,9 @@ pub(crate) async fn rollback(rt: &Arc<Runtime>, marker: &OngoingMarker) -> Resul
         })
         .map(|s| s.name.clone())
         .collect();
-    converge(rt, target, &recipes, &changed, &removed).await
+    converge(rt, target, &recipes, &changed, &removed)
+        .await
+        .map(drop)
 }
 
 /// Removes component versions no deployment uses any longer.

@@ -347,6 +347,7 @@ impl Actor {
         entry.1 = now;
         let count = entry.0;
         self.kill_main().await;
+        self.slot.record_error(&reason);
         tracing::warn!(component = %self.slot.name, error = %reason, count, "component error");
         if count >= MAX_CONTINUAL_ERRORS {
             self.set_state(

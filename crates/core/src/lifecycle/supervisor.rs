@@ -23,6 +23,9 @@ use crate::runtime::Runtime;
 /// dropped (reported states, which the component can repeat).
 pub const COMMAND_QUEUE: usize = 32;
 
+/// How often [`Supervisor::wait_stable`] looks at the components it watches.
+const STABILITY_POLL: Duration = Duration::from_millis(50);
+
 /// What a component runs, decided by a deployment (or reloaded at start-up).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComponentSpec {
@@ -60,6 +63,10 @@ pub struct Slot {
     cgroup: Mutex<Option<PathBuf>>,
     /// What happened to the requested resource limits.
     limits_note: Mutex<Option<String>>,
+    /// Errors since the slot was made, and the last one's reason: a deployment compares
+    /// the count before it starts a component with the count during its stability window,
+    /// so an error is seen even when the component recovered in between.
+    errors_seen: Mutex<(u64, Option<String>)>,
 }
 
 impl Slot {
@@ -85,6 +92,20 @@ impl Slot {
 
     pub(crate) fn set_pid(&self, pid: Option<i32>) {
         *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = pid;
+    }
+
+    pub(crate) fn record_error(&self, reason: &str) {
+        let mut seen = self.errors_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.0 += 1;
+        seen.1 = Some(reason.to_string());
+    }
+
+    /// (errors so far, last reason).
+    pub(crate) fn errors_seen(&self) -> (u64, Option<String>) {
+        self.errors_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn limits_note(&self) -> Option<String> {
@@ -174,6 +195,7 @@ impl Supervisor {
             pid: Mutex::new(None),
             cgroup: Mutex::new(None),
             limits_note: Mutex::new(None),
+            errors_seen: Mutex::new((0, None)),
         });
         self.apply_limits(&slot, &spec.run_with);
         self.slots
@@ -400,6 +422,48 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Error counts of the named components now, to compare against in
+    /// [`Supervisor::wait_stable`].
+    pub fn error_baseline(&self, names: &[String]) -> BTreeMap<String, u64> {
+        names
+            .iter()
+            .filter_map(|n| self.slot(n).map(|s| (n.clone(), s.errors_seen().0)))
+            .collect()
+    }
+
+    /// Fails as soon as one of `baseline`'s components has an error (beyond its count in
+    /// `baseline`) or is BROKEN or gone, before `window` ends; succeeds when the window ends
+    /// with none. Polls, because hundreds of watch receivers would cost more than a glance
+    /// at each slot every [`STABILITY_POLL`].
+    pub async fn wait_stable(
+        &self,
+        baseline: &BTreeMap<String, u64>,
+        window: Duration,
+    ) -> std::result::Result<(), String> {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            for (name, before) in baseline {
+                let Some(slot) = self.slot(name) else {
+                    return Err(format!("component {name} was removed"));
+                };
+                let (count, reason) = slot.errors_seen();
+                let status = slot.status();
+                if count > *before || status.state == LifecycleState::Broken {
+                    let reason = reason.or(status.reason).unwrap_or_default();
+                    return Err(format!(
+                        "component {name} failed within the {}s stability window: {reason}",
+                        window.as_secs_f32()
+                    ));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + STABILITY_POLL))
+                .await;
+        }
     }
 
     /// Freezes or thaws a component: cgroup freezer when it has a group, else SIGSTOP /
