@@ -75,9 +75,15 @@ impl Core {
         if let Some(reason) = cgroups.unavailable_reason() {
             tracing::warn!(%reason, "component resource limits are unavailable; components run without them");
         }
+        let orphans = Arc::new(crate::lifecycle::orphans::GroupRegistry::new(
+            layout.groups_dir(),
+        ));
         let rt = Arc::new(Runtime {
             store: ComponentStore::new(layout.clone()),
-            orphans: crate::lifecycle::orphans::GroupRegistry::new(layout.groups_dir()),
+            process_runner: Arc::new(crate::lifecycle::launch::ProcessRunner {
+                groups: orphans.clone(),
+            }),
+            orphans,
             layout,
             settings: options.settings,
             bus: lichen_bus::Bus::new(),

@@ -13,6 +13,8 @@ use crate::deployment::model::{DeploymentRecord, DeploymentRequest};
 use crate::deployment::queue::DeploymentQueue;
 use crate::error::{CoreError, Result};
 use crate::handle::{ComponentInfo, DeploymentHooks, LifecycleEvent, Metric};
+use crate::lifecycle::launch::{LaunchContext, Runner};
+use crate::lifecycle::orphans::GroupRegistry;
 use crate::lifecycle::process::RunAs;
 use crate::lifecycle::state::{LifecycleState, ReportedState};
 use crate::lifecycle::{ComponentSpec, Supervisor};
@@ -36,7 +38,9 @@ pub struct Runtime {
     pub(crate) store: ComponentStore,
     pub(crate) tokens: TokenRegistry,
     pub(crate) supervisor: Supervisor,
-    pub(crate) orphans: crate::lifecycle::orphans::GroupRegistry,
+    pub(crate) orphans: Arc<crate::lifecycle::orphans::GroupRegistry>,
+    /// Starts the steps of process components (all components, for now).
+    pub(crate) process_runner: Arc<dyn Runner>,
     pub(crate) deployments: DeploymentQueue,
     pub(crate) lifecycle_events: broadcast::Sender<LifecycleEvent>,
     pub(crate) hooks: RwLock<Option<Arc<dyn DeploymentHooks>>>,
@@ -379,5 +383,55 @@ impl Runtime {
 
     pub(crate) fn state_of(&self, name: &str) -> Option<LifecycleState> {
         self.supervisor.slot(name).map(|s| s.status().state)
+    }
+}
+
+impl LaunchContext for Runtime {
+    fn render_lifecycle(&self, spec: &ComponentSpec) -> std::result::Result<Lifecycle, String> {
+        Runtime::render_lifecycle(self, spec)
+    }
+
+    fn step_env(&self, spec: &ComponentSpec, step: &Step) -> BTreeMap<String, String> {
+        self.component_env(spec, step)
+    }
+
+    fn run_as(&self, spec: &ComponentSpec) -> std::result::Result<Option<RunAs>, String> {
+        Runtime::run_as(self, spec)
+    }
+
+    fn prepare_work_dir(
+        &self,
+        name: &str,
+        run_as: Option<&RunAs>,
+    ) -> std::result::Result<PathBuf, String> {
+        Runtime::prepare_work_dir(self, name, run_as)
+    }
+
+    fn open_log(&self, name: &str) -> std::result::Result<crate::logs::RotatingLog, String> {
+        crate::logs::RotatingLog::open(
+            &self.layout.component_log(name),
+            self.settings.logging.max_file_bytes,
+            self.settings.logging.max_files,
+        )
+        .map_err(|e| format!("opening log of {name}: {e}"))
+    }
+
+    fn groups(&self) -> &GroupRegistry {
+        &self.orphans
+    }
+
+    fn component(&self, name: &str) -> Option<Arc<crate::lifecycle::Slot>> {
+        self.supervisor.slot(name)
+    }
+
+    fn publish_state(&self, component: &str, state: LifecycleState) {
+        let _ = self.lifecycle_events.send(LifecycleEvent {
+            component: component.to_string(),
+            state,
+        });
+    }
+
+    fn runner_for(&self, _spec: &ComponentSpec) -> Arc<dyn Runner> {
+        self.process_runner.clone()
     }
 }

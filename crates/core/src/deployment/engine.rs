@@ -487,7 +487,9 @@ async fn converge(
             .supervisor
             .slot(name)
             .is_none_or(|s| s.spec().version != c.version);
-        rt.supervisor.upsert(rt, spec).map_err(|e| e.to_string())?;
+        rt.supervisor
+            .upsert(rt.clone(), spec)
+            .map_err(|e| e.to_string())?;
         if new_version {
             rt.supervisor.request_bootstrap(name);
         }
@@ -680,7 +682,7 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
         };
         match spec_for(rt, name, c, recipe.as_ref()) {
             Ok(spec) => {
-                if let Err(e) = rt.supervisor.upsert(rt, spec) {
+                if let Err(e) = rt.supervisor.upsert(rt.clone(), spec) {
                     tracing::error!(component = %name, error = %e, "cannot start component");
                 }
             }

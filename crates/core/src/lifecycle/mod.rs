@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod cgroup;
+pub mod launch;
 pub mod orphans;
 pub mod process;
 pub mod state;

@@ -12,12 +12,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::actor::{Actor, Command};
 use super::cgroup::CgroupSupport;
+use super::launch::LaunchContext;
 use super::process;
 use super::state::{LifecycleState, ReportedState};
 use crate::deployment::model::RunWith;
 use crate::error::{CoreError, Result};
 use crate::logs::RotatingLog;
-use crate::runtime::Runtime;
 
 /// Commands waiting for a component's task; senders beyond it wait (stop/restart) or are
 /// dropped (reported states, which the component can repeat).
@@ -163,7 +163,7 @@ impl Supervisor {
 
     /// Creates the component's slot and task, or replaces its spec. A new version (or a new
     /// component) is reinstalled on its next start. The component is not started here.
-    pub fn upsert(&self, rt: &Arc<Runtime>, spec: ComponentSpec) -> Result<Arc<Slot>> {
+    pub fn upsert(&self, ctx: Arc<dyn LaunchContext>, spec: ComponentSpec) -> Result<Arc<Slot>> {
         if let Some(slot) = self.slot(&spec.name) {
             let old = slot.spec();
             if old.version != spec.version || old.lifecycle != spec.lifecycle {
@@ -173,12 +173,7 @@ impl Supervisor {
             *slot.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
             return Ok(slot);
         }
-        let log = RotatingLog::open(
-            &rt.layout.component_log(&spec.name),
-            rt.settings.logging.max_file_bytes,
-            rt.settings.logging.max_files,
-        )
-        .map_err(|e| CoreError::Other(format!("opening log of {}: {e}", spec.name)))?;
+        let log = ctx.open_log(&spec.name).map_err(CoreError::Other)?;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (status, _) = watch::channel(Status {
             state: LifecycleState::New,
@@ -202,7 +197,7 @@ impl Supervisor {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(spec.name.clone(), slot.clone());
-        tokio::spawn(Actor::new(rt.clone(), slot.clone(), rx).run());
+        tokio::spawn(Actor::new(ctx, slot.clone(), rx).run());
         Ok(slot)
     }
 
