@@ -100,6 +100,23 @@ fn failed_deployment_rolls_back_versions_and_configuration() {
     );
 }
 
+/// Every path under `store/recipes` and `store/artifacts*`, sorted.
+fn store_listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("store")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A Run component: `sleep` for v1, or a script that exits 3 at once.
 fn run_app(version: &str, exit_at_once: bool) -> String {
     let run = if exit_at_once {
@@ -134,6 +151,7 @@ fn component_failing_within_stability_window_fails_and_rolls_back() {
     let d = core.deploy(&v1, None, &["-m", "com.test.Runner=1.0.0"]);
     assert_eq!(d["status"], "SUCCEEDED", "{d}");
     let first_pid = core.component("com.test.Runner")["pid"].as_i64().unwrap();
+    let store_before = store_listing(&core.root);
 
     let v2 = recipe_dir(
         core.dir.path(),
@@ -162,6 +180,11 @@ fn component_failing_within_stability_window_fails_and_rolls_back() {
     let pid = info["pid"].as_i64().unwrap();
     assert_ne!(pid, first_pid, "v1 was started again");
     assert!(pid_alive(pid as i32));
+    assert_eq!(
+        store_listing(&core.root),
+        store_before,
+        "the rolled-back version left nothing in the store"
+    );
     let runs = read(&core.work("com.test.Runner").join("runs.log"));
     assert_eq!(
         runs.lines().collect::<Vec<_>>(),
@@ -236,6 +259,7 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
     );
     let pid = daemon_pid(&core);
     let base = core.dir.path();
+    let store_before = store_listing(&core.root);
 
     let good_zip = zip_bytes(&[("inner/data.txt", b"fine")]);
     let evil_zip = zip_bytes(&[("../../escaped.txt", b"evil")]);
@@ -244,6 +268,7 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
     put_artifact(&arts, "com.test.Digest", "blob.bin", b"tampered");
     put_artifact(&arts, "com.test.Zip", "evil.zip", &evil_zip);
     put_artifact(&arts, "com.test.GoodZip", "good.zip", &good_zip);
+    put_artifact(&arts, "com.test.AGood", "good.zip", &good_zip);
 
     let cases: Vec<BadCase> = vec![
         ("malformed", vec![("bad.yaml", "RecipeFormatVersion: 2020-01-25\nComponentName: [unclosed\n".into())], "com.test.Bad", &["bad.yaml"]),
@@ -256,7 +281,11 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
         ("missing artifact", vec![("m.json", with_artifact("com.test.Missing", "s3://bucket/missing.bin", ""))], "com.test.Missing", &["missing.bin", "not found"]),
         (
             "digest",
-            vec![("d.json", with_artifact("com.test.Digest", "s3://bucket/blob.bin", &format!(r#", "Digest": "{right}", "Algorithm": "SHA-256""#)))],
+            vec![
+                ("d.json", with_artifact("com.test.Digest", "s3://bucket/blob.bin", &format!(r#", "Digest": "{right}", "Algorithm": "SHA-256""#)).replace(r#""Manifests""#, r#""ComponentDependencies": {"com.test.AGood": {"VersionRequirement": "1.0.0"}}, "Manifests""#)),
+                // Staged before the digest fails; it must go again.
+                ("g.json", with_artifact("com.test.AGood", "s3://bucket/good.zip", r#", "Unarchive": "ZIP""#)),
+            ],
             "com.test.Digest",
             &["blob.bin", "digest"],
         ),
@@ -301,6 +330,11 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
         assert_eq!(daemon_pid(&core), pid, "{what}: App was not restarted");
         let list = core.json(&["component", "list"]);
         assert_eq!(list.as_array().unwrap().len(), 1, "{what}: {list}");
+        assert_eq!(
+            store_listing(&core.root),
+            store_before,
+            "{what}: the failed deployment left nothing in the store"
+        );
     }
     assert!(!base.join("escaped.txt").exists() && !core.root.join("store/escaped.txt").exists());
 

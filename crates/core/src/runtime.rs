@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use lichen_recipe::{Lifecycle, Platform, Recipe, Step, VariableSource};
+use lichen_recipe::{Lifecycle, Platform, Recipe, Step};
 use tokio::sync::broadcast;
 
-use crate::config::{ConfigStore, tree};
+use crate::config::ConfigStore;
 use crate::deployment::model::{DeploymentRecord, DeploymentRequest};
+use crate::deployment::planner::RenderVars;
 use crate::deployment::queue::DeploymentQueue;
 use crate::error::{CoreError, Result};
 use crate::handle::{ComponentInfo, DeploymentHooks, LifecycleEvent, Metric};
@@ -56,65 +57,6 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Renders recipe variables from the runtime's state.
-struct Vars<'a> {
-    rt: &'a Runtime,
-    /// Versions of components being deployed, which may not be running yet.
-    versions: &'a BTreeMap<String, String>,
-    /// Configurations a deployment proposes, read instead of the store's.
-    configs: Option<&'a BTreeMap<String, serde_json::Value>>,
-}
-
-impl Vars<'_> {
-    fn version_of(&self, component: &str) -> Option<String> {
-        self.versions.get(component).cloned().or_else(|| {
-            self.rt
-                .supervisor
-                .slot(component)
-                .map(|s| s.spec().version.clone())
-        })
-    }
-}
-
-impl VariableSource for Vars<'_> {
-    fn thing_name(&self) -> Option<String> {
-        Some(self.rt.settings.thing_name.clone())
-    }
-    fn root_path(&self) -> Option<String> {
-        Some(self.rt.layout.root().display().to_string())
-    }
-    fn artifacts_path(&self, component: &str) -> Option<String> {
-        let v = self.version_of(component)?;
-        Some(
-            self.rt
-                .layout
-                .artifacts_dir(component, &v)
-                .display()
-                .to_string(),
-        )
-    }
-    fn decompressed_path(&self, component: &str) -> Option<String> {
-        let v = self.version_of(component)?;
-        Some(
-            self.rt
-                .layout
-                .unarchived_dir(component, &v)
-                .display()
-                .to_string(),
-        )
-    }
-    fn work_path(&self, component: &str) -> Option<String> {
-        Some(self.rt.layout.work_dir(component).display().to_string())
-    }
-    fn configuration(&self, component: &str, json_pointer: &str) -> Option<serde_json::Value> {
-        let keys = tree::pointer_keys(json_pointer).ok()?;
-        match self.configs.and_then(|c| c.get(component)) {
-            Some(proposed) => tree::get(proposed, &keys).cloned(),
-            None => self.rt.config.get(component, &keys),
-        }
-    }
-}
-
 impl Runtime {
     /// The platform manifests are matched against: this machine plus `platformOverride`.
     pub(crate) fn platform(&self) -> Platform {
@@ -126,32 +68,30 @@ impl Runtime {
     }
 
     /// Selects `recipe`'s manifest for this platform and renders its lifecycle with the
-    /// current configuration. `versions` names versions being deployed.
+    /// current configuration. `versions` names versions being deployed; other components'
+    /// versions are those running.
     pub(crate) fn select(
         &self,
         recipe: &Recipe,
         versions: &BTreeMap<String, String>,
     ) -> Result<lichen_recipe::SelectedComponent> {
-        self.select_with_configs(recipe, versions, None)
-    }
-
-    /// Like [`Runtime::select`], rendering with proposed configurations where given.
-    pub(crate) fn select_with_configs(
-        &self,
-        recipe: &Recipe,
-        versions: &BTreeMap<String, String>,
-        configs: Option<&BTreeMap<String, serde_json::Value>>,
-    ) -> Result<lichen_recipe::SelectedComponent> {
-        let deps: Vec<&str> = recipe.dependencies.keys().map(String::as_str).collect();
-        let vars = Vars {
-            rt: self,
-            versions,
-            configs,
+        let version_of = |component: &str| {
+            versions.get(component).cloned().or_else(|| {
+                self.supervisor
+                    .slot(component)
+                    .map(|s| s.spec().version.clone())
+            })
         };
-        let render = |s: &str| lichen_recipe::interpolate(s, &recipe.name, &deps, &vars);
-        recipe
-            .select_with(&self.platform(), &render)
-            .map_err(|e| CoreError::Other(e.to_string()))
+        let config_of = |component: &str, keys: &[String]| self.config.get(component, keys);
+        let vars = RenderVars {
+            layout: &self.layout,
+            thing_name: &self.settings.thing_name,
+            versions: &version_of,
+            config: &config_of,
+            reads: Default::default(),
+        };
+        crate::deployment::planner::render(recipe, &self.platform(), &vars)
+            .map_err(CoreError::Other)
     }
 
     /// The lifecycle to run now, rendered with the current configuration.

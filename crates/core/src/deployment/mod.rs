@@ -4,6 +4,7 @@ pub mod builtin;
 pub(crate) mod engine;
 pub mod installed;
 pub mod model;
+pub mod planner;
 pub mod queue;
 
 use std::sync::Arc;
@@ -62,3 +63,6 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
         }
     }
 }
+
+#[cfg(test)]
+mod planner_tests;

@@ -1,7 +1,7 @@
 //! The set of components the core runs: one [`Slot`] (state, spec, log, command channel) per
 //! component, each driven by its own [`Actor`] task.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -337,37 +337,18 @@ impl Supervisor {
         out
     }
 
-    /// Names ordered so that every component comes after its dependencies.
+    /// Names ordered so that every component comes after its dependencies (iterative).
     pub fn dependency_order(&self) -> Vec<String> {
-        let specs: BTreeMap<String, Arc<ComponentSpec>> = self
+        let deps: BTreeMap<String, Vec<String>> = self
             .slots()
             .iter()
-            .map(|s| (s.name.clone(), s.spec()))
+            .map(|s| {
+                let spec = s.spec();
+                let list = spec.dependencies.iter().map(|(d, _)| d.clone()).collect();
+                (s.name.clone(), list)
+            })
             .collect();
-        let mut done = BTreeSet::new();
-        let mut order = Vec::new();
-        fn visit(
-            n: &str,
-            specs: &BTreeMap<String, Arc<ComponentSpec>>,
-            done: &mut BTreeSet<String>,
-            order: &mut Vec<String>,
-            depth: usize,
-        ) {
-            if done.contains(n) || depth > specs.len() {
-                return;
-            }
-            if let Some(s) = specs.get(n) {
-                for (d, _) in &s.dependencies {
-                    visit(d, specs, done, order, depth + 1);
-                }
-                done.insert(n.to_string());
-                order.push(n.to_string());
-            }
-        }
-        for n in specs.keys() {
-            visit(n, &specs, &mut done, &mut order, 0);
-        }
-        order
+        crate::deployment::planner::dependency_order(&deps)
     }
 
     /// Stops everything, dependents first.
