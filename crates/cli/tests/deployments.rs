@@ -100,6 +100,60 @@ fn failed_deployment_rolls_back_versions_and_configuration() {
     );
 }
 
+/// What two deaths of the core during one deployment leave behind: its record IN_PROGRESS
+/// and the attempt marker at 2. The next start fails it instead of running it a third time;
+/// with the marker at 1 it is run again.
+#[test]
+fn deployment_that_killed_the_core_twice_is_failed_not_rerun() {
+    let mut core = TestCore::start();
+    let v1 = recipe_dir(core.dir.path(), "v1", &[("app.yaml", &app("1.0.0", false))]);
+    let d = core.deploy(&v1, None, &["-m", "com.test.App=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let v2 = recipe_dir(core.dir.path(), "v2", &[("app.yaml", &app("2.0.0", false))]);
+    for (id, attempts) in [("crash-loop-twice", 2), ("crash-loop-once", 1)] {
+        core.kill9();
+        let record = serde_json::json!({
+            "deploymentId": id,
+            "status": "IN_PROGRESS",
+            "createdOn": 1,
+            "request": {
+                "rootComponentsToAdd": {"com.test.App": "2.0.0"},
+                "recipeDir": v2,
+            },
+        });
+        std::fs::write(
+            core.root.join(format!("deployments/records/{id}.json")),
+            record.to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            core.root.join("deployments/attempt.json"),
+            serde_json::json!({"deploymentId": id, "attempts": attempts}).to_string(),
+        )
+        .unwrap();
+        core.spawn();
+        let mut last = Value::Null;
+        eventually("deployment final", Duration::from_secs(30), || {
+            last = core.json(&["deployment", "status", id]);
+            last["status"] == "FAILED" || last["status"] == "SUCCEEDED"
+        });
+        if attempts == 2 {
+            assert_eq!(last["status"], "FAILED", "{last}");
+            assert_eq!(last["errorTypes"][0], "CORE_CRASH_LOOP", "{last}");
+            let cause = last["failureCause"].as_str().unwrap();
+            assert!(cause.contains("2 times in a row"), "{cause}");
+            let info = core.wait_state("com.test.App", "RUNNING", Duration::from_secs(20));
+            assert_eq!(info["version"], "1.0.0", "the previous state stays");
+            let starts = read(&core.work("com.test.App").join("starts.log"));
+            assert!(!starts.contains("v2.0.0"), "v2 never ran: {starts}");
+        } else {
+            assert_eq!(last["status"], "SUCCEEDED", "one death is retried: {last}");
+            assert_eq!(core.component("com.test.App")["version"], "2.0.0");
+        }
+        assert!(!core.root.join("deployments/attempt.json").exists());
+    }
+}
+
 /// Every path under `store/recipes` and `store/artifacts*`, sorted.
 fn store_listing(root: &Path) -> Vec<String> {
     let mut out = Vec::new();

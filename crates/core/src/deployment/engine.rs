@@ -12,7 +12,7 @@ use std::time::Duration;
 use lichen_recipe::{Lifecycle, Recipe};
 use serde_json::Value;
 
-use super::installed::{Installed, InstalledSet, OngoingMarker};
+use super::installed::{AttemptMarker, Installed, InstalledSet, MAX_ATTEMPTS, OngoingMarker};
 use super::model::{DeploymentRecord, DetailedStatus, FailurePolicy};
 use super::planner::{self, Plan, PlanError, PlanInputs, RenderEnv};
 use crate::lifecycle::ComponentSpec;
@@ -571,6 +571,7 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
         });
         OngoingMarker::clear(&marker_path).map_err(|e| e.to_string())?;
     }
+    fail_crash_looping_deployment(rt)?;
     let set = InstalledSet::load(&rt.layout.installed_file()).map_err(|e| e.to_string())?;
     for (name, c) in &set.components {
         let recipe = if c.builtin {
@@ -598,4 +599,37 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
         let _ = rt.supervisor.start(&name);
     }
     Ok(())
+}
+
+/// A deployment the core started [`MAX_ATTEMPTS`] times in a row, dying each time, is failed
+/// instead of run again. The device state is the previous one: a death after the ongoing
+/// marker was written has been rolled back above, and before it nothing had changed.
+fn fail_crash_looping_deployment(rt: &Runtime) -> Result<(), String> {
+    let path = AttemptMarker::path(&rt.layout.deployments_dir());
+    let Some(marker) = AttemptMarker::load(&path).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let unfinished = rt
+        .deployments
+        .get(&marker.deployment_id)
+        .is_some_and(|r| !r.status.is_final());
+    if unfinished && marker.attempts < MAX_ATTEMPTS {
+        return Ok(());
+    }
+    if unfinished {
+        let cause = format!(
+            "the core stopped {} times in a row while running this deployment; it was not run again",
+            marker.attempts
+        );
+        tracing::error!(deployment = %marker.deployment_id, %cause, "deployment failed");
+        let _ = rt.deployments.update(&marker.deployment_id, |r| {
+            r.status = super::model::DeploymentStatus::Failed;
+            r.detailed_status = Some(DetailedStatus::FailedNoStateChange);
+            r.error_stack = vec![cause.clone()];
+            r.failure_cause = Some(cause);
+            r.error_types = vec!["CORE_CRASH_LOOP".into()];
+            r.progress = None;
+        });
+    }
+    AttemptMarker::clear(&path).map_err(|e| e.to_string())
 }
