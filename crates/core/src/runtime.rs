@@ -48,6 +48,8 @@ pub struct Runtime {
     pub(crate) metrics: Mutex<HashMap<String, Vec<Metric>>>,
     /// The core's effective user is root: components then run as the configured user.
     pub(crate) is_root: bool,
+    /// `<root>/rootCA.pem` once `rootCaPath` is configured and copied; `GG_ROOT_CA_PATH`.
+    pub(crate) root_ca: Option<PathBuf>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -134,10 +136,9 @@ impl Runtime {
             self.settings.aws_region.clone(),
         );
         env.insert("GGC_VERSION".into(), GGC_VERSION.into());
-        env.insert(
-            "GG_ROOT_CA_PATH".into(),
-            self.layout.root().join("rootCA.pem").display().to_string(),
-        );
+        if let Some(ca) = &self.root_ca {
+            env.insert("GG_ROOT_CA_PATH".into(), ca.display().to_string());
+        }
         env.insert("LICHEN_COMPONENT_NAME".into(), spec.name.clone());
         env.insert("LICHEN_COMPONENT_VERSION".into(), spec.version.clone());
         for (k, v) in &step.setenv {

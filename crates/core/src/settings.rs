@@ -31,6 +31,10 @@ pub struct Settings {
     /// error, before a deployment succeeds. 0 gives the Greengrass behaviour (success as
     /// soon as each component is up).
     pub deployment_stability_secs: u64,
+    /// The CA certificate(s) (PEM) the core trusts for its cloud endpoint (Greengrass
+    /// `system.rootCaPath`). Copied to `<root>/rootCA.pem` at start; components find it
+    /// through `GG_ROOT_CA_PATH`, which is unset until this is configured.
+    pub root_ca_path: Option<std::path::PathBuf>,
     /// Extra platform attributes for manifest matching (Greengrass `platformOverride`).
     pub platform_override: BTreeMap<String, String>,
     /// Sections for other services (e.g. `broker`), passed through untouched.
@@ -49,6 +53,7 @@ impl Default for Settings {
             ipc: IpcSettings::default(),
             deployment_startup_timeout_secs: 120,
             deployment_stability_secs: 2,
+            root_ca_path: None,
             platform_override: BTreeMap::new(),
             services: BTreeMap::new(),
         }
