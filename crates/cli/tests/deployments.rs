@@ -154,6 +154,45 @@ fn deployment_that_killed_the_core_twice_is_failed_not_rerun() {
     }
 }
 
+#[test]
+fn dependency_on_a_builtin_lichen_lacks_is_named_in_the_record_and_log() {
+    let core = TestCore::start();
+    let dep = r#""ComponentDependencies": {
+        "aws.greengrass.SecretManager": {"VersionRequirement": ">=2.0.0"},
+        "aws.greengrass.Nucleus": {"VersionRequirement": ">=2.0.0", "DependencyType": "SOFT"}
+    },"#;
+    let dir = recipe_dir(
+        core.dir.path(),
+        "r",
+        &[("s.json", &simple("com.test.Secretive", dep))],
+    );
+    let d = core.deploy(&dir, None, &["-m", "com.test.Secretive=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let details = d["statusDetails"].as_array().expect("statusDetails");
+    assert_eq!(details.len(), 1, "only the missing one: {d}");
+    assert!(
+        details[0]
+            .as_str()
+            .unwrap()
+            .contains("aws.greengrass.SecretManager"),
+        "{d}"
+    );
+    let id = d["deploymentId"].as_str().unwrap();
+    let out = core.cli(&["deployment", "status", id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("aws.greengrass.SecretManager"),
+        "deployment status shows it"
+    );
+    eventually(
+        "log names the missing service",
+        Duration::from_secs(10),
+        || {
+            read(&core.root.join("logs/lichen.log"))
+                .contains("aws.greengrass.SecretManager is not provided")
+        },
+    );
+}
+
 /// Every path under `store/recipes` and `store/artifacts*`, sorted.
 fn store_listing(root: &Path) -> Vec<String> {
     let mut out = Vec::new();

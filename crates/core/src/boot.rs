@@ -128,6 +128,7 @@ impl Core {
             metrics: Mutex::new(HashMap::new()),
             is_root: nix::unistd::geteuid().is_root(),
             root_ca,
+            provided_builtins: Default::default(),
         });
         let leftovers = rt.orphans.reap_leftovers();
         if leftovers > 0 {

@@ -50,6 +50,8 @@ pub struct Runtime {
     pub(crate) is_root: bool,
     /// `<root>/rootCA.pem` once `rootCaPath` is configured and copied; `GG_ROOT_CA_PATH`.
     pub(crate) root_ca: Option<PathBuf>,
+    /// Built-in Greengrass components this core really provides.
+    pub(crate) provided_builtins: crate::deployment::builtin::ProvidedBuiltins,
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -29,6 +29,8 @@ pub struct Outcome {
     pub detailed: DetailedStatus,
     pub cause: Option<String>,
     pub error_types: Vec<String>,
+    /// Record `statusDetails`: what did not fail the deployment but is not served.
+    pub details: Vec<String>,
 }
 
 impl Outcome {
@@ -37,6 +39,7 @@ impl Outcome {
             detailed: DetailedStatus::Successful,
             cause: None,
             error_types: Vec::new(),
+            details: Vec::new(),
         }
     }
     fn failed(detailed: DetailedStatus, kind: &str, cause: String) -> Self {
@@ -44,6 +47,7 @@ impl Outcome {
             detailed,
             cause: Some(cause),
             error_types: vec![kind.to_string()],
+            details: Vec::new(),
         }
     }
 }
@@ -71,6 +75,10 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
             return Outcome::failed(DetailedStatus::FailedNoStateChange, kind, cause);
         }
     };
+    let missing_builtins = rt.provided_builtins.missing(&plan.builtins);
+    for line in &missing_builtins {
+        tracing::warn!(deployment = %id, "{line}");
+    }
     progress(rt, id, "staging recipes and artifacts");
     let staged = match stage(rt, record, &plan, &current) {
         Ok(s) => s,
@@ -165,7 +173,10 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
     if let Some(hooks) = rt.hooks() {
         hooks.notify_post_update(id);
     }
-    outcome
+    Outcome {
+        details: missing_builtins,
+        ..outcome
+    }
 }
 
 /// Reads what planning needs (the request's recipe directory, installed configurations)

@@ -62,6 +62,7 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
                 .collect();
             r.failure_cause = outcome.cause;
             r.error_types = outcome.error_types;
+            r.status_details = outcome.details;
             r.progress = None;
         });
         if let Err(e) = result {
