@@ -9,3 +9,6 @@ pub mod state;
 pub mod supervisor;
 
 pub use supervisor::{ComponentSpec, Slot, Status, Supervisor};
+
+#[cfg(test)]
+mod launch_tests;
