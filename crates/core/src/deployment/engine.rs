@@ -222,7 +222,28 @@ fn make_plan(
         .filter_map(|n| rt.config.get(n, &[]).map(|c| (n.clone(), c)))
         .collect();
     let platform = rt.platform();
-    let available = |name: &str| rt.store.recipes(name);
+    // One listing of the store, and each component's recipes parsed at most once.
+    let index = rt.store.recipe_index();
+    let parsed: std::cell::RefCell<BTreeMap<String, Vec<Recipe>>> = Default::default();
+    let available = |name: &str| -> Vec<Recipe> {
+        if let Some(found) = parsed.borrow().get(name) {
+            return found.clone();
+        }
+        let found: Vec<Recipe> = index
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match rt.store.load_recipe(name, v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(component = name, version = %v, error = %e, "skipping unreadable stored recipe");
+                    None
+                }
+            })
+            .collect();
+        parsed.borrow_mut().insert(name.to_string(), found.clone());
+        found
+    };
     planner::plan(&PlanInputs {
         current,
         current_configs: &current_configs,
@@ -281,6 +302,12 @@ fn stage_into(
     staged: &mut Staged,
 ) -> Result<(), PlanError> {
     let req = &record.request;
+    let to_save: Vec<&Recipe> = plan
+        .recipes
+        .iter()
+        .filter(|(name, _)| plan.recipes_to_save.contains(*name))
+        .map(|(_, r)| r.as_ref())
+        .collect();
     for (name, recipe) in &plan.recipes {
         let version = &recipe.version;
         let installed =
@@ -291,12 +318,12 @@ fn stage_into(
         if untouched && !installed {
             staged.fresh.push((name.clone(), version.clone()));
         }
-        if plan.recipes_to_save.contains(name) {
-            rt.store.save_recipe(recipe).map_err(|e| PlanError {
-                kind: "IO_ERROR",
-                cause: e.to_string(),
-            })?;
-        }
+    }
+    rt.store.save_recipes(&to_save).map_err(|e| PlanError {
+        kind: "IO_ERROR",
+        cause: e.to_string(),
+    })?;
+    for name in plan.recipes.keys() {
         let Some(selected) = plan.selected.get(name) else {
             continue;
         };
