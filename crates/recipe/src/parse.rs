@@ -155,13 +155,21 @@ fn from_document(doc: Value, file: &str) -> Result<Recipe, RecipeError> {
     // fails at parse time with the field path, not at deployment time.
     let keywords =
         crate::lifecycle::selection_keywords(manifests.iter().map(|m| m.selections.as_slice()));
+    // Platform-keyed steps are checked in each platform's reading.
+    let check = |value: &Value, path: &str| -> Result<(), RecipeError> {
+        for os in ["linux", "darwin", "windows"] {
+            let resolved = crate::lifecycle::resolve_platform_steps(value, os);
+            Lifecycle::from_value(&resolved, file, path)?;
+        }
+        Ok(())
+    };
     for (i, m) in manifests.iter().enumerate() {
         let value = effective_lifecycle(m, global_lifecycle.as_ref(), &keywords);
-        Lifecycle::from_value(&value, file, &lifecycle_path(m, i))?;
+        check(&value, &lifecycle_path(m, i))?;
     }
     if let (true, Some(g)) = (manifests.is_empty(), &global_lifecycle) {
         let value = crate::lifecycle::select_global_lifecycle(g, &keywords, &[]);
-        Lifecycle::from_value(&value, file, "Lifecycle")?;
+        check(&value, "Lifecycle")?;
     }
     Ok(Recipe {
         format_version,
@@ -617,3 +625,7 @@ fn parse_access(s: &str, file: &str, path: &str) -> Result<Access, RecipeError> 
 #[cfg(test)]
 #[path = "parse_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "platform_steps_tests.rs"]
+mod platform_steps_tests;

@@ -97,6 +97,7 @@ impl DeploymentQueue {
             failure_cause: None,
             error_stack: Vec::new(),
             error_types: Vec::new(),
+            status_details: Vec::new(),
             progress: None,
             request,
         };
