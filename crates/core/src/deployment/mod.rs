@@ -8,6 +8,7 @@ pub mod model {
     pub use lichen_model::deployment::*;
 }
 pub mod queue;
+pub mod validate;
 
 use std::sync::Arc;
 
