@@ -110,3 +110,56 @@ fn deep_update_config_is_refused_at_creation_and_the_deepest_allowed_survives_re
         Some(1)
     );
 }
+
+/// The report's 600 SOFT dependencies and a chain 10x the bound: the deployment fails with
+/// the bound named, the core keeps running and the next deployment succeeds.
+#[test]
+fn too_many_components_fail_the_deployment_and_the_core_survives() {
+    // lichen_recipe::MAX_COMPONENTS_PER_DEPLOYMENT
+    const MAX_COMPONENTS: usize = 500;
+    let core = TestCore::start();
+    let simple = |name: &str, deps: &str| {
+        format!(
+            r#"{{"RecipeFormatVersion": "2020-01-25", "ComponentName": "{name}",
+  "ComponentVersion": "1.0.0", "ComponentDependencies": {{{deps}}},
+  "Manifests": [{{"Platform": {{"os": "linux"}}, "Lifecycle": {{}}}}]}}"#
+        )
+    };
+    let dep = |name: &str| {
+        format!(r#""{name}": {{"VersionRequirement": "^1", "DependencyType": "SOFT"}}"#)
+    };
+
+    let wide: Vec<String> = (0..600).map(|i| format!("com.test.Soft{i}")).collect();
+    let mut files: Vec<(String, String)> = wide
+        .iter()
+        .map(|n| (format!("{n}.json"), simple(n, "")))
+        .collect();
+    let deps: Vec<String> = wide.iter().map(|n| dep(n)).collect();
+    files.push(("wide.json".into(), simple("com.test.Wide", &deps.join(","))));
+    let n = MAX_COMPONENTS * 10;
+    for i in 0..n {
+        let next = if i + 1 < n {
+            dep(&format!("com.test.Chain{}", i + 1))
+        } else {
+            String::new()
+        };
+        files.push((
+            format!("chain{i}.json"),
+            simple(&format!("com.test.Chain{i}"), &next),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    let recipes = recipe_dir(core.dir.path(), "recipes", &refs);
+
+    for root in ["com.test.Wide", "com.test.Chain0"] {
+        let record = core.deploy(&recipes, None, &["-m", &format!("{root}=1.0.0")]);
+        assert_eq!(record["status"], "FAILED", "{root}: {record}");
+        let text = record.to_string();
+        assert!(text.contains("more than 500 components"), "{root}: {text}");
+    }
+    let ok = core.deploy(&recipes, None, &["-m", "com.test.Soft1=1.0.0"]);
+    assert_eq!(ok["status"], "SUCCEEDED", "the core still deploys: {ok}");
+}

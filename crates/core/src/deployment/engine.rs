@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lichen_recipe::resolve::{RootRequirement, resolve_versions};
+use lichen_recipe::resolve::{ResolveError, RootRequirement, resolve_versions};
 use lichen_recipe::{Recipe, VersionRange};
 use serde_json::Value;
 
@@ -254,8 +254,10 @@ fn plan(
             origin: group.to_string(),
         });
     }
-    let resolved = resolve_versions(&requirements, &catalog)
-        .map_err(|e| ("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()))?;
+    let resolved = resolve_versions(&requirements, &catalog).map_err(|e| match e {
+        ResolveError::TooManyComponents { .. } => ("TOO_MANY_COMPONENTS", e.to_string()),
+        _ => ("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()),
+    })?;
 
     // The full (unstripped) recipes, as they will be stored and run.
     let mut recipes: BTreeMap<String, Arc<Recipe>> = BTreeMap::new();
