@@ -234,8 +234,22 @@ fn placeholder(file: &str, field: &str, value: &str) -> RecipeError {
     }
 }
 
+/// Bidirectional-control characters: invisible, they reorder how a name is displayed, so
+/// a name could pose as another in logs, terminals and listings.
+const BIDI_CONTROLS: &[char] = &[
+    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+];
+
+/// The first bidirectional-control character in `s` (U+202A–U+202E, U+2066–U+2069,
+/// U+200E, U+200F, U+061C), which no component name may contain.
+pub fn find_bidi_control(s: &str) -> Option<char> {
+    s.chars().find(|c| BIDI_CONTROLS.contains(c))
+}
+
 /// Checks a component name that will become a directory name in the store: no path
-/// separators, no `.`/`..`, no whitespace or control characters.
+/// separators, no `.`/`..`, no whitespace, control or bidirectional-control characters.
+/// The name is quoted with escapes in the message, so it cannot forge log lines.
 pub(crate) fn check_component_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
@@ -244,14 +258,20 @@ pub(crate) fn check_component_name(name: &str) -> Result<(), String> {
         return Err("must be at most 255 bytes".to_owned());
     }
     if name == "." || name == ".." {
-        return Err(format!("\"{name}\" is not a valid component name"));
+        return Err(format!("{name:?} is not a valid component name"));
+    }
+    if let Some(c) = find_bidi_control(name) {
+        return Err(format!(
+            "{name:?} contains the bidirectional-control character {c:?}, which a component \
+             name may not contain"
+        ));
     }
     if let Some(c) = name
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '\\'))
     {
         return Err(format!(
-            "\"{name}\" contains the character {c:?}, which a component name may not contain"
+            "{name:?} contains the character {c:?}, which a component name may not contain"
         ));
     }
     Ok(())

@@ -5,9 +5,36 @@ use super::model::DeploymentRequest;
 use crate::config::tree;
 use crate::error::{CoreError, Result};
 
-/// Refuses a request whose configuration updates nest deeper than a component configuration
-/// may ([`tree::MAX_CONFIG_DEPTH`]), naming the component and field.
+/// Refuses a request that names a component with a bidirectional-control character (it
+/// could pose as another name in listings and logs), or whose configuration updates nest
+/// deeper than a component configuration may ([`tree::MAX_CONFIG_DEPTH`]); the error names
+/// the field.
 pub fn check_request(request: &DeploymentRequest) -> Result<()> {
+    let names = [
+        (
+            "rootComponentsToAdd",
+            request.root_components_to_add.keys().collect::<Vec<_>>(),
+        ),
+        (
+            "rootComponentsToRemove",
+            request.root_components_to_remove.iter().collect(),
+        ),
+        (
+            "configurationUpdates",
+            request.configuration_updates.keys().collect(),
+        ),
+        ("runWith", request.run_with.keys().collect()),
+    ];
+    for (field, list) in names {
+        for name in list {
+            if let Some(c) = lichen_recipe::find_bidi_control(name) {
+                return Err(CoreError::InvalidArgument(format!(
+                    "{field}: component name {name:?} contains the bidirectional-control \
+                     character {c:?}, which a component name may not contain"
+                )));
+            }
+        }
+    }
     for (name, update) in &request.configuration_updates {
         if let Some(merge) = &update.merge {
             tree::check_depth(&format!("configurationUpdates.{name}.MERGE"), 0, merge)
@@ -25,4 +52,42 @@ pub fn check_request(request: &DeploymentRequest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bidi_names_are_refused_naming_the_field() {
+        let spoof = "com.example.\u{202E}gnp.exe".to_string();
+        let mut add = DeploymentRequest::default();
+        add.root_components_to_add
+            .insert(spoof.clone(), "1.0.0".into());
+        let mut remove = DeploymentRequest::default();
+        remove.root_components_to_remove.push(spoof.clone());
+        let mut config = DeploymentRequest::default();
+        config
+            .configuration_updates
+            .insert(spoof.clone(), Default::default());
+        let mut run_with = DeploymentRequest::default();
+        run_with.run_with.insert(spoof.clone(), Default::default());
+        for (req, field) in [
+            (add, "rootComponentsToAdd"),
+            (remove, "rootComponentsToRemove"),
+            (config, "configurationUpdates"),
+            (run_with, "runWith"),
+        ] {
+            let msg = check_request(&req).unwrap_err().to_string();
+            assert!(
+                msg.contains(field) && msg.contains("bidirectional"),
+                "{msg}"
+            );
+            assert!(!msg.contains('\u{202E}'), "escaped: {msg}");
+        }
+        let mut fine = DeploymentRequest::default();
+        fine.root_components_to_add
+            .insert("com.example.Grüße".into(), "1.0.0".into());
+        check_request(&fine).unwrap();
+    }
 }

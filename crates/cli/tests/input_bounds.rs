@@ -1,6 +1,8 @@
-//! Deep configuration in deployments on the real binary: `--update-config` past the depth
-//! bound is refused at creation (the report's 122 levels made `deployment list` fail from
-//! then on), and the deepest allowed configuration survives a restart.
+//! Hostile deployment input on the real binary: `--update-config` past the depth bound is
+//! refused at creation (the report's 122 levels made `deployment list` fail from then on)
+//! and the deepest allowed configuration survives a restart; dependency sets past the
+//! component bound fail the deployment without taking the core down; names with
+//! bidirectional-control characters are refused, naming the field.
 
 mod common;
 
@@ -162,4 +164,34 @@ fn too_many_components_fail_the_deployment_and_the_core_survives() {
     }
     let ok = core.deploy(&recipes, None, &["-m", "com.test.Soft1=1.0.0"]);
     assert_eq!(ok["status"], "SUCCEEDED", "the core still deploys: {ok}");
+}
+
+#[test]
+fn bidi_component_names_are_refused_naming_the_field() {
+    let core = TestCore::start();
+    let spoof = "com.test.\u{202E}gnp.exe";
+    let out = core.cli(&["deployment", "create", "-m", &format!("{spoof}=1.0.0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(
+        stderr.contains("rootComponentsToAdd") && stderr.contains("bidirectional"),
+        "{stderr}"
+    );
+    assert_eq!(
+        core.json(&["deployment", "list"]).as_array().map(Vec::len),
+        Some(0)
+    );
+
+    let recipe = format!(
+        r#"{{"RecipeFormatVersion": "2020-01-25", "ComponentName": "{spoof}",
+  "ComponentVersion": "1.0.0", "Manifests": [{{"Lifecycle": {{}}}}]}}"#
+    );
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("spoof.json", &recipe)]);
+    let record = core.deploy(&recipes, None, &["-m", "com.test.Plain=1.0.0"]);
+    let text = record.to_string();
+    assert_eq!(record["status"], "FAILED", "{text}");
+    assert!(
+        text.contains("ComponentName") && text.contains("bidirectional"),
+        "{text}"
+    );
 }
