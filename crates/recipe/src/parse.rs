@@ -357,6 +357,25 @@ fn parse_format_version(map: &Map<String, Value>, file: &str) -> Result<String, 
     Ok(RECIPE_FORMAT_VERSION.to_owned())
 }
 
+/// Deepest a `DefaultConfiguration` may nest (the object itself counts 1): the core's bound
+/// on every component configuration tree (`lichen_core::config::tree::MAX_CONFIG_DEPTH`).
+pub const MAX_DEFAULT_CONFIGURATION_DEPTH: usize = 64;
+
+/// Whether `v` nests more than `limit` objects/lists deep; iterative.
+fn exceeds_depth(v: &Value, limit: usize) -> bool {
+    let mut stack = vec![(v, 0usize)];
+    while let Some((node, above)) = stack.pop() {
+        let here = above + 1;
+        match node {
+            Value::Object(_) | Value::Array(_) if here > limit => return true,
+            Value::Object(m) => stack.extend(m.values().map(|c| (c, here))),
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, here))),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn parse_configuration(map: &Map<String, Value>, file: &str) -> Result<Value, RecipeError> {
     let empty = || Value::Object(Map::new());
     let Some(cfg) = get(map, "ComponentConfiguration", file, "")? else {
@@ -371,6 +390,16 @@ fn parse_configuration(map: &Map<String, Value>, file: &str) -> Result<Value, Re
     };
     match get(cfg, "DefaultConfiguration", file, "ComponentConfiguration")? {
         None => Ok(empty()),
+        Some(v @ Value::Object(_)) if exceeds_depth(v, MAX_DEFAULT_CONFIGURATION_DEPTH) => {
+            Err(RecipeError::invalid(
+                file,
+                "ComponentConfiguration.DefaultConfiguration",
+                format!(
+                    "nests more than {MAX_DEFAULT_CONFIGURATION_DEPTH} levels deep (the limit \
+                     of a component configuration)"
+                ),
+            ))
+        }
         Some(v @ Value::Object(_)) => Ok(v.clone()),
         Some(other) => Err(RecipeError::invalid(
             file,

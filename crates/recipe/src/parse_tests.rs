@@ -845,3 +845,32 @@ fn bidirectional_controls_in_names_are_refused_and_escaped_in_the_error() {
     .to_string());
     assert!(!e.contains('\n') && e.contains("\\n"), "{e:?}");
 }
+
+#[test]
+fn default_configuration_deeper_than_the_bound_is_refused() {
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    };
+    let limit = crate::MAX_DEFAULT_CONFIGURATION_DEPTH;
+    let recipe =
+        |cfg: Value| json_recipe(json!({"ComponentConfiguration": {"DefaultConfiguration": cfg}}));
+    ok(&recipe(nested(limit)));
+    let e = err(&recipe(nested(limit + 1)));
+    assert!(
+        e.contains("ComponentConfiguration.DefaultConfiguration: nests more than 64"),
+        "{e}"
+    );
+    // YAML documents are already depth-limited by the parser's budget.
+    let yaml = format!(
+        "RecipeFormatVersion: 2020-01-25\nComponentName: a.b\nComponentVersion: 1.0.0\n\
+         ComponentConfiguration:\n  DefaultConfiguration: {}1{}\n",
+        "{k: ".repeat(100),
+        "}".repeat(100)
+    );
+    let e = err(&yaml);
+    assert!(e.contains("Depth"), "{e}");
+}

@@ -325,6 +325,11 @@ mod tests {
     }
 
     #[test]
+    fn recipes_use_the_same_depth_bound() {
+        assert_eq!(MAX_CONFIG_DEPTH, lichen_recipe::MAX_DEFAULT_CONFIGURATION_DEPTH);
+    }
+
+    #[test]
     fn deployments_deeper_than_the_bound_are_refused() {
         let err =
             compute_update(None, &json!({}), &[], Some(&nested(MAX_CONFIG_DEPTH + 1))).unwrap_err();
