@@ -326,7 +326,10 @@ mod tests {
 
     #[test]
     fn recipes_use_the_same_depth_bound() {
-        assert_eq!(MAX_CONFIG_DEPTH, lichen_recipe::MAX_DEFAULT_CONFIGURATION_DEPTH);
+        assert_eq!(
+            MAX_CONFIG_DEPTH,
+            lichen_recipe::MAX_DEFAULT_CONFIGURATION_DEPTH
+        );
     }
 
     #[test]

@@ -90,4 +90,42 @@ mod tests {
             .insert("com.example.Grüße".into(), "1.0.0".into());
         check_request(&fine).unwrap();
     }
+
+    #[test]
+    fn configuration_updates_past_the_depth_bound_are_refused() {
+        let mut merge = serde_json::json!(1);
+        for _ in 0..tree::MAX_CONFIG_DEPTH * 10 {
+            merge = serde_json::json!({ "k": merge });
+        }
+        let mut req = DeploymentRequest::default();
+        req.configuration_updates.insert(
+            "com.example.A".into(),
+            super::super::model::ConfigurationUpdate {
+                reset: Vec::new(),
+                merge: Some(merge),
+            },
+        );
+        let msg = check_request(&req).unwrap_err().to_string();
+        assert!(
+            msg.contains("configurationUpdates.com.example.A.MERGE"),
+            "{msg}"
+        );
+        let pointer = "/k".repeat(tree::MAX_CONFIG_DEPTH * 10);
+        req.configuration_updates.insert(
+            "com.example.A".into(),
+            super::super::model::ConfigurationUpdate {
+                reset: vec![pointer],
+                merge: None,
+            },
+        );
+        let msg = check_request(&req).unwrap_err().to_string();
+        assert!(
+            msg.contains("configurationUpdates.com.example.A.RESET"),
+            "{msg}"
+        );
+        let mut fine = DeploymentRequest::default();
+        fine.root_components_to_add
+            .insert("com.example.Grüße".into(), "1.0.0".into());
+        check_request(&fine).unwrap();
+    }
 }
