@@ -236,7 +236,16 @@ fn placeholder(file: &str, field: &str, value: &str) -> RecipeError {
 
 /// Checks a component name that will become a directory name in the store: no path
 /// separators, no `.`/`..`, no whitespace or control characters.
-pub(crate) fn check_component_name(name: &str) -> Result<(), String> {
+/// Bidirectional-control characters: they make a name display differently from what it is
+/// (U+202E turns `gpj.exe` into `exe.jpg`), so no component name may contain them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Checks a component name: 1–255 bytes, not `.`/`..`, no whitespace, control,
+/// bidirectional-control characters or path separators. The error quotes the name escaped,
+/// so it is safe to log.
+pub fn check_component_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
     }
@@ -244,14 +253,13 @@ pub(crate) fn check_component_name(name: &str) -> Result<(), String> {
         return Err("must be at most 255 bytes".to_owned());
     }
     if name == "." || name == ".." {
-        return Err(format!("\"{name}\" is not a valid component name"));
+        return Err(format!("{name:?} is not a valid component name"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '\\'))
-    {
+    if let Some(c) = name.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || is_bidi_control(*c) || matches!(c, '/' | '\\')
+    }) {
         return Err(format!(
-            "\"{name}\" contains the character {c:?}, which a component name may not contain"
+            "{name:?} contains the character {c:?}, which a component name may not contain"
         ));
     }
     Ok(())
@@ -351,7 +359,16 @@ fn parse_configuration(map: &Map<String, Value>, file: &str) -> Result<Value, Re
     };
     match get(cfg, "DefaultConfiguration", file, "ComponentConfiguration")? {
         None => Ok(empty()),
-        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(v @ Value::Object(_)) => {
+            if crate::depth::depth_exceeds(0, v, crate::MAX_CONFIG_DEPTH) {
+                return Err(RecipeError::invalid(
+                    file,
+                    "ComponentConfiguration.DefaultConfiguration",
+                    format!("nested more than {} levels deep", crate::MAX_CONFIG_DEPTH),
+                ));
+            }
+            Ok(v.clone())
+        }
         Some(other) => Err(RecipeError::invalid(
             file,
             "ComponentConfiguration.DefaultConfiguration",
@@ -617,3 +634,7 @@ fn parse_access(s: &str, file: &str, path: &str) -> Result<Access, RecipeError> 
 #[cfg(test)]
 #[path = "parse_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "parse_limits_tests.rs"]
+mod limits_tests;

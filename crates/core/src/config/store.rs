@@ -107,6 +107,8 @@ impl ConfigStore {
         for (component, value) in changes {
             match value {
                 Some(v) => {
+                    tree::check_depth(&format!("the configuration of {component}"), 0, &v)
+                        .map_err(CoreError::InvalidArgument)?;
                     next.insert(
                         component,
                         ComponentConfig {
@@ -163,6 +165,14 @@ impl ConfigStore {
         timestamp_ms: u64,
         value: Value,
     ) -> Result<()> {
+        // Before anything is built from them: a long key path would otherwise become a tree
+        // too deep to walk, store or load again.
+        tree::check_depth(
+            &format!("UpdateConfiguration of {component}"),
+            key_path.len(),
+            &value,
+        )
+        .map_err(CoreError::InvalidArgument)?;
         let mut data = self.lock();
         let mut cfg = data.get(component).cloned().unwrap_or_default();
         if !cfg.value.is_object() {
@@ -301,6 +311,70 @@ mod tests {
             .update_from_component("c", &keys(&["k"]), 2, json!("small"))
             .unwrap();
         assert_eq!(store.get("c", &keys(&["k"])), Some(json!("small")));
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!("leaf");
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    }
+
+    #[test]
+    fn deep_key_paths_and_values_are_refused_before_anything_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let store = ConfigStore::open(path.clone()).unwrap();
+        let max = tree::MAX_CONFIG_DEPTH;
+        // 10x the bound and more, on the default test thread stack.
+        for segments in [max + 1, 10 * max, 2_000, 20_000] {
+            let long: Vec<String> = (0..segments).map(|i| format!("k{i}")).collect();
+            let err = store
+                .update_from_component("c", &long, 1, json!(1))
+                .unwrap_err();
+            assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+        }
+        for levels in [max + 1, 124, 10 * max] {
+            let err = store
+                .update_from_component("c", &keys(&["a"]), 1, nested(levels))
+                .unwrap_err();
+            assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+        }
+        // The key path counts against the same bound as the value's nesting.
+        let err = store
+            .update_from_component("c", &keys(&["a", "b"]), 1, nested(max - 1))
+            .unwrap_err();
+        assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+        assert!(!store.contains("c"), "nothing stored");
+        assert!(!path.exists(), "nothing written");
+        let err = store
+            .commit(BTreeMap::from([("d".into(), Some(nested(10 * max)))]), 1)
+            .unwrap_err();
+        assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn the_deepest_allowed_tree_is_saved_and_loads_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let max = tree::MAX_CONFIG_DEPTH;
+        let store = ConfigStore::open(path.clone()).unwrap();
+        let long: Vec<String> = (0..max).map(|i| format!("k{i}")).collect();
+        store
+            .update_from_component("c", &long, 1, json!(1))
+            .unwrap();
+        store
+            .update_from_component("c", &keys(&["v"]), 2, nested(max - 1))
+            .unwrap();
+        store
+            .commit(BTreeMap::from([("d".into(), Some(nested(max)))]), 3)
+            .unwrap();
+        drop(store);
+        let reopened = ConfigStore::open(path).unwrap();
+        assert_eq!(reopened.get("c", &long), Some(json!(1)));
+        assert_eq!(reopened.get("c", &keys(&["v"])), Some(nested(max - 1)));
+        assert_eq!(reopened.get("d", &[]), Some(nested(max)));
     }
 
     #[test]

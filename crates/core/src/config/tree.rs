@@ -5,6 +5,10 @@
 
 use serde_json::{Map, Value};
 
+/// Deepest a configuration tree may be; every way in (deployments, IPC, recipes) checks it,
+/// so the recursive walks here (merge, clone, serialization) are bounded by it.
+pub use lichen_recipe::MAX_CONFIG_DEPTH;
+
 /// Deep-merges `patch` into `target`: objects merge key by key, everything else replaces.
 pub fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
@@ -144,21 +148,42 @@ pub fn compute_update(
 }
 
 /// Every leaf path under `v` (objects are walked, lists and scalars are leaves), for change
-/// notifications. Bounded by `max` entries.
+/// notifications, in key order. Bounded by `max` entries; iterative, so any depth is safe.
 pub fn leaf_paths(v: &Value, prefix: &[String], out: &mut Vec<Vec<String>>, max: usize) {
-    if out.len() >= max {
-        return;
-    }
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, child) in m {
-                let mut p = prefix.to_vec();
-                p.push(k.clone());
-                leaf_paths(child, &p, out, max);
-            }
+    let mut stack: Vec<(&Value, Vec<String>)> = vec![(v, prefix.to_vec())];
+    while let Some((node, path)) = stack.pop() {
+        if out.len() >= max {
+            return;
         }
-        _ => out.push(prefix.to_vec()),
+        match node {
+            Value::Object(m) if !m.is_empty() => {
+                // Reversed so that the first key is walked first.
+                for (k, child) in m.iter().rev() {
+                    let mut p = path.clone();
+                    p.push(k.clone());
+                    stack.push((child, p));
+                }
+            }
+            _ => out.push(path),
+        }
     }
+}
+
+/// Refuses a tree that would be deeper than [`MAX_CONFIG_DEPTH`] once `value` is placed
+/// under `key_path` (or, for a pointer list, a pointer with more segments). The message
+/// names `what`.
+pub fn check_depth(what: &str, key_path_len: usize, value: &Value) -> Result<(), String> {
+    if key_path_len > MAX_CONFIG_DEPTH {
+        return Err(format!(
+            "{what}: the key path has {key_path_len} segments; at most {MAX_CONFIG_DEPTH} are allowed"
+        ));
+    }
+    if lichen_recipe::depth::depth_exceeds(key_path_len, value, MAX_CONFIG_DEPTH) {
+        return Err(format!(
+            "{what}: the value would nest the configuration more than {MAX_CONFIG_DEPTH} levels deep"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

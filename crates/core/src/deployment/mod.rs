@@ -5,6 +5,7 @@ pub(crate) mod engine;
 pub mod installed;
 pub mod model;
 pub mod queue;
+pub mod validate;
 
 use std::sync::Arc;
 
