@@ -40,5 +40,5 @@ pub use parse::{
 };
 pub use platform::{Platform, PlatformRequirement, PlatformValue};
 pub use range::VersionRange;
-pub use resolve::{ResolveError, RootRequirement, resolve_versions};
+pub use resolve::{MAX_COMPONENTS_PER_DEPLOYMENT, ResolveError, RootRequirement, resolve_versions};
 pub use variables::{VariableSource, interpolate, interpolate_json};

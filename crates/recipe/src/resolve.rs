@@ -46,6 +46,12 @@ pub enum ResolveError {
         /// Who requires it.
         required_by: String,
     },
+    /// The deployment involves more components than [`MAX_COMPONENTS_PER_DEPLOYMENT`].
+    #[error("the deployment needs more than {limit} components (roots and dependencies)")]
+    TooManyComponents {
+        /// The bound.
+        limit: usize,
+    },
     /// The chosen versions depend on each other in a circle.
     #[error("dependency cycle: {}", .path.join(" -> "))]
     Cycle {
@@ -65,6 +71,12 @@ fn render_requirements(reqs: &[(String, String)]) -> String {
 /// Upper bound on versions tried before giving up with the first error found.
 const MAX_STEPS: usize = 100_000;
 
+/// Most components one resolution (one deployment's roots and everything they depend on,
+/// HARD and SOFT) may involve; beyond it resolution fails with
+/// [`ResolveError::TooManyComponents`]. Real deployments have tens; the bound keeps the
+/// search (which copies its state per chosen component) and later planning cheap.
+pub const MAX_COMPONENTS_PER_DEPLOYMENT: usize = 1_000;
+
 /// Resolves `roots` and their transitive dependencies against `catalog`, which lists the
 /// available recipes (any order, any versions) of a component name. Returns the chosen
 /// recipe of every component needed.
@@ -80,6 +92,11 @@ pub fn resolve_versions(
     let mut state = State::default();
     for root in roots {
         state.require(&root.name, &root.origin, &root.requirement);
+    }
+    if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
+        return Err(ResolveError::TooManyComponents {
+            limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+        });
     }
     let done = search.solve(state)?;
     let mut out = BTreeMap::new();
@@ -146,17 +163,20 @@ impl Search<'_> {
             .clone()
     }
 
-    fn solve(&mut self, state: State) -> Result<State, ResolveError> {
+    /// The first component still to choose in `state` and the indices of its candidates
+    /// that satisfy every requirement on it, or the outcome when nothing is left to choose
+    /// or nothing matches.
+    fn enter(&mut self, state: State) -> Result<Frame, Result<State, ResolveError>> {
         let Some(name) = state
             .order
             .iter()
             .find(|n| !state.chosen.contains_key(*n))
             .cloned()
         else {
-            return match find_cycle(&state, &self.cache) {
+            return Err(match find_cycle(&state, &self.cache) {
                 Some(path) => Err(ResolveError::Cycle { path }),
                 None => Ok(state),
-            };
+            });
         };
         let reqs = state.reqs.get(&name).cloned().unwrap_or_default();
         let candidates = self.candidates(&name);
@@ -164,29 +184,83 @@ impl Search<'_> {
             .filter(|&i| reqs.iter().all(|(_, r)| r.matches(&candidates[i].version)))
             .collect();
         if matching.is_empty() {
-            return Err(no_candidate(&name, &state, candidates.is_empty()));
+            return Err(Err(no_candidate(&name, &state, candidates.is_empty())));
         }
-        let mut first_error = None;
-        for idx in matching {
-            self.steps += 1;
-            if self.steps > MAX_STEPS {
-                break;
+        Ok(Frame {
+            name,
+            state,
+            candidates,
+            matching,
+            next: 0,
+            first_error: None,
+        })
+    }
+
+    /// Depth-first search over candidate versions, highest first, with an explicit stack
+    /// (one frame per component chosen so far) so that any number of components is safe on
+    /// any thread stack. A frame whose candidates are exhausted fails with the first error
+    /// found below it; the first complete choice wins.
+    fn solve(&mut self, initial: State) -> Result<State, ResolveError> {
+        let mut stack: Vec<Frame> = match self.enter(initial) {
+            Ok(frame) => vec![frame],
+            Err(outcome) => return outcome,
+        };
+        while let Some(frame) = stack.last_mut() {
+            let mut child = None;
+            while frame.next < frame.matching.len() && self.steps < MAX_STEPS {
+                self.steps += 1;
+                let idx = frame.matching[frame.next];
+                frame.next += 1;
+                let mut next = frame.state.clone();
+                next.chosen.insert(frame.name.clone(), idx);
+                match add_dependencies(&mut next, &frame.name, &frame.candidates[idx], &self.cache)
+                {
+                    Ok(()) => {
+                        child = Some(next);
+                        break;
+                    }
+                    Err(e) => {
+                        frame.first_error.get_or_insert(e);
+                    }
+                }
             }
-            let mut next = state.clone();
-            next.chosen.insert(name.clone(), idx);
-            let attempt = match add_dependencies(&mut next, &name, &candidates[idx], &self.cache) {
-                Ok(()) => self.solve(next),
-                Err(e) => Err(e),
-            };
-            match attempt {
-                Ok(done) => return Ok(done),
-                Err(e) => {
-                    first_error.get_or_insert(e);
+            if let Some(state) = child {
+                match self.enter(state) {
+                    Ok(deeper) => stack.push(deeper),
+                    Err(Ok(done)) => return Ok(done),
+                    Err(Err(e)) => {
+                        frame.first_error.get_or_insert(e);
+                    }
+                }
+                continue;
+            }
+            // Every candidate of this component failed (or the step budget ran out): the
+            // choice above it fails with the first error found here.
+            let e = frame
+                .first_error
+                .take()
+                .unwrap_or_else(|| no_candidate(&frame.name, &frame.state, false));
+            stack.pop();
+            match stack.last_mut() {
+                None => return Err(e),
+                Some(parent) => {
+                    parent.first_error.get_or_insert(e);
                 }
             }
         }
-        Err(first_error.unwrap_or_else(|| no_candidate(&name, &state, false)))
+        // Not reached: the stack only empties through the return above.
+        Err(ResolveError::Cycle { path: Vec::new() })
     }
+}
+
+/// One component being chosen: the state before the choice and the candidates left.
+struct Frame {
+    name: String,
+    state: State,
+    candidates: Rc<Vec<Recipe>>,
+    matching: Vec<usize>,
+    next: usize,
+    first_error: Option<ResolveError>,
 }
 
 fn no_candidate(name: &str, state: &State, unknown: bool) -> ResolveError {
@@ -215,6 +289,11 @@ fn add_dependencies(
 ) -> Result<(), ResolveError> {
     for (dep, spec) in &recipe.dependencies {
         state.require(dep, name, &spec.requirement);
+        if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
+            return Err(ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+            });
+        }
         if let Some(&idx) = state.chosen.get(dep) {
             let ok = cache
                 .get(dep)
@@ -462,5 +541,90 @@ mod tests {
             ["base@1.2.0", "left@1.0.0", "right@1.0.0", "top@1.0.0"]
         );
         assert!(resolve_versions(&[], &cat).expect("empty").is_empty());
+    }
+
+    fn chain(len: usize) -> Vec<Recipe> {
+        (0..len)
+            .map(|i| {
+                let deps: Vec<(String, &str)> = if i + 1 < len {
+                    vec![(format!("c{}", i + 1), "*")]
+                } else {
+                    vec![]
+                };
+                let deps: Vec<(&str, &str)> = deps.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+                recipe(&format!("c{i}"), "1.0.0", &deps)
+            })
+            .collect()
+    }
+
+    /// One recipe with `count` SOFT dependencies, and each of them.
+    fn wide(count: usize) -> Vec<Recipe> {
+        let deps: serde_json::Map<String, serde_json::Value> = (0..count)
+            .map(|i| {
+                (
+                    format!("d{i}"),
+                    serde_json::json!({"VersionRequirement": "*", "DependencyType": "SOFT"}),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "RecipeFormatVersion": "2020-01-25",
+            "ComponentName": "wide",
+            "ComponentVersion": "1.0.0",
+            "ComponentDependencies": deps,
+        });
+        let mut list = vec![parse_recipe(&doc.to_string(), "wide.json").expect("wide recipe")];
+        list.extend((0..count).map(|i| recipe(&format!("d{i}"), "1.0.0", &[])));
+        list
+    }
+
+    fn indexed(list: Vec<Recipe>) -> impl Fn(&str) -> Vec<Recipe> {
+        let mut by_name: HashMap<String, Vec<Recipe>> = HashMap::new();
+        for r in list {
+            by_name.entry(r.name.clone()).or_default().push(r);
+        }
+        move |name: &str| by_name.get(name).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn long_chains_and_wide_sets_resolve_up_to_the_bound_on_the_default_stack() {
+        let out = resolve_versions(
+            &[root("c0", "*")],
+            &indexed(chain(MAX_COMPONENTS_PER_DEPLOYMENT)),
+        )
+        .expect("a chain as long as the bound resolves");
+        assert_eq!(out.len(), MAX_COMPONENTS_PER_DEPLOYMENT);
+        let out = resolve_versions(&[root("wide", "*")], &indexed(wide(600))).expect("600 SOFT");
+        assert_eq!(out.len(), 601);
+    }
+
+    #[test]
+    fn ten_times_the_component_bound_fails_cleanly() {
+        let ten_times = 10 * MAX_COMPONENTS_PER_DEPLOYMENT;
+        let too_many = ResolveError::TooManyComponents {
+            limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+        };
+        let err = resolve_versions(&[root("c0", "*")], &indexed(chain(ten_times))).unwrap_err();
+        assert_eq!(err, too_many);
+        let err = resolve_versions(&[root("wide", "*")], &indexed(wide(ten_times))).unwrap_err();
+        assert_eq!(err, too_many);
+        let roots: Vec<RootRequirement> = (0..ten_times)
+            .map(|i| root(&format!("d{i}"), "*"))
+            .collect();
+        let err = resolve_versions(&roots, &indexed(Vec::new())).unwrap_err();
+        assert_eq!(err, too_many);
+    }
+
+    #[test]
+    fn backtracking_reaches_deep_into_a_long_chain() {
+        // The newest head needs a component that does not exist at the end of a long chain;
+        // the resolver must come back up 500 levels and take the older head.
+        let mut list = chain(500);
+        list.pop();
+        list.push(recipe("c499", "1.0.0", &[("ghost", "*")]));
+        list.push(recipe("head", "2.0.0", &[("c0", "*")]));
+        list.push(recipe("head", "1.0.0", &[]));
+        let out = resolve_versions(&[root("head", "*")], &indexed(list)).expect("resolves");
+        assert_eq!(versions(&out), ["head@1.0.0"]);
     }
 }
