@@ -50,7 +50,7 @@ pub fn validate_mappings(m: &BTreeMap<String, BridgeMapping>) -> Result<(), Brok
                 "mqttTopicMapping.{name}: source and target must differ"
             )));
         }
-        lichen_bus::validate_topic_filter(&map.topic)
+        lichen_mqtt::topic::validate_topic_filter(&map.topic)
             .map_err(|e| BrokerError::Config(format!("mqttTopicMapping.{name}: topic: {e}")))?;
         if map.target_topic_prefix.contains(['+', '#']) {
             return Err(BrokerError::Config(format!(
@@ -67,7 +67,7 @@ pub fn to_bus(bus: &Bus, mappings: &[(String, BridgeMapping)], msg: &Msg) {
         if m.source != Endpoint::LocalMqtt || m.target != Endpoint::Pubsub {
             continue;
         }
-        if !lichen_bus::topic_matches(&m.topic, &msg.topic) {
+        if !lichen_mqtt::topic::topic_matches(&m.topic, &msg.topic) {
             continue;
         }
         let topic = format!("{}{}", m.target_topic_prefix, msg.topic);
@@ -107,7 +107,7 @@ pub fn start(
         tasks.push(tokio::spawn(async move {
             while let Some(message) = sub.recv().await {
                 let topic = format!("{prefix}{}", message.topic);
-                if lichen_bus::validate_topic_name(&topic).is_err() {
+                if lichen_mqtt::topic::validate_topic_name(&topic).is_err() {
                     continue;
                 }
                 let msg = Arc::new(Msg {

@@ -314,7 +314,7 @@ impl Shared {
             let now = Instant::now();
             let store = read(&self.retained);
             for (topic, msg) in store.iter() {
-                if lichen_bus::topic_matches(plain, topic) && !msg.expired(now) {
+                if lichen_mqtt::topic::topic_matches(plain, topic) && !msg.expired(now) {
                     retained.push(Delivery {
                         msg: msg.clone(),
                         qos: options.qos.min(msg.qos),

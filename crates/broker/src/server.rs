@@ -310,6 +310,7 @@ impl BrokerHandle {
             )));
         }
         let der = tls::cert_der_from_pem(cert_pem)?;
+        tls::check_client_cert(&der)?;
         let fingerprint = tls::fingerprint(&der);
         {
             let mut devices = write(&self.shared.devices);

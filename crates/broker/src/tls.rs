@@ -1,19 +1,12 @@
-//! TLS: the broker's local CA (key 0600 + certificate under the state dir), a server
-//! certificate it issues and renews before expiry, and client certificate verification
-//! against the device registry (exact certificate) or trusted CAs.
+//! TLS: the rustls side of the broker's local CA (`lichen-pki`: key 0600 + certificate under
+//! the state dir), the server certificate it issues and renews before expiry, and client
+//! certificate verification against the device registry (exact certificate) or trusted CAs.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
@@ -21,7 +14,6 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 use crate::BrokerError;
 use crate::broker::{DeviceRecord, read, write};
@@ -32,141 +24,59 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// SHA-256 of a DER certificate, lowercase hex.
 pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
+    lichen_pki::fingerprint(der)
+}
+
+fn pki_err(e: lichen_pki::PkiError) -> BrokerError {
+    match e {
+        lichen_pki::PkiError::Io(e) => BrokerError::Io(e.to_string()),
+        e => BrokerError::Certificate(e.to_string()),
+    }
 }
 
 /// Parses the first certificate of a PEM text.
 pub fn cert_der_from_pem(pem: &str) -> Result<CertificateDer<'static>, BrokerError> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| BrokerError::Certificate(format!("not a PEM certificate: {e}")))?;
-    if p.label != "CERTIFICATE" {
-        return Err(BrokerError::Certificate(format!(
-            "PEM block is {:?}, not CERTIFICATE",
-            p.label
-        )));
-    }
-    x509_parser::parse_x509_certificate(&p.contents)
-        .map_err(|e| BrokerError::Certificate(format!("invalid X.509 certificate: {e}")))?;
-    Ok(CertificateDer::from(p.contents))
+    lichen_pki::cert_der_from_pem(pem)
+        .map(CertificateDer::from)
+        .map_err(pki_err)
+}
+
+/// Refuses certificates that must not be used by a client device (X.509 v1).
+pub fn check_client_cert(der: &[u8]) -> Result<(), BrokerError> {
+    lichen_pki::check_client_cert(der)
+        .map(|_| ())
+        .map_err(pki_err)
 }
 
 /// Subject common name of a certificate, if any.
 pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(cn)
+    lichen_pki::common_name(der)
 }
 
 fn valid_now(der: &[u8]) -> bool {
-    x509_parser::parse_x509_certificate(der)
-        .map(|(_, c)| c.validity().is_valid())
-        .unwrap_or(false)
-}
-
-fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    (if m <= 2 { y + 1 } else { y } as i32, m, d)
+    lichen_pki::valid_now(der)
 }
 
 fn today() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    (secs / 86_400) as i64
+    lichen_sys::time::today()
 }
 
-fn set_validity(params: &mut CertificateParams, from_day: i64, to_day: i64) {
-    let (y, m, d) = civil_from_days(from_day);
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil_from_days(to_day);
-    params.not_after = rcgen::date_time_ymd(y, m, d);
-}
-
-fn write_private(path: &Path, data: &str) -> Result<(), BrokerError> {
-    let io = |e: std::io::Error| BrokerError::Io(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
-}
-
-fn write_public(path: &Path, data: &str) -> Result<(), BrokerError> {
-    let io = |e: std::io::Error| BrokerError::Io(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).map_err(io)?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
-}
-
-/// The local certificate authority that issues the server certificate.
+/// The local certificate authority (`lichen_pki::LocalCa`) that issues the server
+/// certificate, with its output turned into rustls types.
 pub struct LocalCa {
-    key: KeyPair,
+    ca: lichen_pki::LocalCa,
     pub cert_pem: String,
     pub cert_path: PathBuf,
 }
 
 impl LocalCa {
-    /// Loads `ca.key`/`ca.pem` from `dir`, creating them (key 0600) on first use.
+    /// Loads `ca.key`/`ca.pem` from `dir`, creating them (key 0600, crash-safely) on first use.
     pub fn load_or_create(dir: &Path) -> Result<LocalCa, BrokerError> {
-        let key_path = dir.join("ca.key");
-        let cert_path = dir.join("ca.pem");
-        let cert_err = |e: rcgen::Error| BrokerError::Certificate(format!("local CA: {e}"));
-        if key_path.exists() && cert_path.exists() {
-            let io = |e: std::io::Error| BrokerError::Io(format!("{}: {e}", key_path.display()));
-            let key_pem = fs::read_to_string(&key_path).map_err(io)?;
-            let cert_pem = fs::read_to_string(&cert_path)
-                .map_err(|e| BrokerError::Io(format!("{}: {e}", cert_path.display())))?;
-            let key = KeyPair::from_pem(&key_pem).map_err(cert_err)?;
-            let _ = fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600));
-            return Ok(LocalCa {
-                key,
-                cert_pem,
-                cert_path,
-            });
-        }
-        let key = KeyPair::generate().map_err(cert_err)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "lichen local broker CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, today() - 1, today() + 3650);
-        let cert = params.self_signed(&key).map_err(cert_err)?;
-        write_private(&key_path, &key.serialize_pem())?;
-        write_public(&cert_path, &cert.pem())?;
+        let ca = lichen_pki::LocalCa::load_or_create(dir).map_err(pki_err)?;
         Ok(LocalCa {
-            key,
-            cert_pem: cert.pem(),
-            cert_path,
+            cert_pem: ca.cert_pem.clone(),
+            cert_path: ca.cert_path.clone(),
+            ca,
         })
     }
 
@@ -176,40 +86,19 @@ impl LocalCa {
         names: &[String],
         days: u32,
     ) -> Result<(CertifiedKey, i64), BrokerError> {
-        let cert_err =
-            |e: rcgen::Error| BrokerError::Certificate(format!("server certificate: {e}"));
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(cert_err)?;
-        let key = KeyPair::generate().map_err(cert_err)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "lichen broker");
-        for n in names {
-            params
-                .subject_alt_names
-                .push(match n.parse::<std::net::IpAddr>() {
-                    Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(n.clone().try_into().map_err(cert_err)?),
-                });
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let expires_day = today() + i64::from(days.max(1));
-        set_validity(&mut params, today() - 1, expires_day);
-        let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+        let issued = self.ca.issue_server(names, days).map_err(pki_err)?;
         let ca_der = cert_der_from_pem(&self.cert_pem)?;
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_pkcs8_der));
         let signing = provider()
             .key_provider
             .load_private_key(key_der)
             .map_err(|e| BrokerError::Certificate(format!("server key: {e}")))?;
         Ok((
-            CertifiedKey::new(vec![cert.der().clone(), ca_der], signing),
-            expires_day,
+            CertifiedKey::new(
+                vec![CertificateDer::from(issued.cert.cert_der), ca_der],
+                signing,
+            ),
+            issued.cert.expires_day,
         ))
     }
 }
@@ -382,14 +271,9 @@ pub fn server_names(extra: &[String]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
+    use super::*;
 
     #[test]
     fn ca_issues_server_cert_and_persists_key_0600() {

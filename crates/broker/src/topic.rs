@@ -1,5 +1,6 @@
 //! Subscription tree: topic filters stored level by level, so a PUBLISH is matched in time
-//! proportional to its depth rather than to the number of subscriptions. Follows MQTT §4.7:
+//! proportional to its depth rather than to the number of subscriptions. The rules
+//! themselves are `lichen_mqtt::topic`; this tree follows them (MQTT §4.7):
 //! `+` one level, `#` the rest including the parent, and topics starting with `$` are not
 //! matched by a wildcard in the first level.
 
@@ -42,16 +43,9 @@ fn same(a: &SubEntry, session: &Arc<Session>, share: Option<&str>) -> bool {
 }
 
 /// Splits `$share/{name}/{filter}` into `(Some(name), filter)`; other filters into `(None, f)`.
-/// `Err` for a malformed shared subscription.
+/// `Err` for a malformed shared subscription. The rule is `lichen_mqtt::topic::split_shared`.
 pub fn split_shared(filter: &str) -> Result<(Option<&str>, &str), ()> {
-    let Some(rest) = filter.strip_prefix("$share/") else {
-        return Ok((None, filter));
-    };
-    let (name, f) = rest.split_once('/').ok_or(())?;
-    if name.is_empty() || name.contains(['+', '#']) || f.is_empty() {
-        return Err(());
-    }
-    Ok((Some(name), f))
+    lichen_mqtt::topic::split_shared(filter).map_err(|_| ())
 }
 
 #[derive(Default)]

@@ -9,8 +9,6 @@
 //! A publisher therefore never waits for a subscriber: a stuck subscriber loses its own
 //! backlog and delays nobody else.
 
-pub mod topic;
-
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,7 +16,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-pub use topic::{TopicError, topic_matches, validate_topic_filter, validate_topic_name};
+// The topic rules are MQTT's (`lichen_mqtt::topic`); IPC topics on the bus follow them
+// unchanged. Re-exported so attachments keep one import.
+pub use lichen_mqtt::topic::{
+    MAX_TOPIC_LEN, TopicError, topic_matches, validate_topic_filter, validate_topic_name,
+};
 
 /// Default per-subscription queue bound, in messages.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;

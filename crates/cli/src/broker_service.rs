@@ -10,10 +10,13 @@
 use std::sync::Arc;
 
 use lichen_broker::{BUILTIN_COMPONENTS, BrokerConfig, BrokerHandle};
-use lichen_core::control::ControlExtension;
+use lichen_core::control::{
+    BrokerInfo, ControlExtension, ControlReply, ControlRequest, ControlService, DeviceInfo,
+    DeviceRemoved, ListenerInfo,
+};
 use lichen_core::handle::BoxFuture;
 use lichen_core::{CoreError, CoreHandle};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 #[derive(Clone)]
@@ -123,7 +126,7 @@ impl BrokerService {
         }
     }
 
-    async fn device_op(&self, op: &str, args: Value) -> Result<Value, CoreError> {
+    async fn device_op(&self, request: ControlRequest) -> Result<ControlReply, CoreError> {
         let guard = self.broker.lock().await;
         let broker = guard.as_ref().ok_or_else(|| {
             CoreError::NotSupported(
@@ -132,51 +135,66 @@ impl BrokerService {
                     .into(),
             )
         })?;
-        let name = || {
-            args.get("name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| CoreError::InvalidArgument("missing device name".into()))
-        };
-        match op {
-            "device.add" => {
-                let pem = args
-                    .get("certPem")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| CoreError::InvalidArgument("missing certPem".into()))?;
+        match request {
+            ControlRequest::DeviceAdd { name, cert_pem } => {
                 let info = broker
-                    .add_device(&name()?, pem)
+                    .add_device(&name, &cert_pem)
                     .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
-                Ok(json!({ "name": info.name, "fingerprint": info.fingerprint }))
+                Ok(ControlReply::Device(DeviceInfo {
+                    name: info.name,
+                    fingerprint: info.fingerprint,
+                }))
             }
-            "device.remove" => {
-                let n = name()?;
-                if broker.remove_device(&n) {
-                    Ok(json!({ "name": n, "removed": true }))
+            ControlRequest::DeviceRemove { name } => {
+                if broker.remove_device(&name) {
+                    Ok(ControlReply::DeviceRemoved(DeviceRemoved {
+                        name,
+                        removed: true,
+                    }))
                 } else {
-                    Err(CoreError::InvalidArgument(format!("no device named {n}")))
+                    Err(CoreError::InvalidArgument(format!(
+                        "no device named {name}"
+                    )))
                 }
             }
-            "device.list" => Ok(Value::Array(
+            ControlRequest::DeviceList {} => Ok(ControlReply::Devices(
                 broker
                     .list_devices()
                     .into_iter()
-                    .map(|d| json!({ "name": d.name, "fingerprint": d.fingerprint }))
+                    .map(|d| DeviceInfo {
+                        name: d.name,
+                        fingerprint: d.fingerprint,
+                    })
                     .collect(),
             )),
-            "device.broker" => Ok(json!({
-                "listeners": broker.local_addrs().iter().map(|l| json!({"kind": format!("{:?}", l.kind).to_lowercase(), "addr": l.addr.to_string()})).collect::<Vec<_>>(),
-                "caCertPath": broker.ca_cert_path(),
+            ControlRequest::DeviceBroker {} => Ok(ControlReply::Broker(BrokerInfo {
+                listeners: broker
+                    .local_addrs()
+                    .iter()
+                    .map(|l| ListenerInfo {
+                        kind: format!("{:?}", l.kind).to_lowercase(),
+                        addr: l.addr.to_string(),
+                    })
+                    .collect(),
+                ca_cert_path: broker.ca_cert_path().map(|p| p.to_path_buf()),
             })),
             other => Err(CoreError::NotSupported(format!(
-                "control operation {other:?}"
+                "control operation {:?}",
+                other.op()
             ))),
         }
     }
 }
 
 impl ControlExtension for BrokerService {
-    fn handle<'a>(&'a self, op: &'a str, args: Value) -> BoxFuture<'a, Result<Value, CoreError>> {
-        Box::pin(self.device_op(op, args))
+    fn service(&self) -> ControlService {
+        ControlService::Devices
+    }
+
+    fn handle<'a>(
+        &'a self,
+        request: ControlRequest,
+    ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
+        Box::pin(self.device_op(request))
     }
 }

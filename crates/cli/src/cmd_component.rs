@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
+use anyhow::bail;
 use clap::Subcommand;
-use lichen_core::ComponentInfo;
 use lichen_core::control::client::ControlClient;
+use lichen_core::control::{ControlReply, ControlRequest};
 use serde_json::json;
 
 use crate::Global;
@@ -26,24 +27,35 @@ pub fn run(global: &Global, command: ComponentCommand) -> anyhow::Result<ExitCod
     let mut client = ControlClient::connect(&global.root())?;
     match command {
         ComponentCommand::List => {
-            let v = client.call("component.list", json!({}))?;
+            let ControlReply::Components(list) =
+                client.request(&ControlRequest::ComponentList {})?
+            else {
+                bail!("the core sent an unexpected reply to component.list");
+            };
             if global.json {
-                output::json(&v);
+                output::json(&list);
             } else {
-                let list: Vec<ComponentInfo> = serde_json::from_value(v)?;
                 output::component_table(&list);
             }
         }
         ComponentCommand::Details { name } => {
-            let v = client.call("component.details", json!({ "componentName": name }))?;
+            let ControlReply::Component(details) =
+                client.request(&ControlRequest::ComponentDetails {
+                    component_name: name,
+                })?
+            else {
+                bail!("the core sent an unexpected reply to component.details");
+            };
             if global.json {
-                output::json(&v);
+                output::json(&details);
             } else {
-                output::component_details(&serde_json::from_value(v)?);
+                output::component_details(&details);
             }
         }
         ComponentCommand::Restart { name } => {
-            client.call("component.restart", json!({ "componentName": name }))?;
+            client.request(&ControlRequest::ComponentRestart {
+                component_name: name.clone(),
+            })?;
             if global.json {
                 output::json(&json!({ "componentName": name, "restarted": true }));
             } else {
@@ -51,7 +63,9 @@ pub fn run(global: &Global, command: ComponentCommand) -> anyhow::Result<ExitCod
             }
         }
         ComponentCommand::Stop { name } => {
-            client.call("component.stop", json!({ "componentName": name }))?;
+            client.request(&ControlRequest::ComponentStop {
+                component_name: name.clone(),
+            })?;
             if global.json {
                 output::json(&json!({ "componentName": name, "stopped": true }));
             } else {

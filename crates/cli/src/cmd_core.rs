@@ -102,8 +102,7 @@ async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Servi
         .await
         .context("starting the IPC server")?;
     let broker = crate::broker_service::BrokerService::start(handle.clone()).await?;
-    let extensions: lichen_core::control::Extensions =
-        vec![("device.".to_string(), std::sync::Arc::new(broker.clone()))];
+    let extensions: lichen_core::control::Extensions = vec![std::sync::Arc::new(broker.clone())];
     // Components start once the services they may talk to are listening.
     core.launch().await?;
     let control = lichen_core::control::serve(handle.clone(), extensions)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use lichen_core::control::client::ControlClient;
+use lichen_core::control::{ControlReply, ControlRequest};
 use lichen_core::deployment::model::{
     ConfigurationUpdate, DeploymentRecord, DeploymentRequest, DeploymentStatus, FailurePolicy,
 };
@@ -181,11 +182,12 @@ pub fn run(global: &Global, command: DeploymentCommand) -> anyhow::Result<ExitCo
         DeploymentCommand::Create(args) => {
             let req = parse_request(&args)?;
             let mut client = ControlClient::connect(&root)?;
-            let created = client.call("deployment.create", serde_json::to_value(&req)?)?;
-            let id = created["deploymentId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let ControlReply::DeploymentCreated(created) =
+                client.request(&ControlRequest::DeploymentCreate(req))?
+            else {
+                bail!("the core sent an unexpected reply to deployment.create");
+            };
+            let id = created.deployment_id.clone();
             if args.no_wait {
                 if global.json {
                     output::json(&created);
@@ -215,24 +217,24 @@ pub fn run(global: &Global, command: DeploymentCommand) -> anyhow::Result<ExitCo
         }
         DeploymentCommand::Status { deployment_id } => {
             let mut client = ControlClient::connect(&root)?;
-            let v = client.call(
-                "deployment.status",
-                json!({ "deploymentId": deployment_id }),
-            )?;
+            let record = deployment_status(&mut client, deployment_id)?;
             if global.json {
-                output::json(&v);
+                output::json(&record);
             } else {
-                output::deployment_details(&serde_json::from_value(v)?);
+                output::deployment_details(&record);
             }
             Ok(ExitCode::SUCCESS)
         }
         DeploymentCommand::List => {
             let mut client = ControlClient::connect(&root)?;
-            let v = client.call("deployment.list", json!({}))?;
+            let ControlReply::Deployments(list) =
+                client.request(&ControlRequest::DeploymentList {})?
+            else {
+                bail!("the core sent an unexpected reply to deployment.list");
+            };
             if global.json {
-                output::json(&v);
+                output::json(&list);
             } else {
-                let list: Vec<DeploymentRecord> = serde_json::from_value(v)?;
                 if list.is_empty() {
                     println!("No deployments yet.");
                 }
@@ -244,10 +246,9 @@ pub fn run(global: &Global, command: DeploymentCommand) -> anyhow::Result<ExitCo
         }
         DeploymentCommand::Cancel { deployment_id } => {
             let mut client = ControlClient::connect(&root)?;
-            client.call(
-                "deployment.cancel",
-                json!({ "deploymentId": deployment_id }),
-            )?;
+            client.request(&ControlRequest::DeploymentCancel {
+                deployment_id: deployment_id.clone(),
+            })?;
             if !global.json {
                 println!("Deployment {deployment_id} canceled.");
             } else {
@@ -275,9 +276,7 @@ fn wait(
     };
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let record: DeploymentRecord = serde_json::from_value(
-            client.call("deployment.status", json!({ "deploymentId": id }))?,
-        )?;
+        let record = deployment_status(client, id.to_string())?;
         if record.status.is_final() {
             if let Some(b) = bar {
                 b.finish_and_clear();
@@ -303,5 +302,15 @@ fn wait(
             );
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn deployment_status(
+    client: &mut ControlClient,
+    deployment_id: String,
+) -> anyhow::Result<DeploymentRecord> {
+    match client.request(&ControlRequest::DeploymentStatus { deployment_id })? {
+        ControlReply::Deployment(record) => Ok(*record),
+        _ => bail!("the core sent an unexpected reply to deployment.status"),
     }
 }

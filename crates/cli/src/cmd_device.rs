@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use lichen_core::control::client::ControlClient;
-use serde_json::json;
+use lichen_core::control::{ControlReply, ControlRequest};
 
 use crate::Global;
 use crate::output;
@@ -30,53 +30,51 @@ pub enum DeviceCommand {
 
 pub fn run(global: &Global, command: DeviceCommand) -> anyhow::Result<ExitCode> {
     let mut client = ControlClient::connect(&global.root())?;
-    let result = match &command {
+    let request = match &command {
         DeviceCommand::Add { name, cert } => {
-            let pem = std::fs::read_to_string(cert)
+            let cert_pem = std::fs::read_to_string(cert)
                 .with_context(|| format!("reading certificate {}", cert.display()))?;
-            client.call("device.add", json!({ "name": name, "certPem": pem }))?
+            ControlRequest::DeviceAdd {
+                name: name.clone(),
+                cert_pem,
+            }
         }
-        DeviceCommand::Remove { name } => client.call("device.remove", json!({ "name": name }))?,
-        DeviceCommand::List => client.call("device.list", json!({}))?,
-        DeviceCommand::Broker => client.call("device.broker", json!({}))?,
+        DeviceCommand::Remove { name } => ControlRequest::DeviceRemove { name: name.clone() },
+        DeviceCommand::List => ControlRequest::DeviceList {},
+        DeviceCommand::Broker => ControlRequest::DeviceBroker {},
     };
+    let reply = client.request(&request)?;
     if global.json {
-        output::json(&result);
+        output::json(&reply);
         return Ok(ExitCode::SUCCESS);
     }
-    match command {
-        DeviceCommand::Add { name, .. } => {
+    match (command, reply) {
+        (DeviceCommand::Add { name, .. }, ControlReply::Device(device)) => {
             println!(
                 "Registered {name} (certificate SHA-256 {}).",
-                result["fingerprint"].as_str().unwrap_or("")
+                device.fingerprint
             );
         }
-        DeviceCommand::Remove { name } => println!("Removed {name}."),
-        DeviceCommand::List => {
-            let list = result.as_array().cloned().unwrap_or_default();
+        (DeviceCommand::Remove { name }, ControlReply::DeviceRemoved(_)) => {
+            println!("Removed {name}.")
+        }
+        (DeviceCommand::List, ControlReply::Devices(list)) => {
             if list.is_empty() {
                 println!("No client devices registered.");
             }
             for d in list {
-                println!(
-                    "{}  {}",
-                    d["name"].as_str().unwrap_or(""),
-                    d["fingerprint"].as_str().unwrap_or("")
-                );
+                println!("{}  {}", d.name, d.fingerprint);
             }
         }
-        DeviceCommand::Broker => {
-            for l in result["listeners"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "listener  {}  {}",
-                    l["kind"].as_str().unwrap_or(""),
-                    l["addr"].as_str().unwrap_or("")
-                );
+        (DeviceCommand::Broker, ControlReply::Broker(broker)) => {
+            for l in &broker.listeners {
+                println!("listener  {}  {}", l.kind, l.addr);
             }
-            if let Some(ca) = result["caCertPath"].as_str() {
-                println!("CA cert   {ca}");
+            if let Some(ca) = &broker.ca_cert_path {
+                println!("CA cert   {}", ca.display());
             }
         }
+        _ => bail!("the core sent an unexpected reply to {}", request.op()),
     }
     Ok(ExitCode::SUCCESS)
 }

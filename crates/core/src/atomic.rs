@@ -1,45 +1,13 @@
-//! Crash-safe file replacement: write a temporary file, fsync it, rename it over the target,
-//! fsync the directory. After a kill -9 or power cut a reader sees the old or the new
-//! content, never a torn file.
+//! Crash-safe file replacement (see `lichen_sys::atomic`), with the core's error type.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::Path;
 
 use crate::error::{CoreError, Result};
 
 /// Replaces `path` with `bytes` atomically. `mode` is applied to the new file (e.g. 0o600).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| CoreError::Other(format!("{} has no parent directory", path.display())))?;
-    fs::create_dir_all(dir).map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    let ctx = |what: &str| format!("{what} {}", tmp.display());
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| CoreError::io(ctx("creating"), e))?;
-        f.write_all(bytes)
-            .map_err(|e| CoreError::io(ctx("writing"), e))?;
-        f.sync_all().map_err(|e| CoreError::io(ctx("syncing"), e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        CoreError::io(
-            format!("renaming {} to {}", tmp.display(), path.display()),
-            e,
-        )
-    })?;
-    sync_dir(dir)
+    lichen_sys::atomic::write_atomic(path, bytes, mode).map_err(from_sys)
 }
 
 /// Writes `value` as pretty JSON atomically.
@@ -47,6 +15,10 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T, mode: u32)
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| CoreError::Other(format!("serializing {}: {e}", path.display())))?;
     write_atomic(path, &bytes, mode)
+}
+
+fn from_sys(e: lichen_sys::SysError) -> CoreError {
+    CoreError::io(e.context, e.source)
 }
 
 /// Reads JSON written by [`write_json_atomic`]; `Ok(None)` when the file does not exist.
@@ -65,9 +37,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
 
 /// Makes a completed rename durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CoreError::io(format!("syncing directory {}", dir.display()), e))
+    lichen_sys::atomic::sync_dir(dir).map_err(from_sys)
 }
 
 #[cfg(test)]

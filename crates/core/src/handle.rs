@@ -7,52 +7,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::deployment::model::{DeploymentRecord, DeploymentRequest};
 use crate::error::Result;
 use crate::lifecycle::state::{LifecycleState, ReportedState};
 use crate::paths::RootLayout;
 use crate::runtime::Runtime;
+pub use lichen_model::component::{ComponentInfo, Metric};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A component as `component list` / `GetComponentDetails` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComponentInfo {
-    pub component_name: String,
-    pub version: String,
-    pub state: LifecycleState,
-    pub configuration: serde_json::Value,
-    /// Why the component is in its state (last error, exit code, BROKEN reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_reason: Option<String>,
-    /// Built-in components are served by the core itself (e.g. aws.greengrass.Nucleus).
-    #[serde(default)]
-    pub builtin: bool,
-    #[serde(default)]
-    pub root: bool,
-    /// Resource limits actually applied, or why they could not be.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_limits: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub metrics: Vec<Metric>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-}
-
-/// A metric a component reported with `PutComponentMetric`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metric {
-    pub name: String,
-    /// BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, MEGABYTES, SECONDS.
-    pub unit: String,
-    pub value: f64,
-    /// Milliseconds since the epoch when the core recorded it.
-    #[serde(default)]
-    pub timestamp: u64,
-}
 
 /// A configuration change, sent to `SubscribeToConfigurationUpdate` subscribers.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,10 @@ pub mod paths;
 pub mod settings;
 pub mod store;
 pub mod tokens;
-pub mod unix_path;
+/// Long socket paths live in `lichen-sys`; this path is kept for existing callers.
+pub mod unix_path {
+    pub use lichen_sys::socket::*;
+}
 
 mod runtime;
 

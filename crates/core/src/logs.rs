@@ -10,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::error::{CoreError, Result};
 
@@ -216,32 +216,7 @@ pub fn format_line(time: SystemTime, stream: &str, line: &str) -> String {
 /// RFC 3339 UTC with milliseconds: `2026-11-27T06:00:00.123Z`. Times before 1970 print as
 /// the epoch.
 pub fn format_timestamp(time: SystemTime) -> String {
-    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); H. Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    lichen_sys::time::format_rfc3339_millis(time)
 }
 
 /// The last `n` lines of a file (without their newlines), reading backwards from the end in
@@ -461,7 +436,9 @@ async fn flush_partial(partial: &mut Vec<u8>, tx: &tokio::sync::mpsc::Sender<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lichen_sys::time::civil_from_days;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::UNIX_EPOCH;
 
     fn numbered(p: &Path, i: u32) -> PathBuf {
         PathBuf::from(format!("{}.{i}", p.display()))

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROOT: &str = "/var/lib/lichen";
 
 /// `sun_path` holds 108 bytes including the NUL; longer socket paths cannot be bound directly.
-pub const SUN_PATH_MAX: usize = 107;
+pub const SUN_PATH_MAX: usize = lichen_sys::socket::SUN_PATH_MAX;
 
 #[derive(Debug, Clone)]
 pub struct RootLayout {

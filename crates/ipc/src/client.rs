@@ -2,7 +2,6 @@
 //! Components should keep using the AWS SDKs; this speaks the same wire protocol.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,14 +109,9 @@ pub async fn connect_socket(path: &Path) -> Result<UnixStream, IpcError> {
         path: path.to_path_buf(),
         source,
     };
-    if path.as_os_str().len() <= lichen_core::paths::SUN_PATH_MAX {
-        return UnixStream::connect(path).await.map_err(err);
-    }
-    let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
-    let short = Path::new("/proc/self/fd")
-        .join(dir.as_raw_fd().to_string())
-        .join(path.file_name().unwrap_or_default());
-    UnixStream::connect(short).await.map_err(err)
+    // Paths longer than sun_path go through /proc/self/fd (see lichen_sys::socket).
+    let short = lichen_core::unix_path::SocketPath::new(path).map_err(err)?;
+    UnixStream::connect(short.as_path()).await.map_err(err)
 }
 
 pub fn encode(msg: RpcMessage) -> Bytes {

@@ -23,6 +23,7 @@ mod error;
 pub mod packet;
 pub mod properties;
 mod reason;
+pub mod topic;
 pub mod wire;
 
 pub use decode::{FixedHeader, decode, decode_body, parse_fixed_header};

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Request, Response};
+use super::{ControlReply, ControlRequest, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -46,16 +46,10 @@ impl ControlClient {
         })
     }
 
-    pub fn call(
-        &mut self,
-        op: &str,
-        args: serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        let mut line = serde_json::to_vec(&Request {
-            op: op.to_string(),
-            args,
-        })
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    /// Sends one request and decodes the reply the core sent for it.
+    pub fn request(&mut self, request: &ControlRequest) -> Result<ControlReply, ClientError> {
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
         self.stream.get_mut().write_all(&line)?;
         let mut buf = String::new();
@@ -65,7 +59,9 @@ impl ControlClient {
         let resp: Response =
             serde_json::from_str(&buf).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if resp.ok {
-            Ok(resp.result.unwrap_or(serde_json::Value::Null))
+            request
+                .decode_reply(resp.result.unwrap_or(serde_json::Value::Null))
+                .map_err(|e| ClientError::Protocol(e.to_string()))
         } else {
             let err = resp.error.unwrap_or(super::ErrorBody {
                 kind: "ServiceError".into(),

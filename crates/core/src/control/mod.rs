@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use lichen_model::control::{
+    BrokerInfo, ControlReply, ControlRequest, ControlRequestError, ControlService, CoreStatus,
+    DeploymentCreated, DeviceInfo, DeviceRemoved, Done, ListenerInfo, ReplyError,
+};
 pub use server::{ControlServer, serve};
 
 use crate::error::CoreError;
@@ -22,13 +26,6 @@ use crate::handle::BoxFuture;
 
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const MAX_CLIENTS: usize = 64;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    pub op: String,
-    #[serde(default)]
-    pub args: serde_json::Value,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
@@ -64,15 +61,16 @@ impl ErrorBody {
     }
 }
 
-/// Operations served by another service (e.g. `device.*` by the broker), registered by the
-/// binary that composes them.
+/// Requests served by another service (e.g. `device.*` by the broker), registered by the
+/// binary that composes them. The extension declares the [`ControlService`] it serves and
+/// receives only requests of that service.
 pub trait ControlExtension: Send + Sync + 'static {
+    fn service(&self) -> ControlService;
+
     fn handle<'a>(
         &'a self,
-        op: &'a str,
-        args: serde_json::Value,
-    ) -> BoxFuture<'a, Result<serde_json::Value, CoreError>>;
+        request: ControlRequest,
+    ) -> BoxFuture<'a, Result<ControlReply, CoreError>>;
 }
 
-/// `(op prefix, extension)`, e.g. `("device.", broker)`.
-pub type Extensions = Vec<(String, Arc<dyn ControlExtension>)>;
+pub type Extensions = Vec<Arc<dyn ControlExtension>>;

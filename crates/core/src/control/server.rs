@@ -3,14 +3,15 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::{ErrorBody, Extensions, MAX_CLIENTS, MAX_REQUEST_BYTES, Request, Response};
-use crate::deployment::model::DeploymentRequest;
+use super::{
+    ControlReply, ControlRequest, ControlRequestError, ControlService, CoreStatus,
+    DeploymentCreated, Done, ErrorBody, Extensions, MAX_CLIENTS, MAX_REQUEST_BYTES, Response,
+};
 use crate::error::{CoreError, Result};
 use crate::handle::CoreHandle;
 
@@ -121,9 +122,12 @@ async fn serve_client(
                 format!("request larger than {MAX_REQUEST_BYTES} bytes"),
             )
         } else {
-            match serde_json::from_slice::<Request>(&line) {
+            match ControlRequest::from_json(&line) {
                 Ok(req) => dispatch(&core, &extensions, req).await,
-                Err(e) => error_response("InvalidArgument", format!("malformed request: {e}")),
+                Err(e @ ControlRequestError::UnknownOp(_)) => {
+                    error_response("NotSupported", e.to_string())
+                }
+                Err(e) => error_response("InvalidArgument", e.to_string()),
             }
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -146,64 +150,18 @@ fn error_response(kind: &str, message: String) -> Response {
     }
 }
 
-fn arg_str(args: &Value, key: &str) -> Result<String> {
-    args.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| CoreError::InvalidArgument(format!("missing string argument {key:?}")))
-}
-
-fn to_value<T: serde::Serialize>(v: T) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| CoreError::Other(e.to_string()))
-}
-
-async fn dispatch(core: &CoreHandle, extensions: &Extensions, req: Request) -> Response {
-    let result: Result<Value> = async {
-        match req.op.as_str() {
-            "core.status" => Ok(json!({
-                "root": core.layout().root(),
-                "thingName": core.thing_name(),
-                "pid": std::process::id(),
-                "version": env!("CARGO_PKG_VERSION"),
-                "components": core.list_components().len(),
-            })),
-            "deployment.create" => {
-                let request: DeploymentRequest = serde_json::from_value(req.args)
-                    .map_err(|e| CoreError::InvalidArgument(format!("deployment request: {e}")))?;
-                let id = core.create_deployment(request).await?;
-                Ok(json!({ "deploymentId": id }))
-            }
-            "deployment.status" => to_value(core.deployment(&arg_str(&req.args, "deploymentId")?)?),
-            "deployment.list" => to_value(core.list_deployments()),
-            "deployment.cancel" => {
-                core.cancel_deployment(&arg_str(&req.args, "deploymentId")?)
-                    .await?;
-                Ok(json!({}))
-            }
-            "component.list" => to_value(core.list_components()),
-            "component.details" => {
-                to_value(core.component_details(&arg_str(&req.args, "componentName")?)?)
-            }
-            "component.restart" => {
-                core.restart_component(&arg_str(&req.args, "componentName")?)
-                    .await?;
-                Ok(json!({}))
-            }
-            "component.stop" => {
-                core.stop_component(&arg_str(&req.args, "componentName")?)
-                    .await?;
-                Ok(json!({}))
-            }
-            op => match extensions
-                .iter()
-                .find(|(prefix, _)| op.starts_with(prefix.as_str()))
-            {
-                Some((_, ext)) => ext.handle(op, req.args).await,
-                None => Err(CoreError::NotSupported(format!("control operation {op:?}"))),
-            },
-        }
+async fn dispatch(core: &CoreHandle, extensions: &Extensions, req: ControlRequest) -> Response {
+    let result = match req.service() {
+        ControlService::Core => serve_core(core, req).await,
+        service => match extensions.iter().find(|ext| ext.service() == service) {
+            Some(ext) => ext.handle(req).await,
+            None => Err(CoreError::NotSupported(format!(
+                "control operation {:?}",
+                req.op()
+            ))),
+        },
     }
-    .await;
+    .and_then(|reply| serde_json::to_value(reply).map_err(|e| CoreError::Other(e.to_string())));
     match result {
         Ok(v) => Response {
             ok: true,
@@ -216,4 +174,46 @@ async fn dispatch(core: &CoreHandle, extensions: &Extensions, req: Request) -> R
             error: Some(ErrorBody::from_core(&e)),
         },
     }
+}
+
+async fn serve_core(core: &CoreHandle, req: ControlRequest) -> Result<ControlReply> {
+    Ok(match req {
+        ControlRequest::CoreStatus {} => ControlReply::CoreStatus(CoreStatus {
+            root: core.layout().root().to_path_buf(),
+            thing_name: core.thing_name().to_string(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            components: core.list_components().len(),
+        }),
+        ControlRequest::DeploymentCreate(request) => {
+            let deployment_id = core.create_deployment(request).await?;
+            ControlReply::DeploymentCreated(DeploymentCreated { deployment_id })
+        }
+        ControlRequest::DeploymentStatus { deployment_id } => {
+            ControlReply::Deployment(Box::new(core.deployment(&deployment_id)?))
+        }
+        ControlRequest::DeploymentList {} => ControlReply::Deployments(core.list_deployments()),
+        ControlRequest::DeploymentCancel { deployment_id } => {
+            core.cancel_deployment(&deployment_id).await?;
+            ControlReply::Done(Done {})
+        }
+        ControlRequest::ComponentList {} => ControlReply::Components(core.list_components()),
+        ControlRequest::ComponentDetails { component_name } => {
+            ControlReply::Component(Box::new(core.component_details(&component_name)?))
+        }
+        ControlRequest::ComponentRestart { component_name } => {
+            core.restart_component(&component_name).await?;
+            ControlReply::Done(Done {})
+        }
+        ControlRequest::ComponentStop { component_name } => {
+            core.stop_component(&component_name).await?;
+            ControlReply::Done(Done {})
+        }
+        other => {
+            return Err(CoreError::NotSupported(format!(
+                "control operation {:?}",
+                other.op()
+            )));
+        }
+    })
 }

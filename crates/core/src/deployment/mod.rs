@@ -3,7 +3,10 @@
 pub mod builtin;
 pub(crate) mod engine;
 pub mod installed;
-pub mod model;
+/// The deployment documents live in `lichen-model`; this path is kept for existing callers.
+pub mod model {
+    pub use lichen_model::deployment::*;
+}
 pub mod queue;
 pub mod validate;
 

@@ -1,6 +1,6 @@
 //! Unix socket paths longer than `sun_path` allows.
 //!
-//! `bind`/`connect` take at most [`crate::paths::SUN_PATH_MAX`] bytes. For a longer path the
+//! `bind`/`connect` take at most [`SUN_PATH_MAX`] bytes. For a longer path the
 //! socket is addressed through `/proc/self/fd/<dir fd>/<name>`, which is short and resolves to
 //! the same directory entry. The returned guard keeps the directory descriptor open for as
 //! long as the short path is used.
@@ -9,7 +9,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::paths::SUN_PATH_MAX;
+/// The longest path `bind`/`connect` accept on Linux (`sun_path` is 108 bytes with the NUL).
+pub const SUN_PATH_MAX: usize = 107;
 
 pub struct SocketPath {
     path: PathBuf,

@@ -1,4 +1,4 @@
-//! Deployment requests and records, shared by the CLI, the control channel and IPC.
+//! Deployment requests and records, shared by the CLI, the control channel, IPC and the cloud.
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,12 @@
-//! MQTT-style topic names and filters, shared by every attachment to the bus.
+//! MQTT topic names and filters: validation and matching, used by the broker, the local bus
+//! (whose IPC topics follow the same rules) and IPC authorization.
 //!
 //! Rules (MQTT 3.1.1 §4.7 / 5.0 §4.7):
 //! - `+` matches exactly one level, `#` matches the rest (including the parent level) and must be last;
 //! - wildcards must occupy a whole level;
-//! - a filter that starts with a wildcard does not match topics that start with `$`.
+//! - a filter that starts with a wildcard does not match topics that start with `$`;
+//! - topics are 1 to 65,535 bytes without NUL;
+//! - a shared subscription is `$share/{name}/{filter}` (MQTT 5.0 §4.8.2), see [`split_shared`].
 
 /// Why a topic name or filter was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +45,7 @@ impl std::fmt::Display for TopicError {
 
 impl std::error::Error for TopicError {}
 
-/// Longest topic accepted anywhere on the bus: the MQTT UTF-8 string limit.
+/// Longest topic accepted: the MQTT UTF-8 string limit.
 pub const MAX_TOPIC_LEN: usize = 65_535;
 
 fn check_common(s: &str) -> Result<(), TopicError> {
@@ -104,6 +107,31 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// A `$share/{name}/{filter}` subscription whose name is empty or has a wildcard, or that
+/// has no filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedShare;
+
+impl std::fmt::Display for MalformedShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a shared subscription is $share/{name}/{filter} with a non-empty name without wildcards and a non-empty filter")
+    }
+}
+
+impl std::error::Error for MalformedShare {}
+
+/// Splits `$share/{name}/{filter}` into `(Some(name), filter)`; other filters into `(None, f)`.
+pub fn split_shared(filter: &str) -> Result<(Option<&str>, &str), MalformedShare> {
+    let Some(rest) = filter.strip_prefix("$share/") else {
+        return Ok((None, filter));
+    };
+    let (name, f) = rest.split_once('/').ok_or(MalformedShare)?;
+    if name.is_empty() || name.contains(['+', '#']) || f.is_empty() {
+        return Err(MalformedShare);
+    }
+    Ok((Some(name), f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +169,16 @@ mod tests {
         );
         assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
         assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInName));
+    }
+
+    #[test]
+    fn shared_subscriptions_split_into_name_and_filter() {
+        assert_eq!(split_shared("a/b"), Ok((None, "a/b")));
+        assert_eq!(split_shared("$share/g/a/+"), Ok((Some("g"), "a/+")));
+        assert_eq!(split_shared("$share/g"), Err(MalformedShare));
+        assert_eq!(split_shared("$share//a"), Err(MalformedShare));
+        assert_eq!(split_shared("$share/g+/a"), Err(MalformedShare));
+        assert_eq!(split_shared("$share/g/"), Err(MalformedShare));
     }
 
     proptest::proptest! {

@@ -1,0 +1,583 @@
+//! Requests and replies of the admin control channel (`lichen` CLI → running core).
+//!
+//! On the wire a request is one JSON object `{"op": "<name>", "args": {...}}` and a reply is
+//! the `result` of `{"ok": true, "result": ...}`. The op names are stable: older CLIs and
+//! scripts send them. A reply carries no tag of its own; the caller decodes it with
+//! [`ControlRequest::decode_reply`], since only the request says which reply comes back.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::ComponentInfo;
+use crate::deployment::{DeploymentRecord, DeploymentRequest};
+
+/// Every control operation, with its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args")]
+pub enum ControlRequest {
+    #[serde(rename = "core.status")]
+    CoreStatus {},
+    #[serde(rename = "deployment.create")]
+    DeploymentCreate(DeploymentRequest),
+    #[serde(rename = "deployment.status", rename_all = "camelCase")]
+    DeploymentStatus { deployment_id: String },
+    #[serde(rename = "deployment.list")]
+    DeploymentList {},
+    #[serde(rename = "deployment.cancel", rename_all = "camelCase")]
+    DeploymentCancel { deployment_id: String },
+    #[serde(rename = "component.list")]
+    ComponentList {},
+    #[serde(rename = "component.details", rename_all = "camelCase")]
+    ComponentDetails { component_name: String },
+    #[serde(rename = "component.restart", rename_all = "camelCase")]
+    ComponentRestart { component_name: String },
+    #[serde(rename = "component.stop", rename_all = "camelCase")]
+    ComponentStop { component_name: String },
+    /// Register a client device of the MQTT broker by its certificate (PEM).
+    #[serde(rename = "device.add", rename_all = "camelCase")]
+    DeviceAdd { name: String, cert_pem: String },
+    #[serde(rename = "device.remove")]
+    DeviceRemove { name: String },
+    #[serde(rename = "device.list")]
+    DeviceList {},
+    /// The broker's listeners and the CA devices should trust.
+    #[serde(rename = "device.broker")]
+    DeviceBroker {},
+}
+
+/// Who serves a request: the core itself, or a service registered beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlService {
+    Core,
+    /// Client devices of the embedded MQTT broker (`device.*`).
+    Devices,
+}
+
+impl ControlRequest {
+    /// Every op name, as on the wire.
+    pub const OPS: &'static [&'static str] = &[
+        "core.status",
+        "deployment.create",
+        "deployment.status",
+        "deployment.list",
+        "deployment.cancel",
+        "component.list",
+        "component.details",
+        "component.restart",
+        "component.stop",
+        "device.add",
+        "device.remove",
+        "device.list",
+        "device.broker",
+    ];
+
+    /// The op name, as on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            ControlRequest::CoreStatus {} => "core.status",
+            ControlRequest::DeploymentCreate(_) => "deployment.create",
+            ControlRequest::DeploymentStatus { .. } => "deployment.status",
+            ControlRequest::DeploymentList {} => "deployment.list",
+            ControlRequest::DeploymentCancel { .. } => "deployment.cancel",
+            ControlRequest::ComponentList {} => "component.list",
+            ControlRequest::ComponentDetails { .. } => "component.details",
+            ControlRequest::ComponentRestart { .. } => "component.restart",
+            ControlRequest::ComponentStop { .. } => "component.stop",
+            ControlRequest::DeviceAdd { .. } => "device.add",
+            ControlRequest::DeviceRemove { .. } => "device.remove",
+            ControlRequest::DeviceList {} => "device.list",
+            ControlRequest::DeviceBroker {} => "device.broker",
+        }
+    }
+
+    pub fn service(&self) -> ControlService {
+        match self {
+            ControlRequest::DeviceAdd { .. }
+            | ControlRequest::DeviceRemove { .. }
+            | ControlRequest::DeviceList {}
+            | ControlRequest::DeviceBroker {} => ControlService::Devices,
+            _ => ControlService::Core,
+        }
+    }
+
+    /// Parses one request line. An op nobody serves and arguments that do not fit the op
+    /// are told apart, so the core can answer "not supported" for the first.
+    pub fn from_json(line: &[u8]) -> Result<ControlRequest, ControlRequestError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            op: String,
+            #[serde(default)]
+            args: serde_json::Value,
+        }
+        let envelope: Envelope = serde_json::from_slice(line)
+            .map_err(|e| ControlRequestError::Malformed(e.to_string()))?;
+        let Some(op) = Self::OPS.iter().find(|op| **op == envelope.op) else {
+            return Err(ControlRequestError::UnknownOp(envelope.op));
+        };
+        // Older CLIs send `null` or leave `args` out for operations without arguments.
+        let args = match envelope.args {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            args => args,
+        };
+        let mut object = serde_json::Map::new();
+        object.insert("op".into(), serde_json::Value::String(envelope.op));
+        object.insert("args".into(), args);
+        serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| {
+            ControlRequestError::InvalidArguments {
+                op,
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// Decodes the `result` the core sent back for this request.
+    pub fn decode_reply(&self, result: serde_json::Value) -> Result<ControlReply, ReplyError> {
+        let op = self.op();
+        let fail = |e: serde_json::Error| ReplyError {
+            op,
+            message: e.to_string(),
+        };
+        Ok(match self {
+            ControlRequest::CoreStatus {} => {
+                ControlReply::CoreStatus(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::DeploymentCreate(_) => {
+                ControlReply::DeploymentCreated(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::DeploymentStatus { .. } => {
+                ControlReply::Deployment(Box::new(serde_json::from_value(result).map_err(fail)?))
+            }
+            ControlRequest::DeploymentList {} => {
+                ControlReply::Deployments(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::ComponentList {} => {
+                ControlReply::Components(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::ComponentDetails { .. } => {
+                ControlReply::Component(Box::new(serde_json::from_value(result).map_err(fail)?))
+            }
+            ControlRequest::DeploymentCancel { .. }
+            | ControlRequest::ComponentRestart { .. }
+            | ControlRequest::ComponentStop { .. } => {
+                ControlReply::Done(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::DeviceAdd { .. } => {
+                ControlReply::Device(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::DeviceRemove { .. } => {
+                ControlReply::DeviceRemoved(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::DeviceList {} => {
+                ControlReply::Devices(serde_json::from_value(result).map_err(fail)?)
+            }
+            ControlRequest::DeviceBroker {} => {
+                ControlReply::Broker(serde_json::from_value(result).map_err(fail)?)
+            }
+        })
+    }
+}
+
+/// The result of a control request. Serialized without a tag (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ControlReply {
+    CoreStatus(CoreStatus),
+    DeploymentCreated(DeploymentCreated),
+    Deployment(Box<DeploymentRecord>),
+    Deployments(Vec<DeploymentRecord>),
+    Component(Box<ComponentInfo>),
+    Components(Vec<ComponentInfo>),
+    Device(DeviceInfo),
+    DeviceRemoved(DeviceRemoved),
+    Devices(Vec<DeviceInfo>),
+    Broker(BrokerInfo),
+    /// Operations that only report success (cancel, restart, stop).
+    Done(Done),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoreStatus {
+    pub root: PathBuf,
+    pub thing_name: String,
+    pub pid: u32,
+    pub version: String,
+    /// How many components are deployed.
+    pub components: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentCreated {
+    pub deployment_id: String,
+}
+
+/// A registered client device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// SHA-256 of the DER certificate, hex.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRemoved {
+    pub name: String,
+    pub removed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerInfo {
+    pub listeners: Vec<ListenerInfo>,
+    /// The CA certificate devices should trust, when the broker has a local CA.
+    #[serde(default)]
+    pub ca_cert_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    /// `tcp` or `tls`.
+    pub kind: String,
+    pub addr: String,
+}
+
+/// An empty `{}` result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Done {}
+
+/// Why a request line could not be understood.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlRequestError {
+    /// Not JSON, or no `op`.
+    Malformed(String),
+    /// An op this version does not know.
+    UnknownOp(String),
+    /// A known op whose arguments are missing or of the wrong type.
+    InvalidArguments { op: &'static str, message: String },
+}
+
+impl fmt::Display for ControlRequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlRequestError::Malformed(message) => write!(f, "malformed request: {message}"),
+            ControlRequestError::UnknownOp(op) => write!(f, "control operation {op:?}"),
+            ControlRequestError::InvalidArguments { op, message } => {
+                write!(f, "arguments of {op}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ControlRequestError {}
+
+/// A reply that does not fit the request it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reply to {}: {}", self.op, self.message)
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::component::{LifecycleState, Metric};
+    use crate::deployment::{ConfigurationUpdate, DeploymentStatus, FailurePolicy, RunWith};
+
+    fn every_request() -> Vec<ControlRequest> {
+        let mut add = BTreeMap::new();
+        add.insert("com.example.Hello".to_string(), "1.0.0".to_string());
+        let mut updates = BTreeMap::new();
+        updates.insert(
+            "com.example.Hello".to_string(),
+            ConfigurationUpdate {
+                reset: vec!["/a".into()],
+                merge: Some(serde_json::json!({"b": 1})),
+            },
+        );
+        let mut run_with = BTreeMap::new();
+        run_with.insert(
+            "com.example.Hello".to_string(),
+            RunWith {
+                posix_user: Some("nobody".into()),
+                system_resource_limits: None,
+            },
+        );
+        vec![
+            ControlRequest::CoreStatus {},
+            ControlRequest::DeploymentCreate(DeploymentRequest {
+                group_name: Some("g".into()),
+                root_components_to_add: add,
+                root_components_to_remove: vec!["old".into()],
+                configuration_updates: updates,
+                run_with,
+                recipe_dir: Some("/r".into()),
+                artifact_dir: None,
+                failure_policy: FailurePolicy::DoNothing,
+            }),
+            ControlRequest::DeploymentStatus {
+                deployment_id: "d1".into(),
+            },
+            ControlRequest::DeploymentList {},
+            ControlRequest::DeploymentCancel {
+                deployment_id: "d1".into(),
+            },
+            ControlRequest::ComponentList {},
+            ControlRequest::ComponentDetails {
+                component_name: "c".into(),
+            },
+            ControlRequest::ComponentRestart {
+                component_name: "c".into(),
+            },
+            ControlRequest::ComponentStop {
+                component_name: "c".into(),
+            },
+            ControlRequest::DeviceAdd {
+                name: "cam".into(),
+                cert_pem: "-----BEGIN CERTIFICATE-----".into(),
+            },
+            ControlRequest::DeviceRemove { name: "cam".into() },
+            ControlRequest::DeviceList {},
+            ControlRequest::DeviceBroker {},
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips_through_json_with_its_wire_op() {
+        let requests = every_request();
+        assert_eq!(requests.len(), ControlRequest::OPS.len());
+        for request in requests {
+            let line = serde_json::to_vec(&request).unwrap();
+            let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(value["op"], request.op());
+            assert!(ControlRequest::OPS.contains(&request.op()));
+            assert_eq!(ControlRequest::from_json(&line).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn wire_argument_names_are_the_ones_older_clis_send() {
+        let r = ControlRequest::from_json(
+            br#"{"op":"deployment.status","args":{"deploymentId":"abc"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            ControlRequest::DeploymentStatus {
+                deployment_id: "abc".into()
+            }
+        );
+        let r = ControlRequest::from_json(
+            br#"{"op":"device.add","args":{"name":"cam","certPem":"PEM"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            ControlRequest::DeviceAdd {
+                name: "cam".into(),
+                cert_pem: "PEM".into()
+            }
+        );
+        for line in [
+            &br#"{"op":"component.list","args":{}}"#[..],
+            br#"{"op":"component.list","args":null}"#,
+            br#"{"op":"component.list"}"#,
+        ] {
+            assert_eq!(
+                ControlRequest::from_json(line).unwrap(),
+                ControlRequest::ComponentList {}
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_op_is_named() {
+        let e = ControlRequest::from_json(br#"{"op":"component.explode","args":{}}"#).unwrap_err();
+        assert_eq!(
+            e,
+            ControlRequestError::UnknownOp("component.explode".into())
+        );
+        assert!(e.to_string().contains("component.explode"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_its_op() {
+        let e = ControlRequest::from_json(br#"{"op":"component.details","args":{}}"#).unwrap_err();
+        let ControlRequestError::InvalidArguments { op, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*op, "component.details");
+        let text = e.to_string();
+        assert!(text.contains("componentName"), "{text}");
+        assert!(text.contains("component.details"), "{text}");
+
+        let e =
+            ControlRequest::from_json(br#"{"op":"device.add","args":{"name":"cam"}}"#).unwrap_err();
+        assert!(e.to_string().contains("certPem"), "{e}");
+    }
+
+    #[test]
+    fn malformed_lines_are_refused() {
+        for line in [&b"not json"[..], br#"{"args":{}}"#, br#"{"op":3}"#] {
+            assert!(matches!(
+                ControlRequest::from_json(line),
+                Err(ControlRequestError::Malformed(_))
+            ));
+        }
+    }
+
+    fn record() -> DeploymentRecord {
+        DeploymentRecord {
+            deployment_id: "d1".into(),
+            status: DeploymentStatus::Succeeded,
+            created_on: 1_700_000_000_000,
+            detailed_status: None,
+            failure_cause: None,
+            error_stack: vec![],
+            error_types: vec![],
+            progress: Some("done".into()),
+            request: DeploymentRequest::default(),
+        }
+    }
+
+    fn component() -> ComponentInfo {
+        ComponentInfo {
+            component_name: "c".into(),
+            version: "1.0.0".into(),
+            state: LifecycleState::Running,
+            configuration: serde_json::json!({"k": "v"}),
+            status_reason: None,
+            builtin: false,
+            root: true,
+            resource_limits: None,
+            metrics: vec![Metric {
+                name: "requests".into(),
+                unit: "COUNT".into(),
+                value: 5.0,
+                timestamp: 1,
+            }],
+            pid: Some(42),
+        }
+    }
+
+    #[test]
+    fn every_reply_round_trips_through_json() {
+        let device = DeviceInfo {
+            name: "cam".into(),
+            fingerprint: "ab".into(),
+        };
+        let pairs = vec![
+            (
+                ControlRequest::CoreStatus {},
+                ControlReply::CoreStatus(CoreStatus {
+                    root: "/var/lib/lichen".into(),
+                    thing_name: "t".into(),
+                    pid: 7,
+                    version: "0.1.0".into(),
+                    components: 3,
+                }),
+            ),
+            (
+                ControlRequest::DeploymentCreate(DeploymentRequest::default()),
+                ControlReply::DeploymentCreated(DeploymentCreated {
+                    deployment_id: "d1".into(),
+                }),
+            ),
+            (
+                ControlRequest::DeploymentStatus {
+                    deployment_id: "d1".into(),
+                },
+                ControlReply::Deployment(Box::new(record())),
+            ),
+            (
+                ControlRequest::DeploymentList {},
+                ControlReply::Deployments(vec![record(), record()]),
+            ),
+            (
+                ControlRequest::DeploymentCancel {
+                    deployment_id: "d1".into(),
+                },
+                ControlReply::Done(Done {}),
+            ),
+            (
+                ControlRequest::ComponentList {},
+                ControlReply::Components(vec![component()]),
+            ),
+            (
+                ControlRequest::ComponentDetails {
+                    component_name: "c".into(),
+                },
+                ControlReply::Component(Box::new(component())),
+            ),
+            (
+                ControlRequest::ComponentRestart {
+                    component_name: "c".into(),
+                },
+                ControlReply::Done(Done {}),
+            ),
+            (
+                ControlRequest::ComponentStop {
+                    component_name: "c".into(),
+                },
+                ControlReply::Done(Done {}),
+            ),
+            (
+                ControlRequest::DeviceAdd {
+                    name: "cam".into(),
+                    cert_pem: "PEM".into(),
+                },
+                ControlReply::Device(device.clone()),
+            ),
+            (
+                ControlRequest::DeviceRemove { name: "cam".into() },
+                ControlReply::DeviceRemoved(DeviceRemoved {
+                    name: "cam".into(),
+                    removed: true,
+                }),
+            ),
+            (
+                ControlRequest::DeviceList {},
+                ControlReply::Devices(vec![device]),
+            ),
+            (
+                ControlRequest::DeviceBroker {},
+                ControlReply::Broker(BrokerInfo {
+                    listeners: vec![ListenerInfo {
+                        kind: "tls".into(),
+                        addr: "127.0.0.1:8883".into(),
+                    }],
+                    ca_cert_path: Some("/var/lib/lichen/broker/ca.pem".into()),
+                }),
+            ),
+        ];
+        assert_eq!(pairs.len(), ControlRequest::OPS.len());
+        for (request, reply) in pairs {
+            let text = serde_json::to_string(&reply).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(request.decode_reply(value).unwrap(), reply, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_reply_that_does_not_fit_its_request_is_an_error_naming_the_op() {
+        let e = ControlRequest::ComponentDetails {
+            component_name: "c".into(),
+        }
+        .decode_reply(serde_json::json!({"deploymentId": "d1"}))
+        .unwrap_err();
+        assert_eq!(e.op, "component.details");
+        assert!(e.to_string().contains("componentName"), "{e}");
+    }
+}
