@@ -52,3 +52,187 @@ fn bidirectional_controls_in_deployment_names_are_refused() {
         "{stderr}"
     );
 }
+
+const TOKEN_COMPONENT: &str = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Token
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: { os: "*" }
+    Lifecycle:
+      Run:
+        Script: |
+          echo "$SVCUID" > svcuid.txt
+          exec sleep 300
+"#;
+
+/// Holds `count` connections to `socket` open without ever sending CONNECT, reopening each
+/// one the core closes, for `seconds`. Run as `nobody` when the test runs as root (the
+/// attack of issue 8), else as this user.
+const ATTACKER: &str = r#"
+import resource, select, socket, sys, time
+path, count, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
+def dial():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(path)
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        s.close()
+        return None
+    return s
+socks = {}
+poller = select.poll()
+def add():
+    s = dial()
+    if s is None:
+        return False
+    socks[s.fileno()] = s
+    poller.register(s, select.POLLIN | select.POLLHUP)
+    return True
+opened = sum(1 for _ in range(count) if add())
+end = time.time() + seconds
+while time.time() < end:
+    for fd, _ in poller.poll(50):
+        s = socks.pop(fd, None)
+        if s is None:
+            continue
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        if data:
+            socks[fd] = s
+            continue
+        poller.unregister(fd)
+        s.close()
+    while len(socks) < count and time.time() < end:
+        if not add():
+            break
+        opened += 1
+print(opened)
+"#;
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn idle_unauthenticated_connections_cannot_lock_components_out() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    let core = TestCore::start();
+    let recipes = common::recipe_dir(
+        core.dir.path(),
+        "recipes",
+        &[("token.yaml", TOKEN_COMPONENT)],
+    );
+    let record = core.deploy(&recipes, None, &["--merge", "com.test.Token=1.0.0"]);
+    assert_eq!(record["status"], "SUCCEEDED", "{record}");
+    let token_file = core.work("com.test.Token").join("svcuid.txt");
+    common::eventually(
+        "the component wrote its token",
+        Duration::from_secs(20),
+        || common::read(&token_file).trim().len() >= 16,
+    );
+    let token = common::read(&token_file).trim().to_string();
+    let socket = core.root.join("ipc.socket");
+    let pid = core.child.as_ref().map(|c| c.id()).unwrap_or_default();
+
+    // Let `nobody` reach the socket (it is 0666; the temporary directories are 0700).
+    for dir in [core.dir.path(), core.root.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect_once = |socket: &std::path::Path| -> Option<Duration> {
+        let started = Instant::now();
+        rt.block_on(async {
+            let c = tokio::time::timeout(
+                Duration::from_secs(1),
+                lichen_ipc::IpcClient::connect(socket, &token),
+            )
+            .await;
+            matches!(c, Ok(Ok(_)))
+        })
+        .then(|| started.elapsed())
+    };
+    assert!(
+        connect_once(&socket).is_some(),
+        "connects before the attack"
+    );
+    let rss_before = vm_rss_kib(pid);
+
+    let attack_seconds = 8.0;
+    let mut attacker = std::process::Command::new("python3");
+    attacker
+        .arg("-c")
+        .arg(ATTACKER)
+        .arg(&socket)
+        .arg("1100")
+        .arg(attack_seconds.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let as_nobody = nix::unistd::geteuid().is_root();
+    if as_nobody {
+        attacker.uid(65534).gid(65534);
+    }
+    let attacker = attacker.spawn().expect("python3 for the attacker");
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    let mut rss_peak = 0;
+    for _ in 0..20 {
+        match connect_once(&socket) {
+            Some(l) => latencies.push(l),
+            None => failures += 1,
+        }
+        rss_peak = rss_peak.max(vm_rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let out = attacker.wait_with_output().unwrap();
+    let opened = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_after = vm_rss_kib(pid);
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    let refusal_lines = core
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("IPC connections refused") || l.contains("IPC connection"))
+        .count();
+    eprintln!(
+        "attack as {}: {opened} connections opened; legitimate: {} of 20 connected, slowest \
+         {slowest:?}; core VmRSS {rss_before} kB before, {rss_peak} kB peak, {rss_after} kB \
+         after; {refusal_lines} refusal log lines",
+        if as_nobody { "nobody" } else { "this user" },
+        latencies.len()
+    );
+    assert_eq!(
+        failures, 0,
+        "every legitimate connection succeeds within 1 s"
+    );
+    assert!(
+        opened.parse::<u64>().unwrap_or(0) >= 1100,
+        "the attack ran: {opened} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(refusal_lines < 20, "refusals are logged in aggregate");
+    assert!(
+        rss_peak < rss_before + 30 * 1024 && rss_after < rss_before + 10 * 1024,
+        "memory stays bounded and returns: {rss_before} / {rss_peak} / {rss_after} kB"
+    );
+}

@@ -8,7 +8,9 @@
 //!   messages, and the reader stops reading new requests from this client;
 //! - at most [`MAX_STREAMS_PER_CONNECTION`] open streams (subscriptions and running slow
 //!   operations); beyond it new requests get a ServiceError;
-//! - the client has [`CONNECT_TIMEOUT`] after accept to complete CONNECT.
+//! - the client has [`CONNECT_TIMEOUT`] after accept to complete CONNECT; until then the
+//!   connection is pending (bounded per uid and in total, see [`crate::admission`]) and
+//!   buffers at most [`PENDING_READ_CHUNK`] at a time; buffers are allocated on first use.
 //!
 //! A malformed frame, a bad CRC or an oversized frame gets a PROTOCOL_ERROR and closes this
 //! connection only. When a connection ends, every stream task it started is aborted, which
@@ -24,16 +26,21 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::admission::{Admission, PendingSlot, Refusal};
 use crate::error::OpError;
 use crate::ops::{self, Caller, EventSink, NAMESPACE, Reply, Shared, StreamRun};
 
 pub const OUTBOUND_QUEUE: usize = 1024;
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients send CONNECT right after connecting; a pending connection holds a scarce slot.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read reservation before CONNECT (a CONNECT frame is a few hundred bytes; a larger one
+/// still arrives, in more reads).
+pub const PENDING_READ_CHUNK: usize = 4 * 1024;
 /// After the client goes away or errs, queued replies get this long to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 64 * 1024;
@@ -44,7 +51,16 @@ enum Flow {
     Close,
 }
 
-pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
+/// What admits a connection: the pending bounds, and the permit it needs once authenticated.
+pub(crate) struct Gate {
+    pub admission: Arc<Admission>,
+    pub limit: Arc<Semaphore>,
+    pub max_connections: usize,
+    /// The peer's uid (`SO_PEERCRED`).
+    pub uid: u32,
+}
+
+pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>, gate: Gate, slot: PendingSlot) {
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
     let writer = write_loop(wr, rx);
@@ -54,6 +70,9 @@ pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
         caller: None,
         streams: HashMap::new(),
         last_stream_id: 0,
+        gate,
+        pending: Some(slot),
+        permit: None,
     };
     let reader = conn.read_loop(rd);
     tokio::pin!(writer);
@@ -66,8 +85,15 @@ pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Allocated on the first write that needs coalescing, not per idle connection.
+    let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
+        if rx.is_empty() {
+            if wr.write_all(&first).await.is_err() {
+                return;
+            }
+            continue;
+        }
         buf.clear();
         buf.extend_from_slice(&first);
         while buf.len() < WRITE_COALESCE {
@@ -89,6 +115,11 @@ struct Conn {
     caller: Option<Caller>,
     streams: HashMap<i32, AbortHandle>,
     last_stream_id: i32,
+    gate: Gate,
+    /// Held until CONNECT succeeds.
+    pending: Option<PendingSlot>,
+    /// Held from CONNECT on: one of `ipc.maxConnections`.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Conn {
@@ -197,7 +228,20 @@ impl Conn {
     }
 
     async fn connection_error(&self, ty: MessageType, message: &str) {
-        tracing::info!(component = ?self.caller.as_ref().map(|c| &c.component), message, "closing IPC connection");
+        match &self.caller {
+            Some(c) => {
+                tracing::info!(component = %c.component, message = ?message, "closing IPC connection")
+            }
+            // Anyone can open the socket: counted and logged in aggregate.
+            None => self
+                .gate
+                .admission
+                .refused(Refusal::BadHandshake, self.gate.uid),
+        }
+        self.send_connection_error(ty, message).await;
+    }
+
+    async fn send_connection_error(&self, ty: MessageType, message: &str) {
         let body = serde_json::to_vec(&json!({ "message": message })).unwrap_or_default();
         let msg = RpcMessage::new(ty, 0, 0)
             .with_header(Header::string(
@@ -231,14 +275,21 @@ impl Conn {
                 }
             }
             let buf = decoder.buffer_mut();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
+            let chunk = if self.caller.is_none() {
+                PENDING_READ_CHUNK
+            } else {
+                READ_CHUNK
+            };
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
             }
             let read = if self.caller.is_none() {
                 match tokio::time::timeout_at(connect_deadline, rd.read_buf(buf)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        tracing::info!("IPC client did not CONNECT in time");
+                        self.gate
+                            .admission
+                            .refused(Refusal::TimedOut, self.gate.uid);
                         return;
                     }
                 }
@@ -330,6 +381,29 @@ impl Conn {
         } else {
             None
         };
+        // Authenticated: leave the pending bounds for one of `ipc.maxConnections`.
+        let component = match component {
+            Some(c) => match self.gate.limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    self.pending = None;
+                    Some(c)
+                }
+                Err(_) => {
+                    self.gate
+                        .admission
+                        .refused(Refusal::OverLimit, self.gate.uid);
+                    let message = format!(
+                        "IPC connection limit reached ({} connections)",
+                        self.gate.max_connections
+                    );
+                    self.send_connection_error(MessageType::ServerError, &message)
+                        .await;
+                    return Flow::Close;
+                }
+            },
+            None => None,
+        };
         let accepted = component.is_some();
         let ack = RpcMessage::new(
             MessageType::ConnectAck,
@@ -348,10 +422,13 @@ impl Conn {
                 Flow::Continue
             }
             None => {
-                tracing::info!(
+                tracing::debug!(
                     version_ok,
                     "IPC connection refused: unknown token or bad :version"
                 );
+                self.gate
+                    .admission
+                    .refused(Refusal::BadHandshake, self.gate.uid);
                 Flow::Close
             }
         }
