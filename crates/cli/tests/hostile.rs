@@ -236,3 +236,132 @@ fn idle_unauthenticated_connections_cannot_lock_components_out() {
         "memory stays bounded and returns: {rss_before} / {rss_peak} / {rss_after} kB"
     );
 }
+
+const PUBSUB_COMPONENT: &str = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Token
+ComponentVersion: "1.0.0"
+ComponentConfiguration:
+  DefaultConfiguration:
+    accessControl:
+      aws.greengrass.ipc.pubsub:
+        com.test.Token:pubsub:1:
+          operations: ["*"]
+          resources: ["*"]
+Manifests:
+  - Platform: { os: "*" }
+    Lifecycle:
+      Run:
+        Script: |
+          echo "$SVCUID" > svcuid.txt
+          exec sleep 300
+"#;
+
+#[test]
+fn a_subscriber_that_never_reads_holds_bounded_memory_released_on_close() {
+    use lichen_eventstream::{Header, MessageType, RpcMessage, headers};
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let core = TestCore::start();
+    let recipes = common::recipe_dir(
+        core.dir.path(),
+        "recipes",
+        &[("token.yaml", PUBSUB_COMPONENT)],
+    );
+    let record = core.deploy(&recipes, None, &["--merge", "com.test.Token=1.0.0"]);
+    assert_eq!(record["status"], "SUCCEEDED", "{record}");
+    let token_file = core.work("com.test.Token").join("svcuid.txt");
+    common::eventually(
+        "the component wrote its token",
+        Duration::from_secs(20),
+        || common::read(&token_file).trim().len() >= 16,
+    );
+    let token = common::read(&token_file).trim().to_string();
+    let socket = core.root.join("ipc.socket");
+    let pid = core.child.as_ref().map(|c| c.id()).unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rss_before = vm_rss_kib(pid);
+    // 120 MiB: far beyond the bounds (8 MiB bus queue, 8 MiB write queue, 1 MiB batch).
+    const MESSAGES: usize = 120;
+    let (rss_peak, publish_time) = rt.block_on(async {
+        // A subscriber that never reads its socket, not even the CONNECT ack.
+        let mut stuck = lichen_ipc::client::connect_socket(&socket).await.unwrap();
+        let connect = RpcMessage::new(MessageType::Connect, 0, 0)
+            .with_header(Header::string(headers::VERSION, headers::PROTOCOL_VERSION))
+            .with_payload(json!({ "authToken": token }).to_string());
+        let subscribe = RpcMessage::json(
+            MessageType::ApplicationMessage,
+            0,
+            1,
+            "aws.greengrass#SubscribeToTopicRequest",
+            json!({"topic": "big"}).to_string(),
+        )
+        .with_header(Header::string(
+            headers::OPERATION,
+            "aws.greengrass#SubscribeToTopic",
+        ));
+        stuck
+            .write_all(&lichen_ipc::client::encode(connect))
+            .await
+            .unwrap();
+        stuck
+            .write_all(&lichen_ipc::client::encode(subscribe))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let publisher = lichen_ipc::IpcClient::connect(&socket, &token)
+            .await
+            .unwrap();
+        let message = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            vec![7u8; 1024 * 1024],
+        );
+        let request =
+            json!({"topic": "big", "publishMessage": {"binaryMessage": {"message": message}}});
+        let started = std::time::Instant::now();
+        let mut peak = 0;
+        for i in 0..MESSAGES {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                publisher.call("PublishToTopic", &request),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("publish {i} waited on the stuck subscriber"))
+            .unwrap();
+            if i % 20 == 0 {
+                peak = vm_rss_kib(pid).max(peak);
+            }
+        }
+        let elapsed = started.elapsed();
+        peak = vm_rss_kib(pid).max(peak);
+        drop(publisher);
+        drop(stuck);
+        (peak, elapsed)
+    });
+    // Memory comes back once both clients are gone.
+    let mut rss_after = vm_rss_kib(pid);
+    for _ in 0..50 {
+        if rss_after < rss_before + 20 * 1024 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        rss_after = vm_rss_kib(pid);
+    }
+    eprintln!(
+        "{MESSAGES} publishes of 1 MiB to a subscriber that never reads took {publish_time:?}; \
+         core VmRSS {rss_before} kB before, {rss_peak} kB peak, {rss_after} kB after close"
+    );
+    assert!(
+        rss_peak < rss_before + 60 * 1024,
+        "buffered bytes are bounded: {rss_before} -> {rss_peak} kB"
+    );
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "memory is released after the clients close: {rss_before} -> {rss_after} kB"
+    );
+}

@@ -3,7 +3,9 @@
 //!
 //! Bounds per connection:
 //! - inbound: one frame of at most `ipc.maxFrameBytes` (prelude checked before allocating);
-//! - outbound: [`OUTBOUND_QUEUE`] queued writes (a response, or a batch of up to 64 events);
+//! - outbound: [`OUTBOUND_QUEUE`] queued writes (a response, or a batch of up to 64 events
+//!   and about 1 MiB) and [`OUTBOUND_QUEUE_BYTES`] queued bytes (a larger single frame
+//!   waits for the whole budget);
 //!   when it is full, subscription forwarders wait and their bus queues drop their oldest
 //!   messages, and the reader stops reading new requests from this client;
 //! - at most [`MAX_STREAMS_PER_CONNECTION`] open streams (subscriptions and running slow
@@ -35,6 +37,48 @@ use crate::error::OpError;
 use crate::ops::{self, Caller, EventSink, NAMESPACE, Reply, Shared, StreamRun};
 
 pub const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes of encoded frames queued for one connection's socket.
+pub const OUTBOUND_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// The byte budget is kept in units of this many bytes (semaphore permits).
+const BUDGET_UNIT: usize = 1024;
+
+/// The sending side of a connection's write queue, bounded in writes and in bytes.
+#[derive(Clone)]
+pub(crate) struct Outbound {
+    tx: mpsc::Sender<(Bytes, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+/// The connection is gone.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl Outbound {
+    fn channel() -> (Outbound, mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let budget = Arc::new(Semaphore::new(OUTBOUND_QUEUE_BYTES / BUDGET_UNIT));
+        (Outbound { tx, budget }, rx)
+    }
+
+    /// Queues encoded frames, waiting while the queue is full in writes or bytes.
+    pub async fn send(&self, frames: Bytes) -> Result<(), Closed> {
+        let units = frames
+            .len()
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, OUTBOUND_QUEUE_BYTES / BUDGET_UNIT) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| Closed)?;
+        self.tx.send((frames, permit)).await.map_err(|_| Closed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
 /// Clients send CONNECT right after connecting; a pending connection holds a scarce slot.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,7 +106,7 @@ pub(crate) struct Gate {
 
 pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>, gate: Gate, slot: PendingSlot) {
     let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+    let (tx, rx) = Outbound::channel();
     let writer = write_loop(wr, rx);
     let conn = Conn {
         shared,
@@ -84,26 +128,39 @@ pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>, gate: Gate, slo
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>) {
     // Allocated on the first write that needs coalescing, not per idle connection.
     let mut buf = BytesMut::new();
-    while let Some(first) = rx.recv().await {
+    // Budget is given back only once the bytes are written.
+    let mut permits = Vec::new();
+    while let Some((first, permit)) = rx.recv().await {
         if rx.is_empty() {
             if wr.write_all(&first).await.is_err() {
                 return;
             }
+            drop((first, permit));
             continue;
         }
         buf.clear();
         buf.extend_from_slice(&first);
+        drop(first);
+        permits.push(permit);
         while buf.len() < WRITE_COALESCE {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok((more, permit)) => {
+                    buf.extend_from_slice(&more);
+                    permits.push(permit);
+                }
                 Err(_) => break,
             }
         }
         if wr.write_all(&buf).await.is_err() {
             return;
+        }
+        permits.clear();
+        if buf.capacity() > 4 * WRITE_COALESCE {
+            // One huge frame must not pin its buffer for the connection's lifetime.
+            buf = BytesMut::new();
         }
     }
     let _ = wr.shutdown().await;
@@ -111,7 +168,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
 
 struct Conn {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Bytes>,
+    tx: Outbound,
     caller: Option<Caller>,
     streams: HashMap<i32, AbortHandle>,
     last_stream_id: i32,
@@ -175,7 +232,7 @@ fn error_message(stream_id: i32, e: &OpError, max_frame: usize) -> Bytes {
 /// Encodes the reply of `op` on stream `id`; for a stream, also what runs its events.
 fn encode_reply(
     shared: &Shared,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &Outbound,
     id: i32,
     op: &str,
     result: Result<Reply, OpError>,

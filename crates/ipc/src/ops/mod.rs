@@ -32,7 +32,6 @@ use lichen_core::CoreHandle;
 use lichen_eventstream::MessageType;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::authz::PolicyCache;
 use crate::error::{ErrorShape, OpError};
@@ -196,7 +195,7 @@ impl Caller {
 /// Where a streaming operation's events go: one stream of one connection.
 #[derive(Clone)]
 pub(crate) struct EventSink {
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: crate::conn::Outbound,
     pub stream_id: i32,
     pub model_type: &'static str,
     pub max_frame: usize,
