@@ -365,3 +365,36 @@ fn a_subscriber_that_never_reads_holds_bounded_memory_released_on_close() {
         "memory is released after the clients close: {rss_before} -> {rss_after} kB"
     );
 }
+
+#[test]
+fn rejected_names_cannot_forge_log_lines() {
+    let core = TestCore::start();
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "com.test.A\n2026-01-01T00:00:00Z ERROR FORGED\u{0}",
+        "ComponentVersion": "1.0.0",
+    })
+    .to_string();
+    let recipes = common::recipe_dir(core.dir.path(), "recipes", &[("a.json", &recipe)]);
+    let out = core.cli(&[
+        "deployment",
+        "create",
+        "--recipe-dir",
+        &recipes.display().to_string(),
+        "--merge",
+        "com.test.A=1.0.0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.stdout.contains(&0), "no NUL reaches the CLI output");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("2026-01-01")),
+        "{stderr}"
+    );
+    let log = common::read(&core.root.join("logs/lichen.log"));
+    assert!(log.contains("FORGED"), "the refusal is logged: {log}");
+    assert!(!log.contains('\0'), "NUL escaped");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line reached the log:\n{log}"
+    );
+}
