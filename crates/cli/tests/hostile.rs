@@ -398,3 +398,27 @@ fn rejected_names_cannot_forge_log_lines() {
         "a forged line reached the log:\n{log}"
     );
 }
+
+#[test]
+fn temp_files_of_interrupted_writes_are_removed_at_start() {
+    let mut core = TestCore::start();
+    core.kill9();
+    let stale = [
+        core.root.join("config/.effective.json.tmp4242"),
+        core.root.join("deployments/records/.abc.json.tmp4242"),
+    ];
+    for path in &stale {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+    let kept = core.root.join("config/.notes");
+    std::fs::write(&kept, b"mine").unwrap();
+    core.spawn();
+    for path in &stale {
+        assert!(!path.exists(), "{} is still there", path.display());
+    }
+    assert!(
+        kept.exists(),
+        "only temp files of the atomic writer are removed"
+    );
+}
