@@ -32,7 +32,7 @@ pub struct CoreOptions {
 pub struct Core {
     handle: CoreHandle,
     worker: Option<JoinHandle<()>>,
-    _lock: RootLock,
+    lock: RootLock,
 }
 
 fn create_dirs(layout: &RootLayout) -> Result<()> {
@@ -50,6 +50,37 @@ fn create_dirs(layout: &RootLayout) -> Result<()> {
     Ok(())
 }
 
+/// Copies the configured `rootCaPath` to `<root>/rootCA.pem` (crash-safely), so that
+/// `GG_ROOT_CA_PATH` names a file that exists; `None` when none is configured.
+fn install_root_ca(
+    layout: &RootLayout,
+    configured: Option<&std::path::Path>,
+) -> Result<Option<PathBuf>> {
+    let Some(source) = configured else {
+        return Ok(None);
+    };
+    let bad = |message: String| {
+        CoreError::InvalidArgument(format!("rootCaPath {}: {message}", source.display()))
+    };
+    let meta = std::fs::metadata(source).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() || meta.len() > MAX_ROOT_CA_BYTES {
+        return Err(bad(format!(
+            "not a regular file of at most {MAX_ROOT_CA_BYTES} bytes"
+        )));
+    }
+    let pem = std::fs::read(source).map_err(|e| bad(e.to_string()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let dest = layout.root().join("rootCA.pem");
+    crate::atomic::write_atomic(&dest, &pem, 0o644)?;
+    tracing::info!(source = %source.display(), file = %dest.display(), "root CA installed for components");
+    Ok(Some(dest))
+}
+
+/// Largest `rootCaPath` file accepted (a CA bundle is far smaller).
+pub const MAX_ROOT_CA_BYTES: u64 = 1024 * 1024;
+
 impl Core {
     /// [`Core::prepare`] then [`Core::launch`]: for callers that attach no services first.
     pub async fn start(options: CoreOptions) -> Result<Core> {
@@ -63,6 +94,12 @@ impl Core {
     /// [`Core::launch`] starts the components, so a component never finds them missing.
     /// Fails fast when another core holds the root.
     pub async fn prepare(options: CoreOptions) -> Result<Core> {
+        Core::prepare_on_bus(options, lichen_bus::Bus::new()).await
+    }
+
+    /// [`Core::prepare`] on a bus the caller created, so that services composed beside the
+    /// core (the node's) share it from the start.
+    pub async fn prepare_on_bus(options: CoreOptions, bus: lichen_bus::Bus) -> Result<Core> {
         let layout = RootLayout::new(&options.root);
         std::fs::create_dir_all(layout.root())
             .map_err(|e| CoreError::io(format!("creating root {}", layout.root().display()), e))?;
@@ -85,6 +122,7 @@ impl Core {
                 "removed temporary files left by an interrupted write"
             );
         }
+        let root_ca = install_root_ca(&layout, options.settings.root_ca_path.as_deref())?;
         let config = ConfigStore::open(layout.config_store_file())?;
         let deployments = DeploymentQueue::open(layout.deployment_records_dir())?;
         let (lifecycle_events, _) = broadcast::channel(LIFECYCLE_CHANNEL_CAPACITY);
@@ -92,12 +130,18 @@ impl Core {
         if let Some(reason) = cgroups.unavailable_reason() {
             tracing::warn!(%reason, "component resource limits are unavailable; components run without them");
         }
+        let orphans = Arc::new(crate::lifecycle::orphans::GroupRegistry::new(
+            layout.groups_dir(),
+        ));
         let rt = Arc::new(Runtime {
             store: ComponentStore::new(layout.clone()),
-            orphans: crate::lifecycle::orphans::GroupRegistry::new(layout.groups_dir()),
+            process_runner: Arc::new(crate::lifecycle::launch::ProcessRunner {
+                groups: orphans.clone(),
+            }),
+            orphans,
             layout,
             settings: options.settings,
-            bus: lichen_bus::Bus::new(),
+            bus,
             config,
             tokens: TokenRegistry::default(),
             supervisor: Supervisor::new(cgroups),
@@ -106,6 +150,8 @@ impl Core {
             hooks: RwLock::new(None),
             metrics: Mutex::new(HashMap::new()),
             is_root: nix::unistd::geteuid().is_root(),
+            root_ca,
+            provided_builtins: Default::default(),
         });
         let leftovers = rt.orphans.reap_leftovers();
         if leftovers > 0 {
@@ -117,7 +163,7 @@ impl Core {
         Ok(Core {
             handle: CoreHandle { rt },
             worker: None,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -141,11 +187,16 @@ impl Core {
 
     /// Stops the deployment worker (a deployment cut short here is rolled back at the next
     /// start), then every component, dependents first, running Shutdown steps within their
-    /// timeouts and ending their process groups. The root is released when this returns.
-    pub async fn shutdown(self) {
+    /// timeouts and ending their process groups.
+    ///
+    /// The root's lock is handed back rather than released: whoever composed the core (the
+    /// node) stops its other services first and drops the lock last, so that a second core
+    /// cannot take the root while this one still has sockets and databases open in it.
+    pub async fn shutdown(self) -> RootLock {
         if let Some(worker) = self.worker {
             worker.abort();
         }
         self.handle.rt.supervisor.stop_all().await;
+        self.lock
     }
 }

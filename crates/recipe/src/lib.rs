@@ -13,7 +13,6 @@
 
 #![warn(missing_docs)]
 
-pub mod depth;
 mod error;
 mod keys;
 pub mod lifecycle;
@@ -24,7 +23,6 @@ pub mod range;
 pub mod resolve;
 pub mod variables;
 
-pub use depth::MAX_CONFIG_DEPTH;
 pub use error::RecipeError;
 pub use lifecycle::{
     Interpolator, Lifecycle, SkipIf, Step, default_timeout, select_global_lifecycle,
@@ -35,8 +33,8 @@ pub use model::{
     SelectedComponent, Unarchive,
 };
 pub use parse::{
-    MAX_RECIPE_BYTES, RECIPE_FORMAT_VERSION, check_component_name, is_bidi_control, parse_recipe,
-    parse_recipe_file, recipe_from_value,
+    MAX_DEFAULT_CONFIGURATION_DEPTH, MAX_RECIPE_BYTES, RECIPE_FORMAT_VERSION, find_bidi_control,
+    parse_recipe, parse_recipe_file, recipe_from_value,
 };
 pub use platform::{Platform, PlatformRequirement, PlatformValue};
 pub use range::VersionRange;

@@ -46,8 +46,11 @@ pub enum ResolveError {
         /// Who requires it.
         required_by: String,
     },
-    /// The deployment involves more components than [`MAX_COMPONENTS_PER_DEPLOYMENT`].
-    #[error("the deployment needs more than {limit} components (roots and dependencies)")]
+    /// The deployment needs more components than [`MAX_COMPONENTS_PER_DEPLOYMENT`].
+    #[error(
+        "the deployment needs more than {limit} components (roots and their dependencies); \
+         at most {limit} are allowed"
+    )]
     TooManyComponents {
         /// The bound.
         limit: usize,
@@ -71,11 +74,11 @@ fn render_requirements(reqs: &[(String, String)]) -> String {
 /// Upper bound on versions tried before giving up with the first error found.
 const MAX_STEPS: usize = 100_000;
 
-/// Most components one resolution (one deployment's roots and everything they depend on,
-/// HARD and SOFT) may involve; beyond it resolution fails with
-/// [`ResolveError::TooManyComponents`]. Real deployments have tens; the bound keeps the
-/// search (which copies its state per chosen component) and later planning cheap.
-pub const MAX_COMPONENTS_PER_DEPLOYMENT: usize = 1_000;
+/// Most components one deployment may need (roots and every transitive dependency). A
+/// resolution that reaches more fails with [`ResolveError::TooManyComponents`]. The search
+/// itself is iterative; the bound keeps its memory and the core's later per-component work
+/// (planning, staging, one task per component) proportionate. Real deployments need tens.
+pub const MAX_COMPONENTS_PER_DEPLOYMENT: usize = 500;
 
 /// Resolves `roots` and their transitive dependencies against `catalog`, which lists the
 /// available recipes (any order, any versions) of a component name. Returns the chosen
@@ -92,11 +95,11 @@ pub fn resolve_versions(
     let mut state = State::default();
     for root in roots {
         state.require(&root.name, &root.origin, &root.requirement);
-    }
-    if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
-        return Err(ResolveError::TooManyComponents {
-            limit: MAX_COMPONENTS_PER_DEPLOYMENT,
-        });
+        if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
+            return Err(ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+            });
+        }
     }
     let done = search.solve(state)?;
     let mut out = BTreeMap::new();
@@ -163,104 +166,162 @@ impl Search<'_> {
             .clone()
     }
 
-    /// The first component still to choose in `state` and the indices of its candidates
-    /// that satisfy every requirement on it, or the outcome when nothing is left to choose
-    /// or nothing matches.
-    fn enter(&mut self, state: State) -> Result<Frame, Result<State, ResolveError>> {
+    /// Depth-first search with backtracking, on an explicit stack of [`Frame`]s (one per
+    /// component being chosen) so that the number of components costs heap, not call stack.
+    /// `state` is one shared value: each frame undoes its own attempt before the next one.
+    fn solve(&mut self, mut state: State) -> Result<State, ResolveError> {
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut step = Step::Expand;
+        loop {
+            step = match step {
+                Step::Expand => self.expand(&mut state, &mut frames),
+                Step::Failed(e) => match frames.last_mut() {
+                    None => return Err(e),
+                    Some(frame) => {
+                        frame.first_error.get_or_insert(e);
+                        Step::NextCandidate
+                    }
+                },
+                Step::Solved => return Ok(state),
+                Step::NextCandidate => {
+                    // Unreachable: `expand` pushes a frame before asking for a candidate.
+                    let Some(frame) = frames.last_mut() else {
+                        return Err(ResolveError::Conflict {
+                            component: String::new(),
+                            requirements: Vec::new(),
+                        });
+                    };
+                    frame.undo(&mut state);
+                    let idx = frame.matching.get(frame.next).copied();
+                    frame.next += 1;
+                    if idx.is_some() {
+                        self.steps += 1;
+                    }
+                    match idx.filter(|_| self.steps <= MAX_STEPS) {
+                        Some(idx) => {
+                            let mut attempt = Attempt {
+                                order_len: state.order.len(),
+                                pushed: Vec::new(),
+                            };
+                            state.chosen.insert(frame.name.clone(), idx);
+                            let added = add_dependencies(
+                                &mut state,
+                                &frame.name,
+                                &frame.candidates[idx],
+                                &self.cache,
+                                &mut attempt.pushed,
+                            );
+                            frame.attempt = Some(attempt);
+                            match added {
+                                Ok(()) => Step::Expand,
+                                Err(e) => Step::Failed(e),
+                            }
+                        }
+                        None => {
+                            // Exhausted (or out of steps): fail with the first error found.
+                            let mut frame = frames.pop().unwrap_or_default();
+                            frame.undo(&mut state);
+                            Step::Failed(
+                                frame
+                                    .first_error
+                                    .take()
+                                    .unwrap_or_else(|| no_candidate(&frame.name, &state, false)),
+                            )
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    /// Picks the next component without a chosen version and opens a frame for it; with
+    /// none left, checks the chosen set for cycles.
+    fn expand(&mut self, state: &mut State, frames: &mut Vec<Frame>) -> Step {
+        if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
+            return Step::Failed(ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+            });
+        }
         let Some(name) = state
             .order
             .iter()
             .find(|n| !state.chosen.contains_key(*n))
             .cloned()
         else {
-            return Err(match find_cycle(&state, &self.cache) {
-                Some(path) => Err(ResolveError::Cycle { path }),
-                None => Ok(state),
-            });
+            return match find_cycle(state, &self.cache) {
+                Some(path) => Step::Failed(ResolveError::Cycle { path }),
+                None => Step::Solved,
+            };
         };
-        let reqs = state.reqs.get(&name).cloned().unwrap_or_default();
         let candidates = self.candidates(&name);
+        let reqs = state.reqs.get(&name).map(Vec::as_slice).unwrap_or_default();
         let matching: Vec<usize> = (0..candidates.len())
             .filter(|&i| reqs.iter().all(|(_, r)| r.matches(&candidates[i].version)))
             .collect();
         if matching.is_empty() {
-            return Err(Err(no_candidate(&name, &state, candidates.is_empty())));
+            return Step::Failed(no_candidate(&name, state, candidates.is_empty()));
         }
-        Ok(Frame {
+        frames.push(Frame {
             name,
-            state,
             candidates,
             matching,
             next: 0,
+            attempt: None,
             first_error: None,
-        })
-    }
-
-    /// Depth-first search over candidate versions, highest first, with an explicit stack
-    /// (one frame per component chosen so far) so that any number of components is safe on
-    /// any thread stack. A frame whose candidates are exhausted fails with the first error
-    /// found below it; the first complete choice wins.
-    fn solve(&mut self, initial: State) -> Result<State, ResolveError> {
-        let mut stack: Vec<Frame> = match self.enter(initial) {
-            Ok(frame) => vec![frame],
-            Err(outcome) => return outcome,
-        };
-        while let Some(frame) = stack.last_mut() {
-            let mut child = None;
-            while frame.next < frame.matching.len() && self.steps < MAX_STEPS {
-                self.steps += 1;
-                let idx = frame.matching[frame.next];
-                frame.next += 1;
-                let mut next = frame.state.clone();
-                next.chosen.insert(frame.name.clone(), idx);
-                match add_dependencies(&mut next, &frame.name, &frame.candidates[idx], &self.cache)
-                {
-                    Ok(()) => {
-                        child = Some(next);
-                        break;
-                    }
-                    Err(e) => {
-                        frame.first_error.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(state) = child {
-                match self.enter(state) {
-                    Ok(deeper) => stack.push(deeper),
-                    Err(Ok(done)) => return Ok(done),
-                    Err(Err(e)) => {
-                        frame.first_error.get_or_insert(e);
-                    }
-                }
-                continue;
-            }
-            // Every candidate of this component failed (or the step budget ran out): the
-            // choice above it fails with the first error found here.
-            let e = frame
-                .first_error
-                .take()
-                .unwrap_or_else(|| no_candidate(&frame.name, &frame.state, false));
-            stack.pop();
-            match stack.last_mut() {
-                None => return Err(e),
-                Some(parent) => {
-                    parent.first_error.get_or_insert(e);
-                }
-            }
-        }
-        // Not reached: the stack only empties through the return above.
-        Err(ResolveError::Cycle { path: Vec::new() })
+        });
+        Step::NextCandidate
     }
 }
 
-/// One component being chosen: the state before the choice and the candidates left.
+/// What the search loop does next.
+enum Step {
+    /// Choose a version for the next unchosen component.
+    Expand,
+    /// Try the top frame's next candidate (or give up on it).
+    NextCandidate,
+    /// The attempt below the top frame failed with this error.
+    Failed(ResolveError),
+    /// Every component has a version and there is no cycle.
+    Solved,
+}
+
+/// One component being chosen: its candidates and how far through them the search is.
+#[derive(Default)]
 struct Frame {
     name: String,
-    state: State,
     candidates: Rc<Vec<Recipe>>,
+    /// Indices into `candidates` that satisfy the requirements known when the frame opened.
     matching: Vec<usize>,
     next: usize,
+    /// What the current attempt added to the shared state, to take it back.
+    attempt: Option<Attempt>,
     first_error: Option<ResolveError>,
+}
+
+struct Attempt {
+    /// Length of `State::order` before the attempt: components first required by it follow.
+    order_len: usize,
+    /// Components that gained a requirement, in order.
+    pushed: Vec<String>,
+}
+
+impl Frame {
+    /// Takes back the current attempt: the choice, the requirements it added and the
+    /// components that only it required.
+    fn undo(&mut self, state: &mut State) {
+        let Some(attempt) = self.attempt.take() else {
+            return;
+        };
+        state.chosen.remove(&self.name);
+        for name in attempt.pushed.iter().rev() {
+            if let Some(list) = state.reqs.get_mut(name) {
+                list.pop();
+            }
+        }
+        for name in state.order.drain(attempt.order_len..) {
+            state.reqs.remove(&name);
+        }
+    }
 }
 
 fn no_candidate(name: &str, state: &State, unknown: bool) -> ResolveError {
@@ -286,14 +347,11 @@ fn add_dependencies(
     name: &str,
     recipe: &Recipe,
     cache: &HashMap<String, Rc<Vec<Recipe>>>,
+    pushed: &mut Vec<String>,
 ) -> Result<(), ResolveError> {
     for (dep, spec) in &recipe.dependencies {
         state.require(dep, name, &spec.requirement);
-        if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
-            return Err(ResolveError::TooManyComponents {
-                limit: MAX_COMPONENTS_PER_DEPLOYMENT,
-            });
-        }
+        pushed.push(dep.clone());
         if let Some(&idx) = state.chosen.get(dep) {
             let ok = cache
                 .get(dep)
@@ -524,6 +582,65 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
+    fn chain(len: usize) -> Vec<Recipe> {
+        (0..len)
+            .map(|i| {
+                let next = format!("c{}", i + 1);
+                let deps: &[(&str, &str)] = if i + 1 < len { &[(&next, "^1")] } else { &[] };
+                recipe(&format!("c{i}"), "1.0.0", deps)
+            })
+            .collect()
+    }
+
+    // These run on the default test-thread stack; the recursive resolver overflowed it
+    // with a few hundred components.
+    #[test]
+    fn ten_times_the_bound_is_refused_without_overflowing_the_stack() {
+        let n = MAX_COMPONENTS_PER_DEPLOYMENT * 10;
+        let err = resolve_versions(&[root("c0", "*")], &catalog(chain(n))).expect_err("chain");
+        assert_eq!(
+            err,
+            ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT
+            }
+        );
+        assert!(
+            err.to_string().contains("more than 500 components"),
+            "{err}"
+        );
+
+        let names: Vec<String> = (0..n).map(|i| format!("dep{i}")).collect();
+        let deps: Vec<(&str, &str)> = names.iter().map(|d| (d.as_str(), "*")).collect();
+        let mut list: Vec<Recipe> = names.iter().map(|d| recipe(d, "1.0.0", &[])).collect();
+        list.push(recipe("wide", "1.0.0", &deps));
+        let err = resolve_versions(&[root("wide", "*")], &catalog(list)).expect_err("wide");
+        assert!(
+            matches!(err, ResolveError::TooManyComponents { .. }),
+            "{err}"
+        );
+
+        let roots: Vec<RootRequirement> = names.iter().map(|d| root(d, "*")).collect();
+        let err = resolve_versions(&roots, &catalog(Vec::new())).expect_err("roots");
+        assert!(
+            matches!(err, ResolveError::TooManyComponents { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_chain_as_long_as_the_bound_resolves_and_backtracks_at_its_end() {
+        let n = MAX_COMPONENTS_PER_DEPLOYMENT;
+        let out = resolve_versions(&[root("c0", "*")], &catalog(chain(n))).expect("chain");
+        assert_eq!(out.len(), n);
+        // The newest head needs a missing component at the very bottom; the search must
+        // unwind the whole chain and settle on the older head.
+        let mut list = chain(n - 1);
+        list[n - 2] = recipe(&format!("c{}", n - 2), "1.0.0", &[("ghost", "*")]);
+        list.push(recipe("c0", "0.9.0", &[]));
+        let out = resolve_versions(&[root("c0", "*")], &catalog(list)).expect("backtracks");
+        assert_eq!(versions(&out), ["c0@0.9.0"]);
+    }
+
     #[test]
     fn diamond_and_shared_requirements() {
         let cat = catalog(vec![
@@ -541,90 +658,5 @@ mod tests {
             ["base@1.2.0", "left@1.0.0", "right@1.0.0", "top@1.0.0"]
         );
         assert!(resolve_versions(&[], &cat).expect("empty").is_empty());
-    }
-
-    fn chain(len: usize) -> Vec<Recipe> {
-        (0..len)
-            .map(|i| {
-                let deps: Vec<(String, &str)> = if i + 1 < len {
-                    vec![(format!("c{}", i + 1), "*")]
-                } else {
-                    vec![]
-                };
-                let deps: Vec<(&str, &str)> = deps.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-                recipe(&format!("c{i}"), "1.0.0", &deps)
-            })
-            .collect()
-    }
-
-    /// One recipe with `count` SOFT dependencies, and each of them.
-    fn wide(count: usize) -> Vec<Recipe> {
-        let deps: serde_json::Map<String, serde_json::Value> = (0..count)
-            .map(|i| {
-                (
-                    format!("d{i}"),
-                    serde_json::json!({"VersionRequirement": "*", "DependencyType": "SOFT"}),
-                )
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "RecipeFormatVersion": "2020-01-25",
-            "ComponentName": "wide",
-            "ComponentVersion": "1.0.0",
-            "ComponentDependencies": deps,
-        });
-        let mut list = vec![parse_recipe(&doc.to_string(), "wide.json").expect("wide recipe")];
-        list.extend((0..count).map(|i| recipe(&format!("d{i}"), "1.0.0", &[])));
-        list
-    }
-
-    fn indexed(list: Vec<Recipe>) -> impl Fn(&str) -> Vec<Recipe> {
-        let mut by_name: HashMap<String, Vec<Recipe>> = HashMap::new();
-        for r in list {
-            by_name.entry(r.name.clone()).or_default().push(r);
-        }
-        move |name: &str| by_name.get(name).cloned().unwrap_or_default()
-    }
-
-    #[test]
-    fn long_chains_and_wide_sets_resolve_up_to_the_bound_on_the_default_stack() {
-        let out = resolve_versions(
-            &[root("c0", "*")],
-            &indexed(chain(MAX_COMPONENTS_PER_DEPLOYMENT)),
-        )
-        .expect("a chain as long as the bound resolves");
-        assert_eq!(out.len(), MAX_COMPONENTS_PER_DEPLOYMENT);
-        let out = resolve_versions(&[root("wide", "*")], &indexed(wide(600))).expect("600 SOFT");
-        assert_eq!(out.len(), 601);
-    }
-
-    #[test]
-    fn ten_times_the_component_bound_fails_cleanly() {
-        let ten_times = 10 * MAX_COMPONENTS_PER_DEPLOYMENT;
-        let too_many = ResolveError::TooManyComponents {
-            limit: MAX_COMPONENTS_PER_DEPLOYMENT,
-        };
-        let err = resolve_versions(&[root("c0", "*")], &indexed(chain(ten_times))).unwrap_err();
-        assert_eq!(err, too_many);
-        let err = resolve_versions(&[root("wide", "*")], &indexed(wide(ten_times))).unwrap_err();
-        assert_eq!(err, too_many);
-        let roots: Vec<RootRequirement> = (0..ten_times)
-            .map(|i| root(&format!("d{i}"), "*"))
-            .collect();
-        let err = resolve_versions(&roots, &indexed(Vec::new())).unwrap_err();
-        assert_eq!(err, too_many);
-    }
-
-    #[test]
-    fn backtracking_reaches_deep_into_a_long_chain() {
-        // The newest head needs a component that does not exist at the end of a long chain;
-        // the resolver must come back up 500 levels and take the older head.
-        let mut list = chain(500);
-        list.pop();
-        list.push(recipe("c499", "1.0.0", &[("ghost", "*")]));
-        list.push(recipe("head", "2.0.0", &[("c0", "*")]));
-        list.push(recipe("head", "1.0.0", &[]));
-        let out = resolve_versions(&[root("head", "*")], &indexed(list)).expect("resolves");
-        assert_eq!(versions(&out), ["head@1.0.0"]);
     }
 }

