@@ -192,7 +192,10 @@ impl Write for RotatingLog {
 /// (newline, carriage return, NUL, ESC, DEL, C1) other than tab, and bidirectional-control
 /// characters, as `\n`, `\r`, `\0` or `\u{…}`. Borrowed when there is nothing to escape.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    let needs = |c: char| (c.is_control() && c != '\t') || lichen_recipe::find_bidi_control(c.encode_utf8(&mut [0; 4])).is_some();
+    let needs = |c: char| {
+        (c.is_control() && c != '\t')
+            || lichen_recipe::find_bidi_control(c.encode_utf8(&mut [0; 4])).is_some()
+    };
     if !text.chars().any(needs) {
         return Cow::Borrowed(text);
     }
