@@ -5,11 +5,12 @@
 //! [`IpcServer::shutdown`] before the core shuts down. It reaches the runtime only through
 //! [`lichen_core::CoreHandle`] and the bus.
 //!
-//! Bounds: frames per `ipc.maxFrameBytes` (default 16 MiB), connections per
-//! `ipc.maxConnections`; per connection see [`conn`]; per subscription the bus queue
+//! Bounds: frames per `ipc.maxFrameBytes` (default 16 MiB), authenticated connections per
+//! `ipc.maxConnections`, connections before CONNECT per [`admission`]; per connection see [`conn`]; per subscription the bus queue
 //! ([`lichen_bus::DEFAULT_QUEUE_CAPACITY`], drop-oldest); per deployment-hook registration
 //! [`hooks::EVENT_QUEUE`].
 
+pub mod admission;
 pub mod authz;
 pub mod client;
 pub mod conn;
