@@ -112,6 +112,9 @@ pub fn deployment_details(d: &DeploymentRecord) {
     if !d.error_types.is_empty() {
         println!("Error types:   {}", d.error_types.join(", "));
     }
+    for note in &d.status_details {
+        println!("Note:          {note}");
+    }
     for (name, version) in &d.request.root_components_to_add {
         println!("Add:           {name} {version}");
     }

@@ -100,6 +100,192 @@ fn failed_deployment_rolls_back_versions_and_configuration() {
     );
 }
 
+/// What two deaths of the core during one deployment leave behind: its record IN_PROGRESS
+/// and the attempt marker at 2. The next start fails it instead of running it a third time;
+/// with the marker at 1 it is run again.
+#[test]
+fn deployment_that_killed_the_core_twice_is_failed_not_rerun() {
+    let mut core = TestCore::start();
+    let v1 = recipe_dir(core.dir.path(), "v1", &[("app.yaml", &app("1.0.0", false))]);
+    let d = core.deploy(&v1, None, &["-m", "com.test.App=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let v2 = recipe_dir(core.dir.path(), "v2", &[("app.yaml", &app("2.0.0", false))]);
+    for (id, attempts) in [("crash-loop-twice", 2), ("crash-loop-once", 1)] {
+        core.kill9();
+        let record = serde_json::json!({
+            "deploymentId": id,
+            "status": "IN_PROGRESS",
+            "createdOn": 1,
+            "request": {
+                "rootComponentsToAdd": {"com.test.App": "2.0.0"},
+                "recipeDir": v2,
+            },
+        });
+        std::fs::write(
+            core.root.join(format!("deployments/records/{id}.json")),
+            record.to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            core.root.join("deployments/attempt.json"),
+            serde_json::json!({"deploymentId": id, "attempts": attempts}).to_string(),
+        )
+        .unwrap();
+        core.spawn();
+        let mut last = Value::Null;
+        eventually("deployment final", Duration::from_secs(30), || {
+            last = core.json(&["deployment", "status", id]);
+            last["status"] == "FAILED" || last["status"] == "SUCCEEDED"
+        });
+        if attempts == 2 {
+            assert_eq!(last["status"], "FAILED", "{last}");
+            assert_eq!(last["errorTypes"][0], "CORE_CRASH_LOOP", "{last}");
+            let cause = last["failureCause"].as_str().unwrap();
+            assert!(cause.contains("2 times in a row"), "{cause}");
+            let info = core.wait_state("com.test.App", "RUNNING", Duration::from_secs(20));
+            assert_eq!(info["version"], "1.0.0", "the previous state stays");
+            let starts = read(&core.work("com.test.App").join("starts.log"));
+            assert!(!starts.contains("v2.0.0"), "v2 never ran: {starts}");
+        } else {
+            assert_eq!(last["status"], "SUCCEEDED", "one death is retried: {last}");
+            assert_eq!(core.component("com.test.App")["version"], "2.0.0");
+        }
+        assert!(!core.root.join("deployments/attempt.json").exists());
+    }
+}
+
+#[test]
+fn dependency_on_a_builtin_lichen_lacks_is_named_in_the_record_and_log() {
+    let core = TestCore::start();
+    let dep = r#""ComponentDependencies": {
+        "aws.greengrass.SecretManager": {"VersionRequirement": ">=2.0.0"},
+        "aws.greengrass.Nucleus": {"VersionRequirement": ">=2.0.0", "DependencyType": "SOFT"}
+    },"#;
+    let dir = recipe_dir(
+        core.dir.path(),
+        "r",
+        &[("s.json", &simple("com.test.Secretive", dep))],
+    );
+    let d = core.deploy(&dir, None, &["-m", "com.test.Secretive=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let details = d["statusDetails"].as_array().expect("statusDetails");
+    assert_eq!(details.len(), 1, "only the missing one: {d}");
+    assert!(
+        details[0]
+            .as_str()
+            .unwrap()
+            .contains("aws.greengrass.SecretManager"),
+        "{d}"
+    );
+    let id = d["deploymentId"].as_str().unwrap();
+    let out = core.cli(&["deployment", "status", id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("aws.greengrass.SecretManager"),
+        "deployment status shows it"
+    );
+    eventually(
+        "log names the missing service",
+        Duration::from_secs(10),
+        || {
+            read(&core.root.join("logs/lichen.log"))
+                .contains("aws.greengrass.SecretManager is not provided")
+        },
+    );
+}
+
+/// Every path under `store/recipes` and `store/artifacts*`, sorted.
+fn store_listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("store")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A Run component: `sleep` for v1, or a script that exits 3 at once.
+fn run_app(version: &str, exit_at_once: bool) -> String {
+    let run = if exit_at_once {
+        "echo v$VERSION; exit 3"
+    } else {
+        "echo v$VERSION >> runs.log; exec sleep 300"
+    };
+    format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.Runner
+ComponentVersion: "{version}"
+Manifests:
+  - Platform: {{ os: linux }}
+    Lifecycle:
+      Setenv: {{ VERSION: "{version}" }}
+      Run: '{run}'
+"#
+    )
+}
+
+/// A Run component is RUNNING the moment it launches, so without a stability window a
+/// deployment whose new version exits at once reported SUCCEEDED and left it BROKEN.
+#[test]
+fn component_failing_within_stability_window_fails_and_rolls_back() {
+    let core = TestCore::start();
+    let v1 = recipe_dir(
+        core.dir.path(),
+        "v1",
+        &[("runner.yaml", &run_app("1.0.0", false))],
+    );
+    let d = core.deploy(&v1, None, &["-m", "com.test.Runner=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let first_pid = core.component("com.test.Runner")["pid"].as_i64().unwrap();
+    let store_before = store_listing(&core.root);
+
+    let v2 = recipe_dir(
+        core.dir.path(),
+        "v2",
+        &[("runner.yaml", &run_app("2.0.0", true))],
+    );
+    let d = core.deploy(
+        &v2,
+        None,
+        &[
+            "-m",
+            "com.test.Runner=2.0.0",
+            "--failure-policy",
+            "rollback",
+        ],
+    );
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["detailedStatus"], "FAILED_ROLLBACK_COMPLETE", "{d}");
+    let cause = d["failureCause"].as_str().unwrap();
+    assert!(
+        cause.contains("com.test.Runner") && cause.contains("exit status: 3"),
+        "{cause}"
+    );
+    let info = core.wait_state("com.test.Runner", "RUNNING", Duration::from_secs(20));
+    assert_eq!(info["version"], "1.0.0", "{info}");
+    let pid = info["pid"].as_i64().unwrap();
+    assert_ne!(pid, first_pid, "v1 was started again");
+    assert!(pid_alive(pid as i32));
+    assert_eq!(
+        store_listing(&core.root),
+        store_before,
+        "the rolled-back version left nothing in the store"
+    );
+    let runs = read(&core.work("com.test.Runner").join("runs.log"));
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        ["v1.0.0", "v1.0.0"],
+        "{runs}"
+    );
+}
+
 /// (what, recipe files, root component, words the failure cause must contain)
 type BadCase = (
     &'static str,
@@ -166,6 +352,7 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
     );
     let pid = daemon_pid(&core);
     let base = core.dir.path();
+    let store_before = store_listing(&core.root);
 
     let good_zip = zip_bytes(&[("inner/data.txt", b"fine")]);
     let evil_zip = zip_bytes(&[("../../escaped.txt", b"evil")]);
@@ -174,6 +361,7 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
     put_artifact(&arts, "com.test.Digest", "blob.bin", b"tampered");
     put_artifact(&arts, "com.test.Zip", "evil.zip", &evil_zip);
     put_artifact(&arts, "com.test.GoodZip", "good.zip", &good_zip);
+    put_artifact(&arts, "com.test.AGood", "good.zip", &good_zip);
 
     let cases: Vec<BadCase> = vec![
         ("malformed", vec![("bad.yaml", "RecipeFormatVersion: 2020-01-25\nComponentName: [unclosed\n".into())], "com.test.Bad", &["bad.yaml"]),
@@ -186,7 +374,11 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
         ("missing artifact", vec![("m.json", with_artifact("com.test.Missing", "s3://bucket/missing.bin", ""))], "com.test.Missing", &["missing.bin", "not found"]),
         (
             "digest",
-            vec![("d.json", with_artifact("com.test.Digest", "s3://bucket/blob.bin", &format!(r#", "Digest": "{right}", "Algorithm": "SHA-256""#)))],
+            vec![
+                ("d.json", with_artifact("com.test.Digest", "s3://bucket/blob.bin", &format!(r#", "Digest": "{right}", "Algorithm": "SHA-256""#)).replace(r#""Manifests""#, r#""ComponentDependencies": {"com.test.AGood": {"VersionRequirement": "1.0.0"}}, "Manifests""#)),
+                // Staged before the digest fails; it must go again.
+                ("g.json", with_artifact("com.test.AGood", "s3://bucket/good.zip", r#", "Unarchive": "ZIP""#)),
+            ],
             "com.test.Digest",
             &["blob.bin", "digest"],
         ),
@@ -231,6 +423,11 @@ fn bad_input_fails_with_reason_and_leaves_state_intact() {
         assert_eq!(daemon_pid(&core), pid, "{what}: App was not restarted");
         let list = core.json(&["component", "list"]);
         assert_eq!(list.as_array().unwrap().len(), 1, "{what}: {list}");
+        assert_eq!(
+            store_listing(&core.root),
+            store_before,
+            "{what}: the failed deployment left nothing in the store"
+        );
     }
     assert!(!base.join("escaped.txt").exists() && !core.root.join("store/escaped.txt").exists());
 

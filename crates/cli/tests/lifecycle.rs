@@ -221,9 +221,9 @@ Manifests:
         counter.display()
     );
     let recipes = recipe_dir(core.dir.path(), "recipes", &[("crashy.yaml", &recipe)]);
-    // A Run component counts as started as soon as it launches (Greengrass semantics), so
-    // the deployment itself may succeed; what matters is the state it ends in.
-    core.deploy(
+    // The deployment fails on the first error (stability window); with do-nothing the
+    // component keeps retrying until the BROKEN rule stops it.
+    let d = core.deploy(
         &recipes,
         None,
         &[
@@ -233,6 +233,8 @@ Manifests:
             "do-nothing",
         ],
     );
+    assert_eq!(d["status"], "FAILED", "{d}");
+    assert_eq!(d["detailedStatus"], "FAILED_ROLLBACK_NOT_REQUESTED", "{d}");
     let info = core.wait_state("com.test.Crashy", "BROKEN", Duration::from_secs(20));
     assert_eq!(read(&counter).lines().count(), 3, "exactly three attempts");
     let reason = info["statusReason"].as_str().unwrap();
@@ -449,4 +451,61 @@ Manifests:
     eventually("new value seen", Duration::from_secs(10), || {
         read(&work.join("seen.txt")) == "a\nb\n"
     });
+}
+
+fn ca_probe_recipe() -> String {
+    r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.CaProbe
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Run: 'echo "ca=${GG_ROOT_CA_PATH-unset}" > ca.txt; if [ -n "$GG_ROOT_CA_PATH" ]; then cat "$GG_ROOT_CA_PATH" >> ca.txt; fi'
+"#
+    .to_string()
+}
+
+#[test]
+fn root_ca_is_copied_and_exposed_only_once_configured() {
+    // Not configured: the variable is unset (it used to name a file nothing created).
+    let core = TestCore::start();
+    let recipes = recipe_dir(core.dir.path(), "r", &[("ca.yaml", &ca_probe_recipe())]);
+    let d = core.deploy(&recipes, None, &["-m", "com.test.CaProbe=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let out = read(&core.work("com.test.CaProbe").join("ca.txt"));
+    assert_eq!(out.trim(), "ca=unset");
+
+    // Configured: copied to <root>/rootCA.pem and named by the variable.
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("AmazonRootCA1.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let core = TestCore::start_with(&format!("thingName: t\nrootCaPath: {}\n", ca.display()));
+    let recipes = recipe_dir(core.dir.path(), "r", &[("ca.yaml", &ca_probe_recipe())]);
+    let d = core.deploy(&recipes, None, &["-m", "com.test.CaProbe=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let copy = core.root.join("rootCA.pem");
+    assert_eq!(read(&copy), pem);
+    let out = read(&core.work("com.test.CaProbe").join("ca.txt"));
+    assert_eq!(out, format!("ca={}\n{pem}", copy.display()));
+
+    // A missing file stops the core with the key and the file named.
+    let missing = dir.path().join("nope.pem");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("c.yaml");
+    std::fs::write(&config, format!("rootCaPath: {}\n", missing.display())).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["core", "run", "--root"])
+        .arg(tmp.path().join("root"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rootCaPath") && err.contains("nope.pem"),
+        "{err}"
+    );
 }

@@ -50,6 +50,37 @@ fn create_dirs(layout: &RootLayout) -> Result<()> {
     Ok(())
 }
 
+/// Copies the configured `rootCaPath` to `<root>/rootCA.pem` (crash-safely), so that
+/// `GG_ROOT_CA_PATH` names a file that exists; `None` when none is configured.
+fn install_root_ca(
+    layout: &RootLayout,
+    configured: Option<&std::path::Path>,
+) -> Result<Option<PathBuf>> {
+    let Some(source) = configured else {
+        return Ok(None);
+    };
+    let bad = |message: String| {
+        CoreError::InvalidArgument(format!("rootCaPath {}: {message}", source.display()))
+    };
+    let meta = std::fs::metadata(source).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() || meta.len() > MAX_ROOT_CA_BYTES {
+        return Err(bad(format!(
+            "not a regular file of at most {MAX_ROOT_CA_BYTES} bytes"
+        )));
+    }
+    let pem = std::fs::read(source).map_err(|e| bad(e.to_string()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let dest = layout.root().join("rootCA.pem");
+    crate::atomic::write_atomic(&dest, &pem, 0o644)?;
+    tracing::info!(source = %source.display(), file = %dest.display(), "root CA installed for components");
+    Ok(Some(dest))
+}
+
+/// Largest `rootCaPath` file accepted (a CA bundle is far smaller).
+pub const MAX_ROOT_CA_BYTES: u64 = 1024 * 1024;
+
 impl Core {
     /// [`Core::prepare`] then [`Core::launch`]: for callers that attach no services first.
     pub async fn start(options: CoreOptions) -> Result<Core> {
@@ -74,6 +105,7 @@ impl Core {
             .map_err(|e| CoreError::io(format!("creating root {}", layout.root().display()), e))?;
         let lock = RootLock::acquire(&layout)?;
         create_dirs(&layout)?;
+        let root_ca = install_root_ca(&layout, options.settings.root_ca_path.as_deref())?;
         let config = ConfigStore::open(layout.config_store_file())?;
         let deployments = DeploymentQueue::open(layout.deployment_records_dir())?;
         let (lifecycle_events, _) = broadcast::channel(LIFECYCLE_CHANNEL_CAPACITY);
@@ -81,9 +113,15 @@ impl Core {
         if let Some(reason) = cgroups.unavailable_reason() {
             tracing::warn!(%reason, "component resource limits are unavailable; components run without them");
         }
+        let orphans = Arc::new(crate::lifecycle::orphans::GroupRegistry::new(
+            layout.groups_dir(),
+        ));
         let rt = Arc::new(Runtime {
             store: ComponentStore::new(layout.clone()),
-            orphans: crate::lifecycle::orphans::GroupRegistry::new(layout.groups_dir()),
+            process_runner: Arc::new(crate::lifecycle::launch::ProcessRunner {
+                groups: orphans.clone(),
+            }),
+            orphans,
             layout,
             settings: options.settings,
             bus,
@@ -95,6 +133,8 @@ impl Core {
             hooks: RwLock::new(None),
             metrics: Mutex::new(HashMap::new()),
             is_root: nix::unistd::geteuid().is_root(),
+            root_ca,
+            provided_builtins: Default::default(),
         });
         let leftovers = rt.orphans.reap_leftovers();
         if leftovers > 0 {

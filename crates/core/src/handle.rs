@@ -79,6 +79,13 @@ impl CoreHandle {
         &self.rt.settings
     }
 
+    /// Marks a built-in Greengrass component (e.g. `aws.greengrass.ShadowManager`) as
+    /// provided by a service that started, so deployments that depend on it no longer
+    /// report it missing. Returns false for a name that is not a built-in.
+    pub fn provide_builtin(&self, name: &str) -> bool {
+        self.rt.provided_builtins.provide(name)
+    }
+
     /// Maps an SVCUID to the component it was issued to.
     pub fn authenticate(&self, svcuid: &str) -> Option<String> {
         self.rt.tokens.component_for(svcuid)

@@ -5,14 +5,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use lichen_recipe::{Lifecycle, Platform, Recipe, Step, VariableSource};
+use lichen_recipe::{Lifecycle, Platform, Recipe, Step};
 use tokio::sync::broadcast;
 
-use crate::config::{ConfigStore, tree};
+use crate::config::ConfigStore;
 use crate::deployment::model::{DeploymentRecord, DeploymentRequest};
+use crate::deployment::planner::RenderVars;
 use crate::deployment::queue::DeploymentQueue;
 use crate::error::{CoreError, Result};
 use crate::handle::{ComponentInfo, DeploymentHooks, LifecycleEvent, Metric};
+use crate::lifecycle::launch::{LaunchContext, Runner};
+use crate::lifecycle::orphans::GroupRegistry;
 use crate::lifecycle::process::RunAs;
 use crate::lifecycle::state::{LifecycleState, ReportedState};
 use crate::lifecycle::{ComponentSpec, Supervisor};
@@ -36,13 +39,19 @@ pub struct Runtime {
     pub(crate) store: ComponentStore,
     pub(crate) tokens: TokenRegistry,
     pub(crate) supervisor: Supervisor,
-    pub(crate) orphans: crate::lifecycle::orphans::GroupRegistry,
+    pub(crate) orphans: Arc<crate::lifecycle::orphans::GroupRegistry>,
+    /// Starts the steps of process components (all components, for now).
+    pub(crate) process_runner: Arc<dyn Runner>,
     pub(crate) deployments: DeploymentQueue,
     pub(crate) lifecycle_events: broadcast::Sender<LifecycleEvent>,
     pub(crate) hooks: RwLock<Option<Arc<dyn DeploymentHooks>>>,
     pub(crate) metrics: Mutex<HashMap<String, Vec<Metric>>>,
     /// The core's effective user is root: components then run as the configured user.
     pub(crate) is_root: bool,
+    /// `<root>/rootCA.pem` once `rootCaPath` is configured and copied; `GG_ROOT_CA_PATH`.
+    pub(crate) root_ca: Option<PathBuf>,
+    /// Built-in Greengrass components this core really provides.
+    pub(crate) provided_builtins: crate::deployment::builtin::ProvidedBuiltins,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -50,65 +59,6 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-/// Renders recipe variables from the runtime's state.
-struct Vars<'a> {
-    rt: &'a Runtime,
-    /// Versions of components being deployed, which may not be running yet.
-    versions: &'a BTreeMap<String, String>,
-    /// Configurations a deployment proposes, read instead of the store's.
-    configs: Option<&'a BTreeMap<String, serde_json::Value>>,
-}
-
-impl Vars<'_> {
-    fn version_of(&self, component: &str) -> Option<String> {
-        self.versions.get(component).cloned().or_else(|| {
-            self.rt
-                .supervisor
-                .slot(component)
-                .map(|s| s.spec().version.clone())
-        })
-    }
-}
-
-impl VariableSource for Vars<'_> {
-    fn thing_name(&self) -> Option<String> {
-        Some(self.rt.settings.thing_name.clone())
-    }
-    fn root_path(&self) -> Option<String> {
-        Some(self.rt.layout.root().display().to_string())
-    }
-    fn artifacts_path(&self, component: &str) -> Option<String> {
-        let v = self.version_of(component)?;
-        Some(
-            self.rt
-                .layout
-                .artifacts_dir(component, &v)
-                .display()
-                .to_string(),
-        )
-    }
-    fn decompressed_path(&self, component: &str) -> Option<String> {
-        let v = self.version_of(component)?;
-        Some(
-            self.rt
-                .layout
-                .unarchived_dir(component, &v)
-                .display()
-                .to_string(),
-        )
-    }
-    fn work_path(&self, component: &str) -> Option<String> {
-        Some(self.rt.layout.work_dir(component).display().to_string())
-    }
-    fn configuration(&self, component: &str, json_pointer: &str) -> Option<serde_json::Value> {
-        let keys = tree::pointer_keys(json_pointer).ok()?;
-        match self.configs.and_then(|c| c.get(component)) {
-            Some(proposed) => tree::get(proposed, &keys).cloned(),
-            None => self.rt.config.get(component, &keys),
-        }
-    }
 }
 
 impl Runtime {
@@ -122,32 +72,30 @@ impl Runtime {
     }
 
     /// Selects `recipe`'s manifest for this platform and renders its lifecycle with the
-    /// current configuration. `versions` names versions being deployed.
+    /// current configuration. `versions` names versions being deployed; other components'
+    /// versions are those running.
     pub(crate) fn select(
         &self,
         recipe: &Recipe,
         versions: &BTreeMap<String, String>,
     ) -> Result<lichen_recipe::SelectedComponent> {
-        self.select_with_configs(recipe, versions, None)
-    }
-
-    /// Like [`Runtime::select`], rendering with proposed configurations where given.
-    pub(crate) fn select_with_configs(
-        &self,
-        recipe: &Recipe,
-        versions: &BTreeMap<String, String>,
-        configs: Option<&BTreeMap<String, serde_json::Value>>,
-    ) -> Result<lichen_recipe::SelectedComponent> {
-        let deps: Vec<&str> = recipe.dependencies.keys().map(String::as_str).collect();
-        let vars = Vars {
-            rt: self,
-            versions,
-            configs,
+        let version_of = |component: &str| {
+            versions.get(component).cloned().or_else(|| {
+                self.supervisor
+                    .slot(component)
+                    .map(|s| s.spec().version.clone())
+            })
         };
-        let render = |s: &str| lichen_recipe::interpolate(s, &recipe.name, &deps, &vars);
-        recipe
-            .select_with(&self.platform(), &render)
-            .map_err(|e| CoreError::Other(e.to_string()))
+        let config_of = |component: &str, keys: &[String]| self.config.get(component, keys);
+        let vars = RenderVars {
+            layout: &self.layout,
+            thing_name: &self.settings.thing_name,
+            versions: &version_of,
+            config: &config_of,
+            reads: Default::default(),
+        };
+        crate::deployment::planner::render(recipe, &self.platform(), &vars)
+            .map_err(CoreError::Other)
     }
 
     /// The lifecycle to run now, rendered with the current configuration.
@@ -190,10 +138,9 @@ impl Runtime {
             self.settings.aws_region.clone(),
         );
         env.insert("GGC_VERSION".into(), GGC_VERSION.into());
-        env.insert(
-            "GG_ROOT_CA_PATH".into(),
-            self.layout.root().join("rootCA.pem").display().to_string(),
-        );
+        if let Some(ca) = &self.root_ca {
+            env.insert("GG_ROOT_CA_PATH".into(), ca.display().to_string());
+        }
         env.insert("LICHEN_COMPONENT_NAME".into(), spec.name.clone());
         env.insert("LICHEN_COMPONENT_VERSION".into(), spec.version.clone());
         for (k, v) in &step.setenv {
@@ -379,5 +326,55 @@ impl Runtime {
 
     pub(crate) fn state_of(&self, name: &str) -> Option<LifecycleState> {
         self.supervisor.slot(name).map(|s| s.status().state)
+    }
+}
+
+impl LaunchContext for Runtime {
+    fn render_lifecycle(&self, spec: &ComponentSpec) -> std::result::Result<Lifecycle, String> {
+        Runtime::render_lifecycle(self, spec)
+    }
+
+    fn step_env(&self, spec: &ComponentSpec, step: &Step) -> BTreeMap<String, String> {
+        self.component_env(spec, step)
+    }
+
+    fn run_as(&self, spec: &ComponentSpec) -> std::result::Result<Option<RunAs>, String> {
+        Runtime::run_as(self, spec)
+    }
+
+    fn prepare_work_dir(
+        &self,
+        name: &str,
+        run_as: Option<&RunAs>,
+    ) -> std::result::Result<PathBuf, String> {
+        Runtime::prepare_work_dir(self, name, run_as)
+    }
+
+    fn open_log(&self, name: &str) -> std::result::Result<crate::logs::RotatingLog, String> {
+        crate::logs::RotatingLog::open(
+            &self.layout.component_log(name),
+            self.settings.logging.max_file_bytes,
+            self.settings.logging.max_files,
+        )
+        .map_err(|e| format!("opening log of {name}: {e}"))
+    }
+
+    fn groups(&self) -> &GroupRegistry {
+        &self.orphans
+    }
+
+    fn component(&self, name: &str) -> Option<Arc<crate::lifecycle::Slot>> {
+        self.supervisor.slot(name)
+    }
+
+    fn publish_state(&self, component: &str, state: LifecycleState) {
+        let _ = self.lifecycle_events.send(LifecycleEvent {
+            component: component.to_string(),
+            state,
+        });
+    }
+
+    fn runner_for(&self, _spec: &ComponentSpec) -> Arc<dyn Runner> {
+        self.process_runner.clone()
     }
 }

@@ -1,7 +1,8 @@
 //! The core's own settings, read once from `--config FILE` (YAML or JSON).
 //!
-//! Unknown top-level sections are kept in `services` so that other services (the broker, the
-//! bridge) can read their own section without the core knowing its shape.
+//! Every key is known: a typo such as `posixUsr` is an error naming the key and the file.
+//! Sections that belong to other services are explicit and kept opaque (`broker`), and so
+//! is the Greengrass `services` tree (per-service configuration, free-form).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Settings {
     /// `{iot:thingName}` and `AWS_IOT_THING_NAME`.
     pub thing_name: String,
@@ -27,10 +28,21 @@ pub struct Settings {
     /// sets no Startup timeout. Greengrass has no such bound for Run; we use one so that a
     /// deployment always ends.
     pub deployment_startup_timeout_secs: u64,
+    /// Seconds every new or restarted component must stay RUNNING or FINISHED, with no
+    /// error, before a deployment succeeds. 0 gives the Greengrass behaviour (success as
+    /// soon as each component is up).
+    pub deployment_stability_secs: u64,
+    /// The CA certificate(s) (PEM) the core trusts for its cloud endpoint (Greengrass
+    /// `system.rootCaPath`). Copied to `<root>/rootCA.pem` at start; components find it
+    /// through `GG_ROOT_CA_PATH`, which is unset until this is configured.
+    pub root_ca_path: Option<std::path::PathBuf>,
     /// Extra platform attributes for manifest matching (Greengrass `platformOverride`).
     pub platform_override: BTreeMap<String, String>,
-    /// Sections for other services (e.g. `broker`), passed through untouched.
-    #[serde(flatten)]
+    /// The embedded MQTT broker's section, read by the broker service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<serde_json::Value>,
+    /// The Greengrass `services` tree: configuration by service or component name, passed
+    /// through untouched (unknown keys allowed).
     pub services: BTreeMap<String, serde_json::Value>,
 }
 
@@ -44,14 +56,17 @@ impl Default for Settings {
             logging: LoggingSettings::default(),
             ipc: IpcSettings::default(),
             deployment_startup_timeout_secs: 120,
+            deployment_stability_secs: 2,
+            root_ca_path: None,
             platform_override: BTreeMap::new(),
+            broker: None,
             services: BTreeMap::new(),
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct LoggingSettings {
     /// A log file is rotated when it would exceed this size.
     pub max_file_bytes: u64,
@@ -72,7 +87,7 @@ impl Default for LoggingSettings {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct IpcSettings {
     /// Largest event-stream frame accepted, in bytes.
     pub max_frame_bytes: usize,
@@ -118,9 +133,12 @@ impl Settings {
         }
     }
 
-    /// A service's section, e.g. `broker`.
+    /// A service's section: `broker`, else that name under the Greengrass `services` tree.
     pub fn service(&self, name: &str) -> Option<&serde_json::Value> {
-        self.services.get(name)
+        match name {
+            "broker" => self.broker.as_ref(),
+            _ => self.services.get(name),
+        }
     }
 }
 
@@ -138,6 +156,31 @@ mod tests {
         assert_eq!(s.logging.max_file_bytes, 1000);
         assert_eq!(s.logging.max_files, 5);
         assert!(s.service("broker").is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key_and_file() {
+        let err = Settings::parse("thingName: t\nposixUsr: ggc_user\n").unwrap_err();
+        assert!(err.contains("posixUsr"), "{err}");
+        let err = Settings::parse("logging:\n  levl: debug\n").unwrap_err();
+        assert!(err.contains("levl"), "{err}");
+        let err = Settings::parse("{\"ipc\": {\"maxConnection\": 3}}").unwrap_err();
+        assert!(err.contains("maxConnection"), "{err}");
+        // The Greengrass services tree is free-form.
+        let s = Settings::parse(
+            "services:\n  aws.greengrass.Nucleus:\n    configuration: { anything: 1 }\n",
+        )
+        .unwrap();
+        assert!(s.service("aws.greengrass.Nucleus").is_some());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core.yaml");
+        std::fs::write(&path, "posixUsr: x\n").unwrap();
+        let err = Settings::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("core.yaml") && err.contains("posixUsr"),
+            "{err}"
+        );
     }
 
     #[test]

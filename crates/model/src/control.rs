@@ -447,6 +447,7 @@ mod tests {
             failure_cause: None,
             error_stack: vec![],
             error_types: vec![],
+            status_details: vec![],
             progress: Some("done".into()),
             request: DeploymentRequest::default(),
         }

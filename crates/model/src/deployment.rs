@@ -123,6 +123,10 @@ pub struct DeploymentRecord {
     pub error_stack: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_types: Vec<String>,
+    /// What the deployment could not do although it did not fail, e.g. a built-in service
+    /// it depends on that lichen does not provide yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_details: Vec<String>,
     /// What the deployment is doing now, for progress displays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,

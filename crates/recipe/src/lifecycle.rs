@@ -178,6 +178,88 @@ impl Lifecycle {
     }
 }
 
+/// Platform keys a step (or its `Script`) may be keyed by, as the Java nucleus accepts:
+/// `run: {posix: "...", windows: "..."}`.
+pub const PLATFORM_STEP_KEYS: [&str; 6] = ["linux", "darwin", "windows", "posix", "unix", "all"];
+
+const STEP_NAMES: [&str; 6] = [
+    "bootstrap",
+    "install",
+    "startup",
+    "run",
+    "shutdown",
+    "recover",
+];
+
+/// Keys of `os`, most specific first: linux/darwin > posix (unix) > all.
+fn platform_preference(os: &str) -> Vec<&str> {
+    let os = os.to_ascii_lowercase();
+    match os.as_str() {
+        "windows" => vec!["windows", "all"],
+        "linux" => vec!["linux", "posix", "unix", "all"],
+        "darwin" => vec!["darwin", "posix", "unix", "all"],
+        // Other unixes: only the generic keys.
+        _ => vec!["posix", "unix", "all"],
+    }
+}
+
+/// An object whose keys are all platform keys (and that is not a step object).
+fn as_platform_map(v: &Value) -> Option<&serde_json::Map<String, Value>> {
+    let Value::Object(m) = v else {
+        return None;
+    };
+    let all_platform = !m.is_empty()
+        && m.keys()
+            .all(|k| PLATFORM_STEP_KEYS.iter().any(|p| k.eq_ignore_ascii_case(p)));
+    all_platform.then_some(m)
+}
+
+fn pick<'a>(m: &'a serde_json::Map<String, Value>, os: &str) -> Option<&'a Value> {
+    platform_preference(os).into_iter().find_map(|want| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(want))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Resolves platform-keyed steps of a lifecycle object for `os` (`linux`, `darwin`,
+/// `windows`, ...): a step written as `{posix: ..., windows: ...}`, or whose `Script` is
+/// such a map, becomes the most specific entry for `os` (linux/darwin > posix > all). A map
+/// with no entry for `os` means the step is absent. Anything else is left as it is.
+pub fn resolve_platform_steps(value: &Value, os: &str) -> Value {
+    let Value::Object(map) = value else {
+        return value.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (key, step) in map {
+        if !STEP_NAMES.iter().any(|n| key.eq_ignore_ascii_case(n)) {
+            out.insert(key.clone(), step.clone());
+            continue;
+        }
+        if let Some(platforms) = as_platform_map(step) {
+            if let Some(chosen) = pick(platforms, os) {
+                out.insert(key.clone(), chosen.clone());
+            }
+            continue;
+        }
+        if let Value::Object(fields) = step
+            && let Some((script_key, script)) = fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("script"))
+            && let Some(platforms) = as_platform_map(script)
+        {
+            if let Some(chosen) = pick(platforms, os) {
+                let mut fields = fields.clone();
+                fields.insert(script_key.clone(), chosen.clone());
+                out.insert(key.clone(), Value::Object(fields));
+            }
+            continue;
+        }
+        out.insert(key.clone(), step.clone());
+    }
+    Value::Object(out)
+}
+
 /// Returns a copy of `value` with `f` applied to every string (not to object keys).
 pub fn interpolate_strings(value: &Value, f: &dyn Fn(&str) -> String) -> Value {
     match value {

@@ -296,6 +296,10 @@ impl Recipe {
             self.global_lifecycle.as_ref(),
             &self.selection_keywords(),
         );
+        let value = crate::lifecycle::resolve_platform_steps(
+            &value,
+            platform.get("os").unwrap_or(std::env::consts::OS),
+        );
         let origin = format!("{} {}", self.name, self.version);
         let lifecycle =
             Lifecycle::from_value_with(&value, &origin, &lifecycle_path(manifest, index), interp)?;

@@ -9,17 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lichen_recipe::resolve::{RootRequirement, resolve_versions};
-use lichen_recipe::{Recipe, VersionRange};
+use lichen_recipe::{Lifecycle, Recipe};
 use serde_json::Value;
 
-use super::builtin::is_builtin;
-use super::installed::{Installed, InstalledSet, OngoingMarker};
-use super::model::{DeploymentRecord, DetailedStatus, FailurePolicy, LOCAL_DEPLOYMENT_GROUP};
-use crate::config::tree;
+use super::installed::{AttemptMarker, Installed, InstalledSet, MAX_ATTEMPTS, OngoingMarker};
+use super::model::{DeploymentRecord, DetailedStatus, FailurePolicy};
+use super::planner::{self, Plan, PlanError, PlanInputs, RenderEnv};
 use crate::lifecycle::ComponentSpec;
 use crate::lifecycle::actor::dependency_list;
-use crate::runtime::{GGC_VERSION, Runtime, now_ms};
+use crate::runtime::{Runtime, now_ms};
 
 /// Default time Greengrass gives components to answer a configuration validation.
 pub const CONFIG_VALIDATION_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,6 +29,8 @@ pub struct Outcome {
     pub detailed: DetailedStatus,
     pub cause: Option<String>,
     pub error_types: Vec<String>,
+    /// Record `statusDetails`: what did not fail the deployment but is not served.
+    pub details: Vec<String>,
 }
 
 impl Outcome {
@@ -39,6 +39,7 @@ impl Outcome {
             detailed: DetailedStatus::Successful,
             cause: None,
             error_types: Vec::new(),
+            details: Vec::new(),
         }
     }
     fn failed(detailed: DetailedStatus, kind: &str, cause: String) -> Self {
@@ -46,18 +47,9 @@ impl Outcome {
             detailed,
             cause: Some(cause),
             error_types: vec![kind.to_string()],
+            details: Vec::new(),
         }
     }
-}
-
-/// Everything decided before the device is touched.
-struct Plan {
-    set: InstalledSet,
-    recipes: BTreeMap<String, Arc<Recipe>>,
-    configs: BTreeMap<String, Value>,
-    /// Components whose processes must be (re)started.
-    changed: BTreeSet<String>,
-    removed: Vec<String>,
 }
 
 fn progress(rt: &Runtime, id: &str, text: impl Into<String>) {
@@ -77,9 +69,20 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
         }
     };
     progress(rt, id, "resolving component versions");
-    let plan = match plan(rt, record, &current) {
+    let plan = match make_plan(rt, record, &current) {
         Ok(p) => p,
-        Err((kind, cause)) => {
+        Err(PlanError { kind, cause }) => {
+            return Outcome::failed(DetailedStatus::FailedNoStateChange, kind, cause);
+        }
+    };
+    let missing_builtins = rt.provided_builtins.missing(&plan.builtins);
+    for line in &missing_builtins {
+        tracing::warn!(deployment = %id, "{line}");
+    }
+    progress(rt, id, "staging recipes and artifacts");
+    let staged = match stage(rt, record, &plan, &current) {
+        Ok(s) => s,
+        Err(PlanError { kind, cause }) => {
             return Outcome::failed(DetailedStatus::FailedNoStateChange, kind, cause);
         }
     };
@@ -103,6 +106,7 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
                 .validate_configuration(id, &proposed, CONFIG_VALIDATION_TIMEOUT)
                 .await
             {
+                staged.discard(rt);
                 return Outcome::failed(
                     DetailedStatus::FailedNoStateChange,
                     "COMPONENT_CONFIGURATION_NOT_VALID",
@@ -122,6 +126,7 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
         previous_config: rt.config.snapshot(),
     };
     if let Err(e) = marker.save(&rt.layout.ongoing_marker()) {
+        staged.discard(rt);
         return Outcome::failed(
             DetailedStatus::FailedNoStateChange,
             "IO_ERROR",
@@ -144,11 +149,15 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
             FailurePolicy::Rollback => {
                 progress(rt, id, format!("failed ({cause}); rolling back"));
                 match rollback(rt, &marker).await {
-                    Ok(()) => Outcome::failed(
-                        DetailedStatus::FailedRollbackComplete,
-                        "COMPONENT_UPDATE_ERROR",
-                        cause,
-                    ),
+                    Ok(()) => {
+                        // The new versions run nowhere now: take them out of the store.
+                        staged.discard(rt);
+                        Outcome::failed(
+                            DetailedStatus::FailedRollbackComplete,
+                            "COMPONENT_UPDATE_ERROR",
+                            cause,
+                        )
+                    }
                     Err(e) => Outcome::failed(
                         DetailedStatus::FailedUnableToRollback,
                         "COMPONENT_UPDATE_ERROR",
@@ -164,290 +173,204 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
     if let Some(hooks) = rt.hooks() {
         hooks.notify_post_update(id);
     }
-    outcome
+    Outcome {
+        details: missing_builtins,
+        ..outcome
+    }
 }
 
-type PlanError = (&'static str, String);
-
-fn plan(
+/// Reads what planning needs (the request's recipe directory, installed configurations)
+/// and calls the pure [`planner::plan`].
+fn make_plan(
     rt: &Runtime,
     record: &DeploymentRecord,
     current: &InstalledSet,
 ) -> Result<Plan, PlanError> {
     let req = &record.request;
-    let group = req.group_name.as_deref().unwrap_or(LOCAL_DEPLOYMENT_GROUP);
     let imported: Vec<Recipe> = match &req.recipe_dir {
         None => Vec::new(),
         Some(dir) => {
             if !dir.is_dir() {
-                return Err((
-                    "INVALID_RECIPE_DIRECTORY",
-                    format!(
+                return Err(PlanError {
+                    kind: "INVALID_RECIPE_DIRECTORY",
+                    cause: format!(
                         "recipe directory {} does not exist or is not a directory",
                         dir.display()
                     ),
-                ));
+                });
             }
-            rt.store
-                .import_recipe_dir(dir)
-                .map_err(|e| ("RECIPE_PARSE_ERROR", e.to_string()))?
+            rt.store.import_recipe_dir(dir).map_err(|e| PlanError {
+                kind: "RECIPE_PARSE_ERROR",
+                cause: e.to_string(),
+            })?
         }
     };
     if let Some(dir) = &req.artifact_dir
         && !dir.is_dir()
     {
-        return Err((
-            "INVALID_ARTIFACTS_DIRECTORY",
-            format!(
+        return Err(PlanError {
+            kind: "INVALID_ARTIFACTS_DIRECTORY",
+            cause: format!(
                 "artifact directory {} does not exist or is not a directory",
                 dir.display()
             ),
-        ));
-    }
-
-    // Roots: what was there, plus additions, minus removals.
-    let mut roots: BTreeMap<String, (String, bool)> = current
-        .roots()
-        .map(|(n, c)| (n.clone(), (c.version.clone(), false)))
-        .collect();
-    for (name, version) in &req.root_components_to_add {
-        semver::Version::parse(version).map_err(|e| {
-            (
-                "INVALID_VERSION",
-                format!(
-                    "component {name}: version {version:?} is not a valid semantic version: {e}"
-                ),
-            )
-        })?;
-        roots.insert(name.clone(), (version.clone(), true));
-    }
-    for name in &req.root_components_to_remove {
-        roots.remove(name);
-    }
-
-    // Built-in components need no recipe; strip them from the resolution.
-    let strip = |mut r: Recipe| {
-        r.dependencies.retain(|d, _| !is_builtin(d));
-        r
-    };
-    let catalog = |name: &str| -> Vec<Recipe> {
-        let mut out: Vec<Recipe> = imported
-            .iter()
-            .filter(|r| r.name == name)
-            .cloned()
-            .map(strip)
-            .collect();
-        for r in rt.store.recipes(name) {
-            if !out.iter().any(|o| o.version == r.version) {
-                out.push(strip(r));
-            }
-        }
-        out
-    };
-    let mut requirements = Vec::new();
-    for (name, (version, _)) in roots.iter().filter(|(n, _)| !is_builtin(n)) {
-        let requirement = VersionRange::parse(&format!("={version}"))
-            .map_err(|e| ("INVALID_VERSION", e.to_string()))?;
-        requirements.push(RootRequirement {
-            name: name.clone(),
-            requirement,
-            origin: group.to_string(),
         });
     }
-    let resolved = resolve_versions(&requirements, &catalog)
-        .map_err(|e| ("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()))?;
-
-    // The full (unstripped) recipes, as they will be stored and run.
-    let mut recipes: BTreeMap<String, Arc<Recipe>> = BTreeMap::new();
-    for (name, r) in &resolved {
-        let full = imported
-            .iter()
-            .find(|i| &i.name == name && i.version == r.version)
-            .cloned()
-            .or_else(|| rt.store.load_recipe(name, &r.version).ok())
-            .ok_or_else(|| {
-                (
-                    "COMPONENT_NOT_FOUND",
-                    format!("recipe of {name} {} vanished", r.version),
-                )
-            })?;
-        recipes.insert(name.clone(), Arc::new(full));
-    }
-    // Built-ins named as roots or depended on by anything resolved.
-    let builtins: BTreeSet<String> = roots
-        .keys()
-        .chain(recipes.values().flat_map(|r| r.dependencies.keys()))
-        .filter(|n| is_builtin(n))
-        .cloned()
-        .collect();
-    let versions: BTreeMap<String, String> = recipes
-        .iter()
-        .map(|(n, r)| (n.clone(), r.version.to_string()))
-        .collect();
-
-    // Manifests and artifacts; nothing running is touched.
-    for (name, recipe) in &recipes {
-        let selected = rt
-            .select(recipe, &versions)
-            .map_err(|e| ("NO_MATCHING_PLATFORM", e.to_string()))?;
-        let is_new_version =
-            current.components.get(name).map(|c| &c.version) != Some(&recipe.version.to_string());
-        if is_new_version || imported.iter().any(|i| &i.name == name) {
-            rt.store
-                .save_recipe(recipe)
-                .map_err(|e| ("IO_ERROR", e.to_string()))?;
-        }
-        // Artifacts belong to the user the component runs as, so `Read: OWNER` works.
-        let run_with = req
-            .run_with
-            .get(name)
-            .cloned()
-            .or_else(|| current.components.get(name).map(|c| c.run_with.clone()))
-            .unwrap_or_default();
-        let owner = rt
-            .run_as_for(&run_with)
-            .map_err(|e| ("INVALID_RUN_WITH", format!("component {name}: {e}")))?
-            .map(|u| (u.uid, u.gid));
-        rt.store
-            .stage_artifacts_as(&selected, req.artifact_dir.as_deref(), owner)
-            .map_err(|e| ("ARTIFACT_ERROR", e.to_string()))?;
-    }
-
-    // The new set.
-    let mut set = InstalledSet::default();
-    for (name, recipe) in &recipes {
-        let previous = current.components.get(name);
-        let run_with = req
-            .run_with
-            .get(name)
-            .cloned()
-            .or_else(|| previous.map(|p| p.run_with.clone()))
-            .unwrap_or_default();
-        set.components.insert(
-            name.clone(),
-            Installed {
-                version: recipe.version.to_string(),
-                root: roots.contains_key(name),
-                builtin: false,
-                run_with,
-            },
-        );
-    }
-    for name in builtins {
-        let version = roots
-            .get(&name)
-            .map(|(v, _)| v.clone())
-            .unwrap_or_else(|| GGC_VERSION.to_string());
-        set.components.insert(
-            name.clone(),
-            Installed {
-                version,
-                root: roots.contains_key(&name),
-                builtin: true,
-                run_with: Default::default(),
-            },
-        );
-    }
-
-    // Configuration: RESET then MERGE on top of what each component has.
-    for name in req.configuration_updates.keys() {
-        if !set.components.contains_key(name) {
-            return Err((
-                "INVALID_CONFIGURATION_UPDATE",
-                format!("configuration update for {name}, which is not part of the deployment"),
-            ));
-        }
-    }
-    let mut configs = BTreeMap::new();
-    for name in set.components.keys() {
-        let defaults = recipes
-            .get(name)
-            .map(|r| r.default_configuration.clone())
-            .unwrap_or_else(|| Value::Object(Default::default()));
-        let update = req.configuration_updates.get(name);
-        let current_cfg = if current.components.contains_key(name) {
-            rt.config.get(name, &[])
-        } else {
-            None
-        };
-        let cfg = tree::compute_update(
-            current_cfg.as_ref(),
-            &defaults,
-            update.map(|u| u.reset.as_slice()).unwrap_or_default(),
-            update.and_then(|u| u.merge.as_ref()),
-        )
-        .map_err(|e| {
-            (
-                "INVALID_CONFIGURATION_UPDATE",
-                format!("component {name}: {e}"),
-            )
-        })?;
-        configs.insert(name.clone(), cfg);
-    }
-
-    // A component restarts when its version or run-with changes, or when the new
-    // configuration changes its rendered lifecycle (what its scripts would see).
-    let mut changed = BTreeSet::new();
-    for (name, c) in &set.components {
-        let before = current.components.get(name);
-        let lifecycle_changes = recipes.get(name).is_some_and(|r| {
-            let now = rt.select(r, &versions).map(|s| s.lifecycle).ok();
-            let next = rt
-                .select_with_configs(r, &versions, Some(&configs))
-                .map(|s| s.lifecycle)
-                .ok();
-            now != next
-        });
-        if before != Some(c) || lifecycle_changes {
-            changed.insert(name.clone());
-        }
-    }
-    // HARD dependents of a changed component restart with it.
-    loop {
-        let mut more = Vec::new();
-        for (name, recipe) in &recipes {
-            if changed.contains(name) {
-                continue;
-            }
-            let hard_dep_changed = recipe.dependencies.iter().any(|(d, dep)| {
-                dep.kind == lichen_recipe::DependencyType::Hard && changed.contains(d)
-            });
-            if hard_dep_changed {
-                more.push(name.clone());
-            }
-        }
-        if more.is_empty() {
-            break;
-        }
-        changed.extend(more);
-    }
-    let removed = current
+    let current_configs: BTreeMap<String, Value> = current
         .components
         .keys()
-        .filter(|n| !set.components.contains_key(*n))
-        .cloned()
+        .filter_map(|n| rt.config.get(n, &[]).map(|c| (n.clone(), c)))
         .collect();
-    Ok(Plan {
-        set,
-        recipes,
-        configs,
-        changed,
-        removed,
+    let platform = rt.platform();
+    // One listing of the store, and each component's recipes parsed at most once.
+    let index = rt.store.recipe_index();
+    let parsed: std::cell::RefCell<BTreeMap<String, Vec<Recipe>>> = Default::default();
+    let available = |name: &str| -> Vec<Recipe> {
+        if let Some(found) = parsed.borrow().get(name) {
+            return found.clone();
+        }
+        let found: Vec<Recipe> = index
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match rt.store.load_recipe(name, v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(component = name, version = %v, error = %e, "skipping unreadable stored recipe");
+                    None
+                }
+            })
+            .collect();
+        parsed.borrow_mut().insert(name.to_string(), found.clone());
+        found
+    };
+    planner::plan(&PlanInputs {
+        current,
+        current_configs: &current_configs,
+        request: req,
+        imported: &imported,
+        available: &available,
+        env: RenderEnv {
+            layout: &rt.layout,
+            thing_name: &rt.settings.thing_name,
+            platform: &platform,
+        },
     })
 }
 
+/// What staging added to the store, so that a failed deployment can take it out again.
+#[derive(Default)]
+struct Staged {
+    /// Component versions that had nothing in the store before this deployment.
+    fresh: Vec<(String, semver::Version)>,
+}
+
+impl Staged {
+    /// Removes what this deployment brought into the store.
+    fn discard(self, rt: &Runtime) {
+        for (name, version) in self.fresh {
+            if let Err(e) = rt.store.remove_version(&name, &version) {
+                tracing::warn!(component = %name, %version, error = %e, "could not remove what a failed deployment staged");
+            }
+        }
+    }
+}
+
+/// Writes the plan's recipes and artifacts into the store; nothing running is touched. On
+/// error, what was staged so far is removed again.
+fn stage(
+    rt: &Runtime,
+    record: &DeploymentRecord,
+    plan: &Plan,
+    current: &InstalledSet,
+) -> Result<Staged, PlanError> {
+    let mut staged = Staged::default();
+    match stage_into(rt, record, plan, current, &mut staged) {
+        Ok(()) => Ok(staged),
+        Err(e) => {
+            staged.discard(rt);
+            Err(e)
+        }
+    }
+}
+
+fn stage_into(
+    rt: &Runtime,
+    record: &DeploymentRecord,
+    plan: &Plan,
+    current: &InstalledSet,
+    staged: &mut Staged,
+) -> Result<(), PlanError> {
+    let req = &record.request;
+    let to_save: Vec<&Recipe> = plan
+        .recipes
+        .iter()
+        .filter(|(name, _)| plan.recipes_to_save.contains(*name))
+        .map(|(_, r)| r.as_ref())
+        .collect();
+    for (name, recipe) in &plan.recipes {
+        let version = &recipe.version;
+        let installed =
+            current.components.get(name).map(|c| &c.version) == Some(&version.to_string());
+        let untouched = !rt.store.contains(name, version)
+            && !rt.store.artifacts_path(name, version).exists()
+            && !rt.store.unarchived_path(name, version).exists();
+        if untouched && !installed {
+            staged.fresh.push((name.clone(), version.clone()));
+        }
+    }
+    rt.store.save_recipes(&to_save).map_err(|e| PlanError {
+        kind: "IO_ERROR",
+        cause: e.to_string(),
+    })?;
+    for name in plan.recipes.keys() {
+        let Some(selected) = plan.selected.get(name) else {
+            continue;
+        };
+        // Artifacts belong to the user the component runs as, so `Read: OWNER` works.
+        let run_with = plan
+            .set
+            .components
+            .get(name)
+            .map(|c| c.run_with.clone())
+            .unwrap_or_default();
+        let owner = rt
+            .run_as_for(&run_with)
+            .map_err(|e| PlanError {
+                kind: "INVALID_RUN_WITH",
+                cause: format!("component {name}: {e}"),
+            })?
+            .map(|u| (u.uid, u.gid));
+        rt.store
+            .stage_artifacts_as(selected, req.artifact_dir.as_deref(), owner)
+            .map_err(|e| PlanError {
+                kind: "ARTIFACT_ERROR",
+                cause: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// The spec of one component. `lifecycle` is the recipe's rendered lifecycle (the plan's,
+/// rendered once per deployment); `None` renders it now (rollback, boot).
 fn spec_for(
     rt: &Runtime,
     name: &str,
     c: &Installed,
     recipe: Option<&Arc<Recipe>>,
+    lifecycle: Option<&Lifecycle>,
 ) -> Result<ComponentSpec, String> {
     let (lifecycle, dependencies) = match recipe {
         None => (Default::default(), Vec::new()),
         Some(r) => (
-            rt.select(r, &BTreeMap::new())
-                .map_err(|e| e.to_string())?
-                .lifecycle,
+            match lifecycle {
+                Some(l) => l.clone(),
+                None => {
+                    rt.select(r, &BTreeMap::new())
+                        .map_err(|e| e.to_string())?
+                        .lifecycle
+                }
+            },
             dependency_list(&r.dependencies),
         ),
     };
@@ -464,13 +387,15 @@ fn spec_for(
 }
 
 /// Makes the running set match `target`, restarting `changed` and anything not healthy.
+/// Returns the components it (re)started, with their error counts before the start.
 async fn converge(
     rt: &Arc<Runtime>,
     target: &InstalledSet,
     recipes: &BTreeMap<String, Arc<Recipe>>,
+    lifecycles: &BTreeMap<String, Lifecycle>,
     changed: &BTreeSet<String>,
     removed: &[String],
-) -> Result<(), String> {
+) -> Result<BTreeMap<String, u64>, String> {
     for name in removed {
         let _ = rt.supervisor.remove(name).await;
         rt.tokens.revoke(name);
@@ -481,16 +406,19 @@ async fn converge(
         }
     }
     for (name, c) in &target.components {
-        let spec = spec_for(rt, name, c, recipes.get(name))?;
+        let spec = spec_for(rt, name, c, recipes.get(name), lifecycles.get(name))?;
         let new_version = rt
             .supervisor
             .slot(name)
             .is_none_or(|s| s.spec().version != c.version);
-        rt.supervisor.upsert(rt, spec).map_err(|e| e.to_string())?;
+        rt.supervisor
+            .upsert(rt.clone(), spec)
+            .map_err(|e| e.to_string())?;
         if new_version {
             rt.supervisor.request_bootstrap(name);
         }
     }
+    let mut started = BTreeMap::new();
     for name in rt.supervisor.dependency_order() {
         if !target.components.contains_key(&name) {
             continue;
@@ -501,33 +429,34 @@ async fn converge(
                 Some(crate::LifecycleState::New | crate::LifecycleState::Broken)
             );
         if needs_start {
+            started.extend(rt.supervisor.error_baseline(std::slice::from_ref(&name)));
             rt.supervisor
                 .start_fresh(&name)
                 .map_err(|e| e.to_string())?;
         }
     }
     let names: Vec<String> = target.components.keys().cloned().collect();
-    let timeout = startup_budget(rt, recipes);
-    rt.supervisor.wait_up(&names, timeout).await
+    let timeout = startup_budget(rt, lifecycles);
+    rt.supervisor.wait_up(&names, timeout).await?;
+    Ok(started)
 }
 
 /// How long a deployment waits for its components: the largest Install + Startup timeouts
 /// among them, at least the configured default.
-fn startup_budget(rt: &Runtime, recipes: &BTreeMap<String, Arc<Recipe>>) -> Duration {
+fn startup_budget(rt: &Runtime, lifecycles: &BTreeMap<String, Lifecycle>) -> Duration {
     use crate::lifecycle::actor::{DEFAULT_INSTALL_TIMEOUT, DEFAULT_STARTUP_TIMEOUT};
     let base = Duration::from_secs(rt.settings.deployment_startup_timeout_secs);
-    recipes
+    lifecycles
         .values()
-        .filter_map(|r| rt.select(r, &BTreeMap::new()).ok())
-        .map(|s| {
-            let install = s
-                .lifecycle
+        .map(|l| {
+            let install = l
                 .install
+                .as_ref()
                 .and_then(|i| i.timeout)
                 .unwrap_or(DEFAULT_INSTALL_TIMEOUT);
-            let startup = s
-                .lifecycle
+            let startup = l
                 .startup
+                .as_ref()
                 .and_then(|i| i.timeout)
                 .unwrap_or(DEFAULT_STARTUP_TIMEOUT);
             install + startup
@@ -560,7 +489,34 @@ async fn apply(rt: &Arc<Runtime>, id: &str, plan: &Plan) -> Result<(), String> {
             plan.removed.len()
         ),
     );
-    converge(rt, &plan.set, &plan.recipes, &plan.changed, &plan.removed).await
+    let lifecycles: BTreeMap<String, Lifecycle> = plan
+        .selected
+        .iter()
+        .map(|(n, s)| (n.clone(), s.lifecycle.clone()))
+        .collect();
+    let started = converge(
+        rt,
+        &plan.set,
+        &plan.recipes,
+        &lifecycles,
+        &plan.changed,
+        &plan.removed,
+    )
+    .await?;
+    let window = Duration::from_secs(rt.settings.deployment_stability_secs);
+    if !window.is_zero() && !started.is_empty() {
+        progress(
+            rt,
+            id,
+            format!(
+                "watching {} started components for {}s",
+                started.len(),
+                window.as_secs()
+            ),
+        );
+        rt.supervisor.wait_stable(&started, window).await?;
+    }
+    Ok(())
 }
 
 /// Puts back the state recorded in `marker`: components, versions and configuration.
@@ -601,7 +557,16 @@ pub(crate) async fn rollback(rt: &Arc<Runtime>, marker: &OngoingMarker) -> Resul
         })
         .map(|s| s.name.clone())
         .collect();
-    converge(rt, target, &recipes, &changed, &removed).await
+    let mut lifecycles = BTreeMap::new();
+    for (name, recipe) in &recipes {
+        let selected = rt
+            .select(recipe, &BTreeMap::new())
+            .map_err(|e| format!("component {name}: {e}"))?;
+        lifecycles.insert(name.clone(), selected.lifecycle);
+    }
+    converge(rt, target, &recipes, &lifecycles, &changed, &removed)
+        .await
+        .map(drop)
 }
 
 /// Removes component versions no deployment uses any longer.
@@ -644,6 +609,7 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
         });
         OngoingMarker::clear(&marker_path).map_err(|e| e.to_string())?;
     }
+    fail_crash_looping_deployment(rt)?;
     let set = InstalledSet::load(&rt.layout.installed_file()).map_err(|e| e.to_string())?;
     for (name, c) in &set.components {
         let recipe = if c.builtin {
@@ -658,9 +624,9 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
                 }
             }
         };
-        match spec_for(rt, name, c, recipe.as_ref()) {
+        match spec_for(rt, name, c, recipe.as_ref(), None) {
             Ok(spec) => {
-                if let Err(e) = rt.supervisor.upsert(rt, spec) {
+                if let Err(e) = rt.supervisor.upsert(rt.clone(), spec) {
                     tracing::error!(component = %name, error = %e, "cannot start component");
                 }
             }
@@ -671,4 +637,37 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
         let _ = rt.supervisor.start(&name);
     }
     Ok(())
+}
+
+/// A deployment the core started [`MAX_ATTEMPTS`] times in a row, dying each time, is failed
+/// instead of run again. The device state is the previous one: a death after the ongoing
+/// marker was written has been rolled back above, and before it nothing had changed.
+fn fail_crash_looping_deployment(rt: &Runtime) -> Result<(), String> {
+    let path = AttemptMarker::path(&rt.layout.deployments_dir());
+    let Some(marker) = AttemptMarker::load(&path).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let unfinished = rt
+        .deployments
+        .get(&marker.deployment_id)
+        .is_some_and(|r| !r.status.is_final());
+    if unfinished && marker.attempts < MAX_ATTEMPTS {
+        return Ok(());
+    }
+    if unfinished {
+        let cause = format!(
+            "the core stopped {} times in a row while running this deployment; it was not run again",
+            marker.attempts
+        );
+        tracing::error!(deployment = %marker.deployment_id, %cause, "deployment failed");
+        let _ = rt.deployments.update(&marker.deployment_id, |r| {
+            r.status = super::model::DeploymentStatus::Failed;
+            r.detailed_status = Some(DetailedStatus::FailedNoStateChange);
+            r.error_stack = vec![cause.clone()];
+            r.failure_cause = Some(cause);
+            r.error_types = vec!["CORE_CRASH_LOOP".into()];
+            r.progress = None;
+        });
+    }
+    AttemptMarker::clear(&path).map_err(|e| e.to_string())
 }

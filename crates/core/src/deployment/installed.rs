@@ -77,3 +77,67 @@ impl OngoingMarker {
         Ok(())
     }
 }
+
+/// How many times the core has started the deployment it is running, persisted before each
+/// start. A deployment that kills the core (say, by exhausting memory) would otherwise be
+/// re-run at every start, and the core would crash-loop: at [`MAX_ATTEMPTS`] starts in a
+/// row without an end, the next start fails it instead of running it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptMarker {
+    pub deployment_id: String,
+    pub attempts: u32,
+}
+
+/// Starts of one deployment, each ended by the death of the core, after which it is failed.
+pub const MAX_ATTEMPTS: u32 = 2;
+
+impl AttemptMarker {
+    /// `deployments/attempt.json`.
+    pub fn path(deployments_dir: &Path) -> std::path::PathBuf {
+        deployments_dir.join("attempt.json")
+    }
+
+    pub fn load(path: &Path) -> Result<Option<AttemptMarker>> {
+        read_json(path)
+    }
+
+    /// Records one more start of `deployment_id` (the first, if the marker names another).
+    pub fn begin(path: &Path, deployment_id: &str) -> Result<AttemptMarker> {
+        let attempts = match Self::load(path).ok().flatten() {
+            Some(m) if m.deployment_id == deployment_id => m.attempts.saturating_add(1),
+            _ => 1,
+        };
+        let marker = AttemptMarker {
+            deployment_id: deployment_id.to_string(),
+            attempts,
+        };
+        write_json_atomic(path, &marker, 0o600)?;
+        Ok(marker)
+    }
+
+    pub fn clear(path: &Path) -> Result<()> {
+        OngoingMarker::clear(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_count_starts_of_the_same_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = AttemptMarker::path(dir.path());
+        assert_eq!(AttemptMarker::begin(&path, "a").unwrap().attempts, 1);
+        assert_eq!(AttemptMarker::begin(&path, "a").unwrap().attempts, 2);
+        assert_eq!(AttemptMarker::begin(&path, "b").unwrap().attempts, 1);
+        assert_eq!(
+            AttemptMarker::load(&path).unwrap().unwrap().deployment_id,
+            "b"
+        );
+        AttemptMarker::clear(&path).unwrap();
+        assert_eq!(AttemptMarker::load(&path).unwrap(), None);
+        assert_eq!(AttemptMarker::begin(&path, "b").unwrap().attempts, 1);
+    }
+}

@@ -7,7 +7,9 @@ pub mod installed;
 pub mod model {
     pub use lichen_model::deployment::*;
 }
+pub mod planner;
 pub mod queue;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -35,7 +37,13 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
                 continue;
             }
         };
-        tracing::info!(deployment = %id, "deployment started");
+        let attempt_path = installed::AttemptMarker::path(&rt.layout.deployments_dir());
+        match installed::AttemptMarker::begin(&attempt_path, &id) {
+            Ok(m) => tracing::info!(deployment = %id, attempt = m.attempts, "deployment started"),
+            Err(e) => {
+                tracing::warn!(deployment = %id, error = %e, "deployment started; could not record the attempt")
+            }
+        }
         let outcome = engine::execute(&rt, &record).await;
         let succeeded = outcome.detailed == DetailedStatus::Successful;
         match &outcome.cause {
@@ -58,10 +66,17 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
                 .collect();
             r.failure_cause = outcome.cause;
             r.error_types = outcome.error_types;
+            r.status_details = outcome.details;
             r.progress = None;
         });
         if let Err(e) = result {
             tracing::error!(deployment = %id, error = %e, "cannot record deployment result");
         }
+        if let Err(e) = installed::AttemptMarker::clear(&attempt_path) {
+            tracing::warn!(deployment = %id, error = %e, "could not clear the attempt marker");
+        }
     }
 }
+
+#[cfg(test)]
+mod planner_tests;

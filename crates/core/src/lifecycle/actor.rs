@@ -9,13 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lichen_recipe::{DependencyType, Step};
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
-use super::process::{self, StepCommand};
+use super::launch::{LaunchContext, Launched, StepLaunch};
+use super::process;
 use super::state::{LifecycleState, ReportedState};
 use super::supervisor::Slot;
-use crate::runtime::Runtime;
 
 pub const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -52,22 +51,22 @@ enum StepOutcome {
 }
 
 pub(crate) struct Actor {
-    pub rt: Arc<Runtime>,
+    pub ctx: Arc<dyn LaunchContext>,
     pub slot: Arc<Slot>,
     pub rx: mpsc::Receiver<Command>,
     /// Errors per originating state: (count, time of last error).
     errors: HashMap<LifecycleState, (u32, Instant)>,
     /// The process group of the Run or Startup step, kept until the component stops.
-    main: Option<(Child, i32)>,
+    main: Option<Box<dyn Launched>>,
     /// The lifecycle with recipe variables rendered, refreshed at every (re)start so that
     /// configuration changes reach the scripts.
     lifecycle: lichen_recipe::Lifecycle,
 }
 
 impl Actor {
-    pub fn new(rt: Arc<Runtime>, slot: Arc<Slot>, rx: mpsc::Receiver<Command>) -> Self {
+    pub fn new(ctx: Arc<dyn LaunchContext>, slot: Arc<Slot>, rx: mpsc::Receiver<Command>) -> Self {
         Actor {
-            rt,
+            ctx,
             slot,
             rx,
             errors: HashMap::new(),
@@ -86,13 +85,7 @@ impl Actor {
             self.errors.remove(&from);
         }
         self.slot.set_status(to, reason);
-        let _ = self
-            .rt
-            .lifecycle_events
-            .send(crate::handle::LifecycleEvent {
-                component: self.slot.name.clone(),
-                state: to,
-            });
+        self.ctx.publish_state(&self.slot.name, to);
         tracing::info!(component = %self.slot.name, from = %from, to = %to, "state change");
     }
 
@@ -147,7 +140,7 @@ impl Actor {
                 return Some(self.stop_then(i).await);
             }
             let spec = self.slot.spec();
-            self.lifecycle = match self.rt.render_lifecycle(&spec) {
+            self.lifecycle = match self.ctx.render_lifecycle(&spec) {
                 Ok(l) => l,
                 Err(e) => {
                     self.set_state(LifecycleState::Broken, Some(e));
@@ -218,20 +211,20 @@ impl Actor {
             return self.hold_running().await;
         }
         self.set_state(LifecycleState::Starting, None);
-        let (child, pgid) = match self.spawn_step("startup", step) {
+        let launched = match self.spawn_step("startup", step) {
             Ok(c) => c,
             Err(e) => return StepOutcome::Failed(e),
         };
-        self.main = Some((child, pgid));
+        self.main = Some(launched);
         let timeout = step.timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         loop {
-            let Some((child, _)) = self.main.as_mut() else {
+            let Some(main) = self.main.as_mut() else {
                 return StepOutcome::Failed("startup process lost".into());
             };
             tokio::select! {
-                status = child.wait() => {
+                status = main.wait() => {
                     return match status {
                         Ok(s) if s.success() => {
                             self.set_state(LifecycleState::Running, None);
@@ -279,20 +272,21 @@ impl Actor {
             self.set_state(LifecycleState::Finished, None);
             return StepOutcome::Ok;
         }
-        let (child, pgid) = match self.spawn_step("run", step) {
+        let launched = match self.spawn_step("run", step) {
             Ok(c) => c,
             Err(e) => return StepOutcome::Failed(e),
         };
-        self.main = Some((child, pgid));
+        self.main = Some(launched);
         self.set_state(LifecycleState::Running, None);
         loop {
-            let Some((child, _)) = self.main.as_mut() else {
+            let Some(main) = self.main.as_mut() else {
                 return StepOutcome::Failed("run process lost".into());
             };
             tokio::select! {
-                status = child.wait() => {
-                    let pgid = self.main.take().map(|(_, g)| g).unwrap_or_default();
-                    self.rt.orphans.terminate(pgid).await;
+                status = main.wait() => {
+                    if let Some(main) = self.main.take() {
+                        main.end().await;
+                    }
                     self.slot.set_pid(None);
                     return match status {
                         Ok(s) if s.success() => {
@@ -347,6 +341,7 @@ impl Actor {
         entry.1 = now;
         let count = entry.0;
         self.kill_main().await;
+        self.slot.record_error(&reason);
         tracing::warn!(component = %self.slot.name, error = %reason, count, "component error");
         if count >= MAX_CONTINUAL_ERRORS {
             self.set_state(
@@ -372,7 +367,7 @@ impl Actor {
     async fn wait_for_dependencies(&mut self) -> Option<Interrupt> {
         let spec = self.slot.spec();
         for (dep, _kind) in &spec.dependencies {
-            let Some(dep_slot) = self.rt.supervisor.slot(dep) else {
+            let Some(dep_slot) = self.ctx.component(dep) else {
                 continue;
             };
             let mut watch = dep_slot.watch();
@@ -416,9 +411,8 @@ impl Actor {
     }
 
     async fn kill_main(&mut self) {
-        if let Some((mut child, pgid)) = self.main.take() {
-            self.rt.orphans.terminate(pgid).await;
-            let _ = child.wait().await;
+        if let Some(main) = self.main.take() {
+            main.end().await;
         }
         self.slot.set_pid(None);
     }
@@ -443,13 +437,13 @@ impl Actor {
         if self.skipped(step) {
             return StepOutcome::Ok;
         }
-        let (mut child, pgid) = match self.spawn_step("bootstrap", step) {
+        let mut launched = match self.spawn_step("bootstrap", step) {
             Ok(c) => c,
             Err(e) => return StepOutcome::Failed(e),
         };
         let timeout = step.timeout.unwrap_or(DEFAULT_BOOTSTRAP_TIMEOUT);
         let outcome = tokio::select! {
-            status = child.wait() => match status.map(|s| s.code()) {
+            status = launched.wait() => match status.map(|s| s.code()) {
                 Ok(Some(0)) => StepOutcome::Ok,
                 Ok(Some(100)) => {
                     tracing::info!(component = %self.slot.name, "bootstrap asked for a restart of the core; not needed with lichen");
@@ -465,8 +459,7 @@ impl Actor {
             },
             _ = tokio::time::sleep(timeout) => StepOutcome::Failed(format!("bootstrap timed out after {}s", timeout.as_secs())),
         };
-        self.rt.orphans.terminate(pgid).await;
-        let _ = child.wait().await;
+        launched.end().await;
         outcome
     }
 
@@ -483,19 +476,21 @@ impl Actor {
         if self.skipped(step) {
             return StepOutcome::Ok;
         }
-        let (mut child, pgid) = match self.spawn_step(name, step) {
+        let mut launched = match self.spawn_step(name, step) {
             Ok(c) => c,
             Err(e) => return StepOutcome::Failed(e),
         };
         let timeout = step.timeout.unwrap_or(default_timeout);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
         let outcome = loop {
             tokio::select! {
-                status = child.wait() => break match status {
+                status = launched.wait() => break match status {
                     Ok(s) if s.success() => StepOutcome::Ok,
                     Ok(s) => StepOutcome::Failed(format!("{name} script exited with {s}")),
                     Err(e) => StepOutcome::Failed(format!("waiting for {name} script: {e}")),
                 },
-                _ = tokio::time::sleep(timeout) => {
+                _ = &mut deadline => {
                     break StepOutcome::Failed(format!("{name} timed out after {}s", timeout.as_secs()));
                 }
                 cmd = self.rx.recv() => match self.interrupt_or_report(cmd) {
@@ -504,8 +499,7 @@ impl Actor {
                 }
             }
         };
-        self.rt.orphans.terminate(pgid).await;
-        let _ = child.wait().await;
+        launched.end().await;
         outcome
     }
 
@@ -518,46 +512,30 @@ impl Actor {
         if self.skipped(step) {
             return Ok(());
         }
-        let (mut child, pgid) = self.spawn_step(name, step)?;
+        let mut launched = self.spawn_step(name, step)?;
         let timeout = step.timeout.unwrap_or(default_timeout);
-        let result = match tokio::time::timeout(timeout, child.wait()).await {
+        let result = match tokio::time::timeout(timeout, launched.wait()).await {
             Ok(Ok(s)) if s.success() => Ok(()),
             Ok(Ok(s)) => Err(format!("{name} script exited with {s}")),
             Ok(Err(e)) => Err(format!("waiting for {name} script: {e}")),
             Err(_) => Err(format!("{name} timed out after {}s", timeout.as_secs())),
         };
-        self.rt.orphans.terminate(pgid).await;
-        let _ = child.wait().await;
+        launched.end().await;
         result
     }
 
-    fn spawn_step(&mut self, name: &str, step: &Step) -> Result<(Child, i32), String> {
+    fn spawn_step(&mut self, name: &str, step: &Step) -> Result<Box<dyn Launched>, String> {
         let spec = self.slot.spec();
-        let env = self.rt.component_env(&spec, step);
-        let script = step.script.clone();
-        let run_as = if step.requires_privilege {
-            None
-        } else {
-            self.rt.run_as(&spec)?
-        };
-        let cwd = self.rt.prepare_work_dir(&spec.name, run_as.as_ref())?;
-        let child = process::spawn(StepCommand {
-            component: &spec.name,
-            step: name,
-            script: &script,
-            cwd: &cwd,
-            env: &env,
-            run_as: run_as.as_ref(),
-            log: &self.slot.log,
-        })
-        .map_err(|e| format!("starting {name} script: {e}"))?;
-        let pid = child.id().unwrap_or_default();
-        self.rt.orphans.track(pid as i32, &spec.name);
-        self.slot.attach_to_cgroup(pid);
-        if name == "run" || name == "startup" {
-            self.slot.set_pid(Some(pid as i32));
-        }
-        Ok((child, pid as i32))
+        let runner = self.ctx.runner_for(&spec);
+        runner.launch(
+            self.ctx.as_ref(),
+            StepLaunch {
+                spec: &spec,
+                step_name: name,
+                step,
+                slot: &self.slot,
+            },
+        )
     }
 }
 

@@ -19,6 +19,9 @@ use crate::logs::RotatingLog;
 /// Longest line copied from a component's output into its log; longer lines are split.
 pub const MAX_OUTPUT_LINE: usize = 64 * 1024;
 
+/// Read buffer of each output stream of a step (tokio's default is 8 KiB).
+const OUTPUT_READ_BUFFER: usize = 1024;
+
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(5);
 
@@ -114,7 +117,8 @@ pub fn spawn(cmd: StepCommand<'_>) -> std::io::Result<Child> {
 }
 
 async fn copy_lines(stream: impl AsyncRead + Unpin, log: RotatingLog, tag: String) {
-    let mut reader = BufReader::new(stream);
+    // Small: two of these live per running process; longer lines take more reads.
+    let mut reader = BufReader::with_capacity(OUTPUT_READ_BUFFER, stream);
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();

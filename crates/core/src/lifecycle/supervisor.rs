@@ -1,7 +1,7 @@
 //! The set of components the core runs: one [`Slot`] (state, spec, log, command channel) per
 //! component, each driven by its own [`Actor`] task.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,16 +12,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::actor::{Actor, Command};
 use super::cgroup::CgroupSupport;
+use super::launch::LaunchContext;
 use super::process;
 use super::state::{LifecycleState, ReportedState};
 use crate::deployment::model::RunWith;
 use crate::error::{CoreError, Result};
 use crate::logs::RotatingLog;
-use crate::runtime::Runtime;
 
 /// Commands waiting for a component's task; senders beyond it wait (stop/restart) or are
 /// dropped (reported states, which the component can repeat).
 pub const COMMAND_QUEUE: usize = 32;
+
+/// How often [`Supervisor::wait_stable`] looks at the components it watches.
+const STABILITY_POLL: Duration = Duration::from_millis(50);
 
 /// What a component runs, decided by a deployment (or reloaded at start-up).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +63,10 @@ pub struct Slot {
     cgroup: Mutex<Option<PathBuf>>,
     /// What happened to the requested resource limits.
     limits_note: Mutex<Option<String>>,
+    /// Errors since the slot was made, and the last one's reason: a deployment compares
+    /// the count before it starts a component with the count during its stability window,
+    /// so an error is seen even when the component recovered in between.
+    errors_seen: Mutex<(u64, Option<String>)>,
 }
 
 impl Slot {
@@ -85,6 +92,20 @@ impl Slot {
 
     pub(crate) fn set_pid(&self, pid: Option<i32>) {
         *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = pid;
+    }
+
+    pub(crate) fn record_error(&self, reason: &str) {
+        let mut seen = self.errors_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.0 += 1;
+        seen.1 = Some(reason.to_string());
+    }
+
+    /// (errors so far, last reason).
+    pub(crate) fn errors_seen(&self) -> (u64, Option<String>) {
+        self.errors_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn limits_note(&self) -> Option<String> {
@@ -142,7 +163,7 @@ impl Supervisor {
 
     /// Creates the component's slot and task, or replaces its spec. A new version (or a new
     /// component) is reinstalled on its next start. The component is not started here.
-    pub fn upsert(&self, rt: &Arc<Runtime>, spec: ComponentSpec) -> Result<Arc<Slot>> {
+    pub fn upsert(&self, ctx: Arc<dyn LaunchContext>, spec: ComponentSpec) -> Result<Arc<Slot>> {
         if let Some(slot) = self.slot(&spec.name) {
             let old = slot.spec();
             if old.version != spec.version || old.lifecycle != spec.lifecycle {
@@ -152,12 +173,7 @@ impl Supervisor {
             *slot.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
             return Ok(slot);
         }
-        let log = RotatingLog::open(
-            &rt.layout.component_log(&spec.name),
-            rt.settings.logging.max_file_bytes,
-            rt.settings.logging.max_files,
-        )
-        .map_err(|e| CoreError::Other(format!("opening log of {}: {e}", spec.name)))?;
+        let log = ctx.open_log(&spec.name).map_err(CoreError::Other)?;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (status, _) = watch::channel(Status {
             state: LifecycleState::New,
@@ -174,13 +190,14 @@ impl Supervisor {
             pid: Mutex::new(None),
             cgroup: Mutex::new(None),
             limits_note: Mutex::new(None),
+            errors_seen: Mutex::new((0, None)),
         });
         self.apply_limits(&slot, &spec.run_with);
         self.slots
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(spec.name.clone(), slot.clone());
-        tokio::spawn(Actor::new(rt.clone(), slot.clone(), rx).run());
+        tokio::spawn(Actor::new(ctx, slot.clone(), rx).run());
         Ok(slot)
     }
 
@@ -320,37 +337,18 @@ impl Supervisor {
         out
     }
 
-    /// Names ordered so that every component comes after its dependencies.
+    /// Names ordered so that every component comes after its dependencies (iterative).
     pub fn dependency_order(&self) -> Vec<String> {
-        let specs: BTreeMap<String, Arc<ComponentSpec>> = self
+        let deps: BTreeMap<String, Vec<String>> = self
             .slots()
             .iter()
-            .map(|s| (s.name.clone(), s.spec()))
+            .map(|s| {
+                let spec = s.spec();
+                let list = spec.dependencies.iter().map(|(d, _)| d.clone()).collect();
+                (s.name.clone(), list)
+            })
             .collect();
-        let mut done = BTreeSet::new();
-        let mut order = Vec::new();
-        fn visit(
-            n: &str,
-            specs: &BTreeMap<String, Arc<ComponentSpec>>,
-            done: &mut BTreeSet<String>,
-            order: &mut Vec<String>,
-            depth: usize,
-        ) {
-            if done.contains(n) || depth > specs.len() {
-                return;
-            }
-            if let Some(s) = specs.get(n) {
-                for (d, _) in &s.dependencies {
-                    visit(d, specs, done, order, depth + 1);
-                }
-                done.insert(n.to_string());
-                order.push(n.to_string());
-            }
-        }
-        for n in specs.keys() {
-            visit(n, &specs, &mut done, &mut order, 0);
-        }
-        order
+        crate::deployment::planner::dependency_order(&deps)
     }
 
     /// Stops everything, dependents first.
@@ -400,6 +398,48 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Error counts of the named components now, to compare against in
+    /// [`Supervisor::wait_stable`].
+    pub fn error_baseline(&self, names: &[String]) -> BTreeMap<String, u64> {
+        names
+            .iter()
+            .filter_map(|n| self.slot(n).map(|s| (n.clone(), s.errors_seen().0)))
+            .collect()
+    }
+
+    /// Fails as soon as one of `baseline`'s components has an error (beyond its count in
+    /// `baseline`) or is BROKEN or gone, before `window` ends; succeeds when the window ends
+    /// with none. Polls, because hundreds of watch receivers would cost more than a glance
+    /// at each slot every [`STABILITY_POLL`].
+    pub async fn wait_stable(
+        &self,
+        baseline: &BTreeMap<String, u64>,
+        window: Duration,
+    ) -> std::result::Result<(), String> {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            for (name, before) in baseline {
+                let Some(slot) = self.slot(name) else {
+                    return Err(format!("component {name} was removed"));
+                };
+                let (count, reason) = slot.errors_seen();
+                let status = slot.status();
+                if count > *before || status.state == LifecycleState::Broken {
+                    let reason = reason.or(status.reason).unwrap_or_default();
+                    return Err(format!(
+                        "component {name} failed within the {}s stability window: {reason}",
+                        window.as_secs_f32()
+                    ));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + STABILITY_POLL))
+                .await;
+        }
     }
 
     /// Freezes or thaws a component: cgroup freezer when it has a group, else SIGSTOP /

@@ -188,7 +188,10 @@ pub(super) fn stage(
             };
             result.push((*a, *file, dest, copied, mode));
         }
-        fsutil::sync_dir(&dest_dir)?;
+        // Only renames into the directory need its fsync; most components copy nothing.
+        if result.iter().any(|(_, _, _, copied, _)| *copied) {
+            fsutil::sync_dir(&dest_dir)?;
+        }
         Ok(result)
     })();
     let sealed = fsutil::set_mode(&dest_dir, READ_ONLY_DIR);

@@ -75,6 +75,86 @@ impl ComponentStore {
         Ok(())
     }
 
+    /// Stores several recipes crash-safely with one filesystem sync instead of two fsyncs
+    /// each (a 400-component deployment spent seconds in fsync): every temporary file is
+    /// written, the filesystem is synced once, then each is renamed into place and the
+    /// directory is synced once. Temporaries are removed on error.
+    pub fn save_recipes(&self, recipes: &[&Recipe]) -> Result<(), StoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.layout.recipes_dir();
+        fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(recipes.len());
+        let result = (|| {
+            for recipe in recipes {
+                check_segment(&recipe.name)?;
+                let path = self.recipe_path(&recipe.name, &recipe.version);
+                let tmp = dir.join(format!(
+                    ".{}@{}.json.tmp{}",
+                    recipe.name,
+                    recipe.version,
+                    std::process::id()
+                ));
+                let bytes = serde_json::to_vec_pretty(&recipe.document).map_err(|e| {
+                    StoreError::io(
+                        format!("serializing recipe {} {}", recipe.name, recipe.version),
+                        std::io::Error::other(e),
+                    )
+                })?;
+                staged.push((tmp.clone(), path));
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(RECIPE_MODE)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(&bytes))
+                    .map_err(|e| StoreError::io(format!("writing {}", tmp.display()), e))?;
+            }
+            if staged.is_empty() {
+                return Ok(());
+            }
+            let dir_file = fs::File::open(&dir)
+                .map_err(|e| StoreError::io(format!("opening {}", dir.display()), e))?;
+            nix::unistd::syncfs(&dir_file).map_err(|e| {
+                StoreError::io(
+                    format!("syncing the filesystem of {}", dir.display()),
+                    e.into(),
+                )
+            })?;
+            for (tmp, path) in &staged {
+                fs::rename(tmp, path).map_err(|e| {
+                    StoreError::io(
+                        format!("renaming {} to {}", tmp.display(), path.display()),
+                        e,
+                    )
+                })?;
+            }
+            fsutil::sync_dir(&dir)
+        })();
+        if result.is_err() {
+            for (tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        result
+    }
+
+    /// Stored versions by component name, from one listing of the recipes directory.
+    pub fn recipe_index(&self) -> std::collections::BTreeMap<String, Vec<semver::Version>> {
+        let mut index: std::collections::BTreeMap<String, Vec<semver::Version>> =
+            Default::default();
+        for (name, version) in self.stored_recipe_files() {
+            index.entry(name).or_default().push(version);
+        }
+        for versions in index.values_mut() {
+            versions.sort();
+            versions.dedup();
+        }
+        index
+    }
+
     /// Loads a stored recipe; [`StoreError::RecipeNotFound`] when that version is not stored.
     pub fn load_recipe(&self, name: &str, version: &semver::Version) -> Result<Recipe, StoreError> {
         check_segment(name)?;

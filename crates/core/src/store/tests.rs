@@ -547,3 +547,37 @@ fn a_component_version_defined_twice_in_a_recipe_dir_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn save_recipes_stores_all_with_one_sync_and_indexes_them() {
+    let f = fixture();
+    let a = parse("com.example.A", "1.0.0");
+    let b = parse("com.example.B", "2.0.0");
+    let b3 = parse("com.example.B", "3.0.0");
+    f.store.save_recipes(&[&a, &b, &b3]).unwrap();
+    f.store.save_recipes(&[]).unwrap();
+    assert_eq!(
+        f.store
+            .load_recipe("com.example.B", &v("2.0.0"))
+            .unwrap()
+            .name,
+        "com.example.B"
+    );
+    assert_eq!(
+        mode(&f.store.recipe_path("com.example.A", &v("1.0.0"))),
+        0o600
+    );
+    let index = f.store.recipe_index();
+    assert_eq!(index["com.example.B"], [v("2.0.0"), v("3.0.0")]);
+    assert_eq!(index.len(), 2);
+    // No temporaries are left behind, also when a name is refused.
+    let mut bad = parse("com.example.C", "1.0.0");
+    bad.name = "../escape".into();
+    assert!(f.store.save_recipes(&[&bad]).is_err());
+    let leftovers: Vec<_> = std::fs::read_dir(f.store.layout().recipes_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
