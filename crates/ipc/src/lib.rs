@@ -1,8 +1,10 @@
 //! Greengrass-compatible IPC server: event-stream RPC over a Unix socket, the Greengrass
 //! IPC operations, and `accessControl` authorization.
 //!
-//! The binary starts it with [`serve`] once the core runs, and stops it with
-//! [`IpcServer::shutdown`] before the core shuts down. It reaches the runtime only through
+//! The node (`lichen-node`) starts it with [`serve_with`] — the core's operations
+//! ([`Operations::builtin`]) plus those its services register, one [`Operation`] descriptor
+//! each — before the components launch, and stops it with [`IpcServer::shutdown`] before the
+//! components stop. It reaches the runtime only through
 //! [`lichen_core::CoreHandle`] and the bus.
 //!
 //! Bounds: frames per `ipc.maxFrameBytes` (default 16 MiB), authenticated connections per
