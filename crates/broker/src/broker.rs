@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::bridge::{self, BridgeMapping};
 use crate::config::Limits;
 use crate::policy::PolicySet;
-use crate::session::{Delivery, Msg, Session, SubRecord};
+use crate::session::{DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SubRecord};
 use crate::store::{Store, StoreOp};
 use crate::topic::{SubEntry, SubTree, split_shared};
 
@@ -42,6 +42,10 @@ pub struct Shared {
     pub connections: AtomicUsize,
     pub next_conn: AtomicU64,
     pub next_store_id: AtomicU64,
+    /// Bytes of messages held in memory by all sessions (see `Limits::max_queued_bytes_total`).
+    pub queued_bytes: AtomicUsize,
+    /// Messages dropped for any session since start.
+    pub dropped: AtomicU64,
     share_rr: AtomicUsize,
     pub closing: AtomicBool,
     pub closed: Notify,
@@ -64,8 +68,6 @@ pub fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Routed {
     /// Sessions that got it.
     pub matched: usize,
-    /// Online sessions whose queues are over their bound: the publisher should slow down.
-    pub congested: Vec<Arc<Session>>,
     /// Store sequence number the message's persistence needs (0: nothing stored).
     pub durable: u64,
 }
@@ -96,6 +98,8 @@ impl Shared {
             connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             next_store_id: AtomicU64::new(1),
+            queued_bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
             share_rr: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             closed: Notify::new(),
@@ -176,25 +180,24 @@ impl Shared {
             }
         }
         let matched = targets.len();
-        let mut congested = Vec::new();
         for t in targets {
             let qos = t.qos.min(msg.qos);
             let retain = t.retain_as_published && msg.retain;
-            let (over, seq) = self.deliver(&t.session, &msg, qos, retain, t.ids);
+            let seq = self.deliver(&t.session, &msg, qos, retain, t.ids);
             durable = durable.max(seq);
-            if over {
-                congested.push(t.session);
-            }
         }
-        Routed {
-            matched,
-            congested,
-            durable,
-        }
+        Routed { matched, durable }
     }
 
-    /// Queues one delivery; returns whether the session's queue is over its bound and the
-    /// store sequence number if the delivery was persisted (else 0).
+    /// Queues one delivery without ever waiting for the subscriber; returns the store sequence
+    /// number if the delivery was persisted (else 0).
+    ///
+    /// Within the memory bounds the delivery joins the session's queue. Beyond them a
+    /// persistent session's QoS 1/2 message is kept in the store only (read back when the
+    /// client drains its queue) and a connected client is disconnected with Quota exceeded, so
+    /// its session continues offline; anything else is dropped and counted. Store row ids are
+    /// allocated and persisted under the session lock, so one session's rows are committed in
+    /// row id order (the read-back relies on it).
     pub fn deliver(
         &self,
         session: &Arc<Session>,
@@ -202,34 +205,90 @@ impl Shared {
         qos: QoS,
         retain: bool,
         subscription_ids: Vec<u32>,
-    ) -> (bool, u64) {
-        let mut store_id = 0;
-        let mut seq = 0;
-        if qos != QoS::AtMostOnce && self.store.is_some() && session.lock().expiry > 0 {
-            store_id = self.next_store_id.fetch_add(1, Ordering::Relaxed);
-        }
-        let d = Delivery {
+    ) -> u64 {
+        let limits = &self.limits;
+        let size = crate::session::msg_mem_size(msg);
+        let mut st = session.lock();
+        let persistent = qos != QoS::AtMostOnce && self.store.is_some() && st.expiry > 0;
+        // Over its own bounds the subscriber is not keeping up; over the total, the broker as a
+        // whole is short of memory (then nobody is disconnected for it).
+        let over_own = st.queue.len() >= limits.max_queued_per_session
+            || st.mem_bytes + size > limits.max_queued_bytes_per_session;
+        let fits_memory = st.spilled() == 0
+            && !over_own
+            && self.queued_bytes.load(Ordering::Relaxed) + size <= limits.max_queued_bytes_total;
+        let mut d = Delivery {
             msg: msg.clone(),
             qos,
             retain,
             subscription_ids,
-            store_id,
+            store_id: 0,
         };
-        if store_id != 0 {
-            seq = self.persist(StoreOp::PutQueued {
-                id: store_id,
-                client_id: session.client_id.clone(),
-                delivery: d.clone(),
-            });
-        }
-        let (queued, congested) = session.enqueue(d, self.limits.max_queued_per_session);
-        if !queued {
-            tracing::debug!(client = %session.client_id, topic = %msg.topic, "session queue full; message dropped");
-            if store_id != 0 {
-                self.persist(StoreOp::DelQueued { id: store_id });
+        if fits_memory {
+            let mut seq = 0;
+            if persistent {
+                d.store_id = self.next_store_id.fetch_add(1, Ordering::Relaxed);
+                seq = self.persist(StoreOp::PutQueued {
+                    id: d.store_id,
+                    client_id: session.client_id.clone(),
+                    delivery: d.clone(),
+                });
             }
+            // Wake the connection only when its queue stops being empty: with anything queued it
+            // is already busy (sending, or waiting for acks that come by reads), and a wake per
+            // message would make a stalled subscriber's task spin on its pending write.
+            let was_empty = st.queue.is_empty();
+            st.push_queued(d, &self.queued_bytes);
+            drop(st);
+            if was_empty && session.is_online() {
+                session.wake.notify_one();
+            }
+            return seq;
         }
-        (congested && session.is_online(), seq)
+        let online = st.conn != 0;
+        let store_room = st.overflow.as_ref().is_none_or(|o| {
+            o.spilled < limits.max_stored_per_session
+                && o.spilled_bytes + size as u64 <= limits.max_stored_bytes_per_session
+        });
+        if persistent && store_room {
+            d.store_id = self.next_store_id.fetch_add(1, Ordering::Relaxed);
+            let id = d.store_id;
+            let seq = self.persist(StoreOp::PutQueued {
+                id,
+                client_id: session.client_id.clone(),
+                delivery: d,
+            });
+            let o = st.overflow_mut();
+            if o.spilled == 0 {
+                o.spill_after = id - 1;
+            }
+            o.spilled += 1;
+            o.spilled_bytes += size as u64;
+            o.spill_seq = seq;
+            if online && over_own && st.kick.is_none() {
+                tracing::info!(client = %session.client_id, "subscriber does not keep up; disconnecting it, its session continues offline");
+                st.kick = Some(ReasonCode::QuotaExceeded);
+                drop(st);
+                session.wake.notify_one();
+            }
+            return seq;
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let o = st.overflow_mut();
+        o.dropped += 1;
+        o.unlogged += 1;
+        if o.last_log_ms == 0 || now.saturating_sub(o.last_log_ms) >= DROP_LOG_INTERVAL_MS {
+            tracing::warn!(
+                client = %session.client_id,
+                dropped = o.unlogged,
+                dropped_total = o.dropped,
+                "session queue full; messages dropped"
+            );
+            o.unlogged = 0;
+            o.last_log_ms = now.max(1);
+        }
+        0
     }
 
     /// Updates the retained store; returns the store sequence number of the change (or 0).
@@ -365,6 +424,11 @@ impl Shared {
                 // The old connection sees the generation change and closes (Session taken over).
                 st.conn = if clean_start { 0 } else { conn };
                 st.kick = None;
+                // A read-back by the old connection no longer counts: it discards what it reads
+                // (the generation changed) and the new connection reads again.
+                if let Some(o) = st.overflow.as_mut() {
+                    o.loading = false;
+                }
                 if !clean_start {
                     st.protocol = protocol;
                     st.expiry = expiry;
@@ -414,6 +478,7 @@ impl Shared {
     /// Removes a session's subscriptions and stored state (the caller removed it from the map).
     pub fn drop_session(&self, session: &Arc<Session>) {
         write(&self.subs).remove_session(session);
+        session.lock().release_all(&self.queued_bytes);
         session.online.store(false, Ordering::Release);
         self.persist(StoreOp::DelSession {
             client_id: session.client_id.clone(),

@@ -90,10 +90,28 @@ pub struct Limits {
     pub max_inflight: u16,
     /// QoS 2 messages from one client awaiting PUBREL: our Receive Maximum. Default 256.
     pub receive_maximum: u16,
-    /// Messages queued for one session beyond those in flight. Default 10,000. Publishers to an
-    /// online session over this bound are slowed down (their packets are not read); messages
-    /// for an offline session over it are dropped, QoS 0 first.
+    /// Messages queued in memory for one session beyond those in flight. Default 10,000.
+    /// Publishers are never slowed by a subscriber: over this bound (or the byte bounds below)
+    /// QoS 0 messages are dropped, a persistent session's QoS 1/2 messages go to its queue in
+    /// the store (up to `max_stored_per_session`) and its client, if connected, is disconnected
+    /// with Quota exceeded, and a clean session's QoS 1/2 messages are dropped. Every drop is
+    /// counted per session ([`crate::BrokerHandle::stats`]) and logged at most every 10 s.
     pub max_queued_per_session: usize,
+    /// Bytes of messages held in memory for one session, queued and in flight (payload + topic
+    /// + 160 bytes of bookkeeping each). Default 8 MiB; at least `max_packet_size`.
+    pub max_queued_bytes_per_session: usize,
+    /// Bytes of messages held in memory for all sessions together, counted as above. Default
+    /// 128 MiB; at least `max_queued_bytes_per_session`.
+    pub max_queued_bytes_total: usize,
+    /// QoS 1/2 messages a persistent session keeps in the store beyond its memory queue.
+    /// Default 100,000. Newer messages over it are dropped (counted).
+    pub max_stored_per_session: usize,
+    /// Bytes of those stored messages, counted as above. Default 256 MiB.
+    pub max_stored_bytes_per_session: u64,
+    /// Longest keep alive granted, in seconds (1..=65535). Default 3600. A v5 client asking for
+    /// more, or for none (0), gets this value in CONNACK's Server Keep Alive; a v3.1.1 client is
+    /// held to it silently. A client silent for 1.5× its keep alive is disconnected.
+    pub max_keep_alive_secs: u16,
     /// Largest packet accepted or sent, in bytes. Default 1 MiB (268,435,460 maximum).
     pub max_packet_size: u32,
     /// Topic aliases a client may set up towards the broker. Default 64.
@@ -110,8 +128,8 @@ pub struct Limits {
     pub max_session_expiry: u32,
     /// Seconds allowed for the TLS handshake plus CONNECT. Default 10.
     pub connect_timeout_secs: u64,
-    /// Seconds a publisher waits for a full subscriber queue before the message is dropped.
-    /// Default 5.
+    /// No longer used (publishers are never slowed by subscribers); accepted so existing
+    /// configurations still load.
     pub backpressure_timeout_secs: u64,
 }
 
@@ -122,6 +140,11 @@ impl Default for Limits {
             max_inflight: 256,
             receive_maximum: 256,
             max_queued_per_session: 10_000,
+            max_queued_bytes_per_session: 8 << 20,
+            max_queued_bytes_total: 128 << 20,
+            max_stored_per_session: 100_000,
+            max_stored_bytes_per_session: 256 << 20,
+            max_keep_alive_secs: 3600,
             max_packet_size: 1 << 20,
             topic_alias_maximum: 64,
             outgoing_topic_aliases: 64,
@@ -193,6 +216,22 @@ impl BrokerConfig {
         if l.max_packet_size < 64 {
             return Err(BrokerError::Config(
                 "limits.max_packet_size must be >= 64".into(),
+            ));
+        }
+        if l.max_queued_bytes_per_session < l.max_packet_size as usize {
+            return Err(BrokerError::Config(
+                "limits.max_queued_bytes_per_session must be >= limits.max_packet_size".into(),
+            ));
+        }
+        if l.max_queued_bytes_total < l.max_queued_bytes_per_session {
+            return Err(BrokerError::Config(
+                "limits.max_queued_bytes_total must be >= limits.max_queued_bytes_per_session"
+                    .into(),
+            ));
+        }
+        if l.max_keep_alive_secs == 0 {
+            return Err(BrokerError::Config(
+                "limits.max_keep_alive_secs must be between 1 and 65535".into(),
             ));
         }
         crate::bridge::validate_mappings(&self.mqtt_topic_mapping)?;

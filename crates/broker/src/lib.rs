@@ -11,14 +11,20 @@
 //! ```
 //!
 //! # Protocol
-//! MQTT 3.1.1 and 5.0: QoS 0/1/2 with ordered delivery per session and DUP on resend,
+//! MQTT 3.1.1 and 5.0: QoS 0/1/2 with ordered delivery per session and DUP on resend (QoS 2
+//! stays exactly once across kill -9 for persistent sessions, both directions),
 //! retained messages, wills (with will delay), clean and persistent sessions with expiry,
-//! keepalive enforced at 1.5× the client's interval (checked every 250 ms), topic aliases both ways, subscription
+//! keepalive enforced at 1.5× the client's interval (checked every 250 ms; at most
+//! `limits.max_keep_alive_secs`, default 3600 s, also for clients asking for none; MQTT 5 clients
+//! are told the lowered value in Server Keep Alive), topic aliases both ways, subscription
 //! identifiers, shared subscriptions (`$share/name/filter`, round robin, online members
-//! first), Receive Maximum both ways, Maximum Packet Size both ways, user properties, message
+//! first), Receive Maximum both ways (an MQTT 5 client over ours, counting QoS 1 PUBLISHes not
+//! yet acknowledged and QoS 2 not yet released, gets DISCONNECT 0x93), Maximum Packet Size both ways, user properties, message
 //! expiry, response topic/correlation data passed through, No Local / Retain As Published /
 //! Retain Handling, a reason code on every ack. Overlapping subscriptions deliver one copy per
 //! client at the highest granted QoS, carrying every matching subscription identifier.
+//! Clients may not publish to `$SYS/` (MQTT 5: PUBACK/PUBREC Not authorized 0x87; MQTT 3.1.1:
+//! acknowledged and dropped; a will there is refused), as mosquitto does.
 //! Malformed packets close the connection with the reason code from
 //! [`lichen_mqtt::DecodeError::reason_code`] (sent in a DISCONNECT to MQTT 5 clients).
 //!
@@ -35,7 +41,10 @@
 //! | packet size, both directions | `limits.max_packet_size` (1 MiB); checked on the fixed header before buffering |
 //! | QoS 1/2 in flight to a client | min(`limits.max_inflight` (256), client Receive Maximum) |
 //! | QoS 2 from a client awaiting PUBREL | `limits.receive_maximum` (256) |
-//! | queued per session | `limits.max_queued_per_session` (10,000); online: publishers slowed up to 2×, then drop; offline: drop QoS 0 first, then new messages |
+//! | queued in memory per session | `limits.max_queued_per_session` (10,000 messages) and `limits.max_queued_bytes_per_session` (8 MiB, queued + in flight, payload + topic + 160 B each) |
+//! | queued in memory, all sessions | `limits.max_queued_bytes_total` (128 MiB) |
+//! | over those bounds | publishers are never slowed: QoS 0 is dropped; a persistent session's QoS 1/2 goes to its queue in the store and a connected client is disconnected (v5: Quota exceeded 0x97), the session continuing offline; a clean session's QoS 1/2 is dropped. Drops are counted per session (`BrokerHandle::dropped_for`, `BrokerStats::dropped`) and logged at most every 10 s per session |
+//! | stored beyond memory per session | `limits.max_stored_per_session` (100,000) and `limits.max_stored_bytes_per_session` (256 MiB); newer messages over it are dropped (counted); read back in order as the client drains its queue, and at most the memory bounds are loaded at start |
 //! | topic aliases | `limits.topic_alias_maximum` (64) inbound, `limits.outgoing_topic_aliases` (64) outbound |
 //! | subscriptions per session | `limits.max_subscriptions_per_session` (1,000) |
 //! | sessions | `limits.max_sessions` (100,000) |
@@ -44,7 +53,7 @@
 //! | CONNECT + TLS handshake time | `limits.connect_timeout_secs` (10 s) |
 //! | read buffer per connection | 64 B idle, grows ×2 to 64 KiB under load, freed when drained |
 //! | idle connection | one task with no timer (keepalive is checked by a 250 ms sweep over sessions); about 1.9 KiB on plain TCP, measured by `scripts/bench-broker` |
-//! | write buffer per connection | flushed at 256 KiB, freed after each flush |
+//! | write buffer per connection | flushed at 256 KiB, freed after each flush; a client that stops reading is still disconnected by a kick or takeover, and gets 5 s to take its last bytes |
 //! | store writer batch | 4,096 operations per transaction |
 
 pub mod bridge;

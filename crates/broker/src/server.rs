@@ -20,7 +20,7 @@ use crate::config::{BrokerConfig, ListenerKind};
 use crate::conn::{self, Identity};
 use crate::policy::{DeviceGroups, PolicySet};
 use crate::session::Session;
-use crate::store::{Store, StoreOp};
+use crate::store::{QueueBudget, Store, StoreOp};
 use crate::tls::{self, DeviceVerifier, LocalCa, ServerCert};
 use crate::topic::{SubEntry, split_shared};
 
@@ -44,6 +44,11 @@ pub struct BrokerStats {
     pub sessions: usize,
     pub subscriptions: usize,
     pub retained: usize,
+    /// Bytes of messages held in memory for all sessions (bounded by
+    /// `limits.max_queued_bytes_total`).
+    pub queued_bytes: usize,
+    /// Messages dropped for any session since start (queues over their bounds).
+    pub dropped: u64,
 }
 
 /// Handle to a running broker. Dropping it does not stop the broker; call
@@ -66,7 +71,12 @@ pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, Broke
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     let policies = PolicySet::compile(&config.device_groups)?;
     let (store, loaded) = if config.persistence {
-        let (s, l) = Store::open(&dir.join("broker.db"))?;
+        let budget = QueueBudget {
+            per_session_count: config.limits.max_queued_per_session,
+            per_session_bytes: config.limits.max_queued_bytes_per_session,
+            total_bytes: config.limits.max_queued_bytes_total,
+        };
+        let (s, l) = Store::open(&dir.join("broker.db"), budget)?;
         (Some(s), Some(l))
     } else {
         (None, None)
@@ -209,8 +219,25 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
                     },
                 );
             }
+            for (packet_id, stage, delivery) in s.inflight {
+                st.push_queued(delivery, &shared.queued_bytes);
+                if let Some(delivery) = st.queue.pop_back() {
+                    st.inflight.push_back(crate::session::Inflight {
+                        packet_id,
+                        stage,
+                        delivery,
+                    });
+                }
+            }
+            st.incoming_qos2 = s.incoming_qos2;
             for (_, d) in s.queued {
-                st.queue.push_back(d);
+                st.push_queued(d, &shared.queued_bytes);
+            }
+            if s.spilled > 0 {
+                let o = st.overflow_mut();
+                o.spilled = s.spilled;
+                o.spilled_bytes = s.spilled_bytes;
+                o.spill_after = s.spill_after;
             }
         }
         sessions.insert(session.client_id.clone(), session);
@@ -437,7 +464,16 @@ impl BrokerHandle {
             sessions: lock(&self.shared.sessions).len(),
             subscriptions: read(&self.shared.subs).len(),
             retained: read(&self.shared.retained).len(),
+            queued_bytes: self.shared.queued_bytes.load(Ordering::Relaxed),
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
         }
+    }
+
+    /// Messages dropped for `client_id`'s session since it started (0 for an unknown client).
+    pub fn dropped_for(&self, client_id: &str) -> u64 {
+        lock(&self.shared.sessions)
+            .get(client_id)
+            .map_or(0, |s| s.lock().dropped())
     }
 
     /// Stops accepting, closes every connection (MQTT 5 clients get Server shutting down),

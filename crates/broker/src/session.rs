@@ -2,7 +2,7 @@
 //! directions. A session outlives its connection when its expiry interval is non-zero.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -45,6 +45,46 @@ pub struct Delivery {
     pub store_id: u64,
 }
 
+/// Bytes a queued or in-flight delivery is counted for against the memory bounds: what it
+/// keeps alive (payload, topic) plus the bookkeeping around it. Shared payloads are counted
+/// once per session that holds them, so the bound is conservative.
+pub const DELIVERY_OVERHEAD: usize = 160;
+
+impl Delivery {
+    pub fn mem_size(&self) -> usize {
+        msg_mem_size(&self.msg)
+    }
+}
+
+pub fn msg_mem_size(msg: &Msg) -> usize {
+    msg.payload.len() + msg.topic.len() + DELIVERY_OVERHEAD
+}
+
+/// State of a session that went over its memory bound: drop counts and the messages that live
+/// only in the store until the client reads again. Allocated on the first overflow, so
+/// ordinary sessions do not carry it.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    /// Messages dropped for this session (QoS 0 over the bound, QoS 1/2 of a session without
+    /// persistence, or over the store bound).
+    pub dropped: u64,
+    /// Drops not yet reported in the log (reported at most every `DROP_LOG_INTERVAL_MS`).
+    pub unlogged: u64,
+    pub last_log_ms: u64,
+    /// QoS 1/2 messages that are in the store but not in memory: all rows of this session
+    /// with a row id above `spill_after`.
+    pub spilled: usize,
+    pub spilled_bytes: u64,
+    pub spill_after: u64,
+    /// Store sequence number of the last spilled message: wait for it before reading them back.
+    pub spill_seq: u64,
+    /// A connection is reading spilled messages back.
+    pub loading: bool,
+}
+
+/// A session's drops are logged at most this often.
+pub const DROP_LOG_INTERVAL_MS: u64 = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// What an in-flight outgoing message waits for.
 pub enum Stage {
@@ -85,7 +125,10 @@ pub struct SessionState {
     pub next_packet_id: u16,
     /// QoS 2 packet ids received from the client and not yet released.
     pub incoming_qos2: Vec<u16>,
-    pub dropped: u64,
+    /// Bytes of `queue` and `inflight`, as counted by [`Delivery::mem_size`]; also counted in
+    /// the broker-wide total.
+    pub mem_bytes: usize,
+    pub overflow: Option<Box<Overflow>>,
 }
 
 pub struct Session {
@@ -115,7 +158,8 @@ impl Session {
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 incoming_qos2: Vec::new(),
-                dropped: 0,
+                mem_bytes: 0,
+                overflow: None,
             }),
             wake: Notify::new(),
             online: AtomicBool::new(false),
@@ -131,42 +175,42 @@ impl Session {
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
     }
-
-    pub fn queue_len(&self) -> usize {
-        self.lock().queue.len()
-    }
-
-    /// Queues a delivery. Returns `(queued, congested)`. Online sessions may exceed `limit` up to
-    /// twice (the publisher is then slowed); offline ones drop, QoS 0 first.
-    pub fn enqueue(&self, d: Delivery, limit: usize) -> (bool, bool) {
-        let online = self.is_online();
-        let mut st = self.lock();
-        let len = st.queue.len();
-        let mut congested = false;
-        if len >= limit {
-            if online && len < limit.saturating_mul(2) {
-                congested = true;
-            } else if d.qos == QoS::AtMostOnce {
-                st.dropped += 1;
-                return (false, true);
-            } else if let Some(pos) = st.queue.iter().position(|q| q.qos == QoS::AtMostOnce) {
-                st.queue.remove(pos);
-                st.dropped += 1;
-            } else {
-                st.dropped += 1;
-                return (false, true);
-            }
-        }
-        st.queue.push_back(d);
-        drop(st);
-        if online {
-            self.wake.notify_one();
-        }
-        (true, congested)
-    }
 }
 
 impl SessionState {
+    pub fn overflow_mut(&mut self) -> &mut Overflow {
+        self.overflow.get_or_insert_with(Default::default)
+    }
+
+    pub fn spilled(&self) -> usize {
+        self.overflow.as_ref().map_or(0, |o| o.spilled)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.overflow.as_ref().map_or(0, |o| o.dropped)
+    }
+
+    /// Adds a delivery to the queue, counting its memory here and in `total`.
+    pub fn push_queued(&mut self, d: Delivery, total: &AtomicUsize) {
+        let size = d.mem_size();
+        self.mem_bytes += size;
+        total.fetch_add(size, Ordering::Relaxed);
+        self.queue.push_back(d);
+    }
+
+    /// Uncounts a delivery that left the queue or the in-flight window.
+    pub fn release(&mut self, d: &Delivery, total: &AtomicUsize) {
+        let size = d.mem_size().min(self.mem_bytes);
+        self.mem_bytes -= size;
+        total.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    /// Uncounts everything the session holds (it ends).
+    pub fn release_all(&mut self, total: &AtomicUsize) {
+        total.fetch_sub(self.mem_bytes, Ordering::Relaxed);
+        self.mem_bytes = 0;
+    }
+
     /// Next free packet identifier for an outgoing QoS 1/2 message.
     pub fn alloc_packet_id(&mut self) -> u16 {
         loop {

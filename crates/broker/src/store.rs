@@ -5,10 +5,16 @@
 //! A publisher's PUBACK/PUBREC for a QoS 1/2 message that was stored (retained, or queued for a
 //! persistent session) is sent only after that batch committed, so an acknowledged message
 //! survives kill -9 and a power cut (WAL with synchronous=FULL: each batch is fsynced before
-//! its acks go out; batching keeps that to one fsync per batch, not per message). Messages are stored as encoded MQTT 5 PUBLISH
+//! its acks go out; batching keeps that to one fsync per batch, not per message).
+//!
+//! QoS 2 is exactly once across a crash for persistent sessions: a received message's
+//! deliveries and its packet id (table `incoming_qos2`) commit in one transaction before the
+//! PUBREC, the release commits before the PUBCOMP; an outgoing message's packet id and stage
+//! (`queued.packet_id`, `queued.stage`) commit before its PUBLISH and before its PUBREL, and a
+//! restart resends exactly those. Messages are stored as encoded MQTT 5 PUBLISH
 //! packets, so every property survives.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -18,7 +24,7 @@ use lichen_mqtt::{Packet, Protocol, Publish, QoS, RetainHandling, SubscriptionOp
 use rusqlite::{Connection, params};
 
 use crate::BrokerError;
-use crate::session::{Delivery, Msg};
+use crate::session::{Delivery, Msg, Stage};
 
 pub enum StoreOp {
     PutRetained {
@@ -53,6 +59,26 @@ pub enum StoreOp {
     DelQueued {
         id: u64,
     },
+    /// A persistent session's QoS 2 message went in flight with `packet_id` (stage
+    /// `Stage::Rec`) or its PUBREC arrived and PUBREL is due (`Stage::Comp`).
+    SetInflight {
+        id: u64,
+        packet_id: u16,
+        stage: Stage,
+    },
+    /// A QoS 2 packet id received from a persistent session, awaiting PUBREL.
+    PutIncoming {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
+    DelIncoming {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
+    /// Everything between `GroupStart` and its `GroupEnd` commits in one transaction (a QoS 2
+    /// message's deliveries together with its packet id: both or neither survive a crash).
+    GroupStart,
+    GroupEnd,
     PutDevice {
         fingerprint: String,
         name: String,
@@ -65,6 +91,10 @@ pub enum StoreOp {
 }
 
 pub struct Store {
+    path: PathBuf,
+    /// Second connection for reading spilled queues back while the writer thread writes (WAL
+    /// lets them run concurrently). Opened on first use.
+    reader: Mutex<Option<Connection>>,
     tx: Mutex<Option<mpsc::Sender<(u64, StoreOp)>>>,
     /// Sequence number of the last operation sent / committed.
     sent: AtomicU64,
@@ -79,8 +109,24 @@ pub struct LoadedSession {
     /// Seconds since the session went offline (at the last run's end, approximately).
     pub offline_for: u64,
     pub subs: Vec<(String, SubscriptionOptions, Option<u32>)>,
-    /// (row id, delivery) in queue order.
+    /// QoS 2 messages in flight to the client: (packet id, stage, delivery), in order.
+    pub inflight: Vec<(u16, Stage, Delivery)>,
+    /// QoS 2 packet ids received from the client and awaiting PUBREL.
+    pub incoming_qos2: Vec<u16>,
+    /// (row id, delivery) in queue order, as many as the memory budget allows.
     pub queued: Vec<(u64, Delivery)>,
+    /// The rest of the queue stays in the store: rows with an id above `spill_after`.
+    pub spilled: usize,
+    pub spilled_bytes: u64,
+    pub spill_after: u64,
+}
+
+/// How much of the stored queues `Store::open` loads into memory.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBudget {
+    pub per_session_count: usize,
+    pub per_session_bytes: usize,
+    pub total_bytes: usize,
 }
 
 pub struct Loaded {
@@ -172,19 +218,43 @@ CREATE TABLE IF NOT EXISTS subs (client_id TEXT NOT NULL, filter TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS queued (id INTEGER PRIMARY KEY, client_id TEXT NOT NULL, blob BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, sub_ids TEXT NOT NULL, origin TEXT, expires INTEGER);
 CREATE INDEX IF NOT EXISTS queued_client ON queued (client_id, id);
 CREATE TABLE IF NOT EXISTS devices (fingerprint TEXT PRIMARY KEY, name TEXT NOT NULL, cert_pem TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY (client_id, packet_id));
 ";
+
+/// Columns added after the first release: (table, column, type). Added when missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // QoS 2 in flight to the client: its packet id and stage (1 = awaiting PUBREC, 2 = PUBREL
+    // sent, awaiting PUBCOMP). NULL while queued.
+    ("queued", "packet_id", "INTEGER"),
+    ("queued", "stage", "INTEGER"),
+];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, ty) in ADDED_COLUMNS {
+        let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let exists = st
+            .query_map([], |r| r.get::<_, String>(1))?
+            .filter_map(Result::ok)
+            .any(|c| c == *column);
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
+        }
+    }
+    Ok(())
+}
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> BrokerError + '_ {
     move |e| BrokerError::Store(format!("{}: {e}", path.display()))
 }
 
 impl Store {
-    /// Opens (creating) the database and loads everything it holds.
-    pub fn open(path: &Path) -> Result<(Store, Loaded), BrokerError> {
+    /// Opens (creating) the database and loads what it holds, queues within `budget`.
+    pub fn open(path: &Path, budget: QueueBudget) -> Result<(Store, Loaded), BrokerError> {
         let err = db_err(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
-        let loaded = load(&conn).map_err(&err)?;
+        migrate(&conn).map_err(&err)?;
+        let loaded = load(&conn, budget).map_err(&err)?;
         let (tx, rx) = mpsc::channel::<(u64, StoreOp)>();
         let progress = Arc::new(Progress::default());
         let p = progress.clone();
@@ -194,6 +264,8 @@ impl Store {
             .map_err(|e| BrokerError::Store(format!("store thread: {e}")))?;
         Ok((
             Store {
+                path: path.to_path_buf(),
+                reader: Mutex::new(None),
                 tx: Mutex::new(Some(tx)),
                 sent: AtomicU64::new(0),
                 progress,
@@ -234,6 +306,52 @@ impl Store {
         self.progress.committed.load(Ordering::Acquire)
     }
 
+    /// Reads `client_id`'s stored queue after row `after`, in order: at most `max_count`
+    /// messages and `max_bytes` (as counted by `Delivery::mem_size`; at least one message).
+    /// Blocking: call it from a blocking thread.
+    pub fn read_queued(
+        &self,
+        client_id: &str,
+        after: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Delivery)>, BrokerError> {
+        let err = db_err(&self.path);
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Some(Connection::open(&self.path).map_err(&err)?);
+        }
+        let Some(conn) = reader.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut st = conn.prepare_cached(QUEUED_AFTER).map_err(&err)?;
+        let rows = st
+            .query_map(
+                params![
+                    client_id,
+                    after as i64,
+                    max_count.min(i64::MAX as usize) as i64
+                ],
+                queued_row,
+            )
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let row = row.map_err(&err)?;
+            let (id, d) = match row.into_delivery() {
+                Some(x) => x,
+                None => continue,
+            };
+            bytes += d.mem_size();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((id, d));
+        }
+        Ok(out)
+    }
+
     /// Waits until every operation sent so far is committed.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
@@ -250,7 +368,59 @@ impl Store {
     }
 }
 
-fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+const QUEUED_AFTER: &str = "SELECT id, blob, qos, retain, sub_ids, origin, expires, packet_id, stage FROM queued WHERE client_id = ?1 AND id > ?2 AND packet_id IS NULL ORDER BY id LIMIT ?3";
+
+/// A `queued` row as read.
+struct QueuedRow {
+    id: i64,
+    blob: Vec<u8>,
+    qos: i64,
+    retain: bool,
+    sub_ids: String,
+    origin: Option<String>,
+    expires: Option<i64>,
+    /// Set while a QoS 2 message is in flight: (packet id, stage).
+    inflight: Option<(u16, Stage)>,
+}
+
+fn queued_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedRow> {
+    Ok(QueuedRow {
+        id: r.get(0)?,
+        blob: r.get(1)?,
+        qos: r.get(2)?,
+        retain: r.get(3)?,
+        sub_ids: r.get(4)?,
+        origin: r.get(5)?,
+        expires: r.get(6)?,
+        inflight: match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(8)?) {
+            (Some(pid), Some(stage)) if (1..=65535).contains(&pid) => Some((
+                pid as u16,
+                if stage == 2 { Stage::Comp } else { Stage::Rec },
+            )),
+            _ => None,
+        },
+    })
+}
+
+impl QueuedRow {
+    /// None for a row whose message does not decode (skipped).
+    fn into_delivery(self) -> Option<(u64, Delivery)> {
+        let msg = decode_msg(&self.blob, self.origin, self.expires)?;
+        let id = self.id as u64;
+        Some((
+            id,
+            Delivery {
+                msg: Arc::new(msg),
+                qos: QoS::from_u8(self.qos as u8).unwrap_or(QoS::AtLeastOnce),
+                retain: self.retain,
+                subscription_ids: serde_json::from_str(&self.sub_ids).unwrap_or_default(),
+                store_id: id,
+            },
+        ))
+    }
+}
+
+fn load(conn: &Connection, budget: QueueBudget) -> rusqlite::Result<Loaded> {
     let now = unix_now() as i64;
     conn.execute(
         "DELETE FROM retained WHERE expires IS NOT NULL AND expires <= ?1",
@@ -293,10 +463,16 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             },
             offline_for: (now - seen).max(0) as u64,
             subs: Vec::new(),
+            inflight: Vec::new(),
+            incoming_qos2: Vec::new(),
             queued: Vec::new(),
+            spilled: 0,
+            spilled_bytes: 0,
+            spill_after: 0,
         });
     }
     let mut max_queued_id = 0;
+    let mut total_bytes = 0;
     for s in &mut sessions {
         let mut st =
             conn.prepare("SELECT filter, options, sub_id FROM subs WHERE client_id = ?1")?;
@@ -311,37 +487,54 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             let (f, o, id) = row?;
             s.subs.push((f, options_from(o), id.map(|i| i as u32)));
         }
-        let mut st = conn.prepare("SELECT id, blob, qos, retain, sub_ids, origin, expires FROM queued WHERE client_id = ?1 ORDER BY id")?;
-        let rows = st.query_map([&s.client_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
+        let mut st = conn.prepare(
+            "SELECT packet_id FROM incoming_qos2 WHERE client_id = ?1 ORDER BY packet_id",
+        )?;
+        for pid in st.query_map([&s.client_id], |r| r.get::<_, i64>(0))? {
+            if let Ok(pid) = u16::try_from(pid?) {
+                s.incoming_qos2.push(pid);
+            }
+        }
+        let mut st = conn.prepare(
+            "SELECT id, blob, qos, retain, sub_ids, origin, expires, packet_id, stage FROM queued WHERE client_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([&s.client_id], queued_row)?;
+        let mut bytes = 0;
         for row in rows {
-            let (id, blob, qos, retain, ids, origin, expires) = row?;
-            max_queued_id = max_queued_id.max(id as u64);
-            let Some(msg) = decode_msg(&blob, origin, expires) else {
+            let row = row?;
+            let inflight = row.inflight;
+            let Some((id, d)) = row.into_delivery() else {
                 continue;
             };
-            let subscription_ids = serde_json::from_str(&ids).unwrap_or_default();
-            s.queued.push((
-                id as u64,
-                Delivery {
-                    msg: Arc::new(msg),
-                    qos: QoS::from_u8(qos as u8).unwrap_or(QoS::AtLeastOnce),
-                    retain,
-                    subscription_ids,
-                    store_id: id as u64,
-                },
-            ));
+            max_queued_id = max_queued_id.max(id);
+            if let Some((pid, stage)) = inflight {
+                // In flight: always in memory, whatever the budget (bounded by max_inflight).
+                let size = d.mem_size();
+                bytes += size;
+                total_bytes += size;
+                s.inflight.push((pid, stage, d));
+                continue;
+            }
+            let size = d.mem_size();
+            let fits = s.spilled == 0
+                && s.queued.len() < budget.per_session_count
+                && bytes + size <= budget.per_session_bytes
+                && total_bytes + size <= budget.total_bytes;
+            if fits {
+                bytes += size;
+                total_bytes += size;
+                s.queued.push((id, d));
+            } else {
+                if s.spilled == 0 {
+                    s.spill_after = id - 1;
+                }
+                s.spilled += 1;
+                s.spilled_bytes += size as u64;
+            }
         }
     }
+    let max_row: Option<i64> = conn.query_row("SELECT MAX(id) FROM queued", [], |r| r.get(0))?;
+    max_queued_id = max_queued_id.max(max_row.unwrap_or(0).max(0) as u64);
     let mut devices = Vec::new();
     let mut st = conn.prepare("SELECT fingerprint, name, cert_pem FROM devices")?;
     let rows = st.query_map([], |r| {
@@ -391,6 +584,10 @@ fn apply(
             tx.execute("DELETE FROM sessions WHERE client_id = ?1", [&*client_id])?;
             tx.execute("DELETE FROM subs WHERE client_id = ?1", [&*client_id])?;
             tx.execute("DELETE FROM queued WHERE client_id = ?1", [&*client_id])?;
+            tx.execute(
+                "DELETE FROM incoming_qos2 WHERE client_id = ?1",
+                [&*client_id],
+            )?;
         }
         StoreOp::PutSub {
             client_id,
@@ -432,6 +629,37 @@ fn apply(
         StoreOp::DelQueued { id } => {
             tx.execute("DELETE FROM queued WHERE id = ?1", [id as i64])?;
         }
+        StoreOp::SetInflight {
+            id,
+            packet_id,
+            stage,
+        } => {
+            let stage: i64 = if stage == Stage::Comp { 2 } else { 1 };
+            tx.execute(
+                "UPDATE queued SET packet_id = ?2, stage = ?3 WHERE id = ?1",
+                params![id as i64, i64::from(packet_id), stage],
+            )?;
+        }
+        StoreOp::PutIncoming {
+            client_id,
+            packet_id,
+        } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO incoming_qos2 (client_id, packet_id) VALUES (?1, ?2)",
+                params![&*client_id, i64::from(packet_id)],
+            )?;
+        }
+        StoreOp::DelIncoming {
+            client_id,
+            packet_id,
+        } => {
+            tx.execute(
+                "DELETE FROM incoming_qos2 WHERE client_id = ?1 AND packet_id = ?2",
+                params![&*client_id, i64::from(packet_id)],
+            )?;
+        }
+        // Handled by the writer loop.
+        StoreOp::GroupStart | StoreOp::GroupEnd => {}
         StoreOp::PutDevice {
             fingerprint,
             name,
@@ -450,8 +678,20 @@ fn apply(
     Ok(())
 }
 
-/// Batch size bound: at most this many operations per transaction.
+/// Batch size bound: at most this many operations per transaction...
 const BATCH: usize = 4096;
+/// ...unless a group is open: then up to this many.
+const GROUP_BATCH: usize = 16 * BATCH;
+/// Longest wait for the next operation of an open group.
+const GROUP_WAIT: Duration = Duration::from_secs(2);
+
+fn group_depth(depth: usize, op: &StoreOp) -> usize {
+    match op {
+        StoreOp::GroupStart => depth + 1,
+        StoreOp::GroupEnd => depth.saturating_sub(1),
+        _ => depth,
+    }
+}
 
 /// Commit progress shared with async waiters.
 #[derive(Default)]
@@ -466,16 +706,27 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(u64, StoreOp)>, progress: Ar
         let mut last = first_seq;
         let result = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
+            // Open groups: the batch does not end inside one (they are sent without awaiting
+            // anything, so the end follows quickly). GROUP_WAIT and GROUP_BATCH bound a broken
+            // group.
+            let mut depth = group_depth(0, &first);
             apply(&tx, first, &mut flushes)?;
             let mut n = 1;
-            while n < BATCH {
-                match rx.try_recv() {
-                    Ok((seq, op)) => {
-                        last = seq;
-                        apply(&tx, op, &mut flushes)?
+            while n < BATCH || (depth > 0 && n < GROUP_BATCH) {
+                let next = if depth > 0 {
+                    rx.recv_timeout(GROUP_WAIT).ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                let Some((seq, op)) = next else {
+                    if depth > 0 {
+                        tracing::error!("store group not closed in time; committing it as is");
                     }
-                    Err(_) => break,
-                }
+                    break;
+                };
+                last = seq;
+                depth = group_depth(depth, &op);
+                apply(&tx, op, &mut flushes)?;
                 n += 1;
             }
             tx.commit()

@@ -343,6 +343,101 @@ async fn keepalive_enforced_at_one_and_a_half_times() {
 }
 
 #[tokio::test]
+async fn maximum_keep_alive_lowers_and_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), false);
+    cfg.limits.max_keep_alive_secs = 1;
+    let (h, _bus) = start(cfg).await;
+    let addr = tcp_addr(&h);
+    for (proto, asked) in [
+        (Protocol::V5, 60),
+        (Protocol::V5, 0),
+        (Protocol::V311, 60),
+        (Protocol::V311, 0),
+    ] {
+        let mut c = connect_packet(proto, "ka-max");
+        c.keep_alive = asked;
+        let (mut cl, ack) = Client::connect_with(addr, c).await;
+        if proto.is_v5() {
+            assert_eq!(
+                ack.properties.server_keep_alive,
+                Some(1),
+                "Server Keep Alive tells the client the lowered value"
+            );
+        }
+        let t = std::time::Instant::now();
+        let reason = cl.closed_with().await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_millis(4000),
+            "{proto:?} asking {asked}: closed after {took:?}"
+        );
+        if proto.is_v5() {
+            assert_eq!(reason, Some(ReasonCode::KeepAliveTimeout));
+        }
+    }
+    // A value within the maximum is granted as asked, and not echoed.
+    let mut c = connect_packet(Protocol::V5, "ka-ok");
+    c.keep_alive = 1;
+    let (_cl, ack) = Client::connect_with(addr, c).await;
+    assert_eq!(ack.properties.server_keep_alive, None);
+    // The default maximum is 3600 s.
+    assert_eq!(lichen_broker::Limits::default().max_keep_alive_secs, 3600);
+    h.shutdown().await;
+}
+
+/// Clients may not publish to `$SYS/`: MQTT 5 gets Not authorized (0x87) in PUBACK/PUBREC,
+/// MQTT 3.1.1 the normal acknowledgement with the message dropped (what mosquitto does).
+#[tokio::test]
+async fn publishes_to_sys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _bus) = start(config(dir.path(), false)).await;
+    let addr = tcp_addr(&h);
+    let mut sys = Client::connect(addr, Protocol::V5, "sys-reader").await;
+    sys.subscribe("$SYS/#", opts(QoS::ExactlyOnce), None).await;
+    let mut p5 = Client::connect(addr, Protocol::V5, "p5").await;
+    p5.publish("$SYS/broker/uptime", b"0", QoS::AtMostOnce, false, 0)
+        .await;
+    p5.publish("$SYS/broker/uptime", b"1", QoS::AtLeastOnce, false, 1)
+        .await;
+    match p5.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    p5.publish("$SYS", b"2", QoS::ExactlyOnce, false, 2).await;
+    match p5.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!(r.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    let mut p3 = Client::connect(addr, Protocol::V311, "p3").await;
+    p3.publish("$SYS/x", b"3", QoS::AtLeastOnce, false, 3).await;
+    assert!(matches!(p3.recv().await, Some(Packet::PubAck(a)) if a.packet_id == 3));
+    p3.publish("$SYS/x", b"4", QoS::ExactlyOnce, false, 4).await;
+    assert!(matches!(p3.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 4));
+    p3.send(&Packet::PubRel(PubResp::new(4, ReasonCode::Success)))
+        .await;
+    assert!(matches!(p3.recv().await, Some(Packet::PubComp(_))));
+    p3.send(&Packet::PingReq).await;
+    assert_eq!(p3.recv().await, Some(Packet::PingResp), "still connected");
+    assert!(
+        sys.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing reached $SYS subscribers"
+    );
+    // A will on $SYS is refused at CONNECT.
+    let mut c = connect_packet(Protocol::V5, "sys-will");
+    c.will = Some(Will {
+        topic: "$SYS/w".into(),
+        payload: bytes::Bytes::from_static(b"w"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    });
+    let (_c, ack) = Client::connect_with(addr, c).await;
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn topic_rules_and_dollar_topics() {
     let dir = tempfile::tempdir().unwrap();
     let (h, _bus) = start(config(dir.path(), false)).await;
@@ -350,10 +445,10 @@ async fn topic_rules_and_dollar_topics() {
     let mut all = Client::connect(addr, Protocol::V5, "all").await;
     all.subscribe("#", opts(QoS::AtMostOnce), None).await;
     let mut sys = Client::connect(addr, Protocol::V5, "sys").await;
-    sys.subscribe("$SYS/#", opts(QoS::AtMostOnce), None).await;
+    sys.subscribe("$test/#", opts(QoS::AtMostOnce), None).await;
     let mut p = Client::connect(addr, Protocol::V5, "p").await;
-    p.publish("$SYS/x", b"1", QoS::AtMostOnce, false, 0).await;
-    assert_eq!(&*sys.next_publish().await.unwrap().topic, "$SYS/x");
+    p.publish("$test/x", b"1", QoS::AtMostOnce, false, 0).await;
+    assert_eq!(&*sys.next_publish().await.unwrap().topic, "$test/x");
     assert!(
         all.recv_within(Duration::from_millis(300)).await.is_none(),
         "# does not match $ topics"

@@ -103,7 +103,8 @@ async fn receive_maximum_both_ways() {
     let (mut s, ack) = Client::connect_with(addr, c).await;
     assert_eq!(ack.properties.receive_maximum, Some(2));
     s.subscribe("rm", opts(QoS::AtLeastOnce), None).await;
-    let mut p = Client::connect(addr, V5, "p").await;
+    // A v3.1.1 publisher: it has no Receive Maximum towards us, so five unacknowledged are fine.
+    let mut p = Client::connect(addr, Protocol::V311, "p").await;
     for i in 1..=5u16 {
         p.publish("rm", &[i as u8], QoS::AtLeastOnce, false, i)
             .await;
@@ -129,6 +130,41 @@ async fn receive_maximum_both_ways() {
         q.closed_with().await,
         Some(ReasonCode::ReceiveMaximumExceeded)
     );
+    // The same for QoS 1: a third PUBLISH before any PUBACK went out gets DISCONNECT 0x93,
+    // not just a closed socket. Sent in one write so the broker reads them together.
+    let mut r = Client::connect(addr, V5, "r").await;
+    let mut burst = Vec::new();
+    for i in 1..=3u16 {
+        burst.extend(
+            to_vec(
+                &Packet::Publish(publish("rm3", b"x", QoS::AtLeastOnce, false, i)),
+                V5,
+            )
+            .unwrap(),
+        );
+    }
+    r.send_raw(&burst).await;
+    let mut acks = 0;
+    let reason = loop {
+        match r.recv().await {
+            Some(Packet::PubAck(_)) => acks += 1,
+            Some(Packet::Disconnect(d)) => break Some(d.reason_code),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break None,
+        }
+    };
+    assert_eq!(reason, Some(ReasonCode::ReceiveMaximumExceeded));
+    assert!(acks <= 2, "the two within the quota may be acknowledged");
+    // Within the quota, waiting for acks, any number of QoS 1 messages is fine.
+    let mut w = Client::connect(addr, V5, "w").await;
+    for i in 1..=10u16 {
+        w.publish("rm3", b"y", QoS::AtLeastOnce, false, i).await;
+        w.publish("rm3", b"y", QoS::AtLeastOnce, false, i + 100)
+            .await;
+        for _ in 0..2 {
+            assert!(matches!(w.recv().await, Some(Packet::PubAck(_))));
+        }
+    }
     h.shutdown().await;
 }
 

@@ -1,4 +1,4 @@
-//! `lichen core run` and `lichen quickstart`: compose the core's services and run them until
+//! `lichen core run` and `lichen quickstart`: run a device (composed by `lichen-node`) until
 //! SIGTERM or SIGINT.
 
 use std::path::{Path, PathBuf};
@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
+use lichen_core::CoreHandle;
 use lichen_core::deployment::model::{DeploymentRequest, DeploymentStatus};
 use lichen_core::logs::RotatingLog;
 use lichen_core::paths::RootLayout;
 use lichen_core::settings::Settings;
-use lichen_core::{Core, CoreHandle, CoreOptions};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
@@ -83,42 +83,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The services of a running core, composed.
-struct Services {
-    core: Core,
-    control: lichen_core::control::ControlServer,
-    ipc: lichen_ipc::IpcServer,
-    broker: crate::broker_service::BrokerService,
-}
-
-async fn start_services(root: &Path, settings: Settings) -> anyhow::Result<Services> {
-    let mut core = Core::prepare(CoreOptions {
+/// A device on `root`, composed by `lichen-node` with its default services.
+async fn start_node(root: &Path, settings: Settings) -> anyhow::Result<lichen_node::Node> {
+    let options = lichen_node::NodeOptions {
         root: root.to_path_buf(),
         settings,
-    })
-    .await?;
-    let handle = core.handle();
-    let ipc = lichen_ipc::serve(handle.clone())
-        .await
-        .context("starting the IPC server")?;
-    let broker = crate::broker_service::BrokerService::start(handle.clone()).await?;
-    let extensions: lichen_core::control::Extensions = vec![std::sync::Arc::new(broker.clone())];
-    // Components start once the services they may talk to are listening.
-    core.launch().await?;
-    let control = lichen_core::control::serve(handle.clone(), extensions)?;
-    Ok(Services {
-        core,
-        control,
-        ipc,
-        broker,
-    })
-}
-
-async fn stop_services(services: Services) {
-    services.control.shutdown();
-    services.core.shutdown().await;
-    services.broker.shutdown().await;
-    services.ipc.shutdown().await;
+    };
+    Ok(lichen_node::Node::start(options, lichen_node::default_services()).await?)
 }
 
 /// SIGTERM and SIGINT, installed before anything starts so that a signal arriving during
@@ -154,7 +125,7 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
     init_logging(&layout, &settings)?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
-        let services = start_services(&root, settings).await?;
+        let node = start_node(&root, settings).await?;
         tracing::info!(
             root = %layout.root().display(),
             pid = std::process::id(),
@@ -163,7 +134,7 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
         );
         let signal = signals.wait().await;
         tracing::info!(%signal, "stopping");
-        stop_services(services).await;
+        node.shutdown().await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
@@ -216,8 +187,8 @@ pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitC
     init_logging(&layout, &settings)?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
-        let services = start_services(layout.root(), settings).await?;
-        let handle = services.core.handle();
+        let node = start_node(layout.root(), settings).await?;
+        let handle = node.handle().clone();
         let (recipes, artifacts) = write_examples(&layout.root().join("quickstart"))?;
         let mut request = DeploymentRequest {
             recipe_dir: Some(recipes),
@@ -236,7 +207,7 @@ pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitC
         print_summary(&handle, &layout, &root, &id, outcome);
         let signal = signals.wait().await;
         println!("\n{signal}: stopping the demo core…");
-        stop_services(services).await;
+        node.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }

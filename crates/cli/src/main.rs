@@ -1,6 +1,5 @@
 //! `lichen`: runs a core and manages it.
 
-mod broker_service;
 mod cmd_component;
 mod cmd_core;
 mod cmd_deployment;

@@ -32,7 +32,7 @@ pub struct CoreOptions {
 pub struct Core {
     handle: CoreHandle,
     worker: Option<JoinHandle<()>>,
-    _lock: RootLock,
+    lock: RootLock,
 }
 
 fn create_dirs(layout: &RootLayout) -> Result<()> {
@@ -94,6 +94,12 @@ impl Core {
     /// [`Core::launch`] starts the components, so a component never finds them missing.
     /// Fails fast when another core holds the root.
     pub async fn prepare(options: CoreOptions) -> Result<Core> {
+        Core::prepare_on_bus(options, lichen_bus::Bus::new()).await
+    }
+
+    /// [`Core::prepare`] on a bus the caller created, so that services composed beside the
+    /// core (the node's) share it from the start.
+    pub async fn prepare_on_bus(options: CoreOptions, bus: lichen_bus::Bus) -> Result<Core> {
         let layout = RootLayout::new(&options.root);
         std::fs::create_dir_all(layout.root())
             .map_err(|e| CoreError::io(format!("creating root {}", layout.root().display()), e))?;
@@ -118,7 +124,7 @@ impl Core {
             orphans,
             layout,
             settings: options.settings,
-            bus: lichen_bus::Bus::new(),
+            bus,
             config,
             tokens: TokenRegistry::default(),
             supervisor: Supervisor::new(cgroups),
@@ -140,7 +146,7 @@ impl Core {
         Ok(Core {
             handle: CoreHandle { rt },
             worker: None,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -164,11 +170,16 @@ impl Core {
 
     /// Stops the deployment worker (a deployment cut short here is rolled back at the next
     /// start), then every component, dependents first, running Shutdown steps within their
-    /// timeouts and ending their process groups. The root is released when this returns.
-    pub async fn shutdown(self) {
+    /// timeouts and ending their process groups.
+    ///
+    /// The root's lock is handed back rather than released: whoever composed the core (the
+    /// node) stops its other services first and drops the lock last, so that a second core
+    /// cannot take the root while this one still has sockets and databases open in it.
+    pub async fn shutdown(self) -> RootLock {
         if let Some(worker) = self.worker {
             worker.abort();
         }
         self.handle.rt.supervisor.stop_all().await;
+        self.lock
     }
 }

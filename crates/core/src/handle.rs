@@ -91,14 +91,14 @@ impl CoreHandle {
         self.rt.tokens.component_for(svcuid)
     }
 
-    // --- added for the IPC server (lichen-ipc): minting a token outside the supervisor ---
     /// The SVCUID of `component`, minted on first use (the same token its processes get in
-    /// their environment). For IPC tests, benchmarks and tools that act as a component.
-    /// Never log it.
+    /// their environment), so that tests and benchmarks can act as a component. Only with the
+    /// `test-support` feature: a holder of the handle could otherwise impersonate any
+    /// component. Never log it.
+    #[cfg(feature = "test-support")]
     pub fn component_token(&self, component: &str) -> String {
         self.rt.tokens.token_for(component)
     }
-    // --- end of lichen-ipc addition ---
 
     pub fn list_components(&self) -> Vec<ComponentInfo> {
         self.rt.list_components()

@@ -29,7 +29,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::error::OpError;
-use crate::ops::{self, Caller, EventSink, NAMESPACE, Reply, Shared, StreamRun};
+use crate::ops::{self, Caller, EventSink, NAMESPACE, Operation, Reply, Shared, StreamRun};
 
 pub const OUTBOUND_QUEUE: usize = 1024;
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
@@ -141,23 +141,25 @@ fn error_message(stream_id: i32, e: &OpError, max_frame: usize) -> Bytes {
     }
 }
 
-/// Encodes the reply of `op` on stream `id`; for a stream, also what runs its events.
+/// Encodes the reply of `operation` on stream `id`; for a stream, also what runs its events.
 fn encode_reply(
     shared: &Shared,
     tx: &mpsc::Sender<Bytes>,
     id: i32,
-    op: &str,
+    operation: &Operation,
     result: Result<Reply, OpError>,
 ) -> (Bytes, Option<(StreamRun, EventSink)>) {
     let max = shared.max_frame;
-    let response_type = format!("{NAMESPACE}{op}Response");
+    let op = operation.name();
     let (value, flags, stream) = match result {
         Ok(Reply::Unary(v)) => (v, flags::TERMINATE_STREAM, None),
         Ok(Reply::Stream { initial, run }) => {
             let sink = EventSink {
                 tx: tx.clone(),
                 stream_id: id,
-                model_type: ops::stream_event_shape(op).unwrap_or("aws.greengrass#Unknown"),
+                model_type: operation
+                    .stream_event_shape()
+                    .unwrap_or("aws.greengrass#Unknown"),
                 max_frame: max,
             };
             (initial, 0, Some((run, sink)))
@@ -174,7 +176,7 @@ fn encode_reply(
         MessageType::ApplicationMessage,
         flags,
         id,
-        &response_type,
+        operation.response_type(),
         &body,
         max,
     );
@@ -409,13 +411,20 @@ impl Conn {
             return Flow::Continue;
         }
         tracing::trace!(component = %caller.component, op, stream = id, "IPC request");
-        if ops::is_slow(&op) {
+        let Some(operation) = self.shared.operations.get(&op).cloned() else {
+            let e = ops::unsupported(&op);
+            tracing::debug!(op, message = %e.message, "IPC operation failed");
+            self.send(error_message(id, &e, self.shared.max_frame))
+                .await;
+            return Flow::Continue;
+        };
+        if operation.is_slow() {
             let shared = self.shared.clone();
             let tx = self.tx.clone();
             let payload = msg.payload;
             let task = tokio::spawn(async move {
-                let result = ops::dispatch(&shared, &caller, &op, &payload).await;
-                let (bytes, stream) = encode_reply(&shared, &tx, id, &op, result);
+                let result = operation.dispatch(&shared, &caller, &payload).await;
+                let (bytes, stream) = encode_reply(&shared, &tx, id, &operation, result);
                 if tx.send(bytes).await.is_err() {
                     return;
                 }
@@ -425,8 +434,10 @@ impl Conn {
             });
             self.streams.insert(id, task.abort_handle());
         } else {
-            let result = ops::dispatch(&self.shared, &caller, &op, &msg.payload).await;
-            let (bytes, stream) = encode_reply(&self.shared, &self.tx, id, &op, result);
+            let result = operation
+                .dispatch(&self.shared, &caller, &msg.payload)
+                .await;
+            let (bytes, stream) = encode_reply(&self.shared, &self.tx, id, &operation, result);
             if !self.send(bytes).await {
                 return Flow::Close;
             }

@@ -20,4 +20,8 @@ mod server;
 
 pub use client::{CallError, IpcClient, IpcStream};
 pub use error::{ErrorShape, IpcError, OpError};
-pub use server::{IpcServer, serve};
+pub use ops::{
+    Authorization, Call, CallFuture, DuplicateOperation, EventSink, Handler, Operation, Operations,
+    Reply, Resource, StreamRun,
+};
+pub use server::{IpcServer, serve, serve_with};

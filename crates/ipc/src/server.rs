@@ -13,7 +13,7 @@ use crate::authz::PolicyCache;
 use crate::conn;
 use crate::error::IpcError;
 use crate::hooks::{HooksAdapter, IpcHooks};
-use crate::ops::Shared;
+use crate::ops::{Operations, Shared};
 
 /// A running IPC server. Dropping it without [`IpcServer::shutdown`] also stops it (the
 /// tasks are aborted) but leaves the socket file behind.
@@ -82,9 +82,15 @@ fn bind(path: &Path) -> Result<UnixListener, IpcError> {
     Ok(listener)
 }
 
-/// Starts the Greengrass IPC server on `core.layout().ipc_socket()` and installs the
-/// deployment hooks (configuration validation, component update notices) in the core.
+/// [`serve_with`] the core's own operations ([`Operations::builtin`]).
 pub async fn serve(core: CoreHandle) -> Result<IpcServer, IpcError> {
+    serve_with(core, Operations::builtin()).await
+}
+
+/// Starts the Greengrass IPC server on `core.layout().ipc_socket()`, answering `operations`
+/// (the built-in ones plus what services registered), and installs the deployment hooks
+/// (configuration validation, component update notices) in the core.
+pub async fn serve_with(core: CoreHandle, operations: Operations) -> Result<IpcServer, IpcError> {
     let path = core.layout().ipc_socket();
     let listener = bind(&path)?;
     let settings = core.settings().ipc.clone();
@@ -96,6 +102,7 @@ pub async fn serve(core: CoreHandle) -> Result<IpcServer, IpcError> {
         core,
         policies,
         hooks,
+        operations,
         max_frame: settings
             .max_frame_bytes
             .max(lichen_eventstream::MIN_FRAME_LEN),

@@ -33,9 +33,10 @@ pub use model::{
     SelectedComponent, Unarchive,
 };
 pub use parse::{
-    MAX_RECIPE_BYTES, RECIPE_FORMAT_VERSION, parse_recipe, parse_recipe_file, recipe_from_value,
+    MAX_DEFAULT_CONFIGURATION_DEPTH, MAX_RECIPE_BYTES, RECIPE_FORMAT_VERSION, find_bidi_control,
+    parse_recipe, parse_recipe_file, recipe_from_value,
 };
 pub use platform::{Platform, PlatformRequirement, PlatformValue};
 pub use range::VersionRange;
-pub use resolve::{ResolveError, RootRequirement, resolve_versions};
+pub use resolve::{MAX_COMPONENTS_PER_DEPLOYMENT, ResolveError, RootRequirement, resolve_versions};
 pub use variables::{VariableSource, interpolate, interpolate_json};

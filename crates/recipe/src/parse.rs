@@ -242,8 +242,22 @@ fn placeholder(file: &str, field: &str, value: &str) -> RecipeError {
     }
 }
 
+/// Bidirectional-control characters: invisible, they reorder how a name is displayed, so
+/// a name could pose as another in logs, terminals and listings.
+const BIDI_CONTROLS: &[char] = &[
+    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+];
+
+/// The first bidirectional-control character in `s` (U+202A–U+202E, U+2066–U+2069,
+/// U+200E, U+200F, U+061C), which no component name may contain.
+pub fn find_bidi_control(s: &str) -> Option<char> {
+    s.chars().find(|c| BIDI_CONTROLS.contains(c))
+}
+
 /// Checks a component name that will become a directory name in the store: no path
-/// separators, no `.`/`..`, no whitespace or control characters.
+/// separators, no `.`/`..`, no whitespace, control or bidirectional-control characters.
+/// The name is quoted with escapes in the message, so it cannot forge log lines.
 pub(crate) fn check_component_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
@@ -252,14 +266,20 @@ pub(crate) fn check_component_name(name: &str) -> Result<(), String> {
         return Err("must be at most 255 bytes".to_owned());
     }
     if name == "." || name == ".." {
-        return Err(format!("\"{name}\" is not a valid component name"));
+        return Err(format!("{name:?} is not a valid component name"));
+    }
+    if let Some(c) = find_bidi_control(name) {
+        return Err(format!(
+            "{name:?} contains the bidirectional-control character {c:?}, which a component \
+             name may not contain"
+        ));
     }
     if let Some(c) = name
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '\\'))
     {
         return Err(format!(
-            "\"{name}\" contains the character {c:?}, which a component name may not contain"
+            "{name:?} contains the character {c:?}, which a component name may not contain"
         ));
     }
     Ok(())
@@ -345,6 +365,25 @@ fn parse_format_version(map: &Map<String, Value>, file: &str) -> Result<String, 
     Ok(RECIPE_FORMAT_VERSION.to_owned())
 }
 
+/// Deepest a `DefaultConfiguration` may nest (the object itself counts 1): the core's bound
+/// on every component configuration tree (`lichen_core::config::tree::MAX_CONFIG_DEPTH`).
+pub const MAX_DEFAULT_CONFIGURATION_DEPTH: usize = 64;
+
+/// Whether `v` nests more than `limit` objects/lists deep; iterative.
+fn exceeds_depth(v: &Value, limit: usize) -> bool {
+    let mut stack = vec![(v, 0usize)];
+    while let Some((node, above)) = stack.pop() {
+        let here = above + 1;
+        match node {
+            Value::Object(_) | Value::Array(_) if here > limit => return true,
+            Value::Object(m) => stack.extend(m.values().map(|c| (c, here))),
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, here))),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn parse_configuration(map: &Map<String, Value>, file: &str) -> Result<Value, RecipeError> {
     let empty = || Value::Object(Map::new());
     let Some(cfg) = get(map, "ComponentConfiguration", file, "")? else {
@@ -359,6 +398,16 @@ fn parse_configuration(map: &Map<String, Value>, file: &str) -> Result<Value, Re
     };
     match get(cfg, "DefaultConfiguration", file, "ComponentConfiguration")? {
         None => Ok(empty()),
+        Some(v @ Value::Object(_)) if exceeds_depth(v, MAX_DEFAULT_CONFIGURATION_DEPTH) => {
+            Err(RecipeError::invalid(
+                file,
+                "ComponentConfiguration.DefaultConfiguration",
+                format!(
+                    "nests more than {MAX_DEFAULT_CONFIGURATION_DEPTH} levels deep (the limit \
+                     of a component configuration)"
+                ),
+            ))
+        }
         Some(v @ Value::Object(_)) => Ok(v.clone()),
         Some(other) => Err(RecipeError::invalid(
             file,

@@ -806,3 +806,71 @@ mod props {
         }
     }
 }
+
+#[test]
+fn bidirectional_controls_in_names_are_refused_and_escaped_in_the_error() {
+    let bidi = [
+        '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+        '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    ];
+    for c in bidi {
+        let name = format!("com.example.{c}txt.exe");
+        let e = err(
+            &json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": name,
+            "ComponentVersion": "1.0.0"})
+            .to_string(),
+        );
+        assert!(
+            e.starts_with("recipe.yaml: ComponentName: ") && e.contains("bidirectional-control"),
+            "{e}"
+        );
+        assert!(!e.contains(c), "the raw character is not echoed: {e:?}");
+        let e = err(&json_recipe(
+            json!({"ComponentDependencies": {name.clone(): {"VersionRequirement": "^1"}}}),
+        ));
+        assert!(
+            e.contains("ComponentDependencies.") && e.contains("bidirectional"),
+            "{e}"
+        );
+        assert_eq!(crate::find_bidi_control(&name), Some(c));
+    }
+    // Other non-ASCII letters stay allowed.
+    assert_eq!(crate::find_bidi_control("com.example.Grüße"), None);
+    ok(
+        "RecipeFormatVersion: 2020-01-25\nComponentName: com.example.Grüße\nComponentVersion: 1.0.0\n",
+    );
+    // Control characters are escaped in the error too (no forged log lines).
+    let e = err(&json!({"RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "a\nFAKE LOG LINE", "ComponentVersion": "1.0.0"})
+    .to_string());
+    assert!(!e.contains('\n') && e.contains("\\n"), "{e:?}");
+}
+
+#[test]
+fn default_configuration_deeper_than_the_bound_is_refused() {
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    };
+    let limit = crate::MAX_DEFAULT_CONFIGURATION_DEPTH;
+    let recipe =
+        |cfg: Value| json_recipe(json!({"ComponentConfiguration": {"DefaultConfiguration": cfg}}));
+    ok(&recipe(nested(limit)));
+    let e = err(&recipe(nested(limit + 1)));
+    assert!(
+        e.contains("ComponentConfiguration.DefaultConfiguration: nests more than 64"),
+        "{e}"
+    );
+    // YAML documents are already depth-limited by the parser's budget.
+    let yaml = format!(
+        "RecipeFormatVersion: 2020-01-25\nComponentName: a.b\nComponentVersion: 1.0.0\n\
+         ComponentConfiguration:\n  DefaultConfiguration: {}1{}\n",
+        "{k: ".repeat(100),
+        "}".repeat(100)
+    );
+    let e = err(&yaml);
+    assert!(e.contains("Depth"), "{e}");
+}

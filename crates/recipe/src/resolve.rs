@@ -46,6 +46,15 @@ pub enum ResolveError {
         /// Who requires it.
         required_by: String,
     },
+    /// The deployment needs more components than [`MAX_COMPONENTS_PER_DEPLOYMENT`].
+    #[error(
+        "the deployment needs more than {limit} components (roots and their dependencies); \
+         at most {limit} are allowed"
+    )]
+    TooManyComponents {
+        /// The bound.
+        limit: usize,
+    },
     /// The chosen versions depend on each other in a circle.
     #[error("dependency cycle: {}", .path.join(" -> "))]
     Cycle {
@@ -65,6 +74,12 @@ fn render_requirements(reqs: &[(String, String)]) -> String {
 /// Upper bound on versions tried before giving up with the first error found.
 const MAX_STEPS: usize = 100_000;
 
+/// Most components one deployment may need (roots and every transitive dependency). A
+/// resolution that reaches more fails with [`ResolveError::TooManyComponents`]. The search
+/// itself is iterative; the bound keeps its memory and the core's later per-component work
+/// (planning, staging, one task per component) proportionate. Real deployments need tens.
+pub const MAX_COMPONENTS_PER_DEPLOYMENT: usize = 500;
+
 /// Resolves `roots` and their transitive dependencies against `catalog`, which lists the
 /// available recipes (any order, any versions) of a component name. Returns the chosen
 /// recipe of every component needed.
@@ -80,6 +95,11 @@ pub fn resolve_versions(
     let mut state = State::default();
     for root in roots {
         state.require(&root.name, &root.origin, &root.requirement);
+        if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
+            return Err(ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+            });
+        }
     }
     let done = search.solve(state)?;
     let mut out = BTreeMap::new();
@@ -146,46 +166,161 @@ impl Search<'_> {
             .clone()
     }
 
-    fn solve(&mut self, state: State) -> Result<State, ResolveError> {
+    /// Depth-first search with backtracking, on an explicit stack of [`Frame`]s (one per
+    /// component being chosen) so that the number of components costs heap, not call stack.
+    /// `state` is one shared value: each frame undoes its own attempt before the next one.
+    fn solve(&mut self, mut state: State) -> Result<State, ResolveError> {
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut step = Step::Expand;
+        loop {
+            step = match step {
+                Step::Expand => self.expand(&mut state, &mut frames),
+                Step::Failed(e) => match frames.last_mut() {
+                    None => return Err(e),
+                    Some(frame) => {
+                        frame.first_error.get_or_insert(e);
+                        Step::NextCandidate
+                    }
+                },
+                Step::Solved => return Ok(state),
+                Step::NextCandidate => {
+                    // Unreachable: `expand` pushes a frame before asking for a candidate.
+                    let Some(frame) = frames.last_mut() else {
+                        return Err(ResolveError::Conflict {
+                            component: String::new(),
+                            requirements: Vec::new(),
+                        });
+                    };
+                    frame.undo(&mut state);
+                    let idx = frame.matching.get(frame.next).copied();
+                    frame.next += 1;
+                    if idx.is_some() {
+                        self.steps += 1;
+                    }
+                    match idx.filter(|_| self.steps <= MAX_STEPS) {
+                        Some(idx) => {
+                            let mut attempt = Attempt {
+                                order_len: state.order.len(),
+                                pushed: Vec::new(),
+                            };
+                            state.chosen.insert(frame.name.clone(), idx);
+                            let added = add_dependencies(
+                                &mut state,
+                                &frame.name,
+                                &frame.candidates[idx],
+                                &self.cache,
+                                &mut attempt.pushed,
+                            );
+                            frame.attempt = Some(attempt);
+                            match added {
+                                Ok(()) => Step::Expand,
+                                Err(e) => Step::Failed(e),
+                            }
+                        }
+                        None => {
+                            // Exhausted (or out of steps): fail with the first error found.
+                            let mut frame = frames.pop().unwrap_or_default();
+                            frame.undo(&mut state);
+                            Step::Failed(
+                                frame
+                                    .first_error
+                                    .take()
+                                    .unwrap_or_else(|| no_candidate(&frame.name, &state, false)),
+                            )
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    /// Picks the next component without a chosen version and opens a frame for it; with
+    /// none left, checks the chosen set for cycles.
+    fn expand(&mut self, state: &mut State, frames: &mut Vec<Frame>) -> Step {
+        if state.order.len() > MAX_COMPONENTS_PER_DEPLOYMENT {
+            return Step::Failed(ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT,
+            });
+        }
         let Some(name) = state
             .order
             .iter()
             .find(|n| !state.chosen.contains_key(*n))
             .cloned()
         else {
-            return match find_cycle(&state, &self.cache) {
-                Some(path) => Err(ResolveError::Cycle { path }),
-                None => Ok(state),
+            return match find_cycle(state, &self.cache) {
+                Some(path) => Step::Failed(ResolveError::Cycle { path }),
+                None => Step::Solved,
             };
         };
-        let reqs = state.reqs.get(&name).cloned().unwrap_or_default();
         let candidates = self.candidates(&name);
+        let reqs = state.reqs.get(&name).map(Vec::as_slice).unwrap_or_default();
         let matching: Vec<usize> = (0..candidates.len())
             .filter(|&i| reqs.iter().all(|(_, r)| r.matches(&candidates[i].version)))
             .collect();
         if matching.is_empty() {
-            return Err(no_candidate(&name, &state, candidates.is_empty()));
+            return Step::Failed(no_candidate(&name, state, candidates.is_empty()));
         }
-        let mut first_error = None;
-        for idx in matching {
-            self.steps += 1;
-            if self.steps > MAX_STEPS {
-                break;
-            }
-            let mut next = state.clone();
-            next.chosen.insert(name.clone(), idx);
-            let attempt = match add_dependencies(&mut next, &name, &candidates[idx], &self.cache) {
-                Ok(()) => self.solve(next),
-                Err(e) => Err(e),
-            };
-            match attempt {
-                Ok(done) => return Ok(done),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        frames.push(Frame {
+            name,
+            candidates,
+            matching,
+            next: 0,
+            attempt: None,
+            first_error: None,
+        });
+        Step::NextCandidate
+    }
+}
+
+/// What the search loop does next.
+enum Step {
+    /// Choose a version for the next unchosen component.
+    Expand,
+    /// Try the top frame's next candidate (or give up on it).
+    NextCandidate,
+    /// The attempt below the top frame failed with this error.
+    Failed(ResolveError),
+    /// Every component has a version and there is no cycle.
+    Solved,
+}
+
+/// One component being chosen: its candidates and how far through them the search is.
+#[derive(Default)]
+struct Frame {
+    name: String,
+    candidates: Rc<Vec<Recipe>>,
+    /// Indices into `candidates` that satisfy the requirements known when the frame opened.
+    matching: Vec<usize>,
+    next: usize,
+    /// What the current attempt added to the shared state, to take it back.
+    attempt: Option<Attempt>,
+    first_error: Option<ResolveError>,
+}
+
+struct Attempt {
+    /// Length of `State::order` before the attempt: components first required by it follow.
+    order_len: usize,
+    /// Components that gained a requirement, in order.
+    pushed: Vec<String>,
+}
+
+impl Frame {
+    /// Takes back the current attempt: the choice, the requirements it added and the
+    /// components that only it required.
+    fn undo(&mut self, state: &mut State) {
+        let Some(attempt) = self.attempt.take() else {
+            return;
+        };
+        state.chosen.remove(&self.name);
+        for name in attempt.pushed.iter().rev() {
+            if let Some(list) = state.reqs.get_mut(name) {
+                list.pop();
             }
         }
-        Err(first_error.unwrap_or_else(|| no_candidate(&name, &state, false)))
+        for name in state.order.drain(attempt.order_len..) {
+            state.reqs.remove(&name);
+        }
     }
 }
 
@@ -212,9 +347,11 @@ fn add_dependencies(
     name: &str,
     recipe: &Recipe,
     cache: &HashMap<String, Rc<Vec<Recipe>>>,
+    pushed: &mut Vec<String>,
 ) -> Result<(), ResolveError> {
     for (dep, spec) in &recipe.dependencies {
         state.require(dep, name, &spec.requirement);
+        pushed.push(dep.clone());
         if let Some(&idx) = state.chosen.get(dep) {
             let ok = cache
                 .get(dep)
@@ -443,6 +580,65 @@ mod tests {
             "{err}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    fn chain(len: usize) -> Vec<Recipe> {
+        (0..len)
+            .map(|i| {
+                let next = format!("c{}", i + 1);
+                let deps: &[(&str, &str)] = if i + 1 < len { &[(&next, "^1")] } else { &[] };
+                recipe(&format!("c{i}"), "1.0.0", deps)
+            })
+            .collect()
+    }
+
+    // These run on the default test-thread stack; the recursive resolver overflowed it
+    // with a few hundred components.
+    #[test]
+    fn ten_times_the_bound_is_refused_without_overflowing_the_stack() {
+        let n = MAX_COMPONENTS_PER_DEPLOYMENT * 10;
+        let err = resolve_versions(&[root("c0", "*")], &catalog(chain(n))).expect_err("chain");
+        assert_eq!(
+            err,
+            ResolveError::TooManyComponents {
+                limit: MAX_COMPONENTS_PER_DEPLOYMENT
+            }
+        );
+        assert!(
+            err.to_string().contains("more than 500 components"),
+            "{err}"
+        );
+
+        let names: Vec<String> = (0..n).map(|i| format!("dep{i}")).collect();
+        let deps: Vec<(&str, &str)> = names.iter().map(|d| (d.as_str(), "*")).collect();
+        let mut list: Vec<Recipe> = names.iter().map(|d| recipe(d, "1.0.0", &[])).collect();
+        list.push(recipe("wide", "1.0.0", &deps));
+        let err = resolve_versions(&[root("wide", "*")], &catalog(list)).expect_err("wide");
+        assert!(
+            matches!(err, ResolveError::TooManyComponents { .. }),
+            "{err}"
+        );
+
+        let roots: Vec<RootRequirement> = names.iter().map(|d| root(d, "*")).collect();
+        let err = resolve_versions(&roots, &catalog(Vec::new())).expect_err("roots");
+        assert!(
+            matches!(err, ResolveError::TooManyComponents { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_chain_as_long_as_the_bound_resolves_and_backtracks_at_its_end() {
+        let n = MAX_COMPONENTS_PER_DEPLOYMENT;
+        let out = resolve_versions(&[root("c0", "*")], &catalog(chain(n))).expect("chain");
+        assert_eq!(out.len(), n);
+        // The newest head needs a missing component at the very bottom; the search must
+        // unwind the whole chain and settle on the older head.
+        let mut list = chain(n - 1);
+        list[n - 2] = recipe(&format!("c{}", n - 2), "1.0.0", &[("ghost", "*")]);
+        list.push(recipe("c0", "0.9.0", &[]));
+        let out = resolve_versions(&[root("c0", "*")], &catalog(list)).expect("backtracks");
+        assert_eq!(versions(&out), ["c0@0.9.0"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (will messages, session detach).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lichen_mqtt::{
@@ -12,14 +13,19 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{Close, Conn, WRITE_HIGH_WATER};
 use crate::policy::Action;
-use crate::session::{Delivery, Inflight, Msg, Session, Stage};
+use crate::session::{Delivery, Inflight, Msg, Stage};
 use crate::store::StoreOp;
 
 /// Most deliveries moved from the queue per pump, so reads are not starved.
 const PUMP_BATCH: usize = 1024;
 
+/// Topics in the broker's own `$SYS` namespace, which clients may not publish to.
+pub(super) fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    pub(super) fn on_publish(&mut self, mut p: Publish) -> Result<Vec<Arc<Session>>, Close> {
+    pub(super) fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let v5 = self.v5();
         // Topic aliases (client → broker).
         if let Some(alias) = p.properties.topic_alias.take() {
@@ -50,16 +56,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 p.packet_id,
                 ReasonCode::Success,
             )));
-            return Ok(Vec::new());
+            return Ok(());
         }
-        if p.qos == QoS::ExactlyOnce
-            && self.session.lock().incoming_qos2.len()
-                >= usize::from(self.shared.limits.receive_maximum)
-        {
-            return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
+        // Receive Maximum (MQTT 5 §4.9): QoS 1 PUBLISHes whose PUBACK is not sent yet plus QoS 2
+        // ones not completed count against it. v3.1.1 has no such quota for QoS 1; its QoS 2
+        // state is bounded the same way.
+        if p.qos == QoS::ExactlyOnce || (v5 && p.qos == QoS::AtLeastOnce) {
+            let pending = usize::from(self.unacked_qos1) + self.session.lock().incoming_qos2.len();
+            if pending >= usize::from(self.shared.limits.receive_maximum) {
+                tracing::info!(client = %self.client_id, "Receive Maximum exceeded");
+                return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
+            }
+            if p.qos == QoS::AtLeastOnce {
+                self.unacked_qos1 += 1;
+            }
         }
         let mut code = ReasonCode::Success;
-        if !self.allows(Action::Publish { topic: &p.topic }) {
+        // `$SYS/` is the broker's own namespace: clients may not publish there. As mosquitto
+        // does, MQTT 5 gets Not authorized in the PUBACK/PUBREC, and v3.1.1 (which cannot be
+        // told) gets the normal acknowledgement while the message is dropped
+        // (MQTT 3.1.1 §3.3.5: acknowledge or close).
+        let mut drop_silently = false;
+        if is_sys_topic(&p.topic) {
+            tracing::info!(client = %self.client_id, topic = %p.topic, "publish to $SYS refused");
+            if v5 {
+                code = ReasonCode::NotAuthorized;
+            } else {
+                drop_silently = true;
+            }
+        } else if !self.allows(Action::Publish { topic: &p.topic }) {
             tracing::info!(client = %self.client_id, topic = %p.topic, "publish not authorized");
             if !v5 {
                 return Err(Close::Server(ReasonCode::NotAuthorized));
@@ -70,8 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         {
             code = ReasonCode::PayloadFormatInvalid;
         }
-        let mut congested = Vec::new();
-        if code == ReasonCode::Success {
+        if code == ReasonCode::Success && !drop_silently {
             let mut properties = p.properties;
             let expires_at = properties
                 .message_expiry_interval
@@ -87,10 +111,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 origin: Some(self.client_id.clone()),
                 from_bridge: false,
             });
+            // A persistent session's QoS 2 message: its deliveries and its packet id commit
+            // together, so after a crash either the client's resend is recognized or nothing
+            // of the first attempt exists (no duplicate, no loss).
+            let group = p.qos == QoS::ExactlyOnce && self.persistent_qos2();
+            if group {
+                self.shared.persist(StoreOp::GroupStart);
+            }
             let routed = self.shared.route(msg);
+            if group {
+                self.shared.persist(StoreOp::PutIncoming {
+                    client_id: self.client_id.clone(),
+                    packet_id: p.packet_id,
+                });
+                self.durable = self.durable.max(self.shared.persist(StoreOp::GroupEnd));
+            }
             let matched = routed.matched;
-            congested = routed.congested;
-            congested.retain(|s| !Arc::ptr_eq(s, &self.session));
             if p.qos != QoS::AtMostOnce {
                 // The ack goes out once what was stored for this message is on disk.
                 self.durable = self.durable.max(routed.durable);
@@ -109,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.send(&Packet::PubRec(PubResp::new(p.packet_id, code)));
             }
         }
-        Ok(congested)
+        Ok(())
     }
 
     pub(super) fn on_subscribe(&mut self, s: Subscribe) {
@@ -155,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if !retained.is_empty() {
             let mut st = self.session.lock();
             for d in retained {
-                st.queue.push_back(d);
+                st.push_queued(d, &self.shared.queued_bytes);
             }
         }
     }
@@ -190,10 +226,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             moved += 1;
             if d.msg.expired(now) {
+                st.release(&d, &self.shared.queued_bytes);
                 self.forget(&d);
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
+                st.release(&d, &self.shared.queued_bytes);
                 self.encode_delivery(&d, 0, false, now);
                 continue;
             }
@@ -204,15 +242,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 } else {
                     Stage::Rec
                 };
+                if stage == Stage::Rec && d.store_id != 0 {
+                    // Exactly once across a crash: the PUBLISH goes out only once its packet id
+                    // is stored, so a restart resends it with the same id.
+                    let seq = self.shared.persist(StoreOp::SetInflight {
+                        id: d.store_id,
+                        packet_id: pid,
+                        stage,
+                    });
+                    self.durable = self.durable.max(seq);
+                }
                 st.inflight.push_back(Inflight {
                     packet_id: pid,
                     stage,
                     delivery: d,
                 });
             } else {
+                st.release(&d, &self.shared.queued_bytes);
                 self.forget(&d);
             }
         }
+    }
+
+    /// True when this connection's QoS 2 state must survive a crash (persistent session).
+    /// (A v3.1.1 QoS 2 `$SYS` publish that was dropped keeps only an in-memory packet id.)
+    pub(super) fn persistent_qos2(&self) -> bool {
+        self.shared.store.is_some() && self.expiry > 0
     }
 
     fn forget(&self, d: &Delivery) {
@@ -299,23 +354,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Slows this publisher while subscribers it feeds are over their queue bound.
-    pub(super) async fn backpressure(&mut self, congested: Vec<Arc<Session>>) -> Result<(), Close> {
-        let limit = self.shared.limits.max_queued_per_session;
-        let deadline = Instant::now()
-            + Duration::from_secs(self.shared.limits.backpressure_timeout_secs.min(3600));
-        for s in congested {
-            while s.is_online() && s.queue_len() >= limit && Instant::now() < deadline {
-                if let Err(code) = self.pump() {
-                    return Err(Close::Server(code));
-                }
-                self.flush().await?;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        Ok(())
-    }
-
     /// Ends the connection: DISCONNECT for v5 on server-side closes, the will, session detach.
     pub(super) async fn finish(mut self, close: Close) {
         let send_will = match &close {
@@ -332,7 +370,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }));
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Bounded: a client that does not read cannot hold the connection open.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.flush().await;
             let _ = self.stream.shutdown().await;
         })
@@ -377,6 +416,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 });
             }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// True when messages wait in the store only and the memory queue has room for them again
+    /// (half of the session's bounds free, and room in the broker-wide total).
+    pub(super) fn should_refill(&self) -> bool {
+        let limits = &self.shared.limits;
+        let st = self.session.lock();
+        st.overflow
+            .as_ref()
+            .is_some_and(|o| o.spilled > 0 && !o.loading)
+            && st.queue.len() < limits.max_queued_per_session / 2
+            && st.mem_bytes < limits.max_queued_bytes_per_session / 2
+            && self.shared.queued_bytes.load(Ordering::Relaxed) < limits.max_queued_bytes_total
+    }
+
+    /// Reads spilled messages back from the store into the memory queue, in order.
+    pub(super) async fn refill(&mut self) {
+        let Some(store) = self.shared.store.as_ref() else {
+            return;
+        };
+        let limits = &self.shared.limits;
+        let (after, seq, count, bytes) = {
+            let mut st = self.session.lock();
+            let count = limits.max_queued_per_session.saturating_sub(st.queue.len());
+            let bytes = limits
+                .max_queued_bytes_per_session
+                .saturating_sub(st.mem_bytes);
+            let o = st.overflow_mut();
+            o.loading = true;
+            (o.spill_after, o.spill_seq, count, bytes)
+        };
+        if store.committed() < seq {
+            store.wait_committed(seq).await;
+        }
+        let shared = self.shared.clone();
+        let client_id = self.client_id.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            shared
+                .store
+                .as_ref()
+                .map(|s| s.read_queued(&client_id, after, count.max(1), bytes))
+        })
+        .await;
+        let rows = match rows {
+            Ok(Some(Ok(rows))) => rows,
+            Ok(Some(Err(e))) => {
+                tracing::error!(client = %self.client_id, error = %e, "reading the stored queue failed");
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        let mut st = self.session.lock();
+        st.overflow_mut().loading = false;
+        if st.conn != self.conn_id {
+            return; // taken over: the next pump closes this connection
+        }
+        if rows.is_empty() {
+            let o = st.overflow_mut();
+            if o.spilled > 0 {
+                tracing::warn!(client = %self.client_id, missing = o.spilled, "stored queue holds fewer messages than counted");
+            }
+            o.spilled = 0;
+            o.spilled_bytes = 0;
+            return;
+        }
+        for (id, d) in rows {
+            let o = st.overflow_mut();
+            if id <= o.spill_after {
+                continue;
+            }
+            o.spill_after = id;
+            o.spilled = o.spilled.saturating_sub(1);
+            o.spilled_bytes = o.spilled_bytes.saturating_sub(d.mem_size() as u64);
+            st.push_queued(d, &self.shared.queued_bytes);
         }
     }
 }

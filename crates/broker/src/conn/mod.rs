@@ -44,7 +44,6 @@ struct Aliases {
 
 enum Step {
     Done,
-    Congested(Vec<Arc<Session>>),
     Flush,
 }
 
@@ -84,6 +83,9 @@ struct Conn<S> {
     /// Store sequence number that must be committed before the write buffer (holding acks of
     /// stored messages) is sent.
     durable: u64,
+    /// MQTT 5 QoS 1 PUBLISHes received whose PUBACK is not written to the socket yet (bounded
+    /// by our Receive Maximum).
+    unacked_qos1: u16,
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
@@ -218,7 +220,9 @@ where
     } else if let Some(w) = &c.will {
         if lichen_bus::validate_topic_name(&w.topic).is_err() {
             code = ReasonCode::TopicNameInvalid;
-        } else if !grants.allows(Action::Publish { topic: &w.topic }, &thing, &client_id) {
+        } else if flow::is_sys_topic(&w.topic)
+            || !grants.allows(Action::Publish { topic: &w.topic }, &thing, &client_id)
+        {
             code = ReasonCode::NotAuthorized;
         }
     }
@@ -257,6 +261,17 @@ where
             props.session_expiry_interval = Some(expiry);
         }
     }
+    // Keep alive: at most `max_keep_alive_secs`; none (0) counts as longer than any. MQTT 5
+    // clients are told the lowered value (Server Keep Alive); v3.1.1 has no way to say it.
+    let max_keep_alive = limits.max_keep_alive_secs.max(1);
+    let keep_alive_secs = if c.keep_alive == 0 {
+        max_keep_alive
+    } else {
+        c.keep_alive.min(max_keep_alive)
+    };
+    if v5 && keep_alive_secs != c.keep_alive {
+        props.server_keep_alive = Some(keep_alive_secs);
+    }
     let mut conn = Conn {
         shared: shared.clone(),
         stream,
@@ -289,6 +304,7 @@ where
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
         durable: 0,
+        unacked_qos1: 0,
     };
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
@@ -296,7 +312,7 @@ where
         properties: props,
     }));
     tracing::debug!(%peer, client = %conn.client_id, thing = %conn.thing, ?protocol, present, "connected");
-    let keep_alive = Duration::from_millis(u64::from(c.keep_alive) * 1500);
+    let keep_alive = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
     Some((conn, keep_alive))
 }
 
@@ -323,10 +339,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             self.durable = 0;
         }
-        let r = self.stream.write_all(&self.wbuf).await;
+        // Written piecewise so that a client that stops reading can still be disconnected
+        // (a kick or takeover wakes the session) instead of holding this task in a write.
+        let mut sent = 0;
+        while sent < self.wbuf.len() {
+            tokio::select! {
+                biased;
+                r = self.stream.write(&self.wbuf[sent..]) => match r {
+                    Ok(0) | Err(_) => return Err(Close::Lost),
+                    Ok(n) => sent += n,
+                },
+                _ = self.session.wake.notified() => {
+                    if let Some(code) = self.ended() {
+                        self.wbuf.drain(..sent);
+                        return Err(Close::Server(code));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.stream.flush().await {
+            tracing::debug!(client = %self.client_id, error = %e, "flush failed");
+            return Err(Close::Lost);
+        }
         // Free the buffer: idle connections hold none.
         self.wbuf = Vec::new();
-        r.map_err(|_| Close::Lost)
+        self.unacked_qos1 = 0;
+        Ok(())
+    }
+
+    /// Why the connection must end now, if it must: the session was taken over, it was kicked,
+    /// or the broker is shutting down. A kick is consumed.
+    fn ended(&self) -> Option<ReasonCode> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Some(ReasonCode::ServerShuttingDown);
+        }
+        let mut st = self.session.lock();
+        if st.conn != self.conn_id {
+            return Some(ReasonCode::SessionTakenOver);
+        }
+        st.kick.take()
     }
 
     async fn serve(&mut self, keep_alive: Duration) -> Close {
@@ -341,11 +392,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if shared.closing.load(Ordering::Acquire) {
                 return Close::Server(ReasonCode::ServerShuttingDown);
             }
+            if self.should_refill() {
+                // Rare: boxed so the idle task does not carry this future's space.
+                Box::pin(self.refill()).await;
+            }
             let more = match self.pump() {
                 Ok(more) => more,
                 Err(code) => return Close::Server(code),
             };
-            if let Err(c) = self.flush().await {
+            // The busy paths run in boxed futures, allocated only while they run, so the task
+            // of an idle connection holds just the state of the wait below.
+            if !self.wbuf.is_empty()
+                && let Err(c) = Box::pin(self.flush()).await
+            {
                 return c;
             }
             if self.rbuf.capacity() - self.rbuf.len() < 32 {
@@ -371,7 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     } else if n < self.read_cap / 4 {
                         self.read_cap = (self.read_cap / 2).max(MIN_READ);
                     }
-                    if let Err(c) = self.process().await {
+                    if let Err(c) = Box::pin(self.process()).await {
                         return c;
                     }
                     if self.rbuf.is_empty() {
@@ -389,8 +448,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             match self.process_some()? {
                 Step::Done => return Ok(()),
-                // Rare: boxed so the idle task does not carry this future's space.
-                Step::Congested(c) => Box::pin(self.backpressure(c)).await?,
                 Step::Flush => self.flush().await?,
             }
         }
@@ -410,10 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             self.rbuf.advance(used);
             self.refresh_auth()?;
-            let congested = self.handle(packet)?;
-            if !congested.is_empty() {
-                return Ok(Step::Congested(congested));
-            }
+            self.handle(packet)?;
             if self.wbuf.len() >= WRITE_HIGH_WATER {
                 return Ok(Step::Flush);
             }
@@ -445,8 +499,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.grants.allows(action, &self.thing, &self.client_id)
     }
 
-    /// Handles one packet; returns sessions whose queues are over their bound.
-    fn handle(&mut self, packet: Packet) -> Result<Vec<Arc<Session>>, Close> {
+    /// Handles one packet.
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
             Packet::Publish(p) => return self.on_publish(p),
             Packet::PubAck(r) => self.on_ack(r.packet_id, Stage::Ack),
@@ -456,10 +510,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Some(_) if r.reason_code.is_error() => self.on_ack(r.packet_id, Stage::Rec),
                     Some(i) => {
                         let mut st = self.session.lock();
+                        let mut stored = 0;
                         if let Some(inf) = st.inflight.get_mut(i) {
                             inf.stage = Stage::Comp;
+                            stored = inf.delivery.store_id;
                         }
                         drop(st);
+                        if stored != 0 {
+                            // The PUBREL goes out once the stage is stored: after a crash the
+                            // client gets PUBREL again, never the message a second time.
+                            let seq = self.shared.persist(StoreOp::SetInflight {
+                                id: stored,
+                                packet_id: r.packet_id,
+                                stage: Stage::Comp,
+                            });
+                            self.durable = self.durable.max(seq);
+                        }
                         self.send(&Packet::PubRel(PubResp::new(
                             r.packet_id,
                             ReasonCode::Success,
@@ -477,6 +543,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     let pos = st.incoming_qos2.iter().position(|id| *id == r.packet_id);
                     pos.map(|i| st.incoming_qos2.swap_remove(i)).is_some()
                 };
+                if known && self.persistent_qos2() {
+                    // PUBCOMP once the release is stored, so a later PUBLISH reusing the packet
+                    // id is not mistaken for a resend after a crash.
+                    let seq = self.shared.persist(StoreOp::DelIncoming {
+                        client_id: self.client_id.clone(),
+                        packet_id: r.packet_id,
+                    });
+                    self.durable = self.durable.max(seq);
+                }
                 let code = if known {
                     ReasonCode::Success
                 } else {
@@ -526,7 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(Close::Server(ReasonCode::ProtocolError));
             }
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     fn on_ack(&mut self, packet_id: u16, stage: Stage) {
@@ -535,6 +610,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             && st.inflight[i].stage == stage
             && let Some(done) = st.inflight.remove(i)
         {
+            st.release(&done.delivery, &self.shared.queued_bytes);
             drop(st);
             if done.delivery.store_id != 0 {
                 self.shared.persist(StoreOp::DelQueued {

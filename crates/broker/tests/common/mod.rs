@@ -82,6 +82,14 @@ impl Client {
         }
     }
 
+    pub fn from_stream(stream: TcpStream, protocol: Protocol) -> Client {
+        Client {
+            stream,
+            protocol,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub async fn connect_with(addr: SocketAddr, c: Connect) -> (Client, ConnAck) {
         let mut cl = Client::raw(addr, c.protocol).await;
         cl.send(&Packet::Connect(Box::new(c))).await;

@@ -24,7 +24,8 @@ pub const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 /// notification is sent instead.
 const MAX_CHANGE_EVENTS: usize = 256;
 /// Largest configuration (value plus modification times, as stored JSON) a component may
-/// grow its own tree to through `UpdateConfiguration`; deployments are not limited.
+/// grow its own tree to through `UpdateConfiguration`; deployments are not limited in size. Both are limited in depth
+/// ([`tree::MAX_CONFIG_DEPTH`]).
 pub const MAX_COMPONENT_UPDATE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -163,6 +164,17 @@ impl ConfigStore {
         timestamp_ms: u64,
         value: Value,
     ) -> Result<()> {
+        // Before anything else: a key path or value past the depth bound would overflow the
+        // stack in the walks below, and the store file would no longer load.
+        if key_path.len() > tree::MAX_KEY_PATH_SEGMENTS {
+            return Err(CoreError::InvalidArgument(format!(
+                "keyPath has {} segments; at most {} are allowed",
+                key_path.len(),
+                tree::MAX_KEY_PATH_SEGMENTS
+            )));
+        }
+        tree::check_depth("valueToMerge under keyPath", key_path.len(), &value)
+            .map_err(CoreError::InvalidArgument)?;
         let mut data = self.lock();
         let mut cfg = data.get(component).cloned().unwrap_or_default();
         if !cfg.value.is_object() {
@@ -301,6 +313,46 @@ mod tests {
             .update_from_component("c", &keys(&["k"]), 2, json!("small"))
             .unwrap();
         assert_eq!(store.get("c", &keys(&["k"])), Some(json!("small")));
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!("leaf");
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    }
+
+    #[test]
+    fn deep_updates_are_refused_and_the_deepest_allowed_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let store = ConfigStore::open(path.clone()).unwrap();
+        // 10x the bound, on this default-sized test thread.
+        let long_path: Vec<String> = (0..tree::MAX_KEY_PATH_SEGMENTS * 10)
+            .map(|i| format!("k{i}"))
+            .collect();
+        let err = store
+            .update_from_component("c", &long_path, 1, json!(1))
+            .unwrap_err();
+        assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+        let err = store
+            .update_from_component("c", &keys(&["a"]), 1, nested(tree::MAX_CONFIG_DEPTH))
+            .unwrap_err();
+        assert!(err.to_string().contains("64 levels"), "{err}");
+        assert!(!store.contains("c"), "nothing stored");
+
+        // The deepest tree allowed: half through the key path, half in the value.
+        let half = tree::MAX_CONFIG_DEPTH / 2;
+        let path_keys: Vec<String> = (0..half).map(|i| format!("p{i}")).collect();
+        store
+            .update_from_component("c", &path_keys, 2, nested(half))
+            .unwrap();
+        let expected = store.get("c", &[]).unwrap();
+        assert_eq!(tree::nesting_depth(&expected, 1000), tree::MAX_CONFIG_DEPTH);
+        drop(store);
+        let reopened = ConfigStore::open(path).unwrap();
+        assert_eq!(reopened.get("c", &[]), Some(expected));
     }
 
     #[test]

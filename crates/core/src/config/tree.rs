@@ -5,20 +5,85 @@
 
 use serde_json::{Map, Value};
 
+/// Deepest nesting a component's configuration tree may have: its root object counts 1, and
+/// each object or list inside another adds 1 (scalars add nothing). `UpdateConfiguration`
+/// (key-path segments plus the value's own depth) and deployments (the resulting tree) are
+/// refused beyond it. It leaves room under serde_json's parser limit of 128 for the store file
+/// and deployment records, which wrap a tree in a few more levels, so whatever is saved loads
+/// again at the next start.
+pub const MAX_CONFIG_DEPTH: usize = 64;
+
+/// Most segments an `UpdateConfiguration` key path may have (each is one level of nesting).
+pub const MAX_KEY_PATH_SEGMENTS: usize = MAX_CONFIG_DEPTH;
+
+/// Nesting depth of `v` (a scalar is 0, `{}` or `[]` is 1, `{"a": {}}` is 2), counted
+/// iteratively and only up to `cap + 1`, so a hostile tree neither overflows the stack nor
+/// costs more than walking its first `cap + 1` levels.
+pub fn nesting_depth(v: &Value, cap: usize) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((node, above)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match node {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        let here = above + 1;
+        deepest = deepest.max(here);
+        if here > cap {
+            return deepest;
+        }
+        stack.extend(children.map(|c| (c, here)));
+    }
+    deepest
+}
+
+/// Refuses a value that, placed under `prefix_depth` levels of keys, would nest deeper than
+/// [`MAX_CONFIG_DEPTH`]. `what` names the field in the error.
+pub fn check_depth(what: &str, prefix_depth: usize, v: &Value) -> Result<(), String> {
+    let room = MAX_CONFIG_DEPTH.saturating_sub(prefix_depth);
+    let depth = nesting_depth(v, room);
+    if prefix_depth > MAX_CONFIG_DEPTH || depth > room {
+        return Err(format!(
+            "{what} nests more than {MAX_CONFIG_DEPTH} levels deep (the limit of a component \
+             configuration)"
+        ));
+    }
+    Ok(())
+}
+
 /// Deep-merges `patch` into `target`: objects merge key by key, everything else replaces.
+/// Iterative, so the depth of `patch` costs heap, not stack.
 pub fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
-                    _ => {
-                        t.insert(k.clone(), v.clone());
-                    }
-                }
+    let mut stack: Vec<(&mut Value, &Value)> = vec![(target, patch)];
+    while let Some((target, patch)) = stack.pop() {
+        if !(target.is_object() && patch.is_object()) {
+            *target = patch.clone();
+            continue;
+        }
+        let (Value::Object(t), Value::Object(p)) = (target, patch) else {
+            continue;
+        };
+        let deep = |t: &Map<String, Value>, k: &String, v: &Value| {
+            v.is_object() && t.get(k).is_some_and(Value::is_object)
+        };
+        let to_merge: std::collections::BTreeSet<&String> = p
+            .iter()
+            .filter(|(k, v)| deep(t, k, v))
+            .map(|(k, _)| k)
+            .collect();
+        for (k, v) in p {
+            if !to_merge.contains(k) {
+                t.insert(k.clone(), v.clone());
             }
         }
-        (t, p) => *t = p.clone(),
+        for (k, child) in t.iter_mut() {
+            if to_merge.contains(k)
+                && let Some(patch_child) = p.get(k)
+            {
+                stack.push((child, patch_child));
+            }
+        }
     }
 }
 
@@ -138,26 +203,32 @@ pub fn compute_update(
         if !patch.is_object() {
             return Err("MERGE must be a JSON object".into());
         }
+        check_depth("MERGE", 0, patch)?;
         merge(&mut config, patch);
     }
+    check_depth("the resulting configuration", 0, &config)?;
     Ok(config)
 }
 
 /// Every leaf path under `v` (objects are walked, lists and scalars are leaves), for change
-/// notifications. Bounded by `max` entries.
+/// notifications. Bounded by `max` entries; iterative.
 pub fn leaf_paths(v: &Value, prefix: &[String], out: &mut Vec<Vec<String>>, max: usize) {
-    if out.len() >= max {
-        return;
-    }
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, child) in m {
-                let mut p = prefix.to_vec();
-                p.push(k.clone());
-                leaf_paths(child, &p, out, max);
-            }
+    let mut stack: Vec<(&Value, Vec<String>)> = vec![(v, prefix.to_vec())];
+    while let Some((node, path)) = stack.pop() {
+        if out.len() >= max {
+            return;
         }
-        _ => out.push(prefix.to_vec()),
+        match node {
+            Value::Object(m) if !m.is_empty() => {
+                // Reversed so that leaves come out in the map's order.
+                for (k, child) in m.iter().rev() {
+                    let mut p = path.clone();
+                    p.push(k.clone());
+                    stack.push((child, p));
+                }
+            }
+            _ => out.push(path),
+        }
     }
 }
 
@@ -219,6 +290,77 @@ mod tests {
         assert!(pointer_keys("nope").is_err());
         assert!(compute_update(None, &json!({}), &["bad".into()], None).is_err());
         assert!(compute_update(None, &json!({}), &[], Some(&json!([1]))).is_err());
+    }
+
+    /// A tree `levels` containers deep, built without recursion.
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    }
+
+    #[test]
+    fn depth_is_counted_without_recursion_and_capped() {
+        assert_eq!(nesting_depth(&json!(1), 10), 0);
+        assert_eq!(nesting_depth(&json!({}), 10), 1);
+        assert_eq!(nesting_depth(&json!({"a": [1, {"b": {}}]}), 10), 4);
+        // 10x the bound on this (default-sized) test thread: counting stops past the cap.
+        let deep = nested(MAX_CONFIG_DEPTH * 10);
+        assert_eq!(nesting_depth(&deep, MAX_CONFIG_DEPTH), MAX_CONFIG_DEPTH + 1);
+        assert!(check_depth("v", 0, &deep).is_err());
+        assert!(check_depth("v", 0, &nested(MAX_CONFIG_DEPTH)).is_ok());
+        assert!(check_depth("v", 1, &nested(MAX_CONFIG_DEPTH)).is_err());
+        assert!(check_depth("v", MAX_CONFIG_DEPTH, &json!(1)).is_ok());
+        assert!(check_depth("v", MAX_CONFIG_DEPTH + 1, &json!(1)).is_err());
+        // Dropping a value this deep recurses in serde_json; take it apart iteratively.
+        dismantle(deep);
+    }
+
+    fn dismantle(mut v: Value) {
+        while let Value::Object(mut m) = v {
+            v = m.remove("k").unwrap_or(Value::Null);
+        }
+    }
+
+    #[test]
+    fn recipes_use_the_same_depth_bound() {
+        assert_eq!(
+            MAX_CONFIG_DEPTH,
+            lichen_recipe::MAX_DEFAULT_CONFIGURATION_DEPTH
+        );
+    }
+
+    #[test]
+    fn deployments_deeper_than_the_bound_are_refused() {
+        let err =
+            compute_update(None, &json!({}), &[], Some(&nested(MAX_CONFIG_DEPTH + 1))).unwrap_err();
+        assert!(err.contains("MERGE") && err.contains("64"), "{err}");
+        let err = compute_update(None, &nested(MAX_CONFIG_DEPTH + 1), &[], None).unwrap_err();
+        assert!(err.contains("resulting configuration"), "{err}");
+        assert!(compute_update(None, &json!({}), &[], Some(&nested(MAX_CONFIG_DEPTH))).is_ok());
+    }
+
+    #[test]
+    fn merge_and_leaf_paths_are_iterative() {
+        let mut t = json!({"a": {"x": 1, "keep": true}, "b": 2});
+        merge(
+            &mut t,
+            &json!({"a": {"x": {"deep": [1]}, "y": 3}, "c": {"n": {}}}),
+        );
+        assert_eq!(
+            t,
+            json!({"a": {"x": {"deep": [1]}, "keep": true, "y": 3}, "b": 2, "c": {"n": {}}})
+        );
+        let mut out = Vec::new();
+        leaf_paths(&t, &["p".into()], &mut out, 100);
+        let mut joined: Vec<String> = out.iter().map(|p| p.join("/")).collect();
+        joined.sort();
+        assert_eq!(joined, ["p/a/keep", "p/a/x/deep", "p/a/y", "p/b", "p/c/n"]);
+        let mut few = Vec::new();
+        leaf_paths(&t, &[], &mut few, 2);
+        assert_eq!(few.len(), 2);
     }
 
     #[test]

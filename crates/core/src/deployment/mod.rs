@@ -9,6 +9,7 @@ pub mod model {
 }
 pub mod planner;
 pub mod queue;
+pub mod validate;
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use lichen_recipe::resolve::{RootRequirement, resolve_versions};
+use lichen_recipe::resolve::{ResolveError, RootRequirement, resolve_versions};
 use lichen_recipe::{DependencyType, Platform, Recipe, SelectedComponent, VariableSource};
 use lichen_recipe::{VersionRange, interpolate};
 use serde_json::Value;
@@ -25,7 +25,7 @@ use crate::runtime::GGC_VERSION;
 /// Components (counted by name, built-ins excluded) a deployment may reach from its roots
 /// through the dependencies of the recipes available. Beyond it the deployment is refused
 /// before version resolution.
-pub const MAX_COMPONENTS_PER_DEPLOYMENT: usize = 1000;
+pub use lichen_recipe::resolve::MAX_COMPONENTS_PER_DEPLOYMENT;
 
 /// Why a plan could not be made: an error type (as in Greengrass `errorTypes`) and a cause
 /// naming the component, file or field concerned.
@@ -378,8 +378,10 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
                 origin: group.to_string(),
             });
         }
-        let chosen = resolve_versions(&requirements, &stripped)
-            .map_err(|e| fail("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()))?;
+        let chosen = resolve_versions(&requirements, &stripped).map_err(|e| match e {
+            ResolveError::TooManyComponents { .. } => fail("TOO_MANY_COMPONENTS", e.to_string()),
+            _ => fail("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()),
+        })?;
         resolved.extend(chosen);
     }
 

@@ -81,6 +81,7 @@ impl DeploymentQueue {
     }
 
     pub fn enqueue(&self, mut request: DeploymentRequest) -> Result<String> {
+        super::validate::check_request(&request)?;
         if self.pending.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_QUEUED {
             return Err(CoreError::Conflict(format!(
                 "{MAX_QUEUED} deployments are already queued; wait for them to finish"

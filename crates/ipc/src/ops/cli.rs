@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::lifecycle::component_name;
-use super::{Caller, Reply, Shared, authorize, parse};
-use crate::authz::SERVICE_CLI;
+use super::{Call, Reply, Shared, parse};
 use crate::error::{ErrorShape, OpError};
 
 /// ListLocalDeployments returns at most this many, newest first (the model's "last 5").
@@ -27,19 +26,13 @@ fn details(c: &ComponentInfo) -> Value {
     })
 }
 
-pub(super) fn list_components(shared: &Shared, caller: &Caller) -> Result<Reply, OpError> {
-    authorize(shared, caller, SERVICE_CLI, "ListComponents", "*")?;
+pub(super) fn list_components(shared: &Shared) -> Result<Reply, OpError> {
     let components: Vec<Value> = shared.core.list_components().iter().map(details).collect();
     Ok(Reply::Unary(json!({ "components": components })))
 }
 
-pub(super) fn component_details(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
+pub(super) fn component_details(shared: &Shared, payload: &[u8]) -> Result<Reply, OpError> {
     let name = component_name("GetComponentDetails", payload)?;
-    authorize(shared, caller, SERVICE_CLI, "GetComponentDetails", &name)?;
     let info = shared.core.component_details(&name)?;
     Ok(Reply::Unary(json!({ "componentDetails": details(&info) })))
 }
@@ -54,13 +47,8 @@ fn component_not_found(e: lichen_core::CoreError) -> OpError {
     }
 }
 
-pub(super) async fn restart(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
+pub(super) async fn restart(shared: &Shared, payload: &[u8]) -> Result<Reply, OpError> {
     let name = component_name("RestartComponent", payload)?;
-    authorize(shared, caller, SERVICE_CLI, "RestartComponent", &name)?;
     match shared.core.restart_component(&name).await {
         Ok(()) => Ok(Reply::Unary(
             json!({"restartStatus": "SUCCEEDED", "message": ""}),
@@ -72,13 +60,8 @@ pub(super) async fn restart(
     }
 }
 
-pub(super) async fn stop(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
+pub(super) async fn stop(shared: &Shared, payload: &[u8]) -> Result<Reply, OpError> {
     let name = component_name("StopComponent", payload)?;
-    authorize(shared, caller, SERVICE_CLI, "StopComponent", &name)?;
     match shared.core.stop_component(&name).await {
         Ok(()) => Ok(Reply::Unary(
             json!({"stopStatus": "SUCCEEDED", "message": ""}),
@@ -125,13 +108,8 @@ fn directory(
     Ok(Some(path))
 }
 
-pub(super) async fn create_deployment(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
+pub(super) async fn create_deployment(shared: &Shared, payload: &[u8]) -> Result<Reply, OpError> {
     let req: CreateRequest = parse("CreateLocalDeployment", payload)?;
-    authorize(shared, caller, SERVICE_CLI, "CreateLocalDeployment", "*")?;
     let failure_policy = match req.failure_handling_policy.as_deref() {
         None | Some("ROLLBACK") => FailurePolicy::Rollback,
         Some("DO_NOTHING") => FailurePolicy::DoNothing,
@@ -184,17 +162,14 @@ struct DeploymentIdRequest {
     deployment_id: Option<String>,
 }
 
-pub(super) async fn cancel_deployment(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
-    let req: DeploymentIdRequest = parse("CancelLocalDeployment", payload)?;
+/// The deployment CancelLocalDeployment acts on, which its policy must allow.
+pub(super) fn cancel_target(call: &Call<'_>) -> Result<Vec<String>, OpError> {
+    let req: DeploymentIdRequest = call.parse()?;
     let id = match req.deployment_id.filter(|d| !d.is_empty()) {
         Some(id) => id,
         // Without an id: the newest deployment that has not finished.
-        None => shared
-            .core
+        None => call
+            .core()
             .list_deployments()
             .into_iter()
             .find(|d| !d.status.is_final())
@@ -207,32 +182,30 @@ pub(super) async fn cancel_deployment(
                 )
             })?,
     };
-    authorize(shared, caller, SERVICE_CLI, "CancelLocalDeployment", &id)?;
-    shared.core.cancel_deployment(&id).await?;
+    Ok(vec![id])
+}
+
+/// Cancels `id`, the deployment [`cancel_target`] chose and the caller is allowed.
+pub(super) async fn cancel_deployment(shared: &Shared, id: &str) -> Result<Reply, OpError> {
+    shared.core.cancel_deployment(id).await?;
     Ok(Reply::Unary(
         json!({ "message": format!("deployment {id} canceled") }),
     ))
 }
 
-pub(super) fn deployment_status(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
+pub(super) fn deployment_status(shared: &Shared, payload: &[u8]) -> Result<Reply, OpError> {
     let req: DeploymentIdRequest = parse("GetLocalDeploymentStatus", payload)?;
     let id = req
         .deployment_id
         .filter(|d| !d.is_empty())
         .ok_or_else(|| OpError::invalid("deploymentId is required"))?;
-    authorize(shared, caller, SERVICE_CLI, "GetLocalDeploymentStatus", &id)?;
     let record = shared.core.deployment(&id)?;
     Ok(Reply::Unary(
         json!({ "deployment": local_deployment(&record) }),
     ))
 }
 
-pub(super) fn list_deployments(shared: &Shared, caller: &Caller) -> Result<Reply, OpError> {
-    authorize(shared, caller, SERVICE_CLI, "ListLocalDeployments", "*")?;
+pub(super) fn list_deployments(shared: &Shared) -> Result<Reply, OpError> {
     let list: Vec<Value> = shared
         .core
         .list_deployments()

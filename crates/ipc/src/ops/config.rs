@@ -135,7 +135,7 @@ pub(super) fn subscribe(
     };
     let core = shared.core.clone();
     let key_path = req.key_path;
-    let run = move |sink: EventSink| -> super::BoxFuture<()> {
+    let run = move |sink: EventSink| -> super::BoxFuture<'static, ()> {
         Box::pin(async move {
             let mut last = last;
             loop {

@@ -5,8 +5,7 @@ use lichen_core::ReportedState;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Caller, Reply, Shared, authorize, parse};
-use crate::authz::SERVICE_LIFECYCLE;
+use super::{Caller, Reply, Shared, parse};
 use crate::error::OpError;
 
 #[derive(Deserialize)]
@@ -81,19 +80,13 @@ pub(super) fn component_name(op: &str, payload: &[u8]) -> Result<String, OpError
         .ok_or_else(|| OpError::invalid("componentName is required"))
 }
 
-pub(super) async fn pause(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-    pause: bool,
-) -> Result<Reply, OpError> {
+pub(super) async fn pause(shared: &Shared, payload: &[u8], pause: bool) -> Result<Reply, OpError> {
     let op = if pause {
         "PauseComponent"
     } else {
         "ResumeComponent"
     };
     let name = component_name(op, payload)?;
-    authorize(shared, caller, SERVICE_LIFECYCLE, op, &name)?;
     let result = if pause {
         shared.core.pause_component(&name).await
     } else {

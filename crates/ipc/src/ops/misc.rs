@@ -4,8 +4,7 @@ use lichen_core::Metric;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Caller, Reply, Shared, authorize, parse};
-use crate::authz::{SERVICE_AUTH, SERVICE_COMPONENT_METRIC};
+use super::{Call, Caller, Reply, Shared, parse};
 use crate::error::{ErrorShape, OpError};
 
 /// Stream Manager may always validate tokens (as in Greengrass); other components need a
@@ -17,21 +16,18 @@ struct TokenRequest {
     token: Option<String>,
 }
 
-pub(super) fn validate_token(
-    shared: &Shared,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
-    let req: TokenRequest = parse("ValidateAuthorizationToken", payload)?;
-    if caller.component != STREAM_MANAGER {
-        authorize(
-            shared,
-            caller,
-            SERVICE_AUTH,
-            "ValidateAuthorizationToken",
-            "*",
-        )?;
+/// Stream Manager is exempt; anyone else needs `*` allowed.
+pub(super) fn validate_token_resources(call: &Call<'_>) -> Result<Vec<String>, OpError> {
+    let _: TokenRequest = call.parse()?;
+    if call.component() == STREAM_MANAGER {
+        Ok(Vec::new())
+    } else {
+        Ok(vec!["*".to_string()])
     }
+}
+
+pub(super) fn validate_token(shared: &Shared, payload: &[u8]) -> Result<Reply, OpError> {
+    let req: TokenRequest = parse("ValidateAuthorizationToken", payload)?;
     let token = req.token.unwrap_or_default();
     if shared.core.authenticate(&token).is_some() {
         Ok(Reply::Unary(json!({ "isValid": true })))
@@ -79,11 +75,26 @@ fn unit(raw: &str) -> Option<&'static str> {
 /// Metric names are at most this many bytes (Greengrass limit).
 pub const MAX_METRIC_NAME: usize = 32;
 
+/// Each metric's name is a resource its policy must allow.
+pub(super) fn metric_names(call: &Call<'_>) -> Result<Vec<String>, OpError> {
+    Ok(metrics(call.payload())?
+        .into_iter()
+        .map(|m| m.name)
+        .collect())
+}
+
 pub(super) fn put_metric(
     shared: &Shared,
     caller: &Caller,
     payload: &[u8],
 ) -> Result<Reply, OpError> {
+    let out = metrics(payload)?;
+    shared.core.put_component_metrics(&caller.component, out)?;
+    Ok(Reply::empty())
+}
+
+/// The request's metrics, validated.
+fn metrics(payload: &[u8]) -> Result<Vec<Metric>, OpError> {
     let req: MetricsRequest = parse("PutComponentMetric", payload)?;
     let metrics = req.metrics.filter(|m| !m.is_empty()).ok_or_else(|| {
         OpError::invalid("Null or Empty list of metrics found in PutComponentMetricRequest")
@@ -101,13 +112,6 @@ pub(super) fn put_metric(
                  1-32 bytes, a known unit and a non-negative value",
             ));
         };
-        authorize(
-            shared,
-            caller,
-            SERVICE_COMPONENT_METRIC,
-            "PutComponentMetric",
-            &name,
-        )?;
         out.push(Metric {
             name,
             unit: unit.to_string(),
@@ -115,8 +119,7 @@ pub(super) fn put_metric(
             timestamp: 0,
         });
     }
-    shared.core.put_component_metrics(&caller.component, out)?;
-    Ok(Reply::empty())
+    Ok(out)
 }
 
 #[cfg(test)]

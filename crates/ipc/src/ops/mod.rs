@@ -1,26 +1,24 @@
-//! Greengrass IPC operations: the model's operation list, dispatch, and what handlers return.
+//! Greengrass IPC operations: the model's operation list, the built-in operations, and what
+//! handlers get and return.
 //!
-//! | operations | authorization (service id → resource) |
-//! |---|---|
-//! | PublishToTopic, SubscribeToTopic (streams `SubscriptionResponseMessage`) | `aws.greengrass.ipc.pubsub` → the topic or filter, MQTT wildcards literal |
-//! | GetConfiguration (any component), UpdateConfiguration (own, not `accessControl`), SubscribeToConfigurationUpdate, SubscribeToValidateConfigurationUpdates, SendConfigurationValidityReport | none |
-//! | UpdateState, SubscribeToComponentUpdates, DeferComponentUpdate | none |
-//! | PauseComponent, ResumeComponent | `aws.greengrass.ipc.lifecycle` → component name |
-//! | ListComponents, GetComponentDetails, RestartComponent, StopComponent, CreateLocalDeployment, CancelLocalDeployment, GetLocalDeploymentStatus, ListLocalDeployments | `aws.greengrass.Cli` → component name, deployment id, or `*` |
-//! | PutComponentMetric | `aws.greengrass.ipc.componentmetric` → metric name (unlike Greengrass, components need not be named `aws.*`) |
-//! | ValidateAuthorizationToken | `aws.greengrass.StreamManager` always; others need lichen's `lichen.ipc.auth` → `*` |
-//! | every other operation of the model | answers ServiceError "… is not supported yet" |
+//! Each operation is one [`Operation`] descriptor (authorization, slowness, modeled errors,
+//! stream event shape, handler); the core's own are in [`builtin`] and a service adds its
+//! own to an [`Operations`] table. Every operation of the model that nobody registered
+//! answers ServiceError "… is not supported yet".
 //!
 //! Errors: each operation answers only the error shapes the model declares for it
-//! ([`modeled_errors`]); anything else (e.g. InvalidArgumentsError from PublishToTopic, which
-//! does not declare it) is sent as ServiceError with the intended shape's name leading its
-//! message, because the JavaScript SDK rejects undeclared shapes outright. Denied calls are
-//! the exception: they always get UnauthorizedError (see [`conform`]).
+//! ([`Operation::modeled_errors`]); anything else (e.g. InvalidArgumentsError from
+//! PublishToTopic, which does not declare it) is sent as ServiceError with the intended
+//! shape's name leading its message, because the JavaScript SDK rejects undeclared shapes
+//! outright. Denied calls are the exception: they always get UnauthorizedError (see
+//! [`Operation::conform`]).
 
+pub mod builtin;
 mod cli;
 mod config;
 mod lifecycle;
 mod misc;
+mod operation;
 mod pubsub;
 
 use std::future::Future;
@@ -35,10 +33,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::authz::PolicyCache;
-use crate::error::{ErrorShape, OpError};
+use crate::error::OpError;
 use crate::hooks::IpcHooks;
 
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(crate) use operation::unsupported;
+pub use operation::{
+    Authorization, Call, CallFuture, DuplicateOperation, Handler, Operation, Operations, Resource,
+};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Prefix of every operation and shape name.
 pub const NAMESPACE: &str = "aws.greengrass#";
@@ -82,99 +85,12 @@ pub const MODEL_OPERATIONS: [&str; 35] = [
     "VerifyClientDeviceIdentity",
 ];
 
-/// The `service-model-type` of a streaming operation's events.
-pub fn stream_event_shape(op: &str) -> Option<&'static str> {
-    Some(match op {
-        "SubscribeToTopic" => "aws.greengrass#SubscriptionResponseMessage",
-        "SubscribeToConfigurationUpdate" => "aws.greengrass#ConfigurationUpdateEvents",
-        "SubscribeToValidateConfigurationUpdates" => {
-            "aws.greengrass#ValidateConfigurationUpdateEvents"
-        }
-        "SubscribeToComponentUpdates" => "aws.greengrass#ComponentUpdatePolicyEvents",
-        "SubscribeToIoTCore" => "aws.greengrass#IoTCoreMessage",
-        "SubscribeToCertificateUpdates" => "aws.greengrass#CertificateUpdateEvent",
-        "SubscribeToIoTCoreConnectionStatus" => "aws.greengrass#IoTCoreConnectionStatusEvent",
-        _ => return None,
-    })
-}
-
-/// The errors the model declares for each operation (besides ServiceError, which every
-/// operation declares). Strict SDKs (JavaScript) refuse any other error shape, so errors
-/// outside this list are sent as ServiceError; see [`conform`].
-pub fn modeled_errors(op: &str) -> &'static [ErrorShape] {
-    use ErrorShape::*;
-    match op {
-        "CancelLocalDeployment" | "GetComponentDetails" | "DeferComponentUpdate" => {
-            &[ResourceNotFoundError, InvalidArgumentsError]
-        }
-        "CreateLocalDeployment" => &[
-            InvalidRecipeDirectoryPathError,
-            InvalidArtifactsDirectoryPathError,
-            InvalidArgumentsError,
-        ],
-        "GetConfiguration"
-        | "GetLocalDeploymentStatus"
-        | "SubscribeToComponentUpdates"
-        | "SubscribeToConfigurationUpdate"
-        | "UpdateState" => &[ResourceNotFoundError],
-        "PauseComponent" | "ResumeComponent" | "GetSecretValue" => {
-            &[UnauthorizedError, ResourceNotFoundError]
-        }
-        "PublishToTopic" | "PublishToIoTCore" | "SubscribeToIoTCore" | "CreateDebugPassword" => {
-            &[UnauthorizedError]
-        }
-        "SubscribeToTopic" | "PutComponentMetric" | "SubscribeToCertificateUpdates" => {
-            &[UnauthorizedError, InvalidArgumentsError]
-        }
-        "RestartComponent" | "StopComponent" => &[ComponentNotFoundError, InvalidArgumentsError],
-        "SendConfigurationValidityReport" => &[InvalidArgumentsError],
-        "UpdateConfiguration" => &[
-            UnauthorizedError,
-            ConflictError,
-            FailedUpdateConditionCheckError,
-            InvalidArgumentsError,
-        ],
-        "ValidateAuthorizationToken" => &[InvalidTokenError, UnauthorizedError],
-        _ => &[],
-    }
-}
-
-/// Keeps an error within the operation's modeled shapes: anything else becomes a
-/// ServiceError whose message names the intended shape. UnauthorizedError is the exception:
-/// a denied call always gets it (as in Greengrass, and what Python/Java/C++ code catches),
-/// even from the CLI operations whose model omits it; the JavaScript SDK then reports an
-/// untyped error naming UnauthorizedError.
-pub fn conform(op: &str, e: OpError) -> OpError {
-    if matches!(
-        e.shape,
-        ErrorShape::ServiceError | ErrorShape::UnauthorizedError
-    ) || modeled_errors(op).contains(&e.shape)
-    {
-        e
-    } else {
-        OpError::service(format!("{}: {}", e.shape.name(), e.message))
-    }
-}
-
-/// Operations that may wait on the runtime (process control, deployments). The connection
-/// runs them in their own task so that other streams on it go on meanwhile.
-pub fn is_slow(op: &str) -> bool {
-    matches!(
-        op,
-        "RestartComponent"
-            | "StopComponent"
-            | "PauseComponent"
-            | "ResumeComponent"
-            | "CreateLocalDeployment"
-            | "CancelLocalDeployment"
-    )
-}
-
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
     pub core: CoreHandle,
     pub policies: Arc<PolicyCache>,
     pub hooks: Arc<IpcHooks>,
+    pub operations: Operations,
     pub max_frame: usize,
 }
 
@@ -195,11 +111,11 @@ impl Caller {
 
 /// Where a streaming operation's events go: one stream of one connection.
 #[derive(Clone)]
-pub(crate) struct EventSink {
-    pub tx: mpsc::Sender<Bytes>,
-    pub stream_id: i32,
-    pub model_type: &'static str,
-    pub max_frame: usize,
+pub struct EventSink {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) stream_id: i32,
+    pub(crate) model_type: &'static str,
+    pub(crate) max_frame: usize,
 }
 
 impl EventSink {
@@ -237,10 +153,12 @@ impl EventSink {
     }
 }
 
-/// Runs a stream's event loop once the initial response is queued.
-pub(crate) type StreamRun = Box<dyn FnOnce(EventSink) -> BoxFuture<()> + Send>;
+/// Runs a stream's event loop once the initial response is queued; the stream ends when it
+/// returns (or the client closes it, which aborts it).
+pub type StreamRun = Box<dyn FnOnce(EventSink) -> BoxFuture<'static, ()> + Send>;
 
-pub(crate) enum Reply {
+/// What a handler answers.
+pub enum Reply {
     /// The `…Response` of a unary operation, sent with TERMINATE_STREAM.
     Unary(Value),
     /// The initial `…Response` (sent without TERMINATE_STREAM), then events.
@@ -263,81 +181,10 @@ pub(crate) fn parse<T: DeserializeOwned>(op: &str, payload: &[u8]) -> Result<T, 
     serde_json::from_slice(body).map_err(|e| OpError::invalid(format!("invalid {op} request: {e}")))
 }
 
-pub(crate) fn authorize(
-    shared: &Shared,
-    caller: &Caller,
-    service: &str,
-    op: &str,
-    resource: &str,
-) -> Result<(), OpError> {
-    let operation = format!("{NAMESPACE}{op}");
-    if shared
-        .policies
-        .allows(&caller.component, service, &operation, resource)
-    {
-        Ok(())
-    } else {
-        Err(OpError::unauthorized(format!(
-            "Principal {} is not authorized to perform {service}:{operation} on resource {resource}",
-            caller.component
-        )))
-    }
-}
-
-/// Runs operation `op` (short name, e.g. `PublishToTopic`) for `caller`. Errors are within
-/// the operation's modeled shapes.
-pub(crate) async fn dispatch(
-    shared: &Arc<Shared>,
-    caller: &Caller,
-    op: &str,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
-    run(shared, caller, op, payload)
-        .await
-        .map_err(|e| conform(op, e))
-}
-
-async fn run(
-    shared: &Arc<Shared>,
-    caller: &Caller,
-    op: &str,
-    payload: &[u8],
-) -> Result<Reply, OpError> {
-    match op {
-        "PublishToTopic" => pubsub::publish(shared, caller, payload),
-        "SubscribeToTopic" => pubsub::subscribe(shared, caller, payload),
-        "GetConfiguration" => config::get(shared, caller, payload),
-        "UpdateConfiguration" => config::update(shared, caller, payload),
-        "SubscribeToConfigurationUpdate" => config::subscribe(shared, caller, payload),
-        "SubscribeToValidateConfigurationUpdates" => config::subscribe_validate(shared, caller),
-        "SendConfigurationValidityReport" => config::validity_report(shared, caller, payload),
-        "UpdateState" => lifecycle::update_state(shared, caller, payload),
-        "SubscribeToComponentUpdates" => lifecycle::subscribe_updates(shared, caller),
-        "DeferComponentUpdate" => lifecycle::defer(shared, caller, payload),
-        "PauseComponent" => lifecycle::pause(shared, caller, payload, true).await,
-        "ResumeComponent" => lifecycle::pause(shared, caller, payload, false).await,
-        "ListComponents" => cli::list_components(shared, caller),
-        "GetComponentDetails" => cli::component_details(shared, caller, payload),
-        "RestartComponent" => cli::restart(shared, caller, payload).await,
-        "StopComponent" => cli::stop(shared, caller, payload).await,
-        "CreateLocalDeployment" => cli::create_deployment(shared, caller, payload).await,
-        "CancelLocalDeployment" => cli::cancel_deployment(shared, caller, payload).await,
-        "GetLocalDeploymentStatus" => cli::deployment_status(shared, caller, payload),
-        "ListLocalDeployments" => cli::list_deployments(shared, caller),
-        "ValidateAuthorizationToken" => misc::validate_token(shared, caller, payload),
-        "PutComponentMetric" => misc::put_metric(shared, caller, payload),
-        other if MODEL_OPERATIONS.contains(&other) => Err(OpError::service(format!(
-            "{NAMESPACE}{other} is not supported yet"
-        ))),
-        other => Err(OpError::service(format!(
-            "{other} is an unsupported operation"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorShape;
 
     /// The error shapes per operation in the Smithy model, as the JavaScript SDK
     /// (aws-iot-device-sdk-v2 1.28.0, `makeServiceModel()`) enforces them.
@@ -373,9 +220,14 @@ ValidateAuthorizationToken InvalidTokenError,UnauthorizedError,ServiceError
 
     #[test]
     fn modeled_errors_match_the_model() {
+        let table = Operations::builtin();
         for line in MODEL.lines().filter(|l| !l.is_empty()) {
             let (op, shapes) = line.split_once(' ').unwrap();
             assert!(MODEL_OPERATIONS.contains(&op), "{op}");
+            // Operations nobody serves yet answer ServiceError only.
+            let Some(operation) = table.get(op) else {
+                continue;
+            };
             let mut want: Vec<&str> = shapes
                 .split(',')
                 .filter(|s| *s != "ServiceError")
@@ -383,7 +235,11 @@ ValidateAuthorizationToken InvalidTokenError,UnauthorizedError,ServiceError
                 .filter(|s| !s.starts_with("InvalidClientDevice") && *s != "InvalidCredentialError")
                 .collect();
             want.sort();
-            let mut got: Vec<&str> = modeled_errors(op).iter().map(|s| s.name()).collect();
+            let mut got: Vec<&str> = operation
+                .modeled_errors()
+                .iter()
+                .map(|s| s.name())
+                .collect();
             got.sort();
             assert_eq!(got, want, "{op}");
         }
@@ -391,6 +247,8 @@ ValidateAuthorizationToken InvalidTokenError,UnauthorizedError,ServiceError
 
     #[test]
     fn unmodeled_errors_become_service_errors() {
+        let table = Operations::builtin();
+        let conform = |op: &str, e| table.get(op).unwrap().conform(e);
         let e = conform("PublishToTopic", OpError::invalid("bad topic"));
         assert_eq!(e.shape, ErrorShape::ServiceError);
         assert_eq!(e.message, "InvalidArgumentsError: bad topic");
@@ -398,5 +256,33 @@ ValidateAuthorizationToken InvalidTokenError,UnauthorizedError,ServiceError
         assert_eq!(e.shape, ErrorShape::InvalidArgumentsError);
         let e = conform("ListComponents", OpError::unauthorized("no"));
         assert_eq!(e.shape, ErrorShape::UnauthorizedError);
+    }
+
+    #[test]
+    fn builtin_table_is_the_served_part_of_the_model() {
+        let table = Operations::builtin();
+        let names = table.names();
+        assert_eq!(names.len(), 22, "{names:?}");
+        for name in &names {
+            assert!(MODEL_OPERATIONS.contains(name), "{name}");
+        }
+        let streams: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| table.get(n).unwrap().stream_event_shape().is_some())
+            .collect();
+        assert_eq!(
+            streams,
+            [
+                "SubscribeToComponentUpdates",
+                "SubscribeToConfigurationUpdate",
+                "SubscribeToTopic",
+                "SubscribeToValidateConfigurationUpdates"
+            ]
+        );
+        assert_eq!(
+            unsupported("GetSecretValue").message,
+            "aws.greengrass#GetSecretValue is not supported yet"
+        );
     }
 }

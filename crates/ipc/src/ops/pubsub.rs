@@ -11,8 +11,7 @@ use lichen_bus::{Message, Payload, SubscribeOptions};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Caller, EventSink, Reply, Shared, authorize, parse};
-use crate::authz::SERVICE_PUBSUB;
+use super::{Caller, EventSink, Reply, Shared, parse};
 use crate::error::OpError;
 
 /// Messages a subscription forwards per batch (one socket write).
@@ -67,7 +66,6 @@ pub(super) fn publish(shared: &Shared, caller: &Caller, payload: &[u8]) -> Resul
             ));
         }
     };
-    authorize(shared, caller, SERVICE_PUBSUB, "PublishToTopic", &topic)?;
     shared
         .core
         .bus()
@@ -102,7 +100,6 @@ pub(super) fn subscribe(
         Some("RECEIVE_MESSAGES_FROM_OTHERS") => true,
         Some(other) => return Err(OpError::invalid(format!("unknown receiveMode {other}"))),
     };
-    authorize(shared, caller, SERVICE_PUBSUB, "SubscribeToTopic", &topic)?;
     let who = caller.component.clone();
     let filter = topic.clone();
     let mut options = SubscribeOptions::new(topic, caller.origin.clone());

@@ -1,4 +1,4 @@
-//! Composes the embedded MQTT broker with the core.
+//! The embedded MQTT broker, the node's first service.
 //!
 //! The broker runs when the core's settings have a `broker` section, or as soon as one of the
 //! built-in client-device components (`aws.greengrass.clientdevices.Auth`, `.mqtt.Bridge`,
@@ -7,59 +7,34 @@
 //! `deviceGroups`, Bridge's `mqttTopicMapping`) is applied whenever a deployment changes it.
 //! `device.*` control operations (`lichen device add|remove|list`) are served here.
 
-use std::sync::Arc;
-
 use lichen_broker::{BUILTIN_COMPONENTS, BrokerConfig, BrokerHandle};
 use lichen_core::control::{
-    BrokerInfo, ControlExtension, ControlReply, ControlRequest, ControlService, DeviceInfo,
-    DeviceRemoved, ListenerInfo,
+    BrokerInfo, ControlReply, ControlRequest, ControlService, DeviceInfo, DeviceRemoved,
+    ListenerInfo,
 };
 use lichen_core::handle::BoxFuture;
 use lichen_core::{CoreError, CoreHandle};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-#[derive(Clone)]
+use crate::service::{Service, ServiceContext, ServiceError};
+
+/// The embedded MQTT broker as a node service. Starts on demand (see the module docs).
+#[derive(Default)]
 pub struct BrokerService {
-    core: CoreHandle,
-    broker: Arc<Mutex<Option<BrokerHandle>>>,
-    watcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    broker: Mutex<Option<BrokerHandle>>,
 }
 
 impl BrokerService {
-    pub async fn start(core: CoreHandle) -> anyhow::Result<BrokerService> {
-        let service = BrokerService {
-            core: core.clone(),
-            broker: Arc::new(Mutex::new(None)),
-            watcher: Arc::new(std::sync::Mutex::new(None)),
-        };
-        service.reconcile().await;
-        let mut changes = core.subscribe_configuration();
-        let watch = service.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match changes.recv().await {
-                    Ok(change) if BUILTIN_COMPONENTS.contains(&change.component.as_str()) => {
-                        watch.reconcile().await;
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        watch.reconcile().await
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        *service.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        Ok(service)
+    pub fn new() -> Self {
+        BrokerService::default()
     }
 
-    fn deployed_builtins(&self) -> Vec<(String, Value)> {
+    fn deployed_builtins(core: &CoreHandle) -> Vec<(String, Value)> {
         BUILTIN_COMPONENTS
             .iter()
             .filter_map(|name| {
-                self.core
-                    .get_configuration(name, &[])
+                core.get_configuration(name, &[])
                     .ok()
                     .map(|cfg| (name.to_string(), cfg))
             })
@@ -67,13 +42,13 @@ impl BrokerService {
     }
 
     /// Starts the broker if it should run, and applies the built-in components' config.
-    async fn reconcile(&self) {
-        let builtins = self.deployed_builtins();
-        let section = self.core.settings().service("broker").cloned();
+    async fn reconcile(&self, ctx: &ServiceContext) {
+        let builtins = Self::deployed_builtins(&ctx.core);
+        let section = ctx.settings.service("broker").cloned();
         let mut guard = self.broker.lock().await;
         if guard.is_none() && (section.is_some() || !builtins.is_empty()) {
-            match self.build_config(section, &builtins) {
-                Ok(config) => match lichen_broker::start(config, self.core.bus().clone()).await {
+            match Self::build_config(ctx, section, &builtins) {
+                Ok(config) => match lichen_broker::start(config, ctx.bus.clone()).await {
                     Ok(handle) => {
                         for l in handle.local_addrs() {
                             tracing::info!(kind = ?l.kind, addr = %l.addr, "MQTT broker listening");
@@ -96,7 +71,7 @@ impl BrokerService {
     }
 
     fn build_config(
-        &self,
+        ctx: &ServiceContext,
         section: Option<Value>,
         builtins: &[(String, Value)],
     ) -> Result<BrokerConfig, String> {
@@ -106,24 +81,10 @@ impl BrokerService {
             None => BrokerConfig::default(),
         };
         if config.state_dir.is_relative() {
-            config.state_dir = self.core.layout().broker_dir();
+            config.state_dir = ctx.layout.broker_dir();
         }
         lichen_broker::config_from_components(config, builtins.iter().map(|(n, c)| (n.as_str(), c)))
             .map_err(|e| e.to_string())
-    }
-
-    pub async fn shutdown(self) {
-        if let Some(task) = self
-            .watcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            task.abort();
-        }
-        if let Some(handle) = self.broker.lock().await.take() {
-            handle.shutdown().await;
-        }
     }
 
     async fn device_op(&self, request: ControlRequest) -> Result<ControlReply, CoreError> {
@@ -186,15 +147,57 @@ impl BrokerService {
     }
 }
 
-impl ControlExtension for BrokerService {
-    fn service(&self) -> ControlService {
-        ControlService::Devices
+impl Service for BrokerService {
+    fn name(&self) -> &str {
+        "broker"
     }
 
-    fn handle<'a>(
+    fn start<'a>(&'a self, ctx: &'a ServiceContext) -> BoxFuture<'a, Result<(), ServiceError>> {
+        // A broker that cannot start is logged, not fatal: the rest of the device runs.
+        Box::pin(async move {
+            self.reconcile(ctx).await;
+            Ok(())
+        })
+    }
+
+    fn follows(&self) -> &[&str] {
+        BUILTIN_COMPONENTS
+    }
+
+    fn apply_configuration<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        _component: Option<&'a str>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.reconcile(ctx))
+    }
+
+    fn control_service(&self) -> Option<ControlService> {
+        Some(ControlService::Devices)
+    }
+
+    fn control<'a>(
         &'a self,
         request: ControlRequest,
     ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
         Box::pin(self.device_op(request))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.broker.lock().await.take() {
+                handle.shutdown().await;
+            }
+        })
+    }
+}
+
+impl BrokerService {
+    /// Where the broker listens; empty while it is not running.
+    pub async fn local_addrs(&self) -> Vec<lichen_broker::ListenerAddr> {
+        match self.broker.lock().await.as_ref() {
+            Some(b) => b.local_addrs().to_vec(),
+            None => Vec::new(),
+        }
     }
 }

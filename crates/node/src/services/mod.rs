@@ -1,0 +1,3 @@
+//! The services a node can run. Each implements [`crate::Service`].
+
+pub mod broker;
