@@ -221,13 +221,21 @@ fn with_hard_dependents(
 
 /// Refuses a deployment whose roots reach more than [`MAX_COMPONENTS_PER_DEPLOYMENT`]
 /// component names through the dependencies of any available version (breadth first).
+///
+/// Returns the roots grouped so that no two groups can share a component: version
+/// resolution of one group cannot constrain another, so each is resolved on its own. (The
+/// resolver's cost grows with the square of the components it holds at once; 400
+/// independent roots resolved together took tens of megabytes.)
 fn check_reach(
     roots: impl Iterator<Item = String>,
     catalog: &dyn Fn(&str) -> Vec<Recipe>,
-) -> Result<(), PlanError> {
+) -> Result<Vec<Vec<String>>, PlanError> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut groups = UnionFind::default();
+    let mut root_names = Vec::new();
     let mut queue: VecDeque<String> = VecDeque::new();
     for root in roots.filter(|r| !is_builtin(r)) {
+        root_names.push(root.clone());
         if seen.insert(root.clone()) {
             queue.push_back(root);
         }
@@ -244,7 +252,11 @@ fn check_reach(
         }
         for recipe in catalog(&name) {
             for dep in recipe.dependencies.keys() {
-                if !is_builtin(dep) && seen.insert(dep.clone()) {
+                if is_builtin(dep) {
+                    continue;
+                }
+                groups.union(&name, dep);
+                if seen.insert(dep.clone()) {
                     queue.push_back(dep.clone());
                 }
             }
@@ -260,7 +272,39 @@ fn check_reach(
             ),
         ));
     }
-    Ok(())
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for root in root_names {
+        by_group.entry(groups.find(&root)).or_default().push(root);
+    }
+    Ok(by_group.into_values().collect())
+}
+
+/// Disjoint sets of component names (iterative find with path halving).
+#[derive(Default)]
+struct UnionFind {
+    parent: BTreeMap<String, String>,
+}
+
+impl UnionFind {
+    fn find(&mut self, name: &str) -> String {
+        let mut at = name.to_string();
+        loop {
+            let Some(up) = self.parent.get(&at).cloned() else {
+                return at;
+            };
+            if let Some(grand) = self.parent.get(&up).cloned() {
+                self.parent.insert(at.clone(), grand);
+            }
+            at = up;
+        }
+    }
+
+    fn union(&mut self, a: &str, b: &str) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent.insert(ra, rb);
+        }
+    }
 }
 
 /// Makes the plan for `inputs`, or says why none can be made.
@@ -309,7 +353,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         }
         out
     };
-    check_reach(roots.keys().cloned(), &catalog)?;
+    let root_groups = check_reach(roots.keys().cloned(), &catalog)?;
 
     // Built-in components need no recipe; strip them from the resolution.
     let stripped = |name: &str| -> Vec<Recipe> {
@@ -321,20 +365,25 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             })
             .collect()
     };
-    let mut requirements = Vec::new();
-    for (name, version) in roots.iter().filter(|(n, _)| !is_builtin(n)) {
-        let requirement = VersionRange::parse(&format!("={version}"))
-            .map_err(|e| fail("INVALID_VERSION", e.to_string()))?;
-        requirements.push(RootRequirement {
-            name: name.clone(),
-            requirement,
-            origin: group.to_string(),
-        });
+    let mut resolved = BTreeMap::new();
+    for names in &root_groups {
+        let mut requirements = Vec::new();
+        for name in names {
+            let version = &roots[name];
+            let requirement = VersionRange::parse(&format!("={version}"))
+                .map_err(|e| fail("INVALID_VERSION", e.to_string()))?;
+            requirements.push(RootRequirement {
+                name: name.clone(),
+                requirement,
+                origin: group.to_string(),
+            });
+        }
+        let chosen = resolve_versions(&requirements, &stripped).map_err(|e| match e {
+            ResolveError::TooManyComponents { .. } => fail("TOO_MANY_COMPONENTS", e.to_string()),
+            _ => fail("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()),
+        })?;
+        resolved.extend(chosen);
     }
-    let resolved = resolve_versions(&requirements, &stripped).map_err(|e| match e {
-        ResolveError::TooManyComponents { .. } => fail("TOO_MANY_COMPONENTS", e.to_string()),
-        _ => fail("NO_AVAILABLE_COMPONENT_VERSION", e.to_string()),
-    })?;
 
     // The full (unstripped) recipes, as they will be stored and run.
     let mut recipes: BTreeMap<String, Arc<Recipe>> = BTreeMap::new();

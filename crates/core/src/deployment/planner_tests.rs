@@ -329,3 +329,36 @@ fn a_chain_at_the_bound_plans() {
     assert_eq!(plan.set.components.len(), MAX_COMPONENTS_PER_DEPLOYMENT);
     assert_eq!(plan.changed.len(), MAX_COMPONENTS_PER_DEPLOYMENT);
 }
+
+#[test]
+fn independent_roots_resolve_apart_and_shared_dependencies_together() {
+    let world = World::new();
+    let recipes = [
+        recipe("a", "1.0.0", &[("shared", "HARD")], "x"),
+        recipe("b", "1.0.0", &[("shared", "SOFT")], "x"),
+        recipe("shared", "1.0.0", &[], "x"),
+        recipe("shared", "2.0.0", &[], "x"),
+        recipe("alone", "1.0.0", &[], "x"),
+    ];
+    let plan = world
+        .plan(
+            &add(&[("a", "1.0.0"), ("b", "1.0.0"), ("alone", "1.0.0")]),
+            &recipes,
+        )
+        .unwrap();
+    assert_eq!(plan.set.components.len(), 4);
+    assert_eq!(plan.set.components["shared"].version, "2.0.0");
+    // 400 independent roots plan, each resolved on its own.
+    let many: Vec<Recipe> = (0..400)
+        .map(|i| recipe(&format!("r{i}"), "1.0.0", &[], "x"))
+        .collect();
+    let names: Vec<(String, String)> = (0..400)
+        .map(|i| (format!("r{i}"), "1.0.0".into()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let plan = world.plan(&add(&pairs), &many).unwrap();
+    assert_eq!(plan.set.components.len(), 400);
+}
