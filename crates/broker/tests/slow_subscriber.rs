@@ -150,17 +150,26 @@ async fn stalled_persistent_subscriber_gets_quota_exceeded() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), false);
     cfg.limits.max_queued_per_session = 50;
+    // A client that never acknowledges holds 10 in flight; the 61st message is over the bound
+    // however much the sockets buffer.
+    cfg.limits.max_inflight = 10;
     let (h, _bus) = start(cfg).await;
     let addr = tcp_addr(&h);
     let (mut durable, _) = stalling_client(addr, persistent_v5("quota")).await;
     durable.subscribe("#", opts(QoS::AtLeastOnce), None).await;
     let mut p = Client::connect(addr, Protocol::V5, "pub").await;
     let payload = vec![1u8; 2048];
-    publish_qos1(&mut p, 300, &payload, Duration::from_secs(30))
+    // Far more than its window and queue hold: by now it has been disconnected.
+    publish_qos1(&mut p, 200, &payload, Duration::from_secs(60))
         .await
         .expect("every PUBACK arrives");
-    // Reading now, the client finds the messages that were in its socket, then the DISCONNECT.
-    assert_eq!(durable.closed_with().await, Some(ReasonCode::QuotaExceeded));
+    // Reading from now on (the broker gives a client that stopped reading 5 s to take its last
+    // bytes), the client finds the messages that were in its socket, then the DISCONNECT.
+    let reader = tokio::spawn(async move { durable.closed_with().await });
+    publish_qos1(&mut p, 100, &payload, Duration::from_secs(60))
+        .await
+        .expect("every PUBACK arrives");
+    assert_eq!(reader.await.unwrap(), Some(ReasonCode::QuotaExceeded));
     h.shutdown().await;
 }
 

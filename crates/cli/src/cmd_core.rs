@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use lichen_core::CoreHandle;
 use lichen_core::deployment::model::{DeploymentRequest, DeploymentStatus};
-use lichen_core::logs::RotatingLog;
+use lichen_core::logs::{EscapingWriter, RotatingLog};
 use lichen_core::paths::RootLayout;
 use lichen_core::settings::Settings;
 use tracing_subscriber::EnvFilter;
@@ -68,7 +68,10 @@ fn init_logging(layout: &RootLayout, settings: &Settings) -> anyhow::Result<()> 
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::io::stderr.and(move || file.clone()))
+        // Input (names, paths, peer strings) reaches log messages: no line may be forged.
+        .with_writer(
+            (|| EscapingWriter(std::io::stderr())).and(move || EscapingWriter(file.clone())),
+        )
         .try_init();
     Ok(())
 }

@@ -34,7 +34,16 @@ fn recipe_check_reports_file_and_field() {
         "{text}"
     );
 
-    let good = fixtures().join("SubscribeAndPublish-1.0.0.yaml");
+    // A real-world recipe when the shared fixtures are beside the checkout, else the
+    // project's own example.
+    let shared = fixtures().join("SubscribeAndPublish-1.0.0.yaml");
+    let (good, name) = if shared.is_file() {
+        (shared, "SubscribeAndPublish")
+    } else {
+        let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/recipes/com.example.HelloWorld-1.0.0.yaml");
+        (own, "com.example.HelloWorld")
+    };
     let out = Command::new(BIN)
         .args(["recipe", "check", "--json"])
         .arg(&good)
@@ -48,10 +57,7 @@ fn recipe_check_reports_file_and_field() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["ok"], true);
     assert!(
-        v[0]["componentName"]
-            .as_str()
-            .unwrap()
-            .contains("SubscribeAndPublish"),
+        v[0]["componentName"].as_str().unwrap().contains(name),
         "{v}"
     );
 }

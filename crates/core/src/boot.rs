@@ -105,6 +105,23 @@ impl Core {
             .map_err(|e| CoreError::io(format!("creating root {}", layout.root().display()), e))?;
         let lock = RootLock::acquire(&layout)?;
         create_dirs(&layout)?;
+        // Temp files of atomic writes cut short by a crash; we are the only writer now.
+        let stale: usize = [
+            layout.root().to_path_buf(),
+            layout.config_dir(),
+            layout.deployments_dir(),
+            layout.deployment_records_dir(),
+            layout.recipes_dir(),
+        ]
+        .iter()
+        .map(|dir| lichen_sys::atomic::remove_stale_temps(dir))
+        .sum();
+        if stale > 0 {
+            tracing::info!(
+                stale,
+                "removed temporary files left by an interrupted write"
+            );
+        }
         let root_ca = install_root_ca(&layout, options.settings.root_ca_path.as_deref())?;
         let config = ConfigStore::open(layout.config_store_file())?;
         let deployments = DeploymentQueue::open(layout.deployment_records_dir())?;

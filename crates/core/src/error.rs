@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{}", disk_full_hint(source))]
     Io {
         context: String,
         #[source]
@@ -40,3 +40,30 @@ impl CoreError {
 }
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// A full disk is the one I/O error an operator can act on at once: say so.
+fn disk_full_hint(source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        " (the disk holding the lichen root is full: free space, e.g. files a component \
+         wrote under its work directory, then retry)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_named() {
+        let full = CoreError::io("writing x", std::io::Error::from_raw_os_error(28));
+        assert!(
+            full.to_string()
+                .contains("disk holding the lichen root is full"),
+            "{full}"
+        );
+        let other = CoreError::io("writing x", std::io::Error::from_raw_os_error(13));
+        assert!(!other.to_string().contains("full"), "{other}");
+    }
+}

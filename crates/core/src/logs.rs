@@ -5,6 +5,7 @@
 //! (N = `max_files`, the oldest dropped), so a log uses at most `(N + 1) × max_bytes` on disk.
 //! A line written with [`RotatingLog::write_line`] holds at most [`MAX_LINE_BYTES`] of text.
 
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -184,6 +185,55 @@ impl Write for RotatingLog {
     }
     fn flush(&mut self) -> io::Result<()> {
         (&*self).flush()
+    }
+}
+
+/// Escapes what would let logged input forge or hide log lines: control characters
+/// (newline, carriage return, NUL, ESC, DEL, C1) other than tab, and bidirectional-control
+/// characters, as `\n`, `\r`, `\0` or `\u{…}`. Borrowed when there is nothing to escape.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let needs = |c: char| {
+        (c.is_control() && c != '\t')
+            || lichen_recipe::find_bidi_control(c.encode_utf8(&mut [0; 4])).is_some()
+    };
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A writer of whole formatted log events (one `write` per event, as `tracing`'s fmt layer
+/// does): control characters inside an event are escaped with [`escape_controls`], and its
+/// final newline kept, so no input that reaches a log message can start a line of its own.
+pub struct EscapingWriter<W>(pub W);
+
+impl<W: Write> Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (body, newline) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        let text = String::from_utf8_lossy(body);
+        let mut line = escape_controls(&text).into_owned();
+        if newline {
+            line.push('\n');
+        }
+        self.0.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -439,6 +489,22 @@ mod tests {
     use lichen_sys::time::civil_from_days;
     use std::os::unix::fs::PermissionsExt;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn control_characters_are_escaped_and_one_event_stays_one_line() {
+        assert!(matches!(escape_controls("plain\ttext"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("a\nFORGED\r\0\u{1b}[31m\u{202e}x"),
+            "a\\nFORGED\\r\\0\\u{1b}[31m\\u{202e}x"
+        );
+        let mut w = EscapingWriter(Vec::new());
+        w.write_all(b"INFO name=evil\n2026-01-01 ERROR forged\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "INFO name=evil\\n2026-01-01 ERROR forged\n"
+        );
+    }
 
     fn numbered(p: &Path, i: u32) -> PathBuf {
         PathBuf::from(format!("{}.{i}", p.display()))

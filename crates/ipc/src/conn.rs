@@ -3,12 +3,16 @@
 //!
 //! Bounds per connection:
 //! - inbound: one frame of at most `ipc.maxFrameBytes` (prelude checked before allocating);
-//! - outbound: [`OUTBOUND_QUEUE`] queued writes (a response, or a batch of up to 64 events);
+//! - outbound: [`OUTBOUND_QUEUE`] queued writes (a response, or a batch of up to 64 events
+//!   and about 1 MiB) and [`OUTBOUND_QUEUE_BYTES`] queued bytes (a larger single frame
+//!   waits for the whole budget);
 //!   when it is full, subscription forwarders wait and their bus queues drop their oldest
 //!   messages, and the reader stops reading new requests from this client;
 //! - at most [`MAX_STREAMS_PER_CONNECTION`] open streams (subscriptions and running slow
 //!   operations); beyond it new requests get a ServiceError;
-//! - the client has [`CONNECT_TIMEOUT`] after accept to complete CONNECT.
+//! - the client has [`CONNECT_TIMEOUT`] after accept to complete CONNECT; until then the
+//!   connection is pending (bounded per uid and in total, see [`crate::admission`]) and
+//!   buffers at most [`PENDING_READ_CHUNK`] at a time; buffers are allocated on first use.
 //!
 //! A malformed frame, a bad CRC or an oversized frame gets a PROTOCOL_ERROR and closes this
 //! connection only. When a connection ends, every stream task it started is aborted, which
@@ -24,16 +28,63 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::admission::{Admission, PendingSlot, Refusal};
 use crate::error::OpError;
 use crate::ops::{self, Caller, EventSink, NAMESPACE, Operation, Reply, Shared, StreamRun};
 
 pub const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes of encoded frames queued for one connection's socket.
+pub const OUTBOUND_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// The byte budget is kept in units of this many bytes (semaphore permits).
+const BUDGET_UNIT: usize = 1024;
+
+/// The sending side of a connection's write queue, bounded in writes and in bytes.
+#[derive(Clone)]
+pub(crate) struct Outbound {
+    tx: mpsc::Sender<(Bytes, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+/// The connection is gone.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl Outbound {
+    fn channel() -> (Outbound, mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let budget = Arc::new(Semaphore::new(OUTBOUND_QUEUE_BYTES / BUDGET_UNIT));
+        (Outbound { tx, budget }, rx)
+    }
+
+    /// Queues encoded frames, waiting while the queue is full in writes or bytes.
+    pub async fn send(&self, frames: Bytes) -> Result<(), Closed> {
+        let units = frames
+            .len()
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, OUTBOUND_QUEUE_BYTES / BUDGET_UNIT) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| Closed)?;
+        self.tx.send((frames, permit)).await.map_err(|_| Closed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients send CONNECT right after connecting; a pending connection holds a scarce slot.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read reservation before CONNECT (a CONNECT frame is a few hundred bytes; a larger one
+/// still arrives, in more reads).
+pub const PENDING_READ_CHUNK: usize = 4 * 1024;
 /// After the client goes away or errs, queued replies get this long to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 64 * 1024;
@@ -44,9 +95,18 @@ enum Flow {
     Close,
 }
 
-pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
+/// What admits a connection: the pending bounds, and the permit it needs once authenticated.
+pub(crate) struct Gate {
+    pub admission: Arc<Admission>,
+    pub limit: Arc<Semaphore>,
+    pub max_connections: usize,
+    /// The peer's uid (`SO_PEERCRED`).
+    pub uid: u32,
+}
+
+pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>, gate: Gate, slot: PendingSlot) {
     let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+    let (tx, rx) = Outbound::channel();
     let writer = write_loop(wr, rx);
     let conn = Conn {
         shared,
@@ -54,6 +114,9 @@ pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
         caller: None,
         streams: HashMap::new(),
         last_stream_id: 0,
+        gate,
+        pending: Some(slot),
+        permit: None,
     };
     let reader = conn.read_loop(rd);
     tokio::pin!(writer);
@@ -65,19 +128,39 @@ pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>) {
+    // Allocated on the first write that needs coalescing, not per idle connection.
+    let mut buf = BytesMut::new();
+    // Budget is given back only once the bytes are written.
+    let mut permits = Vec::new();
+    while let Some((first, permit)) = rx.recv().await {
+        if rx.is_empty() {
+            if wr.write_all(&first).await.is_err() {
+                return;
+            }
+            drop((first, permit));
+            continue;
+        }
         buf.clear();
         buf.extend_from_slice(&first);
+        drop(first);
+        permits.push(permit);
         while buf.len() < WRITE_COALESCE {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok((more, permit)) => {
+                    buf.extend_from_slice(&more);
+                    permits.push(permit);
+                }
                 Err(_) => break,
             }
         }
         if wr.write_all(&buf).await.is_err() {
             return;
+        }
+        permits.clear();
+        if buf.capacity() > 4 * WRITE_COALESCE {
+            // One huge frame must not pin its buffer for the connection's lifetime.
+            buf = BytesMut::new();
         }
     }
     let _ = wr.shutdown().await;
@@ -85,10 +168,15 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
 
 struct Conn {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Bytes>,
+    tx: Outbound,
     caller: Option<Caller>,
     streams: HashMap<i32, AbortHandle>,
     last_stream_id: i32,
+    gate: Gate,
+    /// Held until CONNECT succeeds.
+    pending: Option<PendingSlot>,
+    /// Held from CONNECT on: one of `ipc.maxConnections`.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Conn {
@@ -144,7 +232,7 @@ fn error_message(stream_id: i32, e: &OpError, max_frame: usize) -> Bytes {
 /// Encodes the reply of `operation` on stream `id`; for a stream, also what runs its events.
 fn encode_reply(
     shared: &Shared,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &Outbound,
     id: i32,
     operation: &Operation,
     result: Result<Reply, OpError>,
@@ -199,7 +287,20 @@ impl Conn {
     }
 
     async fn connection_error(&self, ty: MessageType, message: &str) {
-        tracing::info!(component = ?self.caller.as_ref().map(|c| &c.component), message, "closing IPC connection");
+        match &self.caller {
+            Some(c) => {
+                tracing::info!(component = %c.component, message = ?message, "closing IPC connection")
+            }
+            // Anyone can open the socket: counted and logged in aggregate.
+            None => self
+                .gate
+                .admission
+                .refused(Refusal::BadHandshake, self.gate.uid),
+        }
+        self.send_connection_error(ty, message).await;
+    }
+
+    async fn send_connection_error(&self, ty: MessageType, message: &str) {
         let body = serde_json::to_vec(&json!({ "message": message })).unwrap_or_default();
         let msg = RpcMessage::new(ty, 0, 0)
             .with_header(Header::string(
@@ -233,14 +334,21 @@ impl Conn {
                 }
             }
             let buf = decoder.buffer_mut();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
+            let chunk = if self.caller.is_none() {
+                PENDING_READ_CHUNK
+            } else {
+                READ_CHUNK
+            };
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
             }
             let read = if self.caller.is_none() {
                 match tokio::time::timeout_at(connect_deadline, rd.read_buf(buf)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        tracing::info!("IPC client did not CONNECT in time");
+                        self.gate
+                            .admission
+                            .refused(Refusal::TimedOut, self.gate.uid);
                         return;
                     }
                 }
@@ -332,6 +440,29 @@ impl Conn {
         } else {
             None
         };
+        // Authenticated: leave the pending bounds for one of `ipc.maxConnections`.
+        let component = match component {
+            Some(c) => match self.gate.limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    self.pending = None;
+                    Some(c)
+                }
+                Err(_) => {
+                    self.gate
+                        .admission
+                        .refused(Refusal::OverLimit, self.gate.uid);
+                    let message = format!(
+                        "IPC connection limit reached ({} connections)",
+                        self.gate.max_connections
+                    );
+                    self.send_connection_error(MessageType::ServerError, &message)
+                        .await;
+                    return Flow::Close;
+                }
+            },
+            None => None,
+        };
         let accepted = component.is_some();
         let ack = RpcMessage::new(
             MessageType::ConnectAck,
@@ -350,10 +481,13 @@ impl Conn {
                 Flow::Continue
             }
             None => {
-                tracing::info!(
+                tracing::debug!(
                     version_ok,
                     "IPC connection refused: unknown token or bad :version"
                 );
+                self.gate
+                    .admission
+                    .refused(Refusal::BadHandshake, self.gate.uid);
                 Flow::Close
             }
         }

@@ -9,6 +9,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::admission::{Admission, REFUSAL_LOG_INTERVAL};
 use crate::authz::PolicyCache;
 use crate::conn;
 use crate::error::IpcError;
@@ -32,7 +33,8 @@ impl IpcServer {
         &self.path
     }
 
-    /// Live IPC connections.
+    /// Live authenticated IPC connections (pending ones are bounded separately, see
+    /// [`crate::admission`]).
     pub fn connections(&self) -> usize {
         self.max_connections
             .saturating_sub(self.limit.available_permits())
@@ -111,12 +113,15 @@ pub async fn serve_with(core: CoreHandle, operations: Operations) -> Result<IpcS
     let max_connections = settings.max_connections.max(1);
     let limit = Arc::new(Semaphore::new(max_connections));
     let accept_limit = limit.clone();
+    let admission = Arc::new(Admission::default());
     let accept = tokio::spawn(async move {
         let mut connections = JoinSet::new();
+        let mut report = tokio::time::interval(REFUSAL_LOG_INTERVAL);
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = report.tick() => admission.flush(),
                 accepted = listener.accept() => {
                     let stream = match accepted {
                         Ok((s, _)) => s,
@@ -126,14 +131,17 @@ pub async fn serve_with(core: CoreHandle, operations: Operations) -> Result<IpcS
                             continue;
                         }
                     };
-                    let Ok(permit) = accept_limit.clone().try_acquire_owned() else {
-                        tracing::warn!(max = settings.max_connections, "IPC connection limit reached; refusing a client");
-                        continue;
+                    // Unknown credentials share one bucket (they cannot happen on Linux).
+                    let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+                    let gate = conn::Gate {
+                        admission: admission.clone(),
+                        limit: accept_limit.clone(),
+                        max_connections,
+                        uid,
                     };
                     let shared = shared.clone();
-                    connections.spawn(async move {
-                        conn::run(stream, shared).await;
-                        drop(permit);
+                    admission.admit(uid, |slot| {
+                        connections.spawn(conn::run(stream, shared, gate, slot))
                     });
                 }
             }

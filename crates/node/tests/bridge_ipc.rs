@@ -27,11 +27,10 @@ async fn next_event(stream: &mut lichen_ipc::IpcStream) -> serde_json::Value {
 #[tokio::test]
 async fn ipc_component_and_mqtt_device_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = lichen_core::settings::Settings::default();
-    settings.services.insert(
-        "broker".into(),
-        json!({"listeners": [{"kind": "tcp", "bind": "127.0.0.1:0"}]}),
-    );
+    let settings = lichen_core::settings::Settings {
+        broker: Some(json!({"listeners": [{"kind": "tcp", "bind": "127.0.0.1:0"}]})),
+        ..Default::default()
+    };
     let broker = Arc::new(BrokerService::new());
     let node = Node::start(
         NodeOptions {

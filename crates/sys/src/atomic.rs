@@ -45,6 +45,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Whether `name` is a temporary file of [`write_atomic`] (`.<file>.tmp<pid>`).
+pub fn is_atomic_temp(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".tmp").is_some_and(|(stem, pid)| {
+            stem.len() > 1 && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Removes the temporary files [`write_atomic`] left in `dir` when a writer died between
+/// creating and renaming them (kill -9, power loss, or a full disk in an older version).
+/// Call only while this process is the directory's one writer (holding the root's lock).
+/// Returns how many were removed; a missing directory has none.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file
+            && name.to_str().is_some_and(is_atomic_temp)
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn write_synced(tmp: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let ctx = |what: &str| format!("{what} {}", tmp.display());
     let mut f = OpenOptions::new()
@@ -91,6 +121,23 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            ".a.json.tmp123",
+            ".effective.json.tmp9",
+            "a.json",
+            ".hidden",
+            "x.tmp1",
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(remove_stale_temps(dir.path()), 2);
+        assert_eq!(entries(dir.path()), [".hidden", "a.json", "x.tmp1"]);
+        assert_eq!(remove_stale_temps(&dir.path().join("missing")), 0);
     }
 
     #[test]

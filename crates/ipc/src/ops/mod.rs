@@ -30,7 +30,6 @@ use lichen_core::CoreHandle;
 use lichen_eventstream::MessageType;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::authz::PolicyCache;
 use crate::error::OpError;
@@ -112,7 +111,7 @@ impl Caller {
 /// Where a streaming operation's events go: one stream of one connection.
 #[derive(Clone)]
 pub struct EventSink {
-    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) tx: crate::conn::Outbound,
     pub(crate) stream_id: i32,
     pub(crate) model_type: &'static str,
     pub(crate) max_frame: usize,

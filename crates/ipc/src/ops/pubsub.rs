@@ -1,8 +1,11 @@
 //! PublishToTopic and SubscribeToTopic over the local bus.
 //!
 //! JSON messages stay JSON documents and binary messages stay bytes end to end. Each IPC
-//! subscription owns a bus queue of [`lichen_bus::DEFAULT_QUEUE_CAPACITY`] messages with
-//! drop-oldest overflow, so a stuck subscriber never slows a publisher.
+//! subscription owns a bus queue of [`lichen_bus::DEFAULT_QUEUE_CAPACITY`] messages and
+//! [`lichen_bus::DEFAULT_QUEUE_BYTES`] bytes with drop-oldest overflow, so a stuck
+//! subscriber never slows a publisher; its forwarder holds at most one batch
+//! ([`FORWARD_BATCH`] messages, about [`FORWARD_BATCH_BYTES`]) and then waits for the
+//! connection's write queue (bounded in writes and bytes, see [`crate::conn`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,6 +19,9 @@ use crate::error::OpError;
 
 /// Messages a subscription forwards per batch (one socket write).
 const FORWARD_BATCH: usize = 64;
+/// Bytes (as counted by the bus) a subscription forwards per batch; one larger message is
+/// forwarded alone.
+const FORWARD_BATCH_BYTES: usize = 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -131,8 +137,15 @@ async fn forward(sub: lichen_bus::Subscription, sink: EventSink, who: String, fi
             logged_drops = dropped;
             last_log = Some(std::time::Instant::now());
         }
+        let first_size = first.size();
         batch.push(first);
-        sub.drain_into(&mut batch, FORWARD_BATCH - 1);
+        if first_size < FORWARD_BATCH_BYTES {
+            sub.drain_bytes_into(
+                &mut batch,
+                FORWARD_BATCH - 1,
+                FORWARD_BATCH_BYTES - first_size,
+            );
+        }
         let mut out = BytesMut::new();
         for m in batch.drain(..) {
             scratch.clear();
