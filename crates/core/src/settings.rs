@@ -136,7 +136,8 @@ impl Settings {
     /// A service's section: `broker`, else that name under the Greengrass `services` tree.
     pub fn service(&self, name: &str) -> Option<&serde_json::Value> {
         match name {
-            "broker" => self.broker.as_ref(),
+            // Callers that build Settings in code may still put it in `services`.
+            "broker" => self.broker.as_ref().or_else(|| self.services.get("broker")),
             _ => self.services.get(name),
         }
     }
