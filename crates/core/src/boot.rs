@@ -42,7 +42,7 @@ fn create_dirs(layout: &RootLayout) -> Result<()> {
         layout.recipes_dir(),
         layout.deployments_dir(),
         layout.logs_dir(),
-        layout.root().join("work"),
+        layout.work_root(),
     ] {
         std::fs::create_dir_all(&dir)
             .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
@@ -72,7 +72,7 @@ fn install_root_ca(
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad("no PEM certificate in it".into()));
     }
-    let dest = layout.root().join("rootCA.pem");
+    let dest = layout.root_ca();
     crate::atomic::write_atomic(&dest, &pem, 0o644)?;
     tracing::info!(source = %source.display(), file = %dest.display(), "root CA installed for components");
     Ok(Some(dest))

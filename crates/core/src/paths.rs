@@ -81,8 +81,20 @@ impl RootLayout {
     pub fn groups_dir(&self) -> PathBuf {
         self.root.join("run").join("groups")
     }
+    /// How many times the core died inside the deployment in progress.
+    pub fn attempt_marker(&self) -> PathBuf {
+        self.deployments_dir().join("attempt.json")
+    }
+    /// The parent of every component's working directory.
+    pub fn work_root(&self) -> PathBuf {
+        self.root.join("work")
+    }
     pub fn work_dir(&self, component: &str) -> PathBuf {
-        self.root.join("work").join(component)
+        self.work_root().join(component)
+    }
+    /// The CA the core trusts for its cloud endpoint, copied from `rootCaPath`.
+    pub fn root_ca(&self) -> PathBuf {
+        self.root.join("rootCA.pem")
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")

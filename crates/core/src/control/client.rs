@@ -32,7 +32,7 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn connect(root: &Path) -> Result<ControlClient, ClientError> {
-        let socket = root.join("control.socket");
+        let socket = crate::paths::RootLayout::new(root).control_socket();
         let stream = crate::unix_path::SocketPath::new(&socket)
             .and_then(|short| UnixStream::connect(short.as_path()))
             .map_err(|source| ClientError::Connect {

@@ -643,7 +643,7 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
 /// instead of run again. The device state is the previous one: a death after the ongoing
 /// marker was written has been rolled back above, and before it nothing had changed.
 fn fail_crash_looping_deployment(rt: &Runtime) -> Result<(), String> {
-    let path = AttemptMarker::path(&rt.layout.deployments_dir());
+    let path = rt.layout.attempt_marker();
     let Some(marker) = AttemptMarker::load(&path).map_err(|e| e.to_string())? else {
         return Ok(());
     };

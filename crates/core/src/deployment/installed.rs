@@ -93,11 +93,6 @@ pub struct AttemptMarker {
 pub const MAX_ATTEMPTS: u32 = 2;
 
 impl AttemptMarker {
-    /// `deployments/attempt.json`.
-    pub fn path(deployments_dir: &Path) -> std::path::PathBuf {
-        deployments_dir.join("attempt.json")
-    }
-
     pub fn load(path: &Path) -> Result<Option<AttemptMarker>> {
         read_json(path)
     }
@@ -128,7 +123,7 @@ mod tests {
     #[test]
     fn attempts_count_starts_of_the_same_deployment() {
         let dir = tempfile::tempdir().unwrap();
-        let path = AttemptMarker::path(dir.path());
+        let path = crate::paths::RootLayout::new(dir.path()).attempt_marker();
         assert_eq!(AttemptMarker::begin(&path, "a").unwrap().attempts, 1);
         assert_eq!(AttemptMarker::begin(&path, "a").unwrap().attempts, 2);
         assert_eq!(AttemptMarker::begin(&path, "b").unwrap().attempts, 1);

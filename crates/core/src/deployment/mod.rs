@@ -37,7 +37,7 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
                 continue;
             }
         };
-        let attempt_path = installed::AttemptMarker::path(&rt.layout.deployments_dir());
+        let attempt_path = rt.layout.attempt_marker();
         match installed::AttemptMarker::begin(&attempt_path, &id) {
             Ok(m) => tracing::info!(deployment = %id, attempt = m.attempts, "deployment started"),
             Err(e) => {
