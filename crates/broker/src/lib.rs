@@ -51,8 +51,8 @@
 //! | retained messages | `limits.max_retained` (100,000) |
 //! | session expiry | `limits.max_session_expiry` (7 days) |
 //! | CONNECT + TLS handshake time | `limits.connect_timeout_secs` (10 s) |
-//! | read buffer per connection | 64 B idle, grows ×2 to 64 KiB under load, freed when drained |
-//! | idle connection | one task with no timer (keepalive is checked by a 250 ms sweep over sessions); about 1.9 KiB on plain TCP, measured by `scripts/bench-broker` |
+//! | read buffer per connection | none while idle on plain TCP (waits on readiness), 64 B idle on TLS; grows ×2 to 64 KiB under load, freed when drained |
+//! | idle connection | one task with no timer (keepalive is checked by a 250 ms sweep over sessions); about 1.8 KiB on plain TCP, measured by `scripts/bench-broker` |
 //! | write buffer per connection | flushed at 256 KiB, freed after each flush; a client that stops reading is still disconnected by a kick or takeover, and gets 5 s to take its last bytes |
 //! | store writer batch | 4,096 operations per transaction |
 

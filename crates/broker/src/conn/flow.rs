@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lichen_mqtt::{
     Disconnect, Packet, Properties, PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{Close, Conn, WRITE_HIGH_WATER};
 use crate::policy::Action;
@@ -24,7 +24,7 @@ pub(super) fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: super::Transport> Conn<S> {
     pub(super) fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let v5 = self.v5();
         // Topic aliases (client → broker).
@@ -420,7 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: super::Transport> Conn<S> {
     /// True when messages wait in the store only and the memory queue has room for them again
     /// (half of the session's bounds free, and room in the broker-wide total).
     pub(super) fn should_refill(&self) -> bool {

@@ -1,6 +1,7 @@
 //! One client connection: CONNECT and authorization, then a single task that reads packets,
-//! answers them, and writes queued deliveries. Memory stays small while idle: the read buffer
-//! starts at 128 bytes and adapts to traffic, and the write buffer is freed after each flush.
+//! answers them, and writes queued deliveries. Memory stays small while idle: an idle plain TCP
+//! connection waits on socket readiness with no read buffer (TLS keeps one of 64 bytes), the
+//! buffer adapts to traffic, and the write buffer is freed after each flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,32 @@ use crate::session::{Session, Stage};
 use crate::store::StoreOp;
 
 mod flow;
+
+/// A connection's byte stream.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Resolves when a read would not block, so that an idle connection waits without a read
+    /// buffer. May resolve early (the read that follows then waits as usual).
+    fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_;
+}
+
+impl Transport for tokio::net::TcpStream {
+    /// Polls readiness directly: the socket keeps the waker, so the waiting future holds only
+    /// a reference (a `readable()` future would carry a waiter node in every idle task).
+    fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        // An error shows up again in the read that follows.
+        std::future::poll_fn(move |cx| self.poll_read_ready(cx).map(|_| ()))
+    }
+}
+
+impl<T> Transport for Box<tokio_rustls::server::TlsStream<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// TLS may already hold decrypted bytes the socket no longer shows: let the read wait.
+    fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
+}
 
 /// Who is at the other end, as established by the transport.
 #[derive(Debug, Clone)]
@@ -134,7 +161,7 @@ pub fn run<S>(
     peer: std::net::SocketAddr,
 ) -> impl std::future::Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Transport,
 {
     let counter = shared.clone();
     let setup = Box::pin(establish(shared, stream, identity, peer));
@@ -155,7 +182,7 @@ async fn establish<S>(
     peer: std::net::SocketAddr,
 ) -> Option<(Conn<S>, Duration)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let limits = shared.limits.clone();
     let max_packet = limits.max_packet_size as usize;
@@ -316,7 +343,7 @@ where
     Some((conn, keep_alive))
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: Transport> Conn<S> {
     fn v5(&self) -> bool {
         self.protocol.is_v5()
     }
@@ -406,6 +433,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 && let Err(c) = Box::pin(self.flush()).await
             {
                 return c;
+            }
+            if self.rbuf.is_empty() && !more {
+                // Idle: wait until the socket has bytes without holding a read buffer (a plain
+                // TCP stream tells readiness; a TLS stream resolves at once and its read waits).
+                self.rbuf = BytesMut::new();
+                tokio::select! {
+                    biased;
+                    _ = session.wake.notified() => continue,
+                    _ = self.stream.readable() => {}
+                }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 32 {
                 if self.rbuf.is_empty() {
