@@ -136,8 +136,7 @@ impl Settings {
     /// A service's section: `broker`, else that name under the Greengrass `services` tree.
     pub fn service(&self, name: &str) -> Option<&serde_json::Value> {
         match name {
-            // Callers that build Settings in code may still put it in `services`.
-            "broker" => self.broker.as_ref().or_else(|| self.services.get("broker")),
+            "broker" => self.broker.as_ref(),
             _ => self.services.get(name),
         }
     }

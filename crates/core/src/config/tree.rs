@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 /// (key-path segments plus the value's own depth) and deployments (the resulting tree) are
 /// refused beyond it. It leaves room under serde_json's parser limit of 128 for the store file
 /// and deployment records, which wrap a tree in a few more levels, so whatever is saved loads
-/// again at the next start.
-pub const MAX_CONFIG_DEPTH: usize = 64;
+/// again at the next start. It is the recipe crate's bound on `DefaultConfiguration`, so a
+/// recipe's defaults always fit a configuration tree.
+pub const MAX_CONFIG_DEPTH: usize = lichen_recipe::MAX_DEFAULT_CONFIGURATION_DEPTH;
 
 /// Most segments an `UpdateConfiguration` key path may have (each is one level of nesting).
 pub const MAX_KEY_PATH_SEGMENTS: usize = MAX_CONFIG_DEPTH;
@@ -322,14 +323,6 @@ mod tests {
         while let Value::Object(mut m) = v {
             v = m.remove("k").unwrap_or(Value::Null);
         }
-    }
-
-    #[test]
-    fn recipes_use_the_same_depth_bound() {
-        assert_eq!(
-            MAX_CONFIG_DEPTH,
-            lichen_recipe::MAX_DEFAULT_CONFIGURATION_DEPTH
-        );
     }
 
     #[test]
