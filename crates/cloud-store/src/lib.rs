@@ -1,0 +1,290 @@
+//! Storage for the lichen cloud.
+//!
+//! One interface, [`Backend`], with two implementations that pass the same conformance suite:
+//! SQLite (the default: one file under the cloud's data directory, WAL) and PostgreSQL
+//! (`tokio-postgres`). [`Store`] is the enum the cloud holds, so callers need no generics.
+//! Artifacts are not in the database: they live behind [`ArtifactStore`], content-addressed by
+//! sha256, so that an object store can replace the filesystem later.
+//!
+//! Every write that must be atomic is one transaction. Read-modify-write of shadows and job
+//! executions is optimistic: the caller passes the version it read, and a concurrent writer
+//! makes the call fail with [`StoreError::VersionConflict`] instead of being overwritten.
+//!
+//! Times are RFC 3339 strings in UTC (`lichen_sys::time` formats them) or, where AWS uses
+//! them, Unix epoch seconds.
+
+pub mod types;
+
+use std::future::Future;
+
+pub use types::*;
+
+/// Storage errors. Each names the kind of record and its key.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {key:?} not found")]
+    NotFound { kind: &'static str, key: String },
+    #[error("{kind} {key:?} already exists")]
+    AlreadyExists { kind: &'static str, key: String },
+    #[error("{kind} {key:?} changed meanwhile (expected version {expected}, found {found})")]
+    VersionConflict {
+        kind: &'static str,
+        key: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error("{kind} {key:?} is in use: {by}")]
+    InUse {
+        kind: &'static str,
+        key: String,
+        by: String,
+    },
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("database: {0}")]
+    Database(String),
+    #[error("artifact store {path}: {message}")]
+    Artifacts { path: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The storage interface. Both backends implement it; `tests/conformance.rs` runs one suite
+/// against each.
+///
+/// Listing calls return at most `limit` records (bounded by [`MAX_PAGE`]) ordered by key,
+/// starting after `after` when given, so callers page through large fleets.
+pub trait Backend: Send + Sync {
+    // ---- things and groups ----
+    fn create_thing(&self, thing: &NewThing) -> impl Future<Output = Result<Thing>> + Send;
+    fn get_thing(&self, name: &str) -> impl Future<Output = Result<Thing>> + Send;
+    fn list_things(&self, page: &Page) -> impl Future<Output = Result<Vec<Thing>>> + Send;
+    /// Replaces the attributes (merge is done by the caller); bumps the thing's version.
+    fn set_thing_attributes(
+        &self,
+        name: &str,
+        attributes: &Attributes,
+        expected_version: Option<i64>,
+    ) -> impl Future<Output = Result<Thing>> + Send;
+    /// Deletes the thing, its memberships, connectivity, shadows and job executions; its
+    /// certificates are detached and revoked.
+    fn delete_thing(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+
+    fn create_group(
+        &self,
+        group: &NewThingGroup,
+    ) -> impl Future<Output = Result<ThingGroup>> + Send;
+    fn get_group(&self, name: &str) -> impl Future<Output = Result<ThingGroup>> + Send;
+    fn list_groups(&self, page: &Page) -> impl Future<Output = Result<Vec<ThingGroup>>> + Send;
+    fn delete_group(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Idempotent: adding a member twice is not an error.
+    fn add_to_group(&self, group: &str, thing: &str) -> impl Future<Output = Result<()>> + Send;
+    fn remove_from_group(
+        &self,
+        group: &str,
+        thing: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn group_members(
+        &self,
+        group: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn groups_of(&self, thing: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    // ---- connectivity and presence ----
+    fn put_connectivity(&self, info: &Connectivity) -> impl Future<Output = Result<()>> + Send;
+    fn get_connectivity(
+        &self,
+        thing: &str,
+    ) -> impl Future<Output = Result<Option<Connectivity>>> + Send;
+    /// Records a connect (`online = true`) or disconnect of a thing's MQTT connection.
+    fn set_presence(&self, presence: &Presence) -> impl Future<Output = Result<()>> + Send;
+    fn get_presence(&self, thing: &str) -> impl Future<Output = Result<Option<Presence>>> + Send;
+
+    // ---- certificates ----
+    fn put_certificate(&self, cert: &CertificateRecord) -> impl Future<Output = Result<()>> + Send;
+    /// By fingerprint (lowercase hex sha256 of the DER).
+    fn get_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<CertificateRecord>> + Send;
+    fn list_certificates(
+        &self,
+        filter: &CertificateFilter,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<CertificateRecord>>> + Send;
+    fn attach_certificate(
+        &self,
+        fingerprint: &str,
+        thing: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Revoked is final: revoking twice is not an error, and nothing makes it active again.
+    fn revoke_certificate(
+        &self,
+        fingerprint: &str,
+        at: &str,
+    ) -> impl Future<Output = Result<CertificateRecord>> + Send;
+
+    // ---- provisioning templates (fleet provisioning by claim) ----
+    fn put_template(
+        &self,
+        template: &ProvisioningTemplate,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn get_template(&self, name: &str)
+    -> impl Future<Output = Result<ProvisioningTemplate>> + Send;
+    fn list_templates(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<ProvisioningTemplate>>> + Send;
+    fn delete_template(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Stores a one-time token that binds a certificate created through the claim flow to the
+    /// `RegisterThing` call that must follow (AWS `certificateOwnershipToken`).
+    fn put_ownership_token(
+        &self,
+        token: &OwnershipToken,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Returns and deletes the token (one use), or NotFound.
+    fn take_ownership_token(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<OwnershipToken>> + Send;
+
+    // ---- component store ----
+    /// Versions are immutable: creating an existing name@version is AlreadyExists.
+    fn create_component_version(
+        &self,
+        component: &ComponentVersion,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn get_component_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<ComponentVersion>> + Send;
+    /// Latest version first within each name.
+    fn list_component_versions(
+        &self,
+        name: Option<&str>,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<ComponentVersion>>> + Send;
+    /// Refused with InUse when a deployment names this version.
+    fn delete_component_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Whether any component version still refers to this artifact digest (for garbage
+    /// collection of the artifact store).
+    fn artifact_referenced(&self, sha256: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    // ---- fleet deployments (issue 10 fills in the delivery; the store holds them now) ----
+    /// Replaces the target's previous deployment (a new deployment to a target supersedes it).
+    fn put_deployment(
+        &self,
+        deployment: &FleetDeployment,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn get_deployment(&self, id: &str) -> impl Future<Output = Result<FleetDeployment>> + Send;
+    fn list_deployments(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<FleetDeployment>>> + Send;
+    /// The deployments that name this component version, newest first.
+    fn deployments_using(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    // ---- shadows ----
+    /// `name` is `""` for the classic shadow.
+    fn get_shadow(
+        &self,
+        thing: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ShadowRecord>>> + Send;
+    /// Writes the shadow if its stored version is still `expected_version` (None: it must not
+    /// exist yet); otherwise VersionConflict. Returns nothing: the caller built the record.
+    fn put_shadow(
+        &self,
+        shadow: &ShadowRecord,
+        expected_version: Option<i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn delete_shadow(
+        &self,
+        thing: &str,
+        name: &str,
+        expected_version: Option<i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn list_named_shadows(
+        &self,
+        thing: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    // ---- jobs ----
+    fn create_job(&self, job: &Job) -> impl Future<Output = Result<()>> + Send;
+    fn get_job(&self, id: &str) -> impl Future<Output = Result<Job>> + Send;
+    fn list_jobs(&self, page: &Page) -> impl Future<Output = Result<Vec<Job>>> + Send;
+    fn update_job(&self, job: &Job) -> impl Future<Output = Result<()>> + Send;
+    /// Creates executions (QUEUED) for these things; existing ones are left as they are.
+    fn put_job_execution(
+        &self,
+        execution: &JobExecution,
+        expected_version: Option<i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn get_job_execution(
+        &self,
+        job_id: &str,
+        thing: &str,
+    ) -> impl Future<Output = Result<Option<JobExecution>>> + Send;
+    /// A thing's executions with one of `statuses` (all when empty), oldest queued first.
+    fn list_job_executions_for_thing(
+        &self,
+        thing: &str,
+        statuses: &[JobExecutionStatus],
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<JobExecution>>> + Send;
+    fn list_job_executions_for_job(
+        &self,
+        job_id: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<JobExecution>>> + Send;
+
+    // ---- admin tokens ----
+    /// Tokens are stored as sha256 hashes only; the secret is shown once, at creation.
+    fn put_admin_token(&self, token: &AdminToken) -> impl Future<Output = Result<()>> + Send;
+    fn find_admin_token(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<Option<AdminToken>>> + Send;
+    fn list_admin_tokens(&self) -> impl Future<Output = Result<Vec<AdminToken>>> + Send;
+    fn delete_admin_token(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Largest page a listing returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Where a listing starts and how much it returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Return records whose key sorts after this one.
+    pub after: Option<String>,
+    /// At most this many (0 or more than [`MAX_PAGE`] means [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+impl Page {
+    pub fn first(limit: u32) -> Page {
+        Page { after: None, limit }
+    }
+
+    pub fn effective_limit(&self) -> u32 {
+        if self.limit == 0 || self.limit > MAX_PAGE {
+            MAX_PAGE
+        } else {
+            self.limit
+        }
+    }
+}

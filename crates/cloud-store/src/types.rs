@@ -1,0 +1,290 @@
+//! The records the cloud stores. Plain data: the semantics (shadow documents, job state
+//! machine, provisioning) live in the crates that use them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Thing attributes (AWS IoT allows up to 50; the API enforces [`MAX_ATTRIBUTES`]).
+pub type Attributes = BTreeMap<String, String>;
+
+/// Most attributes a thing may have (AWS IoT's limit).
+pub const MAX_ATTRIBUTES: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewThing {
+    pub name: String,
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thing {
+    pub name: String,
+    pub attributes: Attributes,
+    /// Starts at 1; every attribute change adds one.
+    pub version: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewThingGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+/// One address a core's client devices can reach its broker at (Greengrass
+/// `ConnectivityInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectivityEndpoint {
+    pub host_address: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connectivity {
+    pub thing: String,
+    pub endpoints: Vec<ConnectivityEndpoint>,
+    pub reported_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub thing: String,
+    pub online: bool,
+    /// The MQTT client id of the connection.
+    pub client_id: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CertificateStatus {
+    Active,
+    Revoked,
+}
+
+/// What a certificate may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CertificateKind {
+    /// A device's own identity: attached to one thing.
+    Device,
+    /// A fleet-provisioning claim certificate: it may only use the provisioning topics of the
+    /// templates that list it.
+    Claim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRecord {
+    /// Lowercase hex sha256 of the DER: the certificate's id.
+    pub fingerprint: String,
+    /// The issuing CA's serial, lowercase hex.
+    pub serial: String,
+    pub pem: String,
+    pub kind: CertificateKind,
+    pub status: CertificateStatus,
+    /// The thing it is attached to (device certificates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thing: Option<String>,
+    pub created_at: String,
+    pub not_after: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateFilter {
+    pub thing: Option<String>,
+    pub status: Option<CertificateStatus>,
+    pub kind: Option<CertificateKind>,
+}
+
+/// A fleet provisioning template (`greengrass-dg/fleet-provisioning.md`): what a device that
+/// presents one of the claim certificates becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningTemplate {
+    pub name: String,
+    pub enabled: bool,
+    /// The template body (AWS provisioning template JSON: Parameters + Resources).
+    pub body: serde_json::Value,
+    /// Fingerprints of the claim certificates that may use this template.
+    pub claim_certificates: Vec<String>,
+    pub created_at: String,
+}
+
+/// AWS `certificateOwnershipToken`: issued with a certificate created through the claim flow,
+/// spent by the `RegisterThing` that follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnershipToken {
+    /// sha256 hex of the token the device holds.
+    pub token_hash: String,
+    pub certificate: String,
+    /// Unix seconds after which it is refused.
+    pub expires_at: i64,
+}
+
+/// One artifact of a stored component version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredArtifact {
+    /// The URI as the recipe names it (`s3://…` or a bare file name).
+    pub uri: String,
+    /// Lowercase hex sha256 of the content: the artifact store's key.
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentVersion {
+    pub name: String,
+    pub version: String,
+    /// The recipe as stored: JSON, every artifact carrying its `Digest` and `Algorithm`.
+    pub recipe: serde_json::Value,
+    pub artifacts: Vec<StoredArtifact>,
+    pub created_at: String,
+}
+
+/// What a fleet deployment targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "name", rename_all = "camelCase")]
+pub enum DeploymentTarget {
+    Thing(String),
+    ThingGroup(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetDeployment {
+    pub id: String,
+    pub target: DeploymentTarget,
+    /// name → version of every component the deployment names.
+    pub components: BTreeMap<String, String>,
+    /// The whole deployment document, as the fleet-deployment issue defines it.
+    pub document: serde_json::Value,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    InProgress,
+    Canceled,
+    Completed,
+    DeletionInProgress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: String,
+    /// The job document delivered to devices.
+    pub document: serde_json::Value,
+    pub status: JobStatus,
+    /// Things the job was created for (groups are expanded when the job is created).
+    pub targets: Vec<String>,
+    /// Jobs namespace (`aws-gg-deployment` for Greengrass deployments), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// AWS IoT job execution statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobExecutionStatus {
+    Queued,
+    InProgress,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Rejected,
+    Removed,
+    Canceled,
+}
+
+impl JobExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobExecutionStatus::Queued => "QUEUED",
+            JobExecutionStatus::InProgress => "IN_PROGRESS",
+            JobExecutionStatus::Succeeded => "SUCCEEDED",
+            JobExecutionStatus::Failed => "FAILED",
+            JobExecutionStatus::TimedOut => "TIMED_OUT",
+            JobExecutionStatus::Rejected => "REJECTED",
+            JobExecutionStatus::Removed => "REMOVED",
+            JobExecutionStatus::Canceled => "CANCELED",
+        }
+    }
+
+    /// Terminal statuses end the execution.
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            JobExecutionStatus::Queued | JobExecutionStatus::InProgress
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobExecution {
+    pub job_id: String,
+    pub thing: String,
+    pub status: JobExecutionStatus,
+    #[serde(default)]
+    pub status_details: BTreeMap<String, String>,
+    /// Starts at 1; each update adds one (AWS `versionNumber`).
+    pub version_number: i64,
+    pub execution_number: i64,
+    /// Unix seconds.
+    pub queued_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    pub last_updated_at: i64,
+}
+
+/// One stored shadow. The document's semantics are `lichen-iot`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowRecord {
+    pub thing: String,
+    /// `""` for the classic shadow.
+    pub name: String,
+    /// The full stored shadow: state, metadata, version, timestamp.
+    pub document: serde_json::Value,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminToken {
+    pub id: String,
+    /// sha256 hex of the secret; the secret itself is never stored.
+    pub token_hash: String,
+    pub description: String,
+    pub created_at: String,
+}
