@@ -1,0 +1,1 @@
+//! The AWS IoT Jobs MQTT API (in progress).
