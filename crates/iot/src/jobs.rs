@@ -1,1 +1,0 @@
-//! The AWS IoT Jobs MQTT API (in progress).
