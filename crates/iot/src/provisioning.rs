@@ -1,0 +1,1 @@
+//! Fleet provisioning (in progress).
