@@ -633,7 +633,8 @@ impl BrokerHandle {
 
     /// Stops accepting, closes every connection (MQTT 5 clients get Server shutting down),
     /// commits the store and returns.
-    pub async fn shutdown(self) {
+    /// Takes `&self` so that an embedder holding the handle in an `Arc` can stop it too.
+    pub async fn shutdown(&self) {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.closed.notify_waiters();
         self.shared
