@@ -159,7 +159,10 @@ mod tests {
         assert!(ok("$aws/things/dev-a/shadow/update"));
         assert!(ok("$lichen/things/dev-a/connectivity/update"));
         assert!(!ok("$aws/things/dev-b/shadow/update"));
-        assert!(!ok("$aws/things/dev-a2/shadow/update"), "prefix of another name");
+        assert!(
+            !ok("$aws/things/dev-a2/shadow/update"),
+            "prefix of another name"
+        );
         assert!(!ok("$aws/things/dev-a"), "no trailing slash");
         assert!(!ok("$aws/certificates/create/json"));
         assert!(!ok("plain/topic"), "no device policy: nothing more");
@@ -178,7 +181,11 @@ mod tests {
         assert!(!client_id_allowed("a", "a-b"));
         assert!(!client_id_allowed("a", "b"));
         assert!(check(thing("a"), "a", Action::Connect { client_id: "a#x" }));
-        assert!(!check(thing("a"), "ab", Action::Connect { client_id: "ab" }));
+        assert!(!check(
+            thing("a"),
+            "ab",
+            Action::Connect { client_id: "ab" }
+        ));
     }
 
     #[test]
@@ -198,8 +205,12 @@ mod tests {
         let sub = |f: &str| check(claim(), "c", Action::Subscribe { filter: f });
         assert!(sub("$aws/certificates/create/json/accepted"));
         assert!(sub("$aws/certificates/create/json/+"));
-        assert!(sub("$aws/provisioning-templates/T1/provision/json/rejected"));
-        assert!(!sub("$aws/provisioning-templates/T2/provision/json/accepted"));
+        assert!(sub(
+            "$aws/provisioning-templates/T1/provision/json/rejected"
+        ));
+        assert!(!sub(
+            "$aws/provisioning-templates/T2/provision/json/accepted"
+        ));
         assert!(!sub("$aws/certificates/#"));
         assert!(!sub("#"));
     }

@@ -56,14 +56,18 @@ pub fn parse(thing: &str, body: &[u8]) -> Result<Connectivity, String> {
     for (i, e) in req.connectivity_info.into_iter().enumerate() {
         if e.host_address.is_empty()
             || e.host_address.len() > MAX_HOST_BYTES
-            || e.host_address.chars().any(|c| c.is_whitespace() || c.is_control())
+            || e.host_address
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(format!(
                 "ConnectivityInfo[{i}].HostAddress must be 1 to {MAX_HOST_BYTES} bytes without spaces"
             ));
         }
         if e.port_number == 0 {
-            return Err(format!("ConnectivityInfo[{i}].PortNumber must be 1 to 65535"));
+            return Err(format!(
+                "ConnectivityInfo[{i}].PortNumber must be 1 to 65535"
+            ));
         }
         if e.metadata.len() > MAX_METADATA_BYTES {
             return Err(format!(
@@ -123,11 +127,17 @@ mod tests {
         .unwrap();
         assert_eq!(ok.endpoints[0].host_address, "10.0.0.5");
         assert_eq!(ok.endpoints[0].port, 8883);
-        let e = parse("core", br#"{"ConnectivityInfo":[{"HostAddress":"","PortNumber":1}]}"#)
-            .unwrap_err();
+        let e = parse(
+            "core",
+            br#"{"ConnectivityInfo":[{"HostAddress":"","PortNumber":1}]}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("ConnectivityInfo[0].HostAddress"), "{e}");
-        let e = parse("core", br#"{"ConnectivityInfo":[{"HostAddress":"h","PortNumber":0}]}"#)
-            .unwrap_err();
+        let e = parse(
+            "core",
+            br#"{"ConnectivityInfo":[{"HostAddress":"h","PortNumber":0}]}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("PortNumber"), "{e}");
         assert!(parse("core", b"{").is_err());
         assert!(parse("core", br#"{"Other":1}"#).is_err());
@@ -135,6 +145,10 @@ mod tests {
             r#"{{"ConnectivityInfo":[{}]}}"#,
             vec![r#"{"HostAddress":"h","PortNumber":1}"#; MAX_ENDPOINTS + 1].join(",")
         );
-        assert!(parse("core", many.as_bytes()).unwrap_err().contains("at most"));
+        assert!(
+            parse("core", many.as_bytes())
+                .unwrap_err()
+                .contains("at most")
+        );
     }
 }

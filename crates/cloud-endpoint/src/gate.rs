@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use lichen_broker::hooks::BoxFuture;
 use lichen_broker::{Admission, ConnectInfo, ConnectionGate, GateDecision};
-use lichen_cloud_store::{
-    Backend, CertificateKind, CertificateStatus, MAX_PAGE, Page, StoreError,
-};
+use lichen_cloud_store::{Backend, CertificateKind, CertificateStatus, MAX_PAGE, Page, StoreError};
 
 use crate::Inner;
 use crate::authz::{Principal, claim_thing_name, client_id_allowed};
@@ -106,7 +104,8 @@ pub async fn templates_listing<B: Backend>(
             .await
             .map_err(|e| format!("template lookup failed: {e}"))?;
         scanned += batch.len();
-        let done = batch.len() < page.effective_limit() as usize || scanned >= MAX_TEMPLATES_SCANNED;
+        let done =
+            batch.len() < page.effective_limit() as usize || scanned >= MAX_TEMPLATES_SCANNED;
         page.after = batch.last().map(|t| t.name.clone());
         for t in batch {
             if t.enabled && t.claim_certificates.iter().any(|c| c == fingerprint) {

@@ -65,7 +65,7 @@ mod jobs;
 mod provisioning;
 mod service;
 mod shadow;
-mod template;
+pub mod template;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -181,8 +181,10 @@ pub async fn start<B: Backend + 'static>(
         events: Some(events.clone()),
         ca: Some(ca),
     };
-    let mut tls = lichen_broker::TlsConfig::default();
-    tls.hostnames = config.server_names.clone();
+    let tls = lichen_broker::TlsConfig {
+        hostnames: config.server_names.clone(),
+        ..Default::default()
+    };
     let broker_config = BrokerConfig {
         state_dir: config.state_dir.join("broker"),
         listeners: vec![ListenerConfig {

@@ -24,7 +24,12 @@ pub struct Plan {
     pub device_configuration: Value,
 }
 
-fn resolve(v: &Value, params: &BTreeMap<String, String>, at: &str, depth: usize) -> Result<String, String> {
+fn resolve(
+    v: &Value,
+    params: &BTreeMap<String, String>,
+    at: &str,
+    depth: usize,
+) -> Result<String, String> {
     if depth > MAX_DEPTH {
         return Err(format!("{at}: nested too deeply"));
     }
@@ -43,11 +48,18 @@ fn resolve(v: &Value, params: &BTreeMap<String, String>, at: &str, depth: usize)
             {
                 let mut out = Vec::with_capacity(parts.len());
                 for (i, p) in parts.iter().enumerate() {
-                    out.push(resolve(p, params, &format!("{at}.Fn::Join[{i}]"), depth + 1)?);
+                    out.push(resolve(
+                        p,
+                        params,
+                        &format!("{at}.Fn::Join[{i}]"),
+                        depth + 1,
+                    )?);
                 }
                 return Ok(out.join(sep));
             }
-            Err(format!("{at}: only Ref and Fn::Join [sep, [..]] are supported"))
+            Err(format!(
+                "{at}: only Ref and Fn::Join [sep, [..]] are supported"
+            ))
         }
         _ => Err(format!("{at}: expected a string, Ref or Fn::Join")),
     }
@@ -65,10 +77,14 @@ pub fn evaluate(body: &Value, parameters: &Map<String, Value>) -> Result<Plan, S
             return Err(format!("parameters.{name} must be a string"));
         };
         if s.len() > MAX_PARAMETER_BYTES {
-            return Err(format!("parameters.{name} is longer than {MAX_PARAMETER_BYTES} bytes"));
+            return Err(format!(
+                "parameters.{name} is longer than {MAX_PARAMETER_BYTES} bytes"
+            ));
         }
         if !declared.is_some_and(|d| d.contains_key(name)) {
-            return Err(format!("parameters.{name} is not a parameter of the template"));
+            return Err(format!(
+                "parameters.{name} is not a parameter of the template"
+            ));
         }
         params.insert(name.clone(), s.to_string());
     }
@@ -76,7 +92,12 @@ pub fn evaluate(body: &Value, parameters: &Map<String, Value>) -> Result<Plan, S
         if !params.contains_key(name)
             && let Some(default) = decl.get("Default")
         {
-            let d = resolve(default, &BTreeMap::new(), &format!("Parameters.{name}.Default"), 0)?;
+            let d = resolve(
+                default,
+                &BTreeMap::new(),
+                &format!("Parameters.{name}.Default"),
+                0,
+            )?;
             params.insert(name.clone(), d);
         }
     }
@@ -89,7 +110,9 @@ pub fn evaluate(body: &Value, parameters: &Map<String, Value>) -> Result<Plan, S
         match r.get("Type").and_then(Value::as_str) {
             Some("AWS::IoT::Thing") => {
                 if thing.is_some() {
-                    return Err(format!("Resources.{id}: only one AWS::IoT::Thing is supported"));
+                    return Err(format!(
+                        "Resources.{id}: only one AWS::IoT::Thing is supported"
+                    ));
                 }
                 thing = Some((id, r.get("Properties").cloned().unwrap_or(Value::Null)));
             }
@@ -111,7 +134,10 @@ pub fn evaluate(body: &Value, parameters: &Map<String, Value>) -> Result<Plan, S
             .as_object()
             .ok_or_else(|| format!("{at}.AttributePayload must be an object"))?;
         for (k, v) in a {
-            attributes.insert(k.clone(), resolve(v, &params, &format!("{at}.AttributePayload.{k}"), 0)?);
+            attributes.insert(
+                k.clone(),
+                resolve(v, &params, &format!("{at}.AttributePayload.{k}"), 0)?,
+            );
         }
     }
     let mut thing_groups = Vec::new();
@@ -168,8 +194,11 @@ mod tests {
         assert!(e.contains("parameter ThingName has no value"), "{e}");
         let e = evaluate(&template(), json!({"Other": "1"}).as_object().unwrap()).unwrap_err();
         assert!(e.contains("parameters.Other"), "{e}");
-        let e = evaluate(&template(), json!({"ThingName": "bad name"}).as_object().unwrap())
-            .unwrap_err();
+        let e = evaluate(
+            &template(),
+            json!({"ThingName": "bad name"}).as_object().unwrap(),
+        )
+        .unwrap_err();
         assert!(e.contains("ThingName"), "{e}");
         let e = evaluate(&json!({"Resources": {}}), &Map::new()).unwrap_err();
         assert!(e.contains("AWS::IoT::Thing"), "{e}");

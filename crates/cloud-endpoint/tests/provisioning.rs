@@ -62,15 +62,25 @@ async fn claim_flow(db: Db) {
     assert_eq!(c1.expect("puback", |_| true).await["rc"], 135);
 
     // CreateKeysAndCertificate: the reply reaches the requester only.
-    assert_eq!(c1.subscribe("$aws/certificates/create/json/+", 1).await, vec![1]);
-    assert_eq!(c2.subscribe("$aws/certificates/create/json/accepted", 1).await, vec![1]);
+    assert_eq!(
+        c1.subscribe("$aws/certificates/create/json/+", 1).await,
+        vec![1]
+    );
+    assert_eq!(
+        c2.subscribe("$aws/certificates/create/json/accepted", 1)
+            .await,
+        vec![1]
+    );
     c1.publish("$aws/certificates/create/json", "{}", 1).await;
     let m = c1.expect("message", |_| true).await;
     assert_eq!(m["topic"], "$aws/certificates/create/json/accepted");
     let created = payload(&m);
     let cert_pem = created["certificatePem"].as_str().unwrap().to_string();
     let key_pem = created["privateKey"].as_str().unwrap().to_string();
-    let token = created["certificateOwnershipToken"].as_str().unwrap().to_string();
+    let token = created["certificateOwnershipToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let cert_id = created["certificateId"].as_str().unwrap().to_string();
     assert!(
         c2.wait("message", &|_| true, Duration::from_millis(1500))
@@ -104,7 +114,12 @@ async fn claim_flow(db: Db) {
     .await;
     let m = c1.expect("message", |_| true).await;
     assert_eq!(m["topic"], format!("{reg}/rejected"));
-    assert!(payload(&m)["errorMessage"].as_str().unwrap().contains("Nope"));
+    assert!(
+        payload(&m)["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Nope")
+    );
     c1.publish(
         reg,
         &json!({"certificateOwnershipToken": token, "parameters": {"SerialNumber": "0042"}})
@@ -129,16 +144,29 @@ async fn claim_flow(db: Db) {
     assert_eq!(payload(&m)["errorCode"], "InvalidCertificateOwnershipToken");
     let thing = cloud.store.get_thing("gg-0042").await.unwrap();
     assert_eq!(thing.attributes["serial"], "0042");
-    assert_eq!(cloud.store.groups_of("gg-0042").await.unwrap(), vec!["fleet"]);
     assert_eq!(
-        cloud.store.get_certificate(&cert_id).await.unwrap().thing.as_deref(),
+        cloud.store.groups_of("gg-0042").await.unwrap(),
+        vec!["fleet"]
+    );
+    assert_eq!(
+        cloud
+            .store
+            .get_certificate(&cert_id)
+            .await
+            .unwrap()
+            .thing
+            .as_deref(),
         Some("gg-0042")
     );
 
     // The new identity connects and uses its own topics.
     let mut dev = cloud.agent(&py, "5", "gg-0042", &new_creds);
     assert_eq!(dev.expect("connack", |_| true).await["rc"], 0);
-    assert_eq!(dev.subscribe("$aws/things/gg-0042/shadow/update/accepted", 1).await, vec![1]);
+    assert_eq!(
+        dev.subscribe("$aws/things/gg-0042/shadow/update/accepted", 1)
+            .await,
+        vec![1]
+    );
     dev.publish(
         "$aws/things/gg-0042/shadow/update",
         r#"{"state":{"reported":{"up":true}}}"#,
@@ -154,7 +182,10 @@ async fn claim_flow(db: Db) {
     c1.publish("$aws/provisioning-templates/Other/provision/json", "{}", 1)
         .await;
     assert_eq!(c1.expect("puback", |_| true).await["rc"], 135);
-    assert_eq!(c1.subscribe("$aws/things/gg-0042/shadow/#", 1).await, vec![135]);
+    assert_eq!(
+        c1.subscribe("$aws/things/gg-0042/shadow/#", 1).await,
+        vec![135]
+    );
     let mut pose = cloud.agent(&py, "5", "gg-0042", &claim);
     assert_eq!(pose.expect("connack", |_| true).await["rc"], 135);
     pose.quit().await;
@@ -167,7 +198,8 @@ async fn claim_flow(db: Db) {
         .push(rcgen::DnType::CommonName, "csr-device");
     let csr = params.serialize_request(&key).unwrap().pem().unwrap();
     assert_eq!(
-        c2.subscribe("$aws/certificates/create-from-csr/json/accepted", 1).await,
+        c2.subscribe("$aws/certificates/create-from-csr/json/accepted", 1)
+            .await,
         vec![1]
     );
     c2.publish(
@@ -177,10 +209,18 @@ async fn claim_flow(db: Db) {
     )
     .await;
     let m = c2.expect("message", |_| true).await;
-    assert_eq!(m["topic"], "$aws/certificates/create-from-csr/json/accepted");
+    assert_eq!(
+        m["topic"],
+        "$aws/certificates/create-from-csr/json/accepted"
+    );
     let signed = payload(&m);
     assert!(signed.get("privateKey").is_none());
-    assert!(signed["certificatePem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(
+        signed["certificatePem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
     c1.quit().await;
     c2.quit().await;
     cloud.endpoint.shutdown().await;

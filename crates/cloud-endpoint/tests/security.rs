@@ -38,13 +38,7 @@ async fn refusals(db: Db) {
         .register(&issued, CertificateKind::Device, Some("dev-f"))
         .await;
     let mut f = cloud.agent(&py, "5", "dev-f", &foreign);
-    let first = f
-        .wait(
-            "connack",
-            &|_| true,
-            Duration::from_secs(5),
-        )
-        .await;
+    let first = f.wait("connack", &|_| true, Duration::from_secs(5)).await;
     assert!(
         first.is_none() || first.as_ref().is_some_and(|v| v["rc"] != 0),
         "foreign CA admitted: {:?}",
@@ -69,11 +63,18 @@ async fn refusals(db: Db) {
         .unwrap();
     assert_eq!(cloud.endpoint.certificate_revoked(&a.fingerprint).await, 1);
     assert_eq!(live.expect("disconnect", |_| true).await["rc"], 135);
-    assert_eq!(live.expect("connack", |_| true).await["rc"], 135, "reconnect refused");
+    assert_eq!(
+        live.expect("connack", |_| true).await["rc"],
+        135,
+        "reconnect refused"
+    );
     live.quit().await;
     cloud.endpoint.shutdown().await;
 }
-both!(unknown_foreign_and_revoked_certificates_are_refused, refusals);
+both!(
+    unknown_foreign_and_revoked_certificates_are_refused,
+    refusals
+);
 
 async fn isolation(db: Db) {
     let py = need!(python(), "python venv with paho-mqtt");
@@ -93,8 +94,10 @@ async fn isolation(db: Db) {
         1,
     )
     .await;
-    cb.expect("message", |m| m["topic"] == "$aws/things/dev-b/shadow/update/accepted")
-        .await;
+    cb.expect("message", |m| {
+        m["topic"] == "$aws/things/dev-b/shadow/update/accepted"
+    })
+    .await;
 
     // A may not subscribe to B's topics, by name or wildcard.
     for f in [
@@ -115,7 +118,11 @@ async fn isolation(db: Db) {
         "$aws/things/dev-b/jobs/start-next",
     ] {
         ca.publish(t, "{}", 1).await;
-        assert_eq!(ca.expect("puback", |_| true).await["rc"], 135, "A publishing {t}");
+        assert_eq!(
+            ca.expect("puback", |_| true).await["rc"],
+            135,
+            "A publishing {t}"
+        );
     }
     // Nor fake a service reply on its own topics: the service swallows it.
     assert_eq!(ca.subscribe("$aws/things/dev-a/shadow/#", 1).await, vec![1]);
@@ -135,15 +142,18 @@ async fn isolation(db: Db) {
                 .is_some_and(|t| t.starts_with("$aws/things/dev-a/shadow/get/"))
         })
         .await;
-    assert_eq!(m["topic"], "$aws/things/dev-a/shadow/get/rejected", "{:?}", ca.seen);
+    assert_eq!(
+        m["topic"], "$aws/things/dev-a/shadow/get/rejected",
+        "{:?}",
+        ca.seen
+    );
     assert!(m["payload"].as_str().unwrap().contains("404"));
     // B's shadow is untouched and A saw nothing of it.
     let stored = cloud.store.get_shadow("dev-b", "").await.unwrap().unwrap();
     assert_eq!(stored.version, 1);
     assert!(
-        !ca.seen
-            .iter()
-            .any(|e| e.to_string().contains("b-only") || e["topic"] == "$aws/things/dev-a/shadow/get/accepted"),
+        !ca.seen.iter().any(|e| e.to_string().contains("b-only")
+            || e["topic"] == "$aws/things/dev-a/shadow/get/accepted"),
         "{:?}",
         ca.seen
     );
@@ -162,7 +172,8 @@ async fn presence_and_connectivity(db: Db) {
     let online = wait_presence(&cloud, "core-1", true).await;
     assert_eq!(online.client_id, "core-1");
     assert_eq!(
-        c.subscribe("$lichen/things/core-1/connectivity/update/+", 1).await,
+        c.subscribe("$lichen/things/core-1/connectivity/update/+", 1)
+            .await,
         vec![1]
     );
     c.publish(
@@ -172,8 +183,16 @@ async fn presence_and_connectivity(db: Db) {
     )
     .await;
     let m = c.expect("message", |_| true).await;
-    assert_eq!(m["topic"], "$lichen/things/core-1/connectivity/update/accepted");
-    let info = cloud.store.get_connectivity("core-1").await.unwrap().unwrap();
+    assert_eq!(
+        m["topic"],
+        "$lichen/things/core-1/connectivity/update/accepted"
+    );
+    let info = cloud
+        .store
+        .get_connectivity("core-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.endpoints.len(), 1);
     assert_eq!(info.endpoints[0].host_address, "192.168.1.20");
     assert_eq!(info.endpoints[0].port, 8883);
@@ -185,17 +204,28 @@ async fn presence_and_connectivity(db: Db) {
     )
     .await;
     let m = c.expect("message", |_| true).await;
-    assert_eq!(m["topic"], "$lichen/things/core-1/connectivity/update/rejected");
+    assert_eq!(
+        m["topic"],
+        "$lichen/things/core-1/connectivity/update/rejected"
+    );
     assert!(m["payload"].as_str().unwrap().contains("PortNumber"));
     assert_eq!(
-        cloud.store.get_connectivity("core-1").await.unwrap().unwrap(),
+        cloud
+            .store
+            .get_connectivity("core-1")
+            .await
+            .unwrap()
+            .unwrap(),
         info
     );
     c.quit().await;
     wait_presence(&cloud, "core-1", false).await;
     cloud.endpoint.shutdown().await;
 }
-both!(presence_and_connectivity_reach_the_store, presence_and_connectivity);
+both!(
+    presence_and_connectivity_reach_the_store,
+    presence_and_connectivity
+);
 
 async fn wait_presence(cloud: &Cloud, thing: &str, online: bool) -> lichen_cloud_store::Presence {
     for _ in 0..100 {

@@ -124,7 +124,10 @@ async fn jobs(db: Db) {
         let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut err)).await;
     }
     println!("{out}");
-    assert!(done.is_ok() && out.contains("all ok"), "jobs client:\n{out}\n{err}");
+    assert!(
+        done.is_ok() && out.contains("all ok"),
+        "jobs client:\n{out}\n{err}"
+    );
     let exec = cloud
         .store
         .get_job_execution("deploy-1", "core-7")

@@ -99,7 +99,11 @@ pub async fn open_store(db: Db, dir: &Path) -> Option<Store> {
             let cluster = lichen_cloud_store::testing::PgCluster::shared()
                 .expect("starting the test PostgreSQL cluster")?;
             let url = cluster.create_database().await.expect("database created");
-            Some(Store::open(dir, Some(&url)).await.expect("postgres store opens"))
+            Some(
+                Store::open(dir, Some(&url))
+                    .await
+                    .expect("postgres store opens"),
+            )
         }
     }
 }
@@ -138,10 +142,16 @@ impl Cloud {
     }
 
     /// Issues a certificate (CN `cn`) from `ca` and writes its files.
-    pub fn issue_with(&self, ca: &lichen_pki::LocalCa, cn: &str) -> (Creds, lichen_pki::IssuedCert) {
+    pub fn issue_with(
+        &self,
+        ca: &lichen_pki::LocalCa,
+        cn: &str,
+    ) -> (Creds, lichen_pki::IssuedCert) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let issued = ca.issue_from_csr(&csr, 30).unwrap();
         let files = self.dir.path().join("files");
@@ -161,7 +171,12 @@ impl Cloud {
     }
 
     /// Records a certificate in the store.
-    pub async fn register(&self, issued: &lichen_pki::IssuedCert, kind: CertificateKind, thing: Option<&str>) {
+    pub async fn register(
+        &self,
+        issued: &lichen_pki::IssuedCert,
+        kind: CertificateKind,
+        thing: Option<&str>,
+    ) {
         let record = CertificateRecord {
             fingerprint: lichen_pki::fingerprint(&issued.cert_der),
             serial: issued.serial.clone(),
@@ -192,7 +207,8 @@ impl Cloud {
             .await
             .unwrap();
         let (creds, issued) = self.issue_with(&self.ca, thing);
-        self.register(&issued, CertificateKind::Device, Some(thing)).await;
+        self.register(&issued, CertificateKind::Device, Some(thing))
+            .await;
         creds
     }
 
