@@ -65,7 +65,6 @@ mod jobs;
 mod provisioning;
 mod service;
 mod shadow;
-pub mod template;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

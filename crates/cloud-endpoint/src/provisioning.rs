@@ -8,24 +8,40 @@ use lichen_cloud_store::{
     Backend, CertificateKind, CertificateRecord, CertificateStatus, NewThing, OwnershipToken,
     StoreError,
 };
+use lichen_iot::provisioning::{
+    self as iotp, CertificateInputs, ProvisioningError, parse_create_from_csr_request,
+    parse_create_keys_request, parse_register_thing_request,
+};
 use lichen_iot::topic::{Outcome, ProvisioningRequest, ProvisioningTopic};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::authz::Principal;
 use crate::events::now_rfc3339;
 use crate::service::now_secs;
-use crate::template;
 use crate::{Inner, OWNERSHIP_TOKEN_SECS};
-
-/// Largest provisioning request body.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 struct Rejection {
     status: u16,
     code: &'static str,
     message: String,
+}
+
+impl From<ProvisioningError> for Rejection {
+    fn from(e: ProvisioningError) -> Rejection {
+        if let ProvisioningError::InvalidTemplate(m) = &e {
+            tracing::error!(error = %m, "provisioning template cannot be evaluated");
+        }
+        let message = e.payload()["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Rejection {
+            status: e.status_code(),
+            code: e.error_code(),
+            message,
+        }
+    }
 }
 
 impl Rejection {
@@ -61,31 +77,26 @@ pub async fn handle<B: Backend>(
     else {
         return; // things are not authorized on these topics; nothing to answer
     };
-    let result = if body.len() > MAX_REQUEST_BYTES {
-        Err(Rejection::new(
-            400,
-            "InvalidPayload",
-            format!("request is larger than {MAX_REQUEST_BYTES} bytes"),
-        ))
-    } else {
-        match &topic.request {
-            ProvisioningRequest::CreateKeysAndCertificate => create(inner, None).await,
-            ProvisioningRequest::CreateCertificateFromCsr => {
-                match serde_json::from_slice::<CsrRequest>(body) {
-                    Ok(r) => create(inner, Some(&r.certificate_signing_request)).await,
-                    Err(e) => Err(Rejection::new(400, "InvalidPayload", e.to_string())),
-                }
+    let result = match &topic.request {
+        ProvisioningRequest::CreateKeysAndCertificate => match parse_create_keys_request(body) {
+            Ok(()) => create(inner, None).await,
+            Err(e) => Err(e.into()),
+        },
+        ProvisioningRequest::CreateCertificateFromCsr => {
+            match parse_create_from_csr_request(body) {
+                Ok(r) => create(inner, Some(&r.certificate_signing_request)).await,
+                Err(e) => Err(e.into()),
             }
-            ProvisioningRequest::RegisterThing { template } => {
-                if templates.iter().any(|t| t == template) {
-                    register(inner, fingerprint, template, body).await
-                } else {
-                    Err(Rejection::new(
-                        403,
-                        "AccessDenied",
-                        format!("claim certificate may not use template {template}"),
-                    ))
-                }
+        }
+        ProvisioningRequest::RegisterThing { template } => {
+            if templates.iter().any(|t| t == template) {
+                register(inner, fingerprint, template, body).await
+            } else {
+                Err(Rejection::new(
+                    403,
+                    "AccessDenied",
+                    format!("claim certificate may not use template {template}"),
+                ))
             }
         }
     };
@@ -101,20 +112,6 @@ pub async fn handle<B: Backend>(
             &r.payload(),
         ),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CsrRequest {
-    certificate_signing_request: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RegisterRequest {
-    certificate_ownership_token: String,
-    #[serde(default)]
-    parameters: serde_json::Map<String, Value>,
 }
 
 fn day_to_rfc3339(day: i64) -> String {
@@ -197,8 +194,7 @@ async fn register<B: Backend>(
     template_name: &str,
     body: &[u8],
 ) -> Result<Value, Rejection> {
-    let req: RegisterRequest = serde_json::from_slice(body)
-        .map_err(|e| Rejection::new(400, "InvalidPayload", e.to_string()))?;
+    let req = parse_register_thing_request(body)?;
     let template = match inner.store.get_template(template_name).await {
         Ok(t) => t,
         Err(StoreError::NotFound { .. }) => {
@@ -217,9 +213,6 @@ async fn register<B: Backend>(
             format!("template {template_name} is disabled or does not list this claim certificate"),
         ));
     }
-    // Evaluate before spending the token, so a bad parameter can be corrected and retried.
-    let plan = template::evaluate(&template.body, &req.parameters)
-        .map_err(|m| Rejection::new(400, "InvalidParameters", m))?;
     let token = match inner
         .store
         .take_ownership_token(&sha256_hex(&req.certificate_ownership_token))
@@ -240,6 +233,39 @@ async fn register<B: Backend>(
             400,
             "InvalidCertificateOwnershipToken",
             "the certificate ownership token expired",
+        ));
+    }
+    let cert = inner
+        .store
+        .get_certificate(&token.certificate)
+        .await
+        .map_err(|e| Rejection::internal("certificate unreadable", e))?;
+    let mut subject = std::collections::BTreeMap::new();
+    if let Some(cn) = lichen_pki::cert_der_from_pem(&cert.pem)
+        .ok()
+        .and_then(|der| lichen_pki::common_name(&der))
+    {
+        subject.insert("CommonName".to_string(), cn);
+    }
+    let inputs = CertificateInputs {
+        certificate_id: token.certificate.clone(),
+        subject,
+    };
+    // Wrong parameters give the token back, so the device can correct them and retry.
+    let plan = match iotp::evaluate_template(&template.body.to_string(), &req.parameters, &inputs) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Err(put) = inner.store.put_ownership_token(&token).await {
+                tracing::warn!(error = %put, "ownership token not restored");
+            }
+            return Err(e.into());
+        }
+    };
+    if plan.certificate_status == iotp::CertificateStatus::Inactive {
+        return Err(Rejection::new(
+            400,
+            "InvalidParameters",
+            "templates that leave the certificate INACTIVE are not supported",
         ));
     }
     let created = inner

@@ -114,11 +114,14 @@ async fn claim_flow(db: Db) {
     .await;
     let m = c1.expect("message", |_| true).await;
     assert_eq!(m["topic"], format!("{reg}/rejected"));
+    let rejected = payload(&m);
+    assert_eq!(rejected["errorCode"], "InvalidParameters", "{rejected}");
     assert!(
-        payload(&m)["errorMessage"]
+        rejected["errorMessage"]
             .as_str()
             .unwrap()
-            .contains("Nope")
+            .contains("SerialNumber"),
+        "the missing parameter is named: {rejected}"
     );
     c1.publish(
         reg,

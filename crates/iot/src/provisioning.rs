@@ -1,1 +1,0 @@
-//! Fleet provisioning (in progress).
