@@ -258,7 +258,7 @@ fn cloud_run_then_every_verb_through_the_binary() {
 
     // Templates and claims.
     let body = cloud.dir.path().join("template.json");
-    std::fs::write(&body, r#"{"Parameters":{"SerialNumber":{"Type":"String"}},"Resources":{"thing":{"Type":"AWS::IoT::Thing","Properties":{"ThingName":{"Ref":"SerialNumber"}}}}}"#).unwrap();
+    std::fs::write(&body, r#"{"Parameters":{"SerialNumber":{"Type":"String"}},"Resources":{"thing":{"Type":"AWS::IoT::Thing","Properties":{"ThingName":{"Ref":"SerialNumber"}}},"certificate":{"Type":"AWS::IoT::Certificate","Properties":{"CertificateId":{"Ref":"AWS::IoT::Certificate::Id"},"Status":"Active"}}}}"#).unwrap();
     cloud.json(&[
         "template",
         "create",
