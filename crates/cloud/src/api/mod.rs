@@ -40,9 +40,13 @@ pub const CLAIM_CERT_DAYS: u32 = 365;
 /// What the device endpoint must hear from the API. Implemented by the endpoint's handle
 /// (`lichen-cloud-endpoint`); absent when the cloud runs without one.
 pub trait DeviceEndpoint: Send + Sync {
-    /// A certificate was revoked: close its connections and refuse its next handshake.
-    fn certificate_revoked(&self, fingerprint: &str);
+    /// A certificate was revoked: close its connections (the endpoint refuses its next
+    /// handshake by itself). The API answers only once this is done.
+    fn certificate_revoked<'a>(&'a self, fingerprint: &'a str) -> BoxFuture<'a, ()>;
 }
+
+/// A boxed future, as [`DeviceEndpoint`]'s methods return (the trait stays object-safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Where devices and administrators reach this cloud, as written into provisioning bundles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
