@@ -20,7 +20,6 @@ struct RunningCloud {
 impl RunningCloud {
     fn start() -> RunningCloud {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("cloud");
         let mut child = Command::new(BIN)
             .args([
                 "cloud",
@@ -33,8 +32,10 @@ impl RunningCloud {
                 "--hostname",
                 "localhost",
             ])
+            // A relative --data: api.json must still name absolute paths.
             .arg("--data")
-            .arg(&data)
+            .arg("cloud")
+            .current_dir(dir.path())
             .env("LICHEN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -126,6 +127,12 @@ fn cloud_run_then_every_verb_through_the_binary() {
     );
     assert_eq!(cloud.ready["iotDataEndpoint"], "localhost:18883");
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let api: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("api.json")).unwrap()).unwrap();
+    assert_eq!(
+        Path::new(api["caPath"].as_str().unwrap()),
+        data.join("ca/ca.pem")
+    );
 
     // Groups and things.
     cloud.json(&["group", "create", "cameras", "--description", "all cameras"]);

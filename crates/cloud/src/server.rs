@@ -169,7 +169,8 @@ where
     F: FnOnce(Arc<S>, Arc<LocalCa>) -> Fut,
     Fut: std::future::Future<Output = Result<Option<StartedEndpoint>, CloudError>>,
 {
-    let data = DataDir(config.data_dir.clone());
+    // api.json names paths a CLI in any working directory must find.
+    let data = DataDir(absolute(&config.data_dir)?);
     let admin_token_created = bootstrap_admin_token(&*store, &data).await?;
 
     let names = server_names(&config.hostnames);
@@ -250,6 +251,10 @@ where
         renewal,
         endpoint_shutdown,
     })
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf, CloudError> {
+    std::path::absolute(dir).map_err(io_err(dir))
 }
 
 /// Prepares the data directory (0700) and loads or creates the cloud CA.
