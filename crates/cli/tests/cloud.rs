@@ -19,6 +19,10 @@ struct RunningCloud {
 
 impl RunningCloud {
     fn start() -> RunningCloud {
+        RunningCloud::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> RunningCloud {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
             .args([
@@ -35,6 +39,7 @@ impl RunningCloud {
             // A relative --data: api.json must still name absolute paths.
             .arg("--data")
             .arg("cloud")
+            .args(extra)
             .current_dir(dir.path())
             .env("LICHEN_LOG", "warn")
             .stdout(Stdio::piped())
@@ -347,6 +352,33 @@ fn cloud_run_then_every_verb_through_the_binary() {
             .contains(token.trim())
     );
     assert!(!cloud.ready.to_string().contains(token.trim()));
+    cloud.stop();
+}
+
+#[test]
+fn cloud_run_on_postgresql() {
+    let Some(cluster) = lichen_cloud_store::testing::PgCluster::shared()
+        .expect("starting the test PostgreSQL cluster")
+    else {
+        eprintln!("skipped: PostgreSQL (initdb, pg_ctl) is not installed");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(cluster.create_database()).unwrap();
+    let cloud = RunningCloud::start_with(&["--database", &url]);
+    assert!(
+        !cloud.data().join("cloud.db").exists(),
+        "no SQLite file with --database"
+    );
+    cloud.json(&["group", "create", "pg-group"]);
+    cloud.json(&["thing", "create", "pg-thing", "--group", "pg-group"]);
+    assert_eq!(
+        cloud.json(&["group", "members", "pg-group"]),
+        serde_json::json!(["pg-thing"])
+    );
     cloud.stop();
 }
 
