@@ -221,6 +221,8 @@ async fn create_claim<S: Backend>(
     ApiJson(req): ApiJson<CreateClaimCertificate>,
 ) -> ApiResult<(StatusCode, Json<Certificate>)> {
     check(validate::template_name(&name))?;
+    // Two claims at once must not both read the old list and one lose its certificate.
+    let _guard = state.template_writes.lock().await;
     let mut template = state.store.get_template(&name).await?;
     if template.claim_certificates.len() >= MAX_CLAIM_CERTIFICATES {
         return Err(ApiError::conflict(format!(
