@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::bridge::{self, BridgeMapping};
 use crate::config::Limits;
+use crate::hooks::{ActiveHooks, ClientIdentity};
 use crate::policy::PolicySet;
 use crate::session::{DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SubRecord};
 use crate::store::{Store, StoreOp};
@@ -50,6 +51,11 @@ pub struct Shared {
     pub closing: AtomicBool,
     pub closed: Notify,
     epoch: Instant,
+    /// The embedder's hooks (none by default).
+    pub(crate) hooks: ActiveHooks,
+    /// Connected clients by client id, kept only when `hooks.track` (for events and
+    /// disconnects by thing or certificate).
+    pub connected: Mutex<HashMap<Arc<str>, ClientIdentity>>,
 }
 
 pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -81,7 +87,13 @@ pub struct SubscribeOutcome {
 }
 
 impl Shared {
-    pub fn new(limits: Limits, policies: PolicySet, bus: Bus, store: Option<Store>) -> Shared {
+    pub(crate) fn new(
+        limits: Limits,
+        policies: PolicySet,
+        bus: Bus,
+        store: Option<Store>,
+        hooks: ActiveHooks,
+    ) -> Shared {
         Shared {
             limits,
             sessions: Mutex::new(HashMap::new()),
@@ -104,6 +116,8 @@ impl Shared {
             closing: AtomicBool::new(false),
             closed: Notify::new(),
             epoch: Instant::now(),
+            hooks,
+            connected: Mutex::new(HashMap::new()),
         }
     }
 
@@ -579,6 +593,61 @@ impl Shared {
         for s in all {
             self.kick(&s, code);
         }
+    }
+
+    /// Delivers `msg` to the session of `client_id` alone, at most at `qos` and at the highest
+    /// QoS of its subscriptions matching the topic. Returns whether it had one.
+    pub fn deliver_to(&self, client_id: &str, msg: &Arc<Msg>, qos: QoS) -> bool {
+        let Some(session) = lock(&self.sessions).get(client_id).cloned() else {
+            return false;
+        };
+        let mut best: Option<QoS> = None;
+        let mut ids = Vec::new();
+        {
+            let st = session.lock();
+            for (filter, rec) in st.subs.iter() {
+                let plain = split_shared(filter).map_or(&**filter, |(_, p)| p);
+                if lichen_mqtt::topic::topic_matches(plain, &msg.topic) {
+                    best = Some(best.map_or(rec.options.qos, |q| q.max(rec.options.qos)));
+                    ids.extend(rec.subscription_id);
+                }
+            }
+        }
+        match best {
+            Some(granted) => {
+                self.deliver(&session, msg, granted.min(qos), false, ids);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Kicks the connected clients `pick` chooses (tracked identities only); returns how many.
+    pub fn kick_where(&self, code: ReasonCode, pick: impl Fn(&ClientIdentity) -> bool) -> usize {
+        let chosen: Vec<Arc<str>> = lock(&self.connected)
+            .values()
+            .filter(|c| pick(c))
+            .map(|c| c.client_id.clone())
+            .collect();
+        let mut n = 0;
+        for id in chosen {
+            if self.kick_client(&id, code) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Kicks the connection of `client_id`; false if it is not connected.
+    pub fn kick_client(&self, client_id: &str, code: ReasonCode) -> bool {
+        let Some(s) = lock(&self.sessions).get(client_id).cloned() else {
+            return false;
+        };
+        if !s.is_online() {
+            return false;
+        }
+        self.kick(&s, code);
+        true
     }
 
     pub fn policies(&self) -> Arc<PolicySet> {

@@ -34,6 +34,12 @@
 //! loopback-only unless `allow_remote_plaintext`. Authorization uses Greengrass client device
 //! auth policies ([`policy`]), deny by default; changes apply on each client's next packet.
 //!
+//! # Embedding
+//! [`start_with_hooks`] takes [`Hooks`]: a connection gate, an authorizer, reserved-topic
+//! handlers, connection events and an existing CA (see [`hooks`]). The handle publishes from
+//! the server ([`BrokerHandle::publish`], [`BrokerHandle::publish_to_client`]) and closes
+//! connections by client id, thing or certificate.
+//!
 //! # Bounds
 //! | what | bound (default) |
 //! |---|---|
@@ -55,11 +61,14 @@
 //! | idle connection | one task with no timer (keepalive is checked by a 250 ms sweep over sessions); about 1.8 KiB on plain TCP, measured by `scripts/bench-broker` |
 //! | write buffer per connection | flushed at 256 KiB, freed after each flush; a client that stops reading is still disconnected by a kick or takeover, and gets 5 s to take its last bytes |
 //! | store writer batch | 4,096 operations per transaction |
+//! | topic handler queue | `TopicRoute::queue_capacity` (1,024) per worker, 1..=64 workers; full: dropped, counted ([`BrokerHandle::route_drops`]), MQTT 5 QoS 1/2 answered Quota exceeded |
+//! | connection gate | answers within `limits.connect_timeout_secs`, else CONNACK Server unavailable |
 
 pub mod bridge;
 mod broker;
 pub mod config;
 mod conn;
+pub mod hooks;
 pub mod policy;
 mod server;
 mod session;
@@ -72,8 +81,15 @@ pub use config::{
     BUILTIN_COMPONENTS, BrokerConfig, Limits, ListenerConfig, ListenerKind, TlsConfig,
     config_from_components,
 };
+pub use hooks::{
+    Admission, AuthHandle, Authorizer, ClientIdentity, ClientRef, ConnectInfo, ConnectionEvents,
+    ConnectionGate, DisconnectKind, GateDecision, Hooks, InboundPublish, PolicyAuthorizer,
+    RouteMode, TopicHandler, TopicRoute,
+};
+pub use lichen_mqtt::QoS;
+pub use policy::Action;
 pub use policy::DeviceGroups;
-pub use server::{BrokerHandle, BrokerStats, DeviceInfo, ListenerAddr, start};
+pub use server::{BrokerHandle, BrokerStats, DeviceInfo, ListenerAddr, start, start_with_hooks};
 
 /// Broker errors. Each names the file, field or device concerned.
 #[derive(Debug, thiserror::Error)]

@@ -62,9 +62,20 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 /// An action a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action<'a> {
-    Connect { client_id: &'a str },
-    Publish { topic: &'a str },
-    Subscribe { filter: &'a str },
+    Connect {
+        client_id: &'a str,
+    },
+    Publish {
+        topic: &'a str,
+    },
+    Subscribe {
+        filter: &'a str,
+    },
+    /// A delivery to the client (asked only by an [`crate::hooks::Authorizer`] that checks
+    /// receives; the device-group policies decide at subscribe time).
+    Receive {
+        topic: &'a str,
+    },
 }
 
 impl Action<'_> {
@@ -73,6 +84,7 @@ impl Action<'_> {
             Action::Connect { .. } => "mqtt:connect",
             Action::Publish { .. } => "mqtt:publish",
             Action::Subscribe { .. } => "mqtt:subscribe",
+            Action::Receive { .. } => "mqtt:receive",
         }
     }
 
@@ -84,6 +96,7 @@ impl Action<'_> {
             Action::Connect { client_id } => ("mqtt:clientId:", *client_id),
             Action::Publish { topic } => ("mqtt:topic:", *topic),
             Action::Subscribe { filter } => ("mqtt:topicfilter:", *filter),
+            Action::Receive { topic } => ("mqtt:topic:", *topic),
         };
         let Some(rest) = pattern.strip_prefix(prefix) else {
             return false;

@@ -18,7 +18,9 @@ use crate::bridge::{self, BridgeMapping};
 use crate::broker::{DeviceRecord, Shared, lock, read, write};
 use crate::config::{BrokerConfig, ListenerKind};
 use crate::conn::{self, Identity};
+use crate::hooks::{ActiveHooks, ActiveRoute, ClientIdentity, Hooks};
 use crate::policy::{DeviceGroups, PolicySet};
+use crate::session::Msg;
 use crate::session::Session;
 use crate::store::{QueueBudget, Store, StoreOp};
 use crate::tls::{self, DeviceVerifier, LocalCa, ServerCert};
@@ -59,12 +61,23 @@ pub struct BrokerHandle {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     bridge_tasks: Mutex<Vec<JoinHandle<()>>>,
     ca_cert_path: Option<PathBuf>,
+    ca_cert_pem: Option<String>,
 }
 
 /// Starts the broker: opens the store, loads persistent state, issues the server certificate
 /// (TLS listeners), binds every listener and starts the bridge.
 pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, BrokerError> {
+    start_with_hooks(config, bus, Hooks::default()).await
+}
+
+/// [`start`] with an embedder's [`Hooks`] (gate, authorizer, topic routes, events, CA).
+pub async fn start_with_hooks(
+    config: BrokerConfig,
+    bus: Bus,
+    hooks: Hooks,
+) -> Result<BrokerHandle, BrokerError> {
     config.validate()?;
+    hooks.validate()?;
     let dir = config.state_dir.clone();
     std::fs::create_dir_all(&dir)
         .map_err(|e| BrokerError::Io(format!("{}: {e}", dir.display())))?;
@@ -81,27 +94,58 @@ pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, Broke
     } else {
         (None, None)
     };
-    let shared = Arc::new(Shared::new(config.limits.clone(), policies, bus, store));
+    let mut tasks = Vec::new();
+    let mut routes = Vec::with_capacity(hooks.routes.len());
+    for r in &hooks.routes {
+        let (route, workers) = ActiveRoute::start(r);
+        routes.push(route);
+        tasks.extend(workers);
+    }
+    let active = ActiveHooks {
+        track: hooks.gate.is_some()
+            || hooks.authorizer.is_some()
+            || hooks.events.is_some()
+            || !routes.is_empty(),
+        gate: hooks.gate,
+        authorizer: hooks.authorizer,
+        routes,
+        events: hooks.events,
+    };
+    let mut trusted_ca_pems = config.tls.trusted_ca_pems.clone();
+    if let Some(ca) = &hooks.ca {
+        trusted_ca_pems.push(ca.cert_pem.clone());
+    }
+    let shared = Arc::new(Shared::new(
+        config.limits.clone(),
+        policies,
+        bus,
+        store,
+        active,
+    ));
     shared
         .trusted_cas
-        .store(!config.tls.trusted_ca_pems.is_empty(), Ordering::Release);
+        .store(!trusted_ca_pems.is_empty(), Ordering::Release);
     if let Some(l) = loaded {
         restore(&shared, l);
     }
 
-    let mut tasks = Vec::new();
     let mut ca_cert_path = None;
+    let mut ca_cert_pem = None;
     let acceptor = if config.listeners.iter().any(|l| l.kind == ListenerKind::Tls) {
-        let ca = LocalCa::load_or_create(&dir)?;
+        let ca = match &hooks.ca {
+            Some(ca) => LocalCa::from_shared(ca.clone()),
+            None => LocalCa::load_or_create(&dir)?,
+        };
         let names = tls::server_names(&config.tls.hostnames);
         let (key, expires) = ca.issue_server(&names, config.tls.server_cert_validity_days)?;
         let cert = ServerCert::new(key, expires);
         let verifier = Arc::new(DeviceVerifier::new(
             shared.devices.clone(),
-            &config.tls.trusted_ca_pems,
+            &trusted_ca_pems,
         )?);
         let server_config = tls::server_config(cert.clone(), verifier)?;
         ca_cert_path = Some(ca.cert_path.clone());
+        ca_cert_pem = Some(ca.cert_pem.clone());
         let tlsc = config.tls.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -167,6 +211,7 @@ pub async fn start(config: BrokerConfig, bus: Bus) -> Result<BrokerHandle, Broke
         tasks: Mutex::new(tasks),
         bridge_tasks: Mutex::new(Vec::new()),
         ca_cert_path,
+        ca_cert_pem,
     };
     handle.set_bridge_mappings(config.mqtt_topic_mapping.clone())?;
     Ok(handle)
@@ -306,11 +351,18 @@ fn tls_identity(
 ) -> Option<Identity> {
     let der = certs?.first()?;
     let fingerprint = tls::fingerprint(der);
+    let common_name = tls::common_name(der);
     let thing = match shared.device_by_fingerprint(&fingerprint) {
         Some(name) => name,
-        None => tls::common_name(der)?,
+        // With a gate, the gate names the thing; a certificate without a CN may still pass it.
+        None if shared.hooks.gate.is_some() => common_name.clone().unwrap_or_default(),
+        None => common_name.clone()?,
     };
-    Some(Identity::Device { thing, fingerprint })
+    Some(Identity::Device {
+        thing,
+        fingerprint,
+        common_name,
+    })
 }
 
 impl BrokerHandle {
@@ -326,6 +378,109 @@ impl BrokerHandle {
     /// Path of the local CA certificate devices use to verify the broker (TLS listeners only).
     pub fn ca_cert_path(&self) -> Option<&std::path::Path> {
         self.ca_cert_path.as_deref()
+    }
+
+    /// The CA certificate (PEM) devices use to verify the broker (TLS listeners only).
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.ca_cert_pem.as_deref()
+    }
+
+    /// Publishes a message from the server itself to every matching subscriber (and the
+    /// retained store and the bridge, as a client's message would). Returns how many sessions
+    /// got it. Topic routes do not apply.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: lichen_mqtt::QoS,
+        retain: bool,
+    ) -> Result<usize, BrokerError> {
+        let msg = self.server_msg(topic, payload, qos, retain)?;
+        Ok(self.shared.route(msg).matched)
+    }
+
+    /// Publishes to one client only (replies AWS sends only to the requester, such as fleet
+    /// provisioning's `…/accepted` with a private key). It reaches the client's session only if
+    /// one of its subscriptions matches the topic, at the lower of `qos` and that
+    /// subscription's QoS. Returns whether it was queued for the client.
+    pub fn publish_to_client(
+        &self,
+        client_id: &str,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: lichen_mqtt::QoS,
+    ) -> Result<bool, BrokerError> {
+        let msg = self.server_msg(topic, payload, qos, false)?;
+        Ok(self.shared.deliver_to(client_id, &msg, qos))
+    }
+
+    fn server_msg(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: lichen_mqtt::QoS,
+        retain: bool,
+    ) -> Result<Arc<Msg>, BrokerError> {
+        lichen_bus::validate_topic_name(topic)
+            .map_err(|e| BrokerError::Config(format!("topic {topic:?}: {e}")))?;
+        if payload.len() + topic.len() > self.shared.limits.max_packet_size as usize {
+            return Err(BrokerError::Config(format!(
+                "message on {topic:?} is larger than limits.max_packet_size"
+            )));
+        }
+        Ok(Arc::new(Msg {
+            topic: Arc::from(topic),
+            payload,
+            qos,
+            retain,
+            properties: lichen_mqtt::Properties::default(),
+            expires_at: None,
+            origin: None,
+            from_bridge: false,
+        }))
+    }
+
+    /// Closes the connection of `client_id` (MQTT 5: DISCONNECT Not authorized). Returns
+    /// whether it was connected.
+    pub fn disconnect_client(&self, client_id: &str) -> bool {
+        self.shared
+            .kick_client(client_id, lichen_mqtt::ReasonCode::NotAuthorized)
+    }
+
+    /// Closes every connection of `thing` (identities are tracked when any hook is set;
+    /// without hooks this finds none). Returns how many.
+    pub fn disconnect_thing(&self, thing: &str) -> usize {
+        self.shared
+            .kick_where(lichen_mqtt::ReasonCode::NotAuthorized, |c| {
+                &*c.thing == thing
+            })
+    }
+
+    /// Closes every connection made with the certificate of this SHA-256 fingerprint (hex),
+    /// e.g. once it is revoked. Tracked as for [`BrokerHandle::disconnect_thing`].
+    pub fn disconnect_certificate(&self, fingerprint: &str) -> usize {
+        let fp = fingerprint.to_ascii_lowercase();
+        self.shared
+            .kick_where(lichen_mqtt::ReasonCode::NotAuthorized, |c| {
+                c.fingerprint.as_deref() == Some(fp.as_str())
+            })
+    }
+
+    /// The connected clients (tracked when any hook is set).
+    pub fn connected_clients(&self) -> Vec<ClientIdentity> {
+        let mut v: Vec<ClientIdentity> = lock(&self.shared.connected).values().cloned().collect();
+        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        v
+    }
+
+    /// Messages each topic route dropped because its queue was full, by prefix.
+    pub fn route_drops(&self) -> Vec<(String, u64)> {
+        self.shared
+            .hooks
+            .routes
+            .iter()
+            .map(|r| (r.prefix.clone(), r.dropped.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Registers a client device: its certificate (PEM) is accepted on TLS listeners and the
@@ -478,7 +633,8 @@ impl BrokerHandle {
 
     /// Stops accepting, closes every connection (MQTT 5 clients get Server shutting down),
     /// commits the store and returns.
-    pub async fn shutdown(self) {
+    /// Takes `&self` so that an embedder holding the handle in an `Arc` can stop it too.
+    pub async fn shutdown(&self) {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.closed.notify_waiters();
         self.shared

@@ -64,7 +64,7 @@ fn today() -> i64 {
 /// The local certificate authority (`lichen_pki::LocalCa`) that issues the server
 /// certificate, with its output turned into rustls types.
 pub struct LocalCa {
-    ca: lichen_pki::LocalCa,
+    ca: Arc<lichen_pki::LocalCa>,
     pub cert_pem: String,
     pub cert_path: PathBuf,
 }
@@ -73,11 +73,16 @@ impl LocalCa {
     /// Loads `ca.key`/`ca.pem` from `dir`, creating them (key 0600, crash-safely) on first use.
     pub fn load_or_create(dir: &Path) -> Result<LocalCa, BrokerError> {
         let ca = lichen_pki::LocalCa::load_or_create(dir).map_err(pki_err)?;
-        Ok(LocalCa {
+        Ok(LocalCa::from_shared(Arc::new(ca)))
+    }
+
+    /// Uses a CA that someone else owns (an embedder's, see `Hooks::ca`).
+    pub fn from_shared(ca: Arc<lichen_pki::LocalCa>) -> LocalCa {
+        LocalCa {
             cert_pem: ca.cert_pem.clone(),
             cert_path: ca.cert_path.clone(),
             ca,
-        })
+        }
     }
 
     /// Issues a server certificate for `names` valid for `days`.

@@ -32,7 +32,7 @@ impl RunningCloud {
                 "--api-listen",
                 "127.0.0.1:0",
                 "--mqtt-listen",
-                "127.0.0.1:18883",
+                "127.0.0.1:0",
                 "--hostname",
                 "localhost",
             ])
@@ -130,7 +130,9 @@ fn cloud_run_then_every_verb_through_the_binary() {
         cloud.ready["adminTokenCreated"],
         data.join("admin.token").display().to_string()
     );
-    assert_eq!(cloud.ready["iotDataEndpoint"], "localhost:18883");
+    assert_eq!(cloud.ready["deviceEndpointRunning"], true);
+    let mqtt = cloud.ready["iotDataEndpoint"].as_str().unwrap().to_string();
+    assert!(mqtt.starts_with("localhost:"), "{mqtt}");
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let api: Value =
         serde_json::from_str(&std::fs::read_to_string(data.join("api.json")).unwrap()).unwrap();
@@ -159,7 +161,7 @@ fn cloud_run_then_every_verb_through_the_binary() {
     assert_eq!(
         config,
         format!(
-            "thingName: camera-7\nrootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: localhost:18883\n  certificateFilePath: thing.cert.pem\n  privateKeyPath: thing.private.key\n  apiEndpoint: {api}\n"
+            "thingName: camera-7\nrootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: {mqtt}\n  certificateFilePath: thing.cert.pem\n  privateKeyPath: thing.private.key\n  apiEndpoint: {api}\n"
         )
     );
     assert_eq!(mode(&bundle.join("thing.private.key")), 0o600);
@@ -179,6 +181,29 @@ fn cloud_run_then_every_verb_through_the_binary() {
         !all_certs.to_string().contains(key.lines().nth(1).unwrap()),
         "the key never reached the cloud"
     );
+
+    // The bundle's identity connects to the device endpoint over mTLS.
+    let port = mqtt.rsplit(':').next().unwrap().to_string();
+    let connect = |dir: &Path, cert: &str, key: &str, client_id: &str| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mqtt_connect.py");
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+        let out = Command::new(python)
+            .arg(script)
+            .args(["127.0.0.1", &port])
+            .arg(dir.join("ca.pem"))
+            .arg(dir.join(cert))
+            .arg(dir.join(key))
+            .arg(client_id)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = connect(&bundle, "thing.cert.pem", "thing.private.key", "camera-7");
+    assert!(ok, "the bundle's certificate connects: {said}");
 
     // A second bundle into the same directory is refused before anything is created.
     cloud.fails(
@@ -341,7 +366,12 @@ fn cloud_run_then_every_verb_through_the_binary() {
         "{text}"
     );
 
-    // Delete a thing; its certificate is revoked.
+    // Revoke the bundle's certificate: the endpoint refuses it from then on.
+    cloud.json(&["cert", "revoke", &fp]);
+    let (ok, said) = connect(&bundle, "thing.cert.pem", "thing.private.key", "camera-7");
+    assert!(!ok, "a revoked certificate is refused: {said}");
+
+    // Delete a thing; its certificates are revoked.
     cloud.json(&["thing", "delete", "camera-7"]);
     assert_eq!(cloud.json(&["cert", "describe", &fp])["status"], "REVOKED");
 

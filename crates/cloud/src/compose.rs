@@ -7,9 +7,12 @@ use std::sync::Arc;
 use lichen_cloud_store::Store;
 use lichen_pki::LocalCa;
 
+use lichen_cloud_endpoint::{EndpointConfig, EndpointHandle};
+use tokio::sync::RwLock;
+
 use crate::CloudError;
-use crate::api::ApiExtension;
-use crate::server::{CloudConfig, CloudHandle, StartedEndpoint};
+use crate::api::{ApiExtension, BoxFuture, DeviceEndpoint};
+use crate::server::{CloudConfig, CloudHandle, DataDir, StartedEndpoint};
 
 /// Starts a cloud as `lichen cloud run` does.
 pub async fn start_cloud(config: &CloudConfig) -> Result<CloudHandle, CloudError> {
@@ -32,12 +35,47 @@ pub fn extensions(_store: &Arc<Store>, _config: &CloudConfig) -> Vec<ApiExtensio
     Vec::new()
 }
 
-/// The one place the device endpoint starts (`lichen-cloud-endpoint`, when it is part of
-/// the build); `None` runs the API alone.
+/// The running endpoint as the API sees it. The handle sits behind a lock only so that
+/// shutdown can take it (`EndpointHandle::shutdown` consumes it) while the API may still hold
+/// this.
+struct EndpointHooks(RwLock<Option<EndpointHandle<Store>>>);
+
+impl DeviceEndpoint for EndpointHooks {
+    fn certificate_revoked<'a>(&'a self, fingerprint: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.0.read().await.as_ref() {
+                handle.certificate_revoked(fingerprint).await;
+            }
+        })
+    }
+}
+
+/// The one place the device endpoint (`lichen-cloud-endpoint`: mTLS MQTT, shadows, jobs,
+/// fleet provisioning) starts, on `--mqtt-listen`, with its state in `DIR/endpoint`.
 pub async fn start_device_endpoint(
-    _config: &CloudConfig,
-    _store: Arc<Store>,
-    _ca: Arc<LocalCa>,
+    config: &CloudConfig,
+    store: Arc<Store>,
+    ca: Arc<LocalCa>,
 ) -> Result<Option<StartedEndpoint>, CloudError> {
-    Ok(None)
+    let data = DataDir(config.data_dir.clone());
+    crate::server::private_dir(&data.endpoint_dir())?;
+    let mut endpoint_config = EndpointConfig::new(config.mqtt_listen, data.endpoint_dir());
+    endpoint_config.server_names = config.hostnames.clone();
+    let handle = lichen_cloud_endpoint::start(endpoint_config, (*store).clone(), ca)
+        .await
+        .map_err(|e| CloudError::Config(format!("starting the device endpoint: {e}")))?;
+    let mqtt_addr = handle.mqtt_addr();
+    let hooks = Arc::new(EndpointHooks(RwLock::new(Some(handle))));
+    let stopping = hooks.clone();
+    Ok(Some(StartedEndpoint {
+        hooks,
+        mqtt_addr,
+        shutdown: Box::new(move || {
+            Box::pin(async move {
+                if let Some(handle) = stopping.0.write().await.take() {
+                    handle.shutdown().await;
+                }
+            })
+        }),
+    }))
 }

@@ -12,6 +12,7 @@ use lichen_mqtt::{
 use tokio::io::AsyncWriteExt;
 
 use super::{Close, Conn, WRITE_HIGH_WATER};
+use crate::hooks::{DisconnectKind, InboundPublish, RouteMode};
 use crate::policy::Action;
 use crate::session::{Delivery, Inflight, Msg, Stage};
 use crate::store::StoreOp;
@@ -111,28 +112,45 @@ impl<S: super::Transport> Conn<S> {
                 origin: Some(self.client_id.clone()),
                 from_bridge: false,
             });
-            // A persistent session's QoS 2 message: its deliveries and its packet id commit
-            // together, so after a crash either the client's resend is recognized or nothing
-            // of the first attempt exists (no duplicate, no loss).
-            let group = p.qos == QoS::ExactlyOnce && self.persistent_qos2();
-            if group {
-                self.shared.persist(StoreOp::GroupStart);
-            }
-            let routed = self.shared.route(msg);
-            if group {
-                self.shared.persist(StoreOp::PutIncoming {
-                    client_id: self.client_id.clone(),
-                    packet_id: p.packet_id,
+            // A reserved topic of the embedder goes to its handler (hooks only).
+            let mut to_subscribers = true;
+            if let Some(route) = self.shared.hooks.route_for(&msg.topic) {
+                to_subscribers = route.mode == RouteMode::HandlerAndSubscribers;
+                let offered = route.offer(InboundPublish {
+                    client: self.identity(),
+                    topic: msg.topic.clone(),
+                    payload: msg.payload.clone(),
+                    qos: msg.qos,
                 });
-                self.durable = self.durable.max(self.shared.persist(StoreOp::GroupEnd));
+                if !offered && v5 {
+                    code = ReasonCode::QuotaExceeded;
+                }
             }
-            let matched = routed.matched;
-            if p.qos != QoS::AtMostOnce {
-                // The ack goes out once what was stored for this message is on disk.
-                self.durable = self.durable.max(routed.durable);
-            }
-            if matched == 0 && v5 {
-                code = ReasonCode::NoMatchingSubscribers;
+            // A handler-only message is acknowledged below and goes nowhere else.
+            if to_subscribers {
+                // A persistent session's QoS 2 message: its deliveries and its packet id commit
+                // together, so after a crash either the client's resend is recognized or nothing
+                // of the first attempt exists (no duplicate, no loss).
+                let group = p.qos == QoS::ExactlyOnce && self.persistent_qos2();
+                if group {
+                    self.shared.persist(StoreOp::GroupStart);
+                }
+                let routed = self.shared.route(msg);
+                if group {
+                    self.shared.persist(StoreOp::PutIncoming {
+                        client_id: self.client_id.clone(),
+                        packet_id: p.packet_id,
+                    });
+                    self.durable = self.durable.max(self.shared.persist(StoreOp::GroupEnd));
+                }
+                let matched = routed.matched;
+                if p.qos != QoS::AtMostOnce {
+                    // The ack goes out once what was stored for this message is on disk.
+                    self.durable = self.durable.max(routed.durable);
+                }
+                if matched == 0 && v5 && code == ReasonCode::Success {
+                    code = ReasonCode::NoMatchingSubscribers;
+                }
             }
         }
         match p.qos {
@@ -230,6 +248,11 @@ impl<S: super::Transport> Conn<S> {
                 self.forget(&d);
                 continue;
             }
+            if self.receive_refused(&d.msg.topic) {
+                st.release(&d, &self.shared.queued_bytes);
+                self.forget(&d);
+                continue;
+            }
             if d.qos == QoS::AtMostOnce {
                 st.release(&d, &self.shared.queued_bytes);
                 self.encode_delivery(&d, 0, false, now);
@@ -261,6 +284,20 @@ impl<S: super::Transport> Conn<S> {
                 st.release(&d, &self.shared.queued_bytes);
                 self.forget(&d);
             }
+        }
+    }
+
+    /// Whether an authorizer that checks receives refuses this delivery (it is then dropped).
+    fn receive_refused(&self, topic: &str) -> bool {
+        match &self.shared.hooks.authorizer {
+            Some(a) if a.checks_receive() => {
+                let refused = !self.allows(Action::Receive { topic });
+                if refused {
+                    tracing::debug!(client = %self.client_id, %topic, "delivery not authorized; dropped");
+                }
+                refused
+            }
+            _ => false,
         }
     }
 
@@ -377,7 +414,33 @@ impl<S: super::Transport> Conn<S> {
         })
         .await;
         let will = if send_will { self.will.take() } else { None };
+        let taken_over = self.session.lock().conn != self.conn_id;
         self.shared.detach(&self.session, self.conn_id);
+        if self.shared.hooks.track {
+            let kind = if taken_over {
+                DisconnectKind::TakenOver
+            } else {
+                match &close {
+                    Close::Normal { .. } => DisconnectKind::Client,
+                    Close::Lost => DisconnectKind::Lost,
+                    Close::Server(ReasonCode::KeepAliveTimeout) => DisconnectKind::Lost,
+                    Close::Server(_) => DisconnectKind::Server,
+                }
+            };
+            let id = self.identity();
+            {
+                let mut connected = crate::broker::lock(&self.shared.connected);
+                if connected
+                    .get(&self.client_id)
+                    .is_some_and(|c| c.connection == self.conn_id)
+                {
+                    connected.remove(&self.client_id);
+                }
+            }
+            if let Some(events) = &self.shared.hooks.events {
+                events.disconnected(&id, kind);
+            }
+        }
         if let Some(w) = will {
             let delay = w
                 .properties

@@ -16,6 +16,7 @@ use lichen_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::Shared;
+use crate::hooks::{AuthHandle, ClientIdentity, ClientRef, ConnectInfo, GateDecision};
 use crate::policy::{Action, Grants};
 use crate::session::{Session, Stage};
 use crate::store::StoreOp;
@@ -53,7 +54,11 @@ where
 pub enum Identity {
     /// Authenticated by its client certificate: the thing name is the registered device name
     /// (or the certificate CN for a trusted-CA certificate).
-    Device { thing: String, fingerprint: String },
+    Device {
+        thing: String,
+        fingerprint: String,
+        common_name: Option<String>,
+    },
     /// Plain TCP: the client id serves as thing name for policy.
     Plain,
 }
@@ -94,6 +99,8 @@ struct Conn<S> {
     thing: Arc<str>,
     /// Certificate fingerprint of a device connection, re-checked when the registry changes.
     fingerprint: Option<Box<str>>,
+    /// What a connection gate attached to the identity (hooks only).
+    handle: Option<AuthHandle>,
     grants: Grants,
     grants_gen: u64,
     device_gen: u64,
@@ -224,32 +231,76 @@ where
     } else {
         Arc::from(c.client_id.as_str())
     };
-    let (thing, fingerprint): (Arc<str>, Option<Box<str>>) = match identity {
-        Identity::Device { thing, fingerprint } => (Arc::from(thing), Some(fingerprint.into())),
-        Identity::Plain => (client_id.clone(), None),
-    };
+    let (mut thing, fingerprint, common_name): (Arc<str>, Option<Box<str>>, Option<String>) =
+        match identity {
+            Identity::Device {
+                thing,
+                fingerprint,
+                common_name,
+            } => (Arc::from(thing), Some(fingerprint.into()), common_name),
+            Identity::Plain => (client_id.clone(), None, None),
+        };
+    let mut handle = None;
+    if let Some(gate) = shared.hooks.gate.clone() {
+        let info = ConnectInfo {
+            fingerprint: fingerprint.as_deref().map(str::to_string),
+            common_name,
+            client_id: client_id.to_string(),
+            peer,
+            protocol,
+        };
+        let decision = tokio::time::timeout(
+            Duration::from_secs(limits.connect_timeout_secs),
+            gate.admit(info),
+        )
+        .await;
+        match decision {
+            Ok(GateDecision::Admit(a)) => {
+                thing = Arc::from(a.thing);
+                handle = a.handle;
+            }
+            Ok(GateDecision::Refuse(reason)) => {
+                tracing::info!(%peer, client = %client_id, %reason, "connection refused by the gate");
+                send_connack(&mut stream, protocol, ReasonCode::NotAuthorized).await;
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, client = %client_id, "connection gate did not answer in time");
+                send_connack(&mut stream, protocol, ReasonCode::ServerUnavailable).await;
+                return None;
+            }
+        }
+    }
     let grants_gen = shared.policy_gen.load(Ordering::Acquire);
     let device_gen = shared.device_gen.load(Ordering::Acquire);
-    let grants = shared.policies().grants_for(&thing);
+    let authorizer = shared.hooks.authorizer.clone();
+    let grants = if authorizer.is_some() {
+        Grants::default()
+    } else {
+        shared.policies().grants_for(&thing)
+    };
+    let who = ClientRef {
+        client_id: &client_id,
+        thing: &thing,
+        handle: handle.as_ref(),
+    };
+    let allows = |action: Action<'_>| match &authorizer {
+        Some(a) => a.allows(who, action),
+        None => grants.allows(action, &thing, &client_id),
+    };
     let mut code = ReasonCode::Success;
     if c.properties.authentication_method.is_some() {
         code = ReasonCode::BadAuthenticationMethod;
-    } else if !grants.allows(
-        Action::Connect {
-            client_id: &client_id,
-        },
-        &thing,
-        &client_id,
-    ) {
+    } else if !allows(Action::Connect {
+        client_id: &client_id,
+    }) {
         code = ReasonCode::NotAuthorized;
     } else if shared.connections.load(Ordering::Relaxed) > limits.max_connections {
         code = ReasonCode::ServerBusy;
     } else if let Some(w) = &c.will {
         if lichen_bus::validate_topic_name(&w.topic).is_err() {
             code = ReasonCode::TopicNameInvalid;
-        } else if flow::is_sys_topic(&w.topic)
-            || !grants.allows(Action::Publish { topic: &w.topic }, &thing, &client_id)
-        {
+        } else if flow::is_sys_topic(&w.topic) || !allows(Action::Publish { topic: &w.topic }) {
             code = ReasonCode::NotAuthorized;
         }
     }
@@ -308,6 +359,7 @@ where
         client_id,
         thing,
         fingerprint,
+        handle,
         grants,
         grants_gen,
         device_gen,
@@ -339,6 +391,13 @@ where
         properties: props,
     }));
     tracing::debug!(%peer, client = %conn.client_id, thing = %conn.thing, ?protocol, present, "connected");
+    if shared.hooks.track {
+        let id = conn.identity();
+        crate::broker::lock(&shared.connected).insert(id.client_id.clone(), id.clone());
+        if let Some(events) = &shared.hooks.events {
+            events.connected(&id, peer);
+        }
+    }
     let keep_alive = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
     Some((conn, keep_alive))
 }
@@ -346,6 +405,17 @@ where
 impl<S: Transport> Conn<S> {
     fn v5(&self) -> bool {
         self.protocol.is_v5()
+    }
+
+    /// The identity hooks see (built only when hooks are set).
+    fn identity(&self) -> ClientIdentity {
+        ClientIdentity {
+            client_id: self.client_id.clone(),
+            thing: self.thing.clone(),
+            fingerprint: self.fingerprint.as_deref().map(Arc::from),
+            handle: self.handle.clone(),
+            connection: self.conn_id,
+        }
     }
 
     fn send(&mut self, p: &Packet) {
@@ -515,7 +585,7 @@ impl<S: Transport> Conn<S> {
     /// packet).
     fn refresh_auth(&mut self) -> Result<(), Close> {
         let g = self.shared.policy_gen.load(Ordering::Acquire);
-        if g != self.grants_gen {
+        if g != self.grants_gen && self.shared.hooks.authorizer.is_none() {
             self.grants = self.shared.policies().grants_for(&self.thing);
             self.grants_gen = g;
         }
@@ -533,7 +603,17 @@ impl<S: Transport> Conn<S> {
     }
 
     fn allows(&self, action: Action<'_>) -> bool {
-        self.grants.allows(action, &self.thing, &self.client_id)
+        match &self.shared.hooks.authorizer {
+            None => self.grants.allows(action, &self.thing, &self.client_id),
+            Some(a) => a.allows(
+                ClientRef {
+                    client_id: &self.client_id,
+                    thing: &self.thing,
+                    handle: self.handle.as_ref(),
+                },
+                action,
+            ),
+        }
     }
 
     /// Handles one packet.

@@ -2,6 +2,8 @@
 //! a raw MQTT test client built on lichen-mqtt, and lookup of the external tools.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,246 @@
+//! The lichen cloud's device endpoint: lichen's MQTT broker (`lichen-broker`) configured for
+//! the cloud, so that real AWS IoT device clients work against it unchanged.
+//!
+//! ```text
+//! let endpoint = lichen_cloud_endpoint::start(config, store, ca).await?;
+//! endpoint.mqtt_addr();                       // MQTT 3.1.1/5 over mTLS
+//! endpoint.certificate_revoked(&fp).await;    // kicks live connections of that certificate
+//! endpoint.notify_jobs("thing").await;         // after queueing job executions for it
+//! endpoint.shutdown().await;
+//! ```
+//!
+//! # Who may connect
+//! Every client presents a certificate issued by the cloud CA (the TLS layer trusts nothing
+//! else) that the store knows and holds ACTIVE; anything else gets CONNACK Not authorized
+//! (0x87 / return code 5) at its next attempt. [`EndpointHandle::certificate_revoked`] also
+//! closes the certificate's live connections.
+//! - A DEVICE certificate must be attached to a thing: that thing is the identity. Its client
+//!   id must be the thing name, or the thing name followed by `#` and anything (`#` cannot
+//!   occur in a thing name, so no thing can take over another thing's session).
+//! - A CLAIM certificate (fleet provisioning) gets a claim identity; its client id may be
+//!   anything that is not a thing name or a thing-name-`#` form (so it cannot take over a
+//!   device's session).
+//!
+//! # What they may do
+//! - A thing: publish and subscribe under `$aws/things/<its name>/` and
+//!   `$lichen/things/<its name>/` (a subscription filter must start with that prefix
+//!   literally, so no wildcard reaches another thing), plus what the cloud's device policy
+//!   allows: a Greengrass `DeviceGroups` document at `<state_dir>/device-policy.json` if present
+//!   (its grants never reach `$aws/` or `$lichen/` topics of other things), else nothing more.
+//! - A claim identity: only the provisioning topics, `$aws/certificates/create/json`,
+//!   `$aws/certificates/create-from-csr/json` and
+//!   `$aws/provisioning-templates/<template that lists it>/provision/json`, each with
+//!   `/accepted` and `/rejected` (or `/+`). Nothing else, before or after provisioning.
+//!
+//! # Services on the reserved topics
+//! Client PUBLISHes under `$aws/` and `$lichen/` go to the endpoint's handler only (never to
+//! other clients; a client cannot fake a service reply). Replies go to the topic's
+//! subscribers (only the thing itself may subscribe there), except the provisioning replies,
+//! which reach the requesting connection only.
+//! - Device Shadow (classic and named) with `lichen_iot::shadow` over the store's shadows:
+//!   `get`, `update` (`accepted`, `delta`, `documents`), `delete`, `rejected` with AWS codes;
+//!   optimistic versions, retried on a concurrent write.
+//! - Jobs (`lichen_iot::jobs` over the store's jobs and executions): `get`, `start-next`,
+//!   `$next/get`, `<jobId>/get`, `<jobId>/update`; `notify` and `notify-next` when executions
+//!   are queued ([`EndpointHandle::notify_jobs`]) or the current one ends.
+//! - Fleet provisioning by claim: CreateKeysAndCertificate, CreateCertificateFromCsr (issued by
+//!   the cloud CA; ownership token valid [`OWNERSHIP_TOKEN_SECS`]) and RegisterThing.
+//! - Connectivity: `$lichen/things/<thing>/connectivity/update` with Greengrass's
+//!   `UpdateConnectivityInfo` body; presence (online/offline) from connects and disconnects.
+//!
+//! # Bounds
+//! | what | bound |
+//! |---|---|
+//! | reserved-topic requests queued | [`HANDLER_WORKERS`] workers × [`HANDLER_QUEUE`] messages; beyond it dropped, counted (`BrokerHandle::route_drops`), MQTT 5 QoS 1 answered Quota exceeded |
+//! | presence updates queued | [`PRESENCE_QUEUE`]; beyond it dropped and counted ([`EndpointHandle::presence_dropped`]) |
+//! | shadow write retries on a concurrent write | [`SHADOW_RETRIES`] |
+//! | connectivity update | [`connectivity::MAX_ENDPOINTS`] endpoints, host ≤ 253 bytes, metadata ≤ 1 KiB |
+//! | everything else | the broker's limits (`config.broker_limits`) and `lichen-iot`'s bounds |
+
+mod authz;
+pub mod connectivity;
+mod events;
+mod gate;
+mod jobs;
+mod provisioning;
+mod service;
+mod shadow;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, Weak};
+
+use lichen_broker::{BrokerConfig, BrokerHandle, Hooks, ListenerConfig, ListenerKind, RouteMode};
+use lichen_cloud_store::Backend;
+
+pub use authz::Principal;
+
+/// Worker tasks serving the reserved topics (a client always maps to the same one).
+pub const HANDLER_WORKERS: usize = 8;
+/// Requests queued per worker.
+pub const HANDLER_QUEUE: usize = 1024;
+/// Presence updates queued for the store.
+pub const PRESENCE_QUEUE: usize = 4096;
+/// How often a shadow write is retried when another write got in between.
+pub const SHADOW_RETRIES: usize = 8;
+/// How long a certificate ownership token from the claim flow stays valid (AWS: 5 minutes).
+pub const OWNERSHIP_TOKEN_SECS: i64 = 300;
+
+/// How the endpoint runs.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Where MQTT over mTLS listens (port 0 picks one; see [`EndpointHandle::mqtt_addr`]).
+    pub mqtt_listen: SocketAddr,
+    /// The broker's state (sessions, retained messages) and `device-policy.json`.
+    pub state_dir: PathBuf,
+    /// Host names and addresses for the server certificate, beyond localhost.
+    pub server_names: Vec<String>,
+    pub shadow: lichen_iot::shadow::ShadowLimits,
+    /// Validity of certificates issued through fleet provisioning, in days.
+    pub issued_cert_days: u32,
+    pub broker_limits: lichen_broker::Limits,
+}
+
+impl EndpointConfig {
+    pub fn new(mqtt_listen: SocketAddr, state_dir: PathBuf) -> EndpointConfig {
+        EndpointConfig {
+            mqtt_listen,
+            state_dir,
+            server_names: Vec::new(),
+            shadow: lichen_iot::shadow::ShadowLimits::default(),
+            issued_cert_days: 365,
+            broker_limits: lichen_broker::Limits::default(),
+        }
+    }
+}
+
+/// Endpoint errors, naming the file or setting concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("device endpoint: {0}")]
+    Broker(#[from] lichen_broker::BrokerError),
+    #[error("device policy {path}: {message}")]
+    DevicePolicy { path: String, message: String },
+}
+
+/// What the handler, gate and events share.
+pub(crate) struct Inner<B: Backend> {
+    pub store: B,
+    pub ca: Arc<lichen_pki::LocalCa>,
+    pub config: EndpointConfig,
+    /// Set once the broker runs (the hooks are built before it). Weak: the broker holds the
+    /// handler, which holds this.
+    pub broker: OnceLock<Weak<BrokerHandle>>,
+}
+
+impl<B: Backend> Inner<B> {
+    pub fn broker(&self) -> Option<Arc<BrokerHandle>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+}
+
+/// A running endpoint.
+pub struct EndpointHandle<B: Backend + 'static> {
+    inner: Arc<Inner<B>>,
+    broker: Arc<BrokerHandle>,
+    events: Arc<events::Presence>,
+}
+
+/// Starts the endpoint: the broker with the cloud's gate, authorizer, reserved-topic handler
+/// and presence events, its server certificate issued by `ca`.
+pub async fn start<B: Backend + 'static>(
+    config: EndpointConfig,
+    store: B,
+    ca: Arc<lichen_pki::LocalCa>,
+) -> Result<EndpointHandle<B>, EndpointError> {
+    let device_policy = authz::load_device_policy(&config.state_dir.join("device-policy.json"))?;
+    let inner = Arc::new(Inner {
+        store,
+        ca: ca.clone(),
+        config: config.clone(),
+        broker: OnceLock::new(),
+    });
+    let handler = Arc::new(service::Service {
+        inner: inner.clone(),
+    });
+    let mut routes = Vec::new();
+    for prefix in ["$aws/", "$lichen/"] {
+        let mut r = lichen_broker::TopicRoute::new(prefix, RouteMode::HandlerOnly, handler.clone());
+        r.workers = HANDLER_WORKERS;
+        r.queue_capacity = HANDLER_QUEUE;
+        routes.push(r);
+    }
+    let events = events::Presence::start(inner.clone());
+    let hooks = Hooks {
+        gate: Some(Arc::new(gate::CloudGate {
+            inner: inner.clone(),
+        })),
+        authorizer: Some(Arc::new(authz::CloudAuthorizer { device_policy })),
+        routes,
+        events: Some(events.clone()),
+        ca: Some(ca),
+    };
+    let tls = lichen_broker::TlsConfig {
+        hostnames: config.server_names.clone(),
+        ..Default::default()
+    };
+    let broker_config = BrokerConfig {
+        state_dir: config.state_dir.join("broker"),
+        listeners: vec![ListenerConfig {
+            kind: ListenerKind::Tls,
+            bind: config.mqtt_listen,
+        }],
+        allow_remote_plaintext: false,
+        limits: config.broker_limits.clone(),
+        tls,
+        ..Default::default()
+    };
+    let broker = Arc::new(
+        lichen_broker::start_with_hooks(broker_config, lichen_bus::Bus::new(), hooks).await?,
+    );
+    let _ = inner.broker.set(Arc::downgrade(&broker));
+    Ok(EndpointHandle {
+        inner,
+        broker,
+        events,
+    })
+}
+
+impl<B: Backend + 'static> EndpointHandle<B> {
+    /// Where MQTT over mTLS listens.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.broker
+            .addr(ListenerKind::Tls)
+            .unwrap_or(self.inner.config.mqtt_listen)
+    }
+
+    /// The broker underneath (stats, connected clients).
+    pub fn broker(&self) -> &BrokerHandle {
+        &self.broker
+    }
+
+    /// Closes the live connections of a certificate that was just revoked (the gate refuses
+    /// its next attempt by itself). Returns how many were closed.
+    pub async fn certificate_revoked(&self, fingerprint: &str) -> usize {
+        let n = self.broker.disconnect_certificate(fingerprint);
+        tracing::info!(%fingerprint, connections = n, "revoked certificate disconnected");
+        n
+    }
+
+    /// Publishes `jobs/notify` and `jobs/notify-next` to `thing` (call after queueing
+    /// executions for it).
+    pub async fn notify_jobs(&self, thing: &str) {
+        jobs::notify(&self.inner, thing).await;
+    }
+
+    /// Presence updates dropped because their queue was full.
+    pub fn presence_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    /// Stops the broker (every connection closes) and the presence writer.
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+        self.events.stop();
+    }
+}
