@@ -54,8 +54,7 @@ pub trait ArtifactBlobs: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PutBlob, PutError>> + Send;
 
     /// The size of the content stored under `sha256`, or `None` when absent.
-    fn size(&self, sha256: &str)
-    -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn size(&self, sha256: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Opens the content stored under `sha256` (`None` when absent).
     fn open(

@@ -79,7 +79,9 @@ pub enum ComponentError {
         what: String,
     },
     /// The version cannot be deleted: deployments name it.
-    #[error("component {component} is used by deployment(s) {deployments}; delete or replace them first")]
+    #[error(
+        "component {component} is used by deployment(s) {deployments}; delete or replace them first"
+    )]
     InUse {
         /// `name@version`.
         component: String,
@@ -120,14 +122,16 @@ impl ComponentError {
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> u16 {
+        // As the control plane's API: 400 for a body of the wrong shape, 422 for a value
+        // that parses but is not acceptable.
         match self {
-            ComponentError::Recipe(_)
-            | ComponentError::Invalid { .. }
-            | ComponentError::MissingArtifact { .. }
-            | ComponentError::UnexpectedArtifact { .. }
-            | ComponentError::UnknownDigest { .. }
+            ComponentError::Invalid { .. }
             | ComponentError::ContentMismatch { .. }
             | ComponentError::Read { .. } => 400,
+            ComponentError::Recipe(_)
+            | ComponentError::MissingArtifact { .. }
+            | ComponentError::UnexpectedArtifact { .. }
+            | ComponentError::UnknownDigest { .. } => 422,
             ComponentError::NotFound { .. } => 404,
             ComponentError::AlreadyExists { .. }
             | ComponentError::InUse { .. }
@@ -139,7 +143,7 @@ impl ComponentError {
                 StoreError::AlreadyExists { .. }
                 | StoreError::InUse { .. }
                 | StoreError::VersionConflict { .. } => 409,
-                StoreError::Invalid { .. } => 400,
+                StoreError::Invalid { .. } => 422,
                 StoreError::Database(_) | StoreError::Artifacts { .. } => 500,
             },
         }
@@ -148,26 +152,26 @@ impl ComponentError {
     /// A stable machine-readable code for the JSON error body.
     pub fn code(&self) -> &'static str {
         match self {
-            ComponentError::Recipe(_) => "invalid_recipe",
-            ComponentError::Invalid { .. } => "invalid_request",
-            ComponentError::MissingArtifact { .. } => "missing_artifact",
-            ComponentError::UnexpectedArtifact { .. } => "unexpected_artifact",
-            ComponentError::UnknownDigest { .. } => "unknown_digest",
-            ComponentError::ContentMismatch { .. } => "content_mismatch",
-            ComponentError::Read { .. } => "upload_incomplete",
-            ComponentError::NotFound { .. } => "not_found",
-            ComponentError::AlreadyExists { .. } => "already_exists",
-            ComponentError::InUse { .. } => "in_use",
-            ComponentError::Conflict(_) => "conflict",
-            ComponentError::TooLarge { .. } => "too_large",
-            ComponentError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ComponentError::Recipe(_) => "InvalidRecipe",
+            ComponentError::Invalid { .. } => "MalformedRequest",
+            ComponentError::MissingArtifact { .. } => "MissingArtifact",
+            ComponentError::UnexpectedArtifact { .. } => "UnexpectedArtifact",
+            ComponentError::UnknownDigest { .. } => "UnknownDigest",
+            ComponentError::ContentMismatch { .. } => "ContentMismatch",
+            ComponentError::Read { .. } => "UploadIncomplete",
+            ComponentError::NotFound { .. } => "NotFound",
+            ComponentError::AlreadyExists { .. } => "AlreadyExists",
+            ComponentError::InUse { .. } => "InUse",
+            ComponentError::Conflict(_) => "Conflict",
+            ComponentError::TooLarge { .. } => "PayloadTooLarge",
+            ComponentError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ComponentError::Store(e) => match e {
-                StoreError::NotFound { .. } => "not_found",
-                StoreError::AlreadyExists { .. } => "already_exists",
-                StoreError::InUse { .. } => "in_use",
-                StoreError::VersionConflict { .. } => "conflict",
-                StoreError::Invalid { .. } => "invalid_request",
-                StoreError::Database(_) | StoreError::Artifacts { .. } => "internal",
+                StoreError::NotFound { .. } => "NotFound",
+                StoreError::AlreadyExists { .. } => "AlreadyExists",
+                StoreError::InUse { .. } => "InUse",
+                StoreError::VersionConflict { .. } => "Conflict",
+                StoreError::Invalid { .. } => "InvalidField",
+                StoreError::Database(_) | StoreError::Artifacts { .. } => "InternalError",
             },
         }
     }

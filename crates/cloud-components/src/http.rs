@@ -92,10 +92,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
-        .route(
-            "/components",
-            get(list::<B, A>).post(publish::<B, A>),
-        )
+        .route("/components", get(list::<B, A>).post(publish::<B, A>))
         .route(
             "/components/{name}/versions/{version}",
             get(describe::<B, A>).delete(delete::<B, A>),
@@ -134,7 +131,13 @@ fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default()
 }
 

@@ -20,6 +20,7 @@
 pub mod blobs;
 mod error;
 pub mod http;
+pub mod local;
 mod openapi;
 pub mod recipe;
 mod service;

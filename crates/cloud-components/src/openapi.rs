@@ -13,7 +13,9 @@ fn path_parameters(path: &str) -> Vec<Value> {
             let description = match name {
                 "name" => "Component name",
                 "version" => "Component version (semver)",
-                "uri" => "The artifact URI as the recipe writes it, percent-encoded; or its file name when only one artifact of the version has it",
+                "uri" => {
+                    "The artifact URI as the recipe writes it, percent-encoded; or its file name when only one artifact of the version has it"
+                }
                 _ => "",
             };
             out.push(json!({
@@ -46,9 +48,22 @@ fn operation(method: &str, path: &str) -> Value {
                 }
             }));
             responses.insert("201".into(), json!({"description": "Published", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ComponentVersion"}}}}));
-            responses.insert("400".into(), error_response("Invalid recipe, missing or unexpected artifact, content not as declared"));
-            responses.insert("409".into(), error_response("The version exists (versions are immutable)"));
-            responses.insert("413".into(), error_response("An artifact or the version is larger than allowed"));
+            responses.insert(
+                "400".into(),
+                error_response("Malformed upload, or content not as declared"),
+            );
+            responses.insert(
+                "422".into(),
+                error_response("Invalid recipe, missing or unexpected artifact, unknown digest"),
+            );
+            responses.insert(
+                "409".into(),
+                error_response("The version exists (versions are immutable)"),
+            );
+            responses.insert(
+                "413".into(),
+                error_response("An artifact or the version is larger than allowed"),
+            );
             responses.insert("415".into(), error_response("Unsupported content type"));
         }
         ("GET", "/components") => {

@@ -41,7 +41,10 @@ impl PublishedRecipe {
                 if artifact.file_name().is_none() {
                     return Err(ComponentError::invalid(
                         format!("recipe Manifests[{m}].Artifacts[{a}].URI"),
-                        format!("{:?} names no file (it ends in '/' or has no path)", artifact.uri),
+                        format!(
+                            "{:?} names no file (it ends in '/' or has no path)",
+                            artifact.uri
+                        ),
                     ));
                 }
                 if !artifact_uris.contains(&artifact.uri) {
@@ -54,6 +57,17 @@ impl PublishedRecipe {
             id,
             artifact_uris,
         })
+    }
+
+    /// The file name the core stores the artifact `uri` under (the URI's last segment, as
+    /// `lichen_recipe::Artifact::file_name` says).
+    pub fn file_name(&self, uri: &str) -> Option<&str> {
+        self.recipe
+            .manifests
+            .iter()
+            .flat_map(|m| &m.artifacts)
+            .find(|a| a.uri == uri)
+            .and_then(|a| a.file_name())
     }
 
     /// The stored recipe: the document as written (JSON), with `Digest` (base64 of the
@@ -183,11 +197,17 @@ Manifests:
         ]);
         let doc = p.stored_document(&digests).unwrap();
         let first = &doc["Manifests"][0]["Artifacts"][0];
-        assert_eq!(first["Digest"], STANDARD.encode(Sha256::digest(b"#!/bin/sh")));
+        assert_eq!(
+            first["Digest"],
+            STANDARD.encode(Sha256::digest(b"#!/bin/sh"))
+        );
         assert_eq!(first["Algorithm"], "SHA-256");
         assert!(first.get("digest").is_none() && first.get("ALGORITHM").is_none());
         // The same URI in the second manifest gets the same digest.
-        assert_eq!(doc["Manifests"][1]["Artifacts"][0]["Digest"], first["Digest"]);
+        assert_eq!(
+            doc["Manifests"][1]["Artifacts"][0]["Digest"],
+            first["Digest"]
+        );
         assert!(doc["Manifests"][0]["Artifacts"][2].get("Digest").is_none());
         // And the stored recipe parses back with the digests typed.
         let again = lichen_recipe::recipe_from_value(doc, "stored").unwrap();
@@ -201,7 +221,9 @@ Manifests:
     fn an_artifact_naming_no_file_is_refused_with_its_field() {
         let text = r#"{"RecipeFormatVersion":"2020-01-25","ComponentName":"c","ComponentVersion":"1.0.0",
             "Manifests":[{"Artifacts":[{"URI":"s3://bucket/dir/"}]}]}"#;
-        let err = PublishedRecipe::parse(text, "r.json").unwrap_err().to_string();
+        let err = PublishedRecipe::parse(text, "r.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Manifests[0].Artifacts[0].URI"), "{err}");
     }
 

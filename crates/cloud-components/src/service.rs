@@ -125,7 +125,9 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
         body: &mut (dyn AsyncRead + Unpin + Send),
         source: &str,
     ) -> Result<ComponentVersion> {
-        let mut publication = self.begin(&header.recipe, source, &header.artifacts).await?;
+        let mut publication = self
+            .begin(&header.recipe, source, &header.artifacts)
+            .await?;
         let result = async {
             for declared in &header.artifacts {
                 if let Some(size) = declared.size {
@@ -134,10 +136,13 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
                 }
             }
             let mut rest = [0u8; 1];
-            let extra = body.read(&mut rest).await.map_err(|e| ComponentError::Read {
-                what: "the end of the upload".into(),
-                message: e.to_string(),
-            })?;
+            let extra = body
+                .read(&mut rest)
+                .await
+                .map_err(|e| ComponentError::Read {
+                    what: "the end of the upload".into(),
+                    message: e.to_string(),
+                })?;
             if extra > 0 {
                 return Err(ComponentError::invalid(
                     "upload",
@@ -365,7 +370,12 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
     /// version refers to.
     pub async fn delete(&self, name: &str, version: &str) -> Result<()> {
         let component = self.describe(name, version).await?;
-        match self.inner.store.delete_component_version(name, version).await {
+        match self
+            .inner
+            .store
+            .delete_component_version(name, version)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::InUse { by, .. }) => {
                 return Err(ComponentError::InUse {
@@ -396,11 +406,10 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
         uri: &str,
     ) -> Result<(StoredArtifact, BlobReader)> {
         let component = self.describe(name, version).await?;
-        let artifact = find_artifact(&component.artifacts, uri).ok_or_else(|| {
-            ComponentError::NotFound {
+        let artifact =
+            find_artifact(&component.artifacts, uri).ok_or_else(|| ComponentError::NotFound {
                 what: format!("artifact {uri:?} of component {name}@{version}"),
-            }
-        })?;
+            })?;
         let (reader, size) = self
             .inner
             .blobs
@@ -494,7 +503,10 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Publication<B, A> {
             return Err(ComponentError::ContentMismatch {
                 component: id,
                 uri: declared.uri.clone(),
-                message: format!("its sha256 is {}, the upload declared {expected}", put.sha256),
+                message: format!(
+                    "its sha256 is {}, the upload declared {expected}",
+                    put.sha256
+                ),
             });
         }
         self.staged.push(Staged {

@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn bad_headers_name_the_field() {
         let cases = [
-            (r#"{"recipe":"x","artifacts":[{"uri":"a"}]}"#, "artifacts[0]"),
+            (
+                r#"{"recipe":"x","artifacts":[{"uri":"a"}]}"#,
+                "artifacts[0]",
+            ),
             (
                 r#"{"recipe":"x","artifacts":[{"uri":"a","sha256":"ABC"}]}"#,
                 "artifacts[0].sha256",
@@ -226,12 +229,17 @@ mod tests {
                 r#"{"recipe":"x","artifacts":[{"uri":"a","size":1},{"uri":"a","size":2}]}"#,
                 "artifacts[1].uri",
             ),
-            (r#"{"recipe":"x","artifacts":[{"uri":"","size":1}]}"#, "artifacts[0].uri"),
+            (
+                r#"{"recipe":"x","artifacts":[{"uri":"","size":1}]}"#,
+                "artifacts[0].uri",
+            ),
             (r#"{"recipe":"x","extra":1}"#, "unknown field `extra`"),
             (r#"{"artifacts":[]}"#, "missing field `recipe`"),
         ];
         for (json, needle) in cases {
-            let err = UploadHeader::parse(json.as_bytes()).unwrap_err().to_string();
+            let err = UploadHeader::parse(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{json}: {err}");
         }
     }
