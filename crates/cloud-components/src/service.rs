@@ -64,8 +64,13 @@ struct Inner<B, A> {
     store: B,
     blobs: A,
     limits: Limits,
-    /// Content pinned by publishes in flight (sha256 → how many).
-    pins: Mutex<HashMap<String, usize>>,
+    /// Content pinned by publishes in flight (sha256 → how many). A std mutex, never held
+    /// across an await, so a publish records a pin in the same step as it learns the digest
+    /// (a drop cannot come between them).
+    pins: std::sync::Mutex<HashMap<String, usize>>,
+    /// Serializes collection with "is it present? then pin it", so content cannot be removed
+    /// between a publish's check and its pin.
+    collecting: Mutex<()>,
 }
 
 /// One artifact of a publish, once its content is known.
@@ -97,7 +102,8 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
                 store,
                 blobs,
                 limits,
-                pins: Mutex::new(HashMap::new()),
+                pins: std::sync::Mutex::new(HashMap::new()),
+                collecting: Mutex::new(()),
             }),
         }
     }
@@ -310,16 +316,29 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
     /// Pins `sha256` and returns its size, or leaves it unpinned and returns `None` when the
     /// content is absent.
     async fn pin_if_present(&self, sha256: &str) -> Result<Option<u64>> {
-        let mut pins = self.inner.pins.lock().await;
+        let _collecting = self.inner.collecting.lock().await;
         let size = self.inner.blobs.size(sha256).await?;
         if size.is_some() {
-            *pins.entry(sha256.to_owned()).or_default() += 1;
+            self.pin(sha256);
         }
         Ok(size)
     }
 
-    async fn unpin(&self, sha256: &str) {
-        let mut pins = self.inner.pins.lock().await;
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // A panic while holding it cannot leave the counts half-updated: each update is one
+        // map operation.
+        self.inner
+            .pins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pin(&self, sha256: &str) {
+        *self.pins().entry(sha256.to_owned()).or_default() += 1;
+    }
+
+    fn unpin(&self, sha256: &str) {
+        let mut pins = self.pins();
         if let Some(n) = pins.get_mut(sha256) {
             *n -= 1;
             if *n == 0 {
@@ -331,8 +350,8 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
     /// Removes the content unless a stored version refers to it or a publish in flight pinned
     /// it. Failures are logged, not returned: the version operation they follow is done.
     async fn collect(&self, sha256: &str) {
-        let pins = self.inner.pins.lock().await;
-        if pins.contains_key(sha256) {
+        let _collecting = self.inner.collecting.lock().await;
+        if self.pins().contains_key(sha256) {
             return;
         }
         match self.inner.store.artifact_referenced(sha256).await {
@@ -346,7 +365,6 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
                 tracing::warn!(sha256, error = %e, "checking whether an artifact is referenced failed; kept")
             }
         }
-        drop(pins);
     }
 
     /// Component versions, latest version first within each name (see [`Backend`]'s
@@ -475,10 +493,7 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Publication<B, A> {
             }
             Err(PutError::Store(e)) => return Err(e.into()),
         };
-        {
-            let mut pins = self.components.inner.pins.lock().await;
-            *pins.entry(put.sha256.clone()).or_default() += 1;
-        }
+        self.components.pin(&put.sha256);
         self.pinned.push(put.sha256.clone());
         self.uploaded.push(put.sha256.clone());
         self.uploaded_bytes += put.size;
@@ -524,7 +539,7 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Publication<B, A> {
             Ok(component) => {
                 self.finished = true;
                 for sha in std::mem::take(&mut self.pinned) {
-                    self.components.unpin(&sha).await;
+                    self.components.unpin(&sha);
                 }
                 tracing::info!(component = %self.recipe.id, artifacts = component.artifacts.len(), "component version published");
                 Ok(component)
@@ -593,7 +608,7 @@ async fn undo<B: Backend + 'static, A: ArtifactBlobs>(
     uploaded: Vec<String>,
 ) {
     for sha in &pinned {
-        components.unpin(sha).await;
+        components.unpin(sha);
     }
     for sha in &uploaded {
         components.collect(sha).await;
