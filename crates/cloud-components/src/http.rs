@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use futures_util::TryStreamExt as _;
+use futures_util::StreamExt as _;
 use lichen_cloud_store::{Backend, ComponentVersion, Page, StoredArtifact};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -141,8 +141,26 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Longest an upload may send nothing before it is abandoned (a stalled client must not
+/// hold its pins and temporary content for ever). The whole upload has no time bound of its
+/// own: gigabytes take what they take.
+pub const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn body_reader(body: Body) -> impl AsyncRead + Unpin + Send {
-    StreamReader::new(body.into_data_stream().map_err(std::io::Error::other))
+    let chunks = futures_util::stream::unfold(body.into_data_stream(), |mut chunks| async move {
+        match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, chunks.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(std::io::Error::other), chunks)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("nothing arrived for {} s", UPLOAD_IDLE_TIMEOUT.as_secs()),
+                )),
+                chunks,
+            )),
+        }
+    });
+    StreamReader::new(Box::pin(chunks))
 }
 
 async fn read_header(
