@@ -21,12 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use lichen_cloud_store::{Backend, ComponentVersion, Page, StoredArtifact};
+use lichen_cloud_store::{ArtifactStore, Backend, ComponentVersion, Page, StoredArtifact};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use crate::blobs::ArtifactBlobs;
 use crate::error::ComponentError;
 use crate::service::Components;
 use crate::upload::{MAX_HEADER_BYTES, UPLOAD_CONTENT_TYPE, UploadHeader, decode_prelude};
@@ -88,7 +87,7 @@ const ARTIFACT_ROUTE: &str = "/components/{name}/versions/{version}/artifacts/{*
 pub fn router<B, A, S>(components: Components<B, A>) -> Router<S>
 where
     B: Backend + 'static,
-    A: ArtifactBlobs,
+    A: ArtifactStore + 'static,
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
@@ -106,7 +105,7 @@ where
 pub fn device_router<B, A, S>(components: Components<B, A>) -> Router<S>
 where
     B: Backend + 'static,
-    A: ArtifactBlobs,
+    A: ArtifactStore + 'static,
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
@@ -185,7 +184,7 @@ async fn read_header(
     UploadHeader::parse(&json)
 }
 
-async fn publish<B: Backend + 'static, A: ArtifactBlobs>(
+async fn publish<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     headers: HeaderMap,
     body: Body,
@@ -254,7 +253,7 @@ struct Summary {
     created_at: String,
 }
 
-async fn list<B: Backend + 'static, A: ArtifactBlobs>(
+async fn list<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<serde_json::Value>, ComponentError> {
@@ -264,6 +263,10 @@ async fn list<B: Backend + 'static, A: ArtifactBlobs>(
         limit: query.limit.unwrap_or(0),
     };
     let versions = components.list(query.name.as_deref(), &page).await?;
+    // A full page may have a successor: its last `name@version` is where the next starts.
+    let next = (versions.len() as u64 >= u64::from(page.effective_limit()))
+        .then(|| versions.last().map(|c| format!("{}@{}", c.name, c.version)))
+        .flatten();
     let summaries: Vec<Summary> = versions
         .into_iter()
         .map(|c| Summary {
@@ -273,17 +276,19 @@ async fn list<B: Backend + 'static, A: ArtifactBlobs>(
             created_at: c.created_at,
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({ "components": summaries })))
+    Ok(axum::Json(
+        serde_json::json!({ "components": summaries, "next": next }),
+    ))
 }
 
-async fn describe<B: Backend + 'static, A: ArtifactBlobs>(
+async fn describe<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<axum::Json<ComponentVersion>, ComponentError> {
     Ok(axum::Json(components.describe(&name, &version).await?))
 }
 
-async fn delete<B: Backend + 'static, A: ArtifactBlobs>(
+async fn delete<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ComponentError> {
@@ -291,12 +296,12 @@ async fn delete<B: Backend + 'static, A: ArtifactBlobs>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn artifact<B: Backend + 'static, A: ArtifactBlobs>(
+async fn artifact<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version, uri)): Path<(String, String, String)>,
 ) -> Result<Response, ComponentError> {
-    let (artifact, reader) = components.artifact(&name, &version, &uri).await?;
-    let mut response = Response::new(Body::from_stream(ReaderStream::new(reader)));
+    let (artifact, content) = components.artifact(&name, &version, &uri).await?;
+    let mut response = Response::new(Body::from_stream(ReaderStream::new(content.reader)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -17,7 +17,6 @@
 //! artifacts of URIs up to [`upload::MAX_URI_BYTES`] (1 KiB), and [`Limits`] (2 GiB per
 //! artifact, 4 GiB per version by default); beyond them 413.
 
-pub mod blobs;
 mod error;
 pub mod http;
 pub mod local;
@@ -26,7 +25,6 @@ pub mod recipe;
 mod service;
 pub mod upload;
 
-pub use blobs::{ArtifactBlobs, BlobReader, PutBlob, PutError};
 pub use error::{ComponentError, Result};
 pub use http::{ARTIFACT_PATH, ROUTES, device_router, router};
 pub use openapi::{openapi_paths, openapi_schemas};

@@ -69,11 +69,13 @@ fn operation(method: &str, path: &str) -> Value {
         ("GET", "/components") => {
             op.insert("parameters".into(), json!([
                 {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "Only this component"},
-                {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "Page after this key"},
+                {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "Continue after this `name@version`: the `next` of the previous page"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
             ]));
             responses.insert("200".into(), json!({"description": "Versions", "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"components": {"type": "array", "items": {"$ref": "#/components/schemas/ComponentSummary"}}}}}}}));
+                "type": "object", "required": ["components"], "properties": {
+                "components": {"type": "array", "items": {"$ref": "#/components/schemas/ComponentSummary"}},
+                "next": {"type": ["string", "null"], "description": "Pass as `after` for the next page; null on the last page"}}}}}}));
         }
         ("GET", ARTIFACT_PATH) => {
             responses.insert("200".into(), json!({"description": "The artifact's content; `Repr-Digest` and `ETag` carry its sha256",

@@ -18,11 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use lichen_cloud_store::{Backend, ComponentVersion, Page, StoreError, StoredArtifact};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use lichen_cloud_store::{
+    ArtifactReader, ArtifactStore, Backend, ComponentVersion, Page, StoreError, StoredArtifact,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::Mutex;
 
-use crate::blobs::{ArtifactBlobs, BlobReader, PutError};
 use crate::error::{ComponentError, Result};
 use crate::recipe::PublishedRecipe;
 use crate::upload::{DeclaredArtifact, MAX_ARTIFACTS_PER_VERSION, UploadHeader};
@@ -82,7 +83,7 @@ struct Staged {
 
 /// A publish in progress: what it pinned and what it uploaded, so a failure (or a drop) can
 /// undo it.
-struct Publication<B: Backend + 'static, A: ArtifactBlobs> {
+struct Publication<B: Backend + 'static, A: ArtifactStore + 'static> {
     components: Components<B, A>,
     recipe: PublishedRecipe,
     staged: Vec<Staged>,
@@ -94,7 +95,7 @@ struct Publication<B: Backend + 'static, A: ArtifactBlobs> {
     finished: bool,
 }
 
-impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
+impl<B: Backend + 'static, A: ArtifactStore + 'static> Components<B, A> {
     /// A component store over a backend and an artifact store.
     pub fn new(store: B, blobs: A, limits: Limits) -> Self {
         Components {
@@ -357,7 +358,7 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
         match self.inner.store.artifact_referenced(sha256).await {
             Ok(true) => {}
             Ok(false) => {
-                if let Err(e) = self.inner.blobs.remove(sha256).await {
+                if let Err(e) = self.inner.blobs.remove(sha256).await.map(drop) {
                     tracing::warn!(sha256, error = %e, "removing an unreferenced artifact failed");
                 }
             }
@@ -422,26 +423,26 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Components<B, A> {
         name: &str,
         version: &str,
         uri: &str,
-    ) -> Result<(StoredArtifact, BlobReader)> {
+    ) -> Result<(StoredArtifact, ArtifactReader)> {
         let component = self.describe(name, version).await?;
         let artifact =
             find_artifact(&component.artifacts, uri).ok_or_else(|| ComponentError::NotFound {
                 what: format!("artifact {uri:?} of component {name}@{version}"),
             })?;
-        let (reader, size) = self
-            .inner
-            .blobs
-            .open(&artifact.sha256)
-            .await?
-            .ok_or_else(|| ComponentError::NotFound {
+        match self.inner.blobs.open(&artifact.sha256).await {
+            Ok(reader) => {
+                let mut artifact = artifact.clone();
+                artifact.size = reader.size;
+                Ok((artifact, reader))
+            }
+            Err(StoreError::NotFound { .. }) => Err(ComponentError::NotFound {
                 what: format!(
                     "content {} of artifact {:?} of component {name}@{version}",
                     artifact.sha256, artifact.uri
                 ),
-            })?;
-        let mut artifact = artifact.clone();
-        artifact.size = size;
-        Ok((artifact, reader))
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -459,7 +460,7 @@ fn find_artifact<'a>(artifacts: &'a [StoredArtifact], uri: &str) -> Option<&'a S
     }
 }
 
-impl<B: Backend + 'static, A: ArtifactBlobs> Publication<B, A> {
+impl<B: Backend + 'static, A: ArtifactStore + 'static> Publication<B, A> {
     /// Streams one artifact's content into the artifact store and checks it against its
     /// declaration.
     async fn receive(
@@ -475,23 +476,36 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Publication<B, A> {
             .saturating_sub(self.uploaded_bytes)
             .min(limits.max_artifact_bytes)
             .min(size);
-        let put = self.components.inner.blobs.put(content, budget).await;
+        // Tells a failure to read the upload (the client's doing: 400) from a failure of the
+        // store (500).
+        let mut source = Source {
+            inner: content,
+            failed: None,
+        };
+        let put = self
+            .components
+            .inner
+            .blobs
+            .put(&mut source, None, budget)
+            .await;
         let put = match put {
             Ok(put) => put,
-            Err(PutError::TooLarge { limit, at_least }) => {
-                return Err(ComponentError::TooLarge {
-                    what: format!("artifact {:?} of {id}", declared.uri),
-                    size: at_least,
-                    limit,
-                });
-            }
-            Err(PutError::Read(e)) => {
+            Err(_) if source.failed.is_some() => {
                 return Err(ComponentError::Read {
                     what: format!("artifact {:?} of {id}", declared.uri),
-                    message: e.to_string(),
+                    message: source.failed.unwrap_or_default(),
                 });
             }
-            Err(PutError::Store(e)) => return Err(e.into()),
+            Err(StoreError::Invalid {
+                field: "artifact", ..
+            }) => {
+                return Err(ComponentError::TooLarge {
+                    what: format!("artifact {:?} of {id}", declared.uri),
+                    size: budget.saturating_add(1),
+                    limit: budget,
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
         self.components.pin(&put.sha256);
         self.pinned.push(put.sha256.clone());
@@ -602,7 +616,7 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Publication<B, A> {
     }
 }
 
-async fn undo<B: Backend + 'static, A: ArtifactBlobs>(
+async fn undo<B: Backend + 'static, A: ArtifactStore + 'static>(
     components: &Components<B, A>,
     pinned: Vec<String>,
     uploaded: Vec<String>,
@@ -615,7 +629,7 @@ async fn undo<B: Backend + 'static, A: ArtifactBlobs>(
     }
 }
 
-impl<B: Backend + 'static, A: ArtifactBlobs> Drop for Publication<B, A> {
+impl<B: Backend + 'static, A: ArtifactStore + 'static> Drop for Publication<B, A> {
     fn drop(&mut self) {
         if self.finished {
             return;
@@ -633,5 +647,25 @@ impl<B: Backend + 'static, A: ArtifactBlobs> Drop for Publication<B, A> {
                 "a publish was dropped outside a runtime; its uploaded artifacts stay until collected"
             ),
         }
+    }
+}
+
+/// The upload as the artifact store reads it, remembering whether reading it failed.
+struct Source<'a> {
+    inner: &'a mut (dyn AsyncRead + Unpin + Send),
+    failed: Option<String>,
+}
+
+impl AsyncRead for Source<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Err(e)) = &poll {
+            self.failed = Some(e.to_string());
+        }
+        poll
     }
 }

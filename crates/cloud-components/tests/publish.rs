@@ -96,6 +96,21 @@ pub async fn examples_publish_with_digests(env: &Env) {
     assert_eq!(names.len(), 3, "{listed}");
     assert!(names.contains(&"com.example.Dashboard"));
     assert!(listed["components"][0].get("recipe").is_none());
+    assert_eq!(listed["next"], serde_json::Value::Null);
+    let (_, first) = env.get_json("/components?limit=2").await;
+    assert_eq!(first["components"].as_array().unwrap().len(), 2, "{first}");
+    let next = first["next"].as_str().expect("a full page names the next");
+    let (_, rest) = env
+        .get_json(&format!(
+            "/components?limit=2&after={}",
+            encode_segment(next)
+        ))
+        .await;
+    assert_eq!(rest["components"].as_array().unwrap().len(), 1, "{rest}");
+    assert_ne!(
+        rest["components"][0]["name"],
+        first["components"][1]["name"]
+    );
     let (_, one) = env.get_json("/components?name=com.example.Heartbeat").await;
     assert_eq!(one["components"].as_array().unwrap().len(), 1, "{one}");
     assert_eq!(env.artifact_files().len(), 1);
@@ -444,20 +459,40 @@ pub async fn bad_input_stores_nothing(env: &Env) {
     assert_nothing_stored(env).await;
 }
 
-/// A client that goes away mid-upload leaves no content behind.
+/// A client that goes away mid-upload leaves no content behind: not the artifact it was
+/// sending, nor the one it had sent completely before.
 pub async fn abandoned_upload_is_cleaned_up(env: &Env) {
-    let a = "s3://b/big.bin";
-    let content = vec![9u8; 40 * 1024];
-    let body = upload_body(&recipe("com.example.Gone", "1.0.0", &[a]), &[(a, &content)]);
+    let (a, b) = ("s3://b/first.bin", "s3://b/second.bin");
+    let first = vec![8u8; 20 * 1024];
+    let second = vec![9u8; 40 * 1024];
+    let body = upload_body(
+        &recipe("com.example.Gone", "1.0.0", &[a, b]),
+        &[(a, &first), (b, &second)],
+    );
     let mut stream = tokio::net::TcpStream::connect(env.addr).await.unwrap();
     let head = format!(
         "POST /components HTTP/1.1\r\nhost: localhost\r\ncontent-type: {UPLOAD_CONTENT_TYPE}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream
+        .write_all(&body[..body.len() - second.len() / 2])
+        .await
+        .unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The first artifact arrives whole and is stored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while env
+        .artifact_files()
+        .iter()
+        .all(|p| p.ends_with("tmp") || p.parent().is_some_and(|d| d.ends_with("tmp")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first artifact was never stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     drop(stream);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !env.artifact_files().is_empty() && std::time::Instant::now() < deadline {
@@ -557,3 +592,23 @@ async fn sqlite_env(limits: Limits) -> Option<Env> {
 }
 
 suite!(sqlite, sqlite_env);
+
+/// On a database of its own in the shared throwaway cluster; None (skipped, with a message)
+/// when PostgreSQL is not installed, unless `LICHEN_TEST_REQUIRE_ALL=1` makes that a failure.
+async fn postgres_env(limits: Limits) -> Option<Env> {
+    let Some(cluster) = lichen_cloud_store::testing::PgCluster::shared()
+        .expect("starting the test PostgreSQL cluster")
+    else {
+        eprintln!("PostgreSQL is not installed: skipping the PostgreSQL component-store tests");
+        return None;
+    };
+    let url = cluster.create_database().await.expect("test database");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = lichen_cloud_store::Store::open(dir.path(), Some(&url))
+        .await
+        .expect("open postgres store");
+    assert_eq!(store.backend_name(), "postgres");
+    Some(Env::serve(dir, store, limits).await)
+}
+
+suite!(postgres, postgres_env);

@@ -48,7 +48,7 @@ impl Env {
     }
 
     pub async fn serve(dir: tempfile::TempDir, store: Store, limits: Limits) -> Env {
-        let blobs = FsArtifactStore::open(&dir.path().join("artifacts")).expect("artifact store");
+        let blobs = FsArtifactStore::new(dir.path()).expect("artifact store");
         let components = Components::new(store, blobs, limits);
         let app: axum::Router = lichen_cloud_components::router(components.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
