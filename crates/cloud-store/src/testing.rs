@@ -61,7 +61,7 @@ pub fn find_bindir() -> Option<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|b| std::cmp::Reverse(b.0));
     if let Some((_, dir)) = versions.into_iter().find(|(_, dir)| has_server(dir)) {
         return Some(dir);
     }
