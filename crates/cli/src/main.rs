@@ -1,5 +1,8 @@
 //! `lichen`: runs a core and manages it.
 
+mod cmd_cloud;
+mod cmd_cloud_certs;
+mod cmd_cloud_registry;
 mod cmd_component;
 mod cmd_core;
 mod cmd_deployment;
@@ -73,6 +76,9 @@ enum Command {
         #[command(subcommand)]
         command: cmd_recipe::RecipeCommand,
     },
+    /// Run a self-hosted lichen cloud, and manage one (things, groups, certificates,
+    /// provisioning, admin tokens).
+    Cloud(cmd_cloud::CloudArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +91,7 @@ fn main() -> std::process::ExitCode {
         Command::Device { command } => cmd_device::run(&cli.global, command),
         Command::Logs(args) => cmd_logs::run(&cli.global, args),
         Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
+        Command::Cloud(args) => cmd_cloud::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,
