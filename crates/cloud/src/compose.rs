@@ -2,15 +2,42 @@
 //! routes, the device endpoint, and the API over them. The one place that knows the concrete
 //! parts; [`crate::server::start`] is generic over them.
 
+use std::sync::Arc;
+
+use lichen_cloud_store::Store;
+use lichen_pki::LocalCa;
+
 use crate::CloudError;
-use crate::server::{CloudConfig, CloudHandle};
+use crate::api::ApiExtension;
+use crate::server::{CloudConfig, CloudHandle, StartedEndpoint};
 
 /// Starts a cloud as `lichen cloud run` does.
 pub async fn start_cloud(config: &CloudConfig) -> Result<CloudHandle, CloudError> {
-    let _ca = crate::server::prepare_data_dir(&config.data_dir)?;
-    Err(CloudError::Config(
-        "`lichen cloud run` is not supported yet in this build: the store backends \
-         (lichen-cloud-store's SQLite and PostgreSQL) have not landed"
-            .into(),
-    ))
+    let ca = crate::server::prepare_data_dir(&config.data_dir)?;
+    let store = Store::open(&config.data_dir, config.database_url.as_deref()).await?;
+    tracing::info!(backend = store.backend_name(), "store open");
+    let store = Arc::new(store);
+    crate::server::start(
+        config,
+        store.clone(),
+        ca,
+        extensions(&store, config),
+        |store, ca| start_device_endpoint(config, store, ca),
+    )
+    .await
+}
+
+/// The API routes other crates add (the component store, when it is part of the build).
+pub fn extensions(_store: &Arc<Store>, _config: &CloudConfig) -> Vec<ApiExtension> {
+    Vec::new()
+}
+
+/// The one place the device endpoint starts (`lichen-cloud-endpoint`, when it is part of
+/// the build); `None` runs the API alone.
+pub async fn start_device_endpoint(
+    _config: &CloudConfig,
+    _store: Arc<Store>,
+    _ca: Arc<LocalCa>,
+) -> Result<Option<StartedEndpoint>, CloudError> {
+    Ok(None)
 }

@@ -49,24 +49,45 @@ where
     }
 }
 
+/// How much of an oversized body is read and thrown away before the 413 is sent, and for
+/// how long: closing a connection with unread data makes the kernel reset it, and the client
+/// would lose the answer that names the limit.
+pub const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads a body up to `limit` bytes; a longer one (declared or streamed) is 413.
 pub async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b.to_vec()),
-        Err(e) => {
-            // to_bytes reports the limit through a LengthLimitError in the source chain.
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(s) = source {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return Err(ApiError::too_large(limit));
-                }
-                source = s.source();
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::malformed(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                drain(body).await;
+                return Err(ApiError::too_large(limit));
             }
-            Err(ApiError::malformed(format!(
-                "reading the request body: {e}"
-            )))
+            out.extend_from_slice(&data);
         }
     }
+    Ok(out)
+}
+
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(d) = frame.into_data() {
+                seen += d.len();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
 }
 
 /// Query parameters of type `T`, with a 400 that names the parameter.

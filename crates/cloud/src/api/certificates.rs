@@ -214,11 +214,8 @@ async fn issue<S: Backend>(
         DEVICE_CERT_DAYS,
     )?;
     state.store.get_thing(&req.thing).await?;
+    // The record names the thing: storing it attaches it.
     state.store.put_certificate(&record).await?;
-    state
-        .store
-        .attach_certificate(&record.fingerprint, &req.thing)
-        .await?;
     tracing::info!(thing = %req.thing, certificate = %record.fingerprint, "device certificate issued");
     Ok((StatusCode::CREATED, Json(Certificate::from(&record))))
 }
