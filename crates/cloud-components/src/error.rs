@@ -107,6 +107,14 @@ pub enum ComponentError {
         /// What the route takes.
         expected: String,
     },
+    /// The operation took longer than allowed.
+    #[error("{what} took longer than {seconds} s")]
+    Timeout {
+        /// What was being done.
+        what: String,
+        /// The bound.
+        seconds: u64,
+    },
     /// The storage failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -138,6 +146,7 @@ impl ComponentError {
             | ComponentError::Conflict(_) => 409,
             ComponentError::TooLarge { .. } => 413,
             ComponentError::UnsupportedMediaType { .. } => 415,
+            ComponentError::Timeout { .. } => 503,
             ComponentError::Store(e) => match e {
                 StoreError::NotFound { .. } => 404,
                 StoreError::AlreadyExists { .. }
@@ -165,6 +174,7 @@ impl ComponentError {
             ComponentError::Conflict(_) => "Conflict",
             ComponentError::TooLarge { .. } => "PayloadTooLarge",
             ComponentError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
+            ComponentError::Timeout { .. } => "Timeout",
             ComponentError::Store(e) => match e {
                 StoreError::NotFound { .. } => "NotFound",
                 StoreError::AlreadyExists { .. } => "AlreadyExists",

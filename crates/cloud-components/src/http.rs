@@ -80,6 +80,25 @@ pub const ROUTES: &[Route] = &[
 /// The artifact download path (OpenAPI form), on the admin API and the device listener.
 pub const ARTIFACT_PATH: &str = "/components/{name}/versions/{version}/artifacts/{uri}";
 
+/// Longest a request other than an upload's body may take (listing, describing, deleting,
+/// opening a download; the download's body then streams without a bound of its own, as the
+/// client reads it).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn bounded<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, ComponentError>>,
+) -> Result<T, ComponentError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ComponentError::Timeout {
+                what: what.to_owned(),
+                seconds: REQUEST_TIMEOUT.as_secs(),
+            })
+        })
+}
+
 /// The axum form of [`ARTIFACT_PATH`]: the URI may contain `/` unencoded too.
 const ARTIFACT_ROUTE: &str = "/components/{name}/versions/{version}/artifacts/{*uri}";
 
@@ -262,7 +281,7 @@ async fn list<B: Backend + 'static, A: ArtifactStore + 'static>(
         after: query.after,
         limit: query.limit.unwrap_or(0),
     };
-    let versions = components.list(query.name.as_deref(), &page).await?;
+    let versions = bounded("listing", components.list(query.name.as_deref(), &page)).await?;
     // A full page may have a successor: its last `name@version` is where the next starts.
     let next = (versions.len() as u64 >= u64::from(page.effective_limit()))
         .then(|| versions.last().map(|c| format!("{}@{}", c.name, c.version)))
@@ -285,14 +304,16 @@ async fn describe<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<axum::Json<ComponentVersion>, ComponentError> {
-    Ok(axum::Json(components.describe(&name, &version).await?))
+    Ok(axum::Json(
+        bounded("describing", components.describe(&name, &version)).await?,
+    ))
 }
 
 async fn delete<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ComponentError> {
-    components.delete(&name, &version).await?;
+    bounded("deleting", components.delete(&name, &version)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,7 +321,11 @@ async fn artifact<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version, uri)): Path<(String, String, String)>,
 ) -> Result<Response, ComponentError> {
-    let (artifact, content) = components.artifact(&name, &version, &uri).await?;
+    let (artifact, content) = bounded(
+        "opening the artifact",
+        components.artifact(&name, &version, &uri),
+    )
+    .await?;
     let mut response = Response::new(Body::from_stream(ReaderStream::new(content.reader)));
     let headers = response.headers_mut();
     headers.insert(
