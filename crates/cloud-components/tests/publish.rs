@@ -557,6 +557,50 @@ pub async fn routes_match_the_openapi_fragment(env: &Env) {
     );
 }
 
+/// The device fragment serves downloads and nothing else.
+pub async fn device_router_serves_downloads_only(env: &Env) {
+    let content = b"device bytes";
+    let (status, _) = env
+        .publish(
+            &recipe("com.example.Dev", "1.0.0", &["s3://b/d.bin"]),
+            &[("s3://b/d.bin", content)],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let app: axum::Router = lichen_cloud_components::device_router(env.components.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let device = Env::client_for(addr);
+    let (status, _, body) = device
+        .request(
+            "GET",
+            "/components/com.example.Dev/versions/1.0.0/artifacts/d.bin",
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!((status, body.as_slice()), (200, &content[..]));
+    for (method, path) in [
+        ("GET", "/components"),
+        ("POST", "/components"),
+        ("GET", "/components/com.example.Dev/versions/1.0.0"),
+        ("DELETE", "/components/com.example.Dev/versions/1.0.0"),
+    ] {
+        let (status, _, _) = device.request(method, path, None, vec![]).await;
+        assert!(status == 404 || status == 405, "{method} {path}: {status}");
+    }
+    server.abort();
+    assert_eq!(
+        env.get_json("/components/com.example.Dev/versions/1.0.0")
+            .await
+            .0,
+        200
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -583,6 +627,7 @@ macro_rules! suite {
             case!(abandoned_upload_is_cleaned_up, small());
             case!(publish_from_files, Limits::default());
             case!(routes_match_the_openapi_fragment, Limits::default());
+            case!(device_router_serves_downloads_only, Limits::default());
         }
     };
 }

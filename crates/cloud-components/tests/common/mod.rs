@@ -18,6 +18,11 @@ use tokio::net::TcpStream;
 
 pub type TestComponents = Components<Store, FsArtifactStore>;
 
+/// A client of another server (the device router).
+pub struct Client {
+    addr: SocketAddr,
+}
+
 /// A served component store over its own data directory.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -87,6 +92,42 @@ impl Env {
         out
     }
 
+    pub fn client_for(addr: SocketAddr) -> Client {
+        Client { addr }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        Client { addr: self.addr }
+            .request(method, path, content_type, body)
+            .await
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.request("GET", path, None, Vec::new()).await;
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// Publishes over HTTP with the framed upload.
+    pub async fn publish(
+        &self,
+        recipe: &str,
+        artifacts: &[(&str, &[u8])],
+    ) -> (u16, serde_json::Value) {
+        let body = upload_body(recipe, artifacts);
+        let (status, _, body) = self
+            .request("POST", "/components", Some(UPLOAD_CONTENT_TYPE), body)
+            .await;
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+}
+
+impl Client {
     pub async fn request(
         &self,
         method: &str,
@@ -95,6 +136,7 @@ impl Env {
         body: Vec<u8>,
     ) -> (u16, hyper::HeaderMap, Vec<u8>) {
         let stream = TcpStream::connect(self.addr).await.expect("connect");
+
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -118,24 +160,6 @@ impl Env {
             .to_bytes()
             .to_vec();
         (status, headers, body)
-    }
-
-    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let (status, _, body) = self.request("GET", path, None, Vec::new()).await;
-        (status, serde_json::from_slice(&body).unwrap_or_default())
-    }
-
-    /// Publishes over HTTP with the framed upload.
-    pub async fn publish(
-        &self,
-        recipe: &str,
-        artifacts: &[(&str, &[u8])],
-    ) -> (u16, serde_json::Value) {
-        let body = upload_body(recipe, artifacts);
-        let (status, _, body) = self
-            .request("POST", "/components", Some(UPLOAD_CONTENT_TYPE), body)
-            .await;
-        (status, serde_json::from_slice(&body).unwrap_or_default())
     }
 }
 
