@@ -1,8 +1,9 @@
 //! The SQLite backend: one database file, one connection, owned by a dedicated thread.
 //!
 //! Async callers never block the runtime: each call sends its operation over a bounded queue
-//! ([`QUEUE_DEPTH`]) to the worker thread, which runs it in one `BEGIN IMMEDIATE` transaction
-//! and answers over a oneshot channel. A full queue makes callers wait (backpressure), it does
+//! ([`QUEUE_DEPTH`]) to the worker thread, which runs it in its own savepoint inside a
+//! `BEGIN IMMEDIATE` transaction shared with whatever else was queued (group commit, at most
+//! [`MAX_BATCH`] operations), and answers over a oneshot channel after the COMMIT. A full queue makes callers wait (backpressure), it does
 //! not grow. One connection serialises every operation, which is what SQLite does with writers
 //! anyway, and makes optimistic version checks trivially race-free.
 //!
@@ -34,7 +35,16 @@ pub const QUEUE_DEPTH: usize = 256;
 /// How long a statement waits for another process holding the database's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-type WorkItem = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Operations committed together, at most (group commit: one WAL fsync for the batch).
+pub const MAX_BATCH: usize = 64;
+
+/// Called once the batch's transaction has ended: with None when it committed, with the
+/// reason otherwise. It answers the caller.
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+/// One queued operation. Given the connection inside the batch's transaction (or, when the
+/// transaction could not begin, the reason), it runs the operation in its own savepoint and
+/// returns how to answer once the batch ends.
+type WorkItem = Box<dyn FnOnce(&mut Connection, Option<&str>) -> Reply + Send>;
 
 /// Cheap to clone: clones share the worker thread, which stops when the last clone is dropped.
 #[derive(Clone)]
@@ -101,8 +111,18 @@ impl SqliteBackend {
     /// Runs one operation in one transaction on the worker thread.
     pub(crate) async fn run<R: Send + 'static>(&self, operation: Op<R>) -> Result<R> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let job: WorkItem = Box::new(move |conn| {
-            let _ = reply_tx.send(run_in_transaction(conn, operation));
+        let job: WorkItem = Box::new(move |conn, begin_failed| {
+            let result = match begin_failed {
+                Some(reason) => Err(StoreError::Database(reason.to_owned())),
+                None => run_in_savepoint(conn, operation),
+            };
+            Box::new(move |commit_failed| {
+                let answer = match (result, commit_failed) {
+                    (Ok(_), Some(reason)) => Err(StoreError::Database(reason.to_owned())),
+                    (result, _) => result,
+                };
+                let _ = reply_tx.send(answer);
+            })
         });
         self.inner
             .jobs
@@ -147,29 +167,60 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 fn serve(mut conn: Connection, mut jobs: mpsc::Receiver<WorkItem>) {
-    while let Some(job) = jobs.blocking_recv() {
-        job(&mut conn);
+    while let Some(first) = jobs.blocking_recv() {
+        // Group commit: whatever queued up meanwhile shares the transaction (and its fsync).
+        // Each operation is still atomic on its own, in its savepoint; callers hear back only
+        // after the COMMIT, so an answer still means durable.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch);
     }
     tracing::debug!("SQLite worker stopping: every handle is gone");
 }
 
-fn run_in_transaction<R>(conn: &mut Connection, operation: Op<R>) -> Result<R> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_error)?;
+fn run_batch(conn: &mut Connection, batch: Vec<WorkItem>) {
+    let begin_failed = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .err()
+        .map(|e| map_error(e).to_string());
+    let replies: Vec<Reply> = batch
+        .into_iter()
+        .map(|job| job(conn, begin_failed.as_deref()))
+        .collect();
+    let commit_failed = match begin_failed {
+        Some(reason) => Some(reason),
+        None => match conn.execute_batch("COMMIT") {
+            Ok(()) => None,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(map_error(e).to_string())
+            }
+        },
+    };
+    for reply in replies {
+        reply(commit_failed.as_deref());
+    }
+}
+
+fn run_in_savepoint<R>(conn: &mut Connection, operation: Op<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT op").map_err(map_error)?;
     let result = {
         let mut tx = SqliteTx { conn: &mut *conn };
         complete_now(operation(&mut tx))
     };
     match result {
-        Ok(value) => match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(value),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(map_error(e))
-            }
-        },
+        Ok(value) => {
+            conn.execute_batch("RELEASE op").map_err(map_error)?;
+            Ok(value)
+        }
         Err(e) => {
-            if let Err(rollback) = conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %rollback, "SQLite rollback failed");
+            if let Err(rollback) = conn.execute_batch("ROLLBACK TO op; RELEASE op") {
+                tracing::warn!(error = %rollback, "SQLite savepoint rollback failed");
             }
             Err(e)
         }

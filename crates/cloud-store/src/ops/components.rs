@@ -1,6 +1,6 @@
 //! Component versions and fleet deployments.
 
-use crate::db::{Row, Tx, query_opt, to_json};
+use crate::db::{Dialect, Row, Tx, query_opt, to_json};
 use crate::ops::{after, limit, not_found};
 use crate::{
     ComponentVersion, DeploymentTarget, FleetDeployment, MAX_PAGE, Page, Result, StoreError,
@@ -174,6 +174,7 @@ pub(crate) async fn delete_component_version(
     version: &str,
 ) -> Result<()> {
     get_component_version(tx, name, version).await?;
+    lock_component_version(tx, name, version).await?;
     let using = deployments_using(tx, name, version).await?;
     if !using.is_empty() {
         return Err(StoreError::InUse {
@@ -187,6 +188,21 @@ pub(crate) async fn delete_component_version(
         &[name.into(), version.into()],
     )
     .await?;
+    Ok(())
+}
+
+/// On PostgreSQL, locks the component version's row (if it exists) until the transaction
+/// ends, so a deletion and a deployment naming the version are serialised: either the
+/// deletion sees the deployment (InUse) or the deployment comes after the deletion. SQLite
+/// needs nothing: its one connection runs one transaction at a time.
+async fn lock_component_version(tx: &mut dyn Tx, name: &str, version: &str) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.query(
+            "SELECT 1 FROM component_versions WHERE name = $1 AND version = $2 FOR UPDATE",
+            &[name.into(), version.into()],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -257,6 +273,7 @@ pub(crate) async fn put_deployment(tx: &mut dyn Tx, deployment: FleetDeployment)
     )
     .await?;
     for (name, version) in &deployment.components {
+        lock_component_version(tx, name, version).await?;
         tx.execute(
             "INSERT INTO deployment_components (deployment_id, name, version) VALUES ($1, $2, $3)",
             &[
@@ -301,4 +318,86 @@ pub(crate) async fn deployments_using(
         )
         .await?;
     rows.iter().map(|r| r.text(0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_sort_key;
+    use proptest::prelude::*;
+
+    fn identifier() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..1000).prop_map(|n| n.to_string()),
+            "[a-zA-Z-][0-9a-zA-Z-]{0,5}",
+        ]
+    }
+
+    fn version() -> impl Strategy<Value = String> {
+        (
+            0u64..30,
+            0u64..30,
+            0u64..30,
+            proptest::collection::vec(identifier(), 0..4),
+            proptest::option::of("[0-9a-zA-Z]{1,4}"),
+        )
+            .prop_map(|(major, minor, patch, pre, build)| {
+                let mut v = format!("{major}.{minor}.{patch}");
+                if !pre.is_empty() {
+                    v.push('-');
+                    v.push_str(&pre.join("."));
+                }
+                if let Some(build) = build {
+                    v.push('+');
+                    v.push_str(&build);
+                }
+                v
+            })
+    }
+
+    proptest! {
+        /// Byte order of the keys is semver precedence (build metadata aside).
+        #[test]
+        fn key_order_is_semver_precedence(a in version(), b in version()) {
+            let (va, vb) = (semver::Version::parse(&a).unwrap(), semver::Version::parse(&b).unwrap());
+            let (ka, kb) = (version_sort_key(&a).unwrap(), version_sort_key(&b).unwrap());
+            let precedence = va.cmp_precedence(&vb);
+            if precedence != std::cmp::Ordering::Equal {
+                prop_assert_eq!(ka.cmp(&kb), precedence, "{} vs {}", a, b);
+            } else if va.build == vb.build {
+                prop_assert_eq!(ka, kb);
+            }
+        }
+
+        #[test]
+        fn keys_never_hold_nul(v in version()) {
+            // PostgreSQL text cannot hold NUL.
+            prop_assert!(!version_sort_key(&v).unwrap().contains('\0'));
+        }
+    }
+
+    #[test]
+    fn known_orders() {
+        let ordered = [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.2.0",
+            "1.10.0",
+            "10.0.0",
+        ];
+        let keys: Vec<String> = ordered
+            .iter()
+            .map(|v| version_sort_key(v).unwrap())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(version_sort_key("1.0").is_err());
+        assert!(version_sort_key("").is_err());
+    }
 }

@@ -17,6 +17,7 @@
 //! 10,240); ≤ [`MAX_PARAMETERS`] device parameters, each value ≤ [`MAX_PARAMETER_VALUE_BYTES`];
 //! CSR ≤ [`MAX_CSR_BYTES`]; intrinsic functions nest ≤ [`MAX_EXPRESSION_DEPTH`].
 
+mod intrinsics;
 mod template;
 
 use std::collections::BTreeMap;

@@ -41,7 +41,7 @@ use thiserror::Error;
 use crate::json::compact_len;
 use crate::topic::ShadowAddress;
 use request::{SectionUpdate, UpdateRequest, parse_plain_request, parse_update};
-use tree::{delta, merge_section, metadata_at, metadata_of, restrict};
+use tree::{delta, merge_section, metadata_at, metadata_of_map, restrict};
 
 /// AWS's nesting limit for `desired` and `reported` (an object holding a scalar is depth 1).
 pub const MAX_STATE_DEPTH: usize = 6;
@@ -127,11 +127,11 @@ impl StoredShadow {
 
     /// `{state, metadata, version}`, as `update/documents` shows it.
     fn snapshot(&self) -> Value {
-        json!({
-            "state": self.state.to_value(),
-            "metadata": self.metadata.to_value(),
-            "version": self.version,
-        })
+        object([
+            ("state", self.state.to_value()),
+            ("metadata", self.metadata.to_value()),
+            ("version", Value::from(self.version)),
+        ])
     }
 
     /// Desired vs reported, the whole of it.
@@ -226,6 +226,16 @@ pub struct DeleteOutcome {
     pub tombstone: StoredShadow,
 }
 
+/// An object from owned entries (`json!` would copy every embedded value once more).
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
 fn with_token(mut value: Value, token: Option<&str>) -> Value {
     if let (Some(token), Value::Object(map)) = (token, &mut value) {
         map.insert("clientToken".into(), Value::String(token.to_owned()));
@@ -287,16 +297,8 @@ pub fn apply_update(
     next.timestamp = now;
     next.deleted = false;
 
-    let size = next
-        .state
-        .desired
-        .as_ref()
-        .map_or(0, |d| compact_len(&Value::Object(d.clone())))
-        + next
-            .state
-            .reported
-            .as_ref()
-            .map_or(0, |r| compact_len(&Value::Object(r.clone())));
+    let size = next.state.desired.as_ref().map_or(0, compact_len)
+        + next.state.reported.as_ref().map_or(0, compact_len);
     if size > limits.max_document_bytes {
         return Err(ShadowError::new(
             ErrorCode::PayloadTooLarge,
@@ -306,12 +308,12 @@ pub fn apply_update(
     }
 
     let accepted = with_token(
-        json!({
-            "state": request.state_echo,
-            "metadata": accepted_metadata(&request, now),
-            "version": version,
-            "timestamp": now,
-        }),
+        object([
+            ("state", request.state_echo.clone()),
+            ("metadata", accepted_metadata(&request, now)),
+            ("version", Value::from(version)),
+            ("timestamp", Value::from(now)),
+        ]),
         token,
     );
     let delta = delta_payload(&next, &request, now);
@@ -367,10 +369,7 @@ fn accepted_metadata(request: &UpdateRequest, now: u64) -> Value {
                 out.insert(name.into(), json!({ "timestamp": now }));
             }
             SectionUpdate::Merge(changes) => {
-                out.insert(
-                    name.into(),
-                    metadata_of(&Value::Object(changes.clone()), now),
-                );
+                out.insert(name.into(), Value::Object(metadata_of_map(changes, now)));
             }
         }
     }
@@ -399,12 +398,12 @@ fn delta_payload(next: &StoredShadow, request: &UpdateRequest, now: u64) -> Opti
         .map(|m| metadata_at(m, &touched))
         .unwrap_or_default();
     Some(with_token(
-        json!({
-            "version": next.version,
-            "timestamp": now,
-            "state": touched,
-            "metadata": meta,
-        }),
+        object([
+            ("version", Value::from(next.version)),
+            ("timestamp", Value::from(now)),
+            ("state", Value::Object(touched)),
+            ("metadata", Value::Object(meta)),
+        ]),
         request.client_token.as_deref(),
     ))
 }
@@ -449,12 +448,12 @@ pub fn get(
         state.insert("delta".into(), Value::Object(delta));
     }
     Ok(with_token(
-        json!({
-            "state": state,
-            "metadata": shadow.metadata.to_value(),
-            "version": shadow.version,
-            "timestamp": now_epoch_secs,
-        }),
+        object([
+            ("state", Value::Object(state)),
+            ("metadata", shadow.metadata.to_value()),
+            ("version", Value::from(shadow.version)),
+            ("timestamp", Value::from(now_epoch_secs)),
+        ]),
         token,
     ))
 }

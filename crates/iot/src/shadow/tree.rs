@@ -13,16 +13,19 @@ use crate::json::same_value;
 /// entry per element, every other leaf (and an empty object or array) is `{"timestamp"}`.
 pub(crate) fn metadata_of(value: &Value, now: u64) -> Value {
     match value {
-        Value::Object(map) if !map.is_empty() => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), metadata_of(v, now)))
-                .collect(),
-        ),
+        Value::Object(map) if !map.is_empty() => Value::Object(metadata_of_map(map, now)),
         Value::Array(items) if !items.is_empty() => {
             Value::Array(items.iter().map(|v| metadata_of(v, now)).collect())
         }
         _ => json!({ "timestamp": now }),
     }
+}
+
+/// [`metadata_of`] for each member of an object.
+pub(crate) fn metadata_of_map(map: &Map<String, Value>, now: u64) -> Map<String, Value> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), metadata_of(v, now)))
+        .collect()
 }
 
 /// A value with every `null` member removed and objects that end up empty dropped; `None`
