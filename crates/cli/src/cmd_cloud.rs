@@ -64,7 +64,7 @@ pub struct Connection {
 
 #[derive(Subcommand)]
 pub enum CloudCommand {
-    /// Run the cloud in the foreground until SIGTERM or Ctrl-C.
+    // The help (with examples) is RunArgs' own doc comment.
     Run(RunArgs),
     /// Things: register, list, describe, delete, attributes, provisioning bundles.
     Thing {
@@ -103,7 +103,8 @@ pub enum CloudCommand {
     },
 }
 
-/// Run a lichen cloud: the HTTPS API (and the device endpoint) on --data DIR.
+/// Run a lichen cloud in the foreground (the HTTPS API and the device endpoint) on --data
+/// DIR, until SIGTERM or Ctrl-C.
 ///
 /// On first start it creates DIR (0700), the cloud CA (DIR/ca), and an admin token in
 /// DIR/admin.token (0600; printed as a path, never as the secret). It writes DIR/api.json so

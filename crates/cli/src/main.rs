@@ -77,8 +77,7 @@ enum Command {
         #[command(subcommand)]
         command: cmd_recipe::RecipeCommand,
     },
-    /// Run a self-hosted lichen cloud, and manage one (things, groups, certificates,
-    /// provisioning, admin tokens).
+    // The help (with examples) is CloudArgs' own doc comment.
     Cloud(cmd_cloud::CloudArgs),
 }
 

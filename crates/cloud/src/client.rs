@@ -325,3 +325,37 @@ mod tests {
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_url_text_parses_or_is_refused_with_the_url(s in "\\PC{0,80}") {
+            match parse_url(&s) {
+                Ok((host, port)) => {
+                    prop_assert!(!host.is_empty() && port != 0);
+                    prop_assert!(s.starts_with("https://"));
+                }
+                Err(ClientError::Url { url, .. }) => prop_assert_eq!(url, s),
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+
+        #[test]
+        fn encoded_segments_hold_no_separators(s in "\\PC{0,40}") {
+            let e = encode(&s);
+            prop_assert!(!e.contains(['/', '?', '#', '&', ' ']));
+        }
+
+        #[test]
+        fn any_body_decodes_or_is_a_400(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = crate::api::body::decode_json::<crate::api::things::CreateThing>(&bytes) {
+                prop_assert_eq!(e.status.as_u16(), 400);
+            }
+        }
+    }
+}

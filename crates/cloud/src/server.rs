@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::CloudError;
-use crate::api::{ApiExtension, AppState, DeviceEndpoint, Endpoints};
+use crate::api::{ApiExtension, AppState, BoxFuture, DeviceEndpoint, Endpoints};
 use crate::tls::{ServerCert, server_config, server_names};
 
 pub const MAX_CONNECTIONS: usize = 256;
@@ -87,12 +87,11 @@ pub struct CloudConfig {
 pub struct StartedEndpoint {
     pub hooks: Arc<dyn DeviceEndpoint>,
     pub mqtt_addr: SocketAddr,
-    pub shutdown: Box<dyn FnOnce() -> futures_shutdown::BoxFuture + Send>,
+    /// Stops the endpoint; called once, after the API stopped.
+    pub shutdown: EndpointShutdown,
 }
 
-pub mod futures_shutdown {
-    pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-}
+pub type EndpointShutdown = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
 /// A running cloud.
 pub struct CloudHandle {
@@ -106,7 +105,7 @@ pub struct CloudHandle {
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<()>,
     renewal: JoinHandle<()>,
-    endpoint_shutdown: Option<Box<dyn FnOnce() -> futures_shutdown::BoxFuture + Send>>,
+    endpoint_shutdown: Option<EndpointShutdown>,
 }
 
 impl CloudHandle {
@@ -170,7 +169,8 @@ where
     F: FnOnce(Arc<S>, Arc<LocalCa>) -> Fut,
     Fut: std::future::Future<Output = Result<Option<StartedEndpoint>, CloudError>>,
 {
-    let data = DataDir(config.data_dir.clone());
+    // api.json names paths a CLI in any working directory must find.
+    let data = DataDir(absolute(&config.data_dir)?);
     let admin_token_created = bootstrap_admin_token(&*store, &data).await?;
 
     let names = server_names(&config.hostnames);
@@ -251,6 +251,10 @@ where
         renewal,
         endpoint_shutdown,
     })
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf, CloudError> {
+    std::path::absolute(dir).map_err(io_err(dir))
 }
 
 /// Prepares the data directory (0700) and loads or creates the cloud CA.

@@ -975,3 +975,64 @@ async fn a_restart_keeps_the_admin_token_and_the_data() {
     again.expect("GET", "/v1/things/kept", None, 200).await;
     again.stop().await;
 }
+
+/// Figures, not a check: `cargo test -p lichen-cloud --test api measure -- --ignored --nocapture`.
+/// Each request is a new TLS connection, as the CLI makes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_request_rates() {
+    for backend in [common::Backend::Sqlite, common::Backend::Postgres] {
+        let Some(c) = common::start(backend).await else {
+            continue;
+        };
+        let n = 300;
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            c.expect(
+                "POST",
+                "/v1/things",
+                Some(json!({"name": format!("t-{i:05}")})),
+                201,
+            )
+            .await;
+        }
+        let create = start.elapsed();
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            c.expect("GET", &format!("/v1/things/t-{i:05}"), None, 200)
+                .await;
+        }
+        let describe = start.elapsed();
+        let start = std::time::Instant::now();
+        let parallel = 8;
+        let mut tasks = Vec::new();
+        for w in 0..parallel {
+            let client = c.client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..n / parallel {
+                    let a = client
+                        .request(
+                            "GET",
+                            &format!("/v1/things/t-{:05}", w * (n / parallel) + i),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(a.status, 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let concurrent = start.elapsed();
+        eprintln!(
+            "{backend:?}: {n} creates {:.0}/s ({:.1} ms each), {n} describes {:.0}/s, {parallel} clients describing {:.0}/s",
+            n as f64 / create.as_secs_f64(),
+            create.as_secs_f64() * 1000.0 / n as f64,
+            n as f64 / describe.as_secs_f64(),
+            (n / parallel * parallel) as f64 / concurrent.as_secs_f64(),
+        );
+        c.stop().await;
+    }
+}

@@ -261,7 +261,7 @@ async fn revoke<S: Backend>(
     check(validate::fingerprint(&id))?;
     let c = state.store.revoke_certificate(&id, &now()).await?;
     if let Some(endpoint) = &state.endpoint {
-        endpoint.certificate_revoked(&id);
+        endpoint.certificate_revoked(&id).await;
     }
     tracing::info!(certificate = %id, "certificate revoked");
     Ok(Json(Certificate::from(&c)))

@@ -40,9 +40,13 @@ pub const CLAIM_CERT_DAYS: u32 = 365;
 /// What the device endpoint must hear from the API. Implemented by the endpoint's handle
 /// (`lichen-cloud-endpoint`); absent when the cloud runs without one.
 pub trait DeviceEndpoint: Send + Sync {
-    /// A certificate was revoked: close its connections and refuse its next handshake.
-    fn certificate_revoked(&self, fingerprint: &str);
+    /// A certificate was revoked: close its connections (the endpoint refuses its next
+    /// handshake by itself). The API answers only once this is done.
+    fn certificate_revoked<'a>(&'a self, fingerprint: &'a str) -> BoxFuture<'a, ()>;
 }
+
+/// A boxed future, as [`DeviceEndpoint`]'s methods return (the trait stays object-safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Where devices and administrators reach this cloud, as written into provisioning bundles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +70,8 @@ pub struct AppState<S> {
     pub endpoints: Arc<Endpoints>,
     /// The OpenAPI document, built once by [`router`] from the route table and extensions.
     pub openapi: Arc<std::sync::OnceLock<serde_json::Value>>,
+    /// Serialises read-modify-write of a template's claim certificates within this process.
+    pub template_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S> AppState<S> {
@@ -81,6 +87,7 @@ impl<S> AppState<S> {
             endpoint,
             endpoints: Arc::new(endpoints),
             openapi: Arc::new(std::sync::OnceLock::new()),
+            template_writes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -93,6 +100,7 @@ impl<S> Clone for AppState<S> {
             endpoint: self.endpoint.clone(),
             endpoints: self.endpoints.clone(),
             openapi: self.openapi.clone(),
+            template_writes: self.template_writes.clone(),
         }
     }
 }

@@ -15,8 +15,8 @@ use super::error::{ApiError, ApiResult};
 use super::{AppState, CLAIM_CERT_DAYS, Method, PAGING, PageQuery, Route, check, next_key, now};
 use crate::validate;
 
-/// Largest template body, serialized (AWS IoT: 10 KB; lichen allows more, bounded).
-pub const MAX_TEMPLATE_BODY: usize = 64 * 1024;
+/// Largest template body, serialized: what the device endpoint evaluates (AWS IoT: 10 KB).
+pub const MAX_TEMPLATE_BODY: usize = lichen_iot::provisioning::MAX_TEMPLATE_BYTES;
 /// Most claim certificates one template lists.
 pub const MAX_CLAIM_CERTIFICATES: usize = 100;
 
@@ -114,7 +114,9 @@ pub struct ProvisioningTemplateList {
 }
 
 /// The shape every AWS provisioning template has: an object with a `Resources` object whose
-/// entries each declare a known `Type`; `Parameters`, when present, is an object.
+/// entries each declare a known `Type`; `Parameters`, when present, is an object. Then the
+/// device endpoint's own evaluator (`lichen-iot`) checks it as it will run it, so a
+/// template stored here is one a claim can be provisioned by.
 pub fn check_template_body(body: &Value) -> ApiResult<()> {
     let size = serde_json::to_vec(body)
         .map(|v| v.len())
@@ -154,7 +156,8 @@ pub fn check_template_body(body: &Value) -> ApiResult<()> {
             }
         }
     }
-    Ok(())
+    let text = serde_json::to_string(body).unwrap_or_default();
+    lichen_iot::provisioning::validate_template(&text).map_err(|e| ApiError::invalid("body", e))
 }
 
 async fn create<S: Backend>(
@@ -218,6 +221,8 @@ async fn create_claim<S: Backend>(
     ApiJson(req): ApiJson<CreateClaimCertificate>,
 ) -> ApiResult<(StatusCode, Json<Certificate>)> {
     check(validate::template_name(&name))?;
+    // Two claims at once must not both read the old list and one lose its certificate.
+    let _guard = state.template_writes.lock().await;
     let mut template = state.store.get_template(&name).await?;
     if template.claim_certificates.len() >= MAX_CLAIM_CERTIFICATES {
         return Err(ApiError::conflict(format!(
@@ -249,7 +254,11 @@ mod tests {
     fn template_bodies_need_known_resources() {
         check_template_body(&json!({
             "Parameters": {"ThingName": {"Type": "String"}},
-            "Resources": {"thing": {"Type": "AWS::IoT::Thing", "Properties": {}}}
+            "Resources": {
+                "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}},
+                "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
+                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "Active"}}
+            }
         }))
         .unwrap();
         let e = check_template_body(&json!({"Resources": {"x": {"Type": "AWS::S3::Bucket"}}}))
@@ -259,5 +268,17 @@ mod tests {
         assert!(e.message.starts_with("body"), "{e}");
         let e = check_template_body(&json!({"Parameters": 1, "Resources": {}})).unwrap_err();
         assert!(e.message.contains("Parameters"), "{e}");
+        // The endpoint's evaluator refuses what it could not run, at creation.
+        let e = check_template_body(&json!({"Resources": {"thing": {"Type": "AWS::IoT::Thing",
+            "Properties": {"ThingName": {"Fn::Unknown": "x"}}}}}))
+        .unwrap_err();
+        assert!(e.message.starts_with("body"), "{e}");
+        let big = json!({"Resources": {}, "Mappings": {"m": {"k": {"v": "x".repeat(11_000)}}}});
+        assert!(
+            check_template_body(&big)
+                .unwrap_err()
+                .message
+                .contains("10240")
+        );
     }
 }

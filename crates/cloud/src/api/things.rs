@@ -268,7 +268,7 @@ async fn remove<S: Backend>(
     state.store.delete_thing(&name).await?;
     if let Some(endpoint) = &state.endpoint {
         for c in &active {
-            endpoint.certificate_revoked(&c.fingerprint);
+            endpoint.certificate_revoked(&c.fingerprint).await;
         }
     }
     tracing::info!(thing = %name, revoked = active.len(), "thing deleted");

@@ -16,8 +16,12 @@ use serde_json::Value;
 pub struct RevocationRecorder(pub Mutex<Vec<String>>);
 
 impl DeviceEndpoint for RevocationRecorder {
-    fn certificate_revoked(&self, fingerprint: &str) {
+    fn certificate_revoked<'a>(
+        &'a self,
+        fingerprint: &'a str,
+    ) -> lichen_cloud::api::BoxFuture<'a, ()> {
         self.0.lock().unwrap().push(fingerprint.to_string());
+        Box::pin(async {})
     }
 }
 
