@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::Global;
 use crate::cmd_cloud_certs::{CertCommand, ClaimCommand, TemplateCommand, TokenCommand};
+use crate::cmd_cloud_component::ComponentCommand;
 use crate::cmd_cloud_registry::{GroupCommand, ThingCommand};
 
 /// Run a lichen cloud, or manage one: things, groups, certificates, provisioning templates,
@@ -95,6 +96,11 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The component store: publish, list, describe and delete component versions.
+    Component {
+        #[command(subcommand)]
+        command: ComponentCommand,
+    },
 }
 
 /// Run a lichen cloud in the foreground (the HTTPS API and the device endpoint) on --data
@@ -149,6 +155,9 @@ pub fn run(global: &Global, args: CloudArgs) -> anyhow::Result<ExitCode> {
         }
         CloudCommand::Token { command } => {
             crate::cmd_cloud_certs::token(global, &args.conn, command)
+        }
+        CloudCommand::Component { command } => {
+            crate::cmd_cloud_component::component(global, &args.conn, command)
         }
     }
 }

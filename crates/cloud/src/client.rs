@@ -16,6 +16,8 @@ use serde_json::Value;
 
 use crate::api::error::ErrorBody;
 
+mod stream;
+
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

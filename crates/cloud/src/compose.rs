@@ -24,15 +24,29 @@ pub async fn start_cloud(config: &CloudConfig) -> Result<CloudHandle, CloudError
         config,
         store.clone(),
         ca,
-        extensions(&store, config),
+        extensions(&store, config)?,
         |store, ca| start_device_endpoint(config, store, ca),
     )
     .await
 }
 
-/// The API routes other crates add (the component store, when it is part of the build).
-pub fn extensions(_store: &Arc<Store>, _config: &CloudConfig) -> Vec<ApiExtension> {
-    Vec::new()
+/// The API routes other crates add: the component store (`lichen-cloud-components`), its
+/// artifacts under `<data>/artifacts`.
+pub fn extensions(
+    store: &Arc<Store>,
+    config: &CloudConfig,
+) -> Result<Vec<ApiExtension>, CloudError> {
+    let artifacts = lichen_cloud_store::FsArtifactStore::new(&config.data_dir)?;
+    let components = lichen_cloud_components::Components::new(
+        Store::clone(store),
+        artifacts,
+        lichen_cloud_components::Limits::default(),
+    );
+    Ok(vec![ApiExtension {
+        router: axum::Router::new().nest("/v1", lichen_cloud_components::router(components)),
+        openapi_paths: lichen_cloud_components::openapi_paths("/v1"),
+        openapi_schemas: lichen_cloud_components::openapi_schemas(),
+    }])
 }
 
 /// The running endpoint as the API sees it. The handle sits behind a lock only so that

@@ -180,7 +180,8 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
 
 /// Routes another crate adds (the component store), already bound to its own state, and the
 /// OpenAPI `paths` (and `components/schemas`) that document them. They are nested under
-/// `/v1` and get the same admin-token check.
+/// `/v1` and get the same admin-token check, but not [`REQUEST_TIMEOUT`]: they bound their
+/// own requests (an upload of gigabytes takes longer than any fixed bound).
 pub struct ApiExtension {
     pub router: Router,
     /// OpenAPI `paths` object, paths relative to `/v1` already prefixed (`/v1/components`).
@@ -206,13 +207,15 @@ pub fn router<S: Backend + 'static>(state: AppState<S>, extensions: Vec<ApiExten
     let auth = from_fn_with_state(state.clone(), authenticate::<S>);
     let mut app = public
         .merge(private.route_layer(auth.clone()))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .layer(from_fn(request_timeout));
+    // Extensions bound their own requests: the component store's uploads stream gigabytes,
+    // bounded by idle time rather than by REQUEST_TIMEOUT for the whole.
     for ext in extensions {
         app = app.merge(ext.router.route_layer(auth.clone()));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn(request_timeout))
 }
 
 async fn not_found(req: Request) -> ApiError {
