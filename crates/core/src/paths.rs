@@ -77,7 +77,8 @@ impl RootLayout {
     pub fn deployment_records_dir(&self) -> PathBuf {
         self.deployments_dir().join("records")
     }
-    /// Process groups started by the core, one file each, for cleanup after a crash.
+    /// Process groups started by the core (the journal is this path + `.journal`; a directory
+    /// of one file per group in older roots), for cleanup after a crash.
     pub fn groups_dir(&self) -> PathBuf {
         self.root.join("run").join("groups")
     }
