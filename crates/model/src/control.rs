@@ -505,6 +505,12 @@ mod tests {
                     pid: 7,
                     version: "0.1.0".into(),
                     components: 3,
+                    disk: Some(DiskState {
+                        free_bytes: 10,
+                        total_bytes: 100,
+                        reserve_held: false,
+                        warning: Some("low".into()),
+                    }),
                 }),
             ),
             (
