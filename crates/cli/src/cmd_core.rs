@@ -22,6 +22,9 @@ pub enum CoreCommand {
     /// Run a core in the foreground on --root. Stop it with SIGTERM or Ctrl-C: components
     /// get their Shutdown steps and every process they started is ended.
     Run(RunArgs),
+    /// Show the running core on --root: pid, version, thing name, components, and the disk
+    /// state of the root's filesystem (free bytes; a warning when it runs low).
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -120,7 +123,10 @@ impl StopSignals {
 }
 
 pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
-    let CoreCommand::Run(args) = command;
+    let args = match command {
+        CoreCommand::Run(args) => args,
+        CoreCommand::Status => return status(global),
+    };
     let started = Instant::now();
     let root = global.root();
     let settings = load_settings(&args)?;
@@ -141,6 +147,29 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The user running the CLI, from the owner of `/proc/self`; `None` (the core's default
+/// user then applies) when /proc is not there.
+fn current_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+fn status(global: &Global) -> anyhow::Result<ExitCode> {
+    use lichen_core::control::client::ControlClient;
+    use lichen_core::control::{ControlReply, ControlRequest};
+    let root = global.root();
+    let mut client = ControlClient::connect(&root)?;
+    let ControlReply::CoreStatus(status) = client.request(&ControlRequest::CoreStatus {})? else {
+        anyhow::bail!("the core sent an unexpected reply to core.status");
+    };
+    if global.json {
+        crate::output::json(&status);
+    } else {
+        crate::output::core_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Example components, compiled in so quickstart works from any directory.
@@ -186,7 +215,12 @@ pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitC
         .or_else(|| global.root.clone())
         .unwrap_or_else(|| PathBuf::from("lichen-demo"));
     let layout = RootLayout::new(&root);
-    let settings = Settings::default();
+    // The demo runs in the user's own directory, which the default component user (as root:
+    // ggc_user or nobody) may not be able to reach: its components run as whoever ran it.
+    let settings = Settings {
+        posix_user: current_uid().map(|u| u.to_string()).unwrap_or_default(),
+        ..Settings::default()
+    };
     init_logging(&layout, &settings)?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;

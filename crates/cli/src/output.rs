@@ -122,3 +122,44 @@ pub fn deployment_details(d: &DeploymentRecord) {
         println!("Remove:        {name}");
     }
 }
+
+pub fn core_status(s: &lichen_core::control::CoreStatus) {
+    println!("Root:        {}", s.root.display());
+    println!("Thing name:  {}", s.thing_name);
+    println!("Pid:         {}", s.pid);
+    println!("Version:     {}", s.version);
+    println!("Components:  {}", s.components);
+    match &s.disk {
+        None => println!("Disk:        unknown"),
+        Some(d) => {
+            println!(
+                "Disk:        {} free of {}{}",
+                human_bytes(d.free_bytes),
+                human_bytes(d.total_bytes),
+                if d.reserve_held {
+                    ""
+                } else {
+                    " (space reserve released)"
+                }
+            );
+            if let Some(w) = &d.warning {
+                println!("Warning:     {w}");
+            }
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {} ({n} B)", UNITS[unit])
+    }
+}

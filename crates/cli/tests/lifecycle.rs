@@ -325,6 +325,57 @@ Manifests:
 }
 
 #[test]
+fn as_root_without_posix_user_components_run_as_the_default_user_never_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let expected = ["ggc_user", "nobody"]
+        .iter()
+        .find_map(|u| nix::unistd::User::from_name(u).ok().flatten())
+        .expect("this machine has ggc_user or nobody");
+    // posixUser given but empty: the core's default applies.
+    let core = TestCore::start_with("thingName: t\nposixUser: \"\"\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(core.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let recipe = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.test.DefaultUser
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: { os: linux }
+    Lifecycle:
+      Install:
+        RequiresPrivilege: true
+        Script: id -u > install-uid.txt
+      Run: "id -u > run-uid.txt; exec sleep 300"
+"#;
+    let recipes = recipe_dir(core.dir.path(), "recipes", &[("u.yaml", recipe)]);
+    let d = core.deploy(&recipes, None, &["-m", "com.test.DefaultUser=1.0.0"]);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}\n{}", core.stderr());
+    let work = core.work("com.test.DefaultUser");
+    eventually("run step wrote its uid", Duration::from_secs(10), || {
+        work.join("run-uid.txt").exists()
+    });
+    assert_eq!(
+        read(&work.join("install-uid.txt")).trim(),
+        "0",
+        "RequiresPrivilege runs as root"
+    );
+    assert_eq!(
+        read(&work.join("run-uid.txt")).trim(),
+        expected.uid.as_raw().to_string(),
+        "Run runs as {} when no posixUser is set",
+        expected.name
+    );
+    assert!(
+        core.stderr().contains("components run as the default user"),
+        "the choice is logged: {}",
+        core.stderr()
+    );
+}
+
+#[test]
 fn startup_timeout_from_the_recipe_is_enforced() {
     let core = TestCore::start();
     let recipe = r#"

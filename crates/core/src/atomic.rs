@@ -6,8 +6,15 @@ use std::path::Path;
 use crate::error::{CoreError, Result};
 
 /// Replaces `path` with `bytes` atomically. `mode` is applied to the new file (e.g. 0o600).
+/// On a full disk, the core's space reserve is released and the write tried once more, so
+/// that the state a removal needs can still be written ([`crate::reserve`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    lichen_sys::atomic::write_atomic(path, bytes, mode).map_err(from_sys)
+    match lichen_sys::atomic::write_atomic(path, bytes, mode) {
+        Err(e) if crate::reserve::is_full(&e.source) && crate::reserve::release() => {
+            lichen_sys::atomic::write_atomic(path, bytes, mode).map_err(from_sys)
+        }
+        other => other.map_err(from_sys),
+    }
 }
 
 /// Writes `value` as pretty JSON atomically.

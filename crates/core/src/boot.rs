@@ -122,6 +122,7 @@ impl Core {
                 "removed temporary files left by an interrupted write"
             );
         }
+        crate::reserve::install(layout.space_reserve());
         let root_ca = install_root_ca(&layout, options.settings.root_ca_path.as_deref())?;
         let config = ConfigStore::open(layout.config_store_file())?;
         let deployments = DeploymentQueue::open(layout.deployment_records_dir())?;
@@ -133,6 +134,21 @@ impl Core {
         let orphans = Arc::new(crate::lifecycle::orphans::GroupRegistry::new(
             layout.groups_dir(),
         ));
+        let is_root = nix::unistd::geteuid().is_root();
+        let default_user = if is_root && options.settings.posix_user.is_empty() {
+            let user = crate::lifecycle::process::default_component_user();
+            match &user {
+                Some(u) => {
+                    tracing::info!(user = %u, "the core runs as root and no posixUser is configured; components run as the default user")
+                }
+                None => tracing::error!(
+                    "the core runs as root, no posixUser is configured and neither ggc_user nor nobody exists; components cannot start"
+                ),
+            }
+            user
+        } else {
+            None
+        };
         let rt = Arc::new(Runtime {
             store: ComponentStore::new(layout.clone()),
             process_runner: Arc::new(crate::lifecycle::launch::ProcessRunner {
@@ -149,7 +165,8 @@ impl Core {
             lifecycle_events,
             hooks: RwLock::new(None),
             metrics: Mutex::new(HashMap::new()),
-            is_root: nix::unistd::geteuid().is_root(),
+            is_root,
+            default_user,
             root_ca,
             provided_builtins: Default::default(),
         });

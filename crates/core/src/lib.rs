@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod logs;
 pub mod paths;
+pub mod reserve;
 pub mod settings;
 pub mod store;
 pub mod tokens;

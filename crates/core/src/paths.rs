@@ -77,7 +77,13 @@ impl RootLayout {
     pub fn deployment_records_dir(&self) -> PathBuf {
         self.deployments_dir().join("records")
     }
-    /// Process groups started by the core, one file each, for cleanup after a crash.
+    /// Space kept back so that state can be written on a full disk ([`crate::reserve`]).
+    pub fn space_reserve(&self) -> PathBuf {
+        self.root.join("run").join("space.reserve")
+    }
+
+    /// Process groups started by the core (the journal is this path + `.journal`; a directory
+    /// of one file per group in older roots), for cleanup after a crash.
     pub fn groups_dir(&self) -> PathBuf {
         self.root.join("run").join("groups")
     }

@@ -48,6 +48,10 @@ pub struct Runtime {
     pub(crate) metrics: Mutex<HashMap<String, Vec<Metric>>>,
     /// The core's effective user is root: components then run as the configured user.
     pub(crate) is_root: bool,
+    /// Who components run as when the core is root and neither the deployment nor the core
+    /// configuration names a `posixUser` ([`crate::lifecycle::process::default_component_user`]);
+    /// `None` when no unprivileged user exists.
+    pub(crate) default_user: Option<String>,
     /// `<root>/rootCA.pem` once `rootCaPath` is configured and copied; `GG_ROOT_CA_PATH`.
     pub(crate) root_ca: Option<PathBuf>,
     /// Built-in Greengrass components this core really provides.
@@ -150,7 +154,8 @@ impl Runtime {
     }
 
     /// Who the component's steps run as: the deployment's `runWith.posixUser`, else the
-    /// core's `posixUser` — but only when the core is root; otherwise the core's own user.
+    /// core's `posixUser`, else the default user (`ggc_user`, else `nobody`) — but only
+    /// when the core is root; otherwise the core's own user. Never root unless configured.
     pub(crate) fn run_as(
         &self,
         spec: &ComponentSpec,
@@ -169,11 +174,16 @@ impl Runtime {
             .posix_user
             .as_deref()
             .filter(|u| !u.is_empty())
-            .unwrap_or(&self.settings.posix_user);
-        if wanted.is_empty() {
-            return Ok(None);
+            .or(Some(self.settings.posix_user.as_str()).filter(|u| !u.is_empty()))
+            .or(self.default_user.as_deref());
+        match wanted {
+            Some(user) => RunAs::resolve(user).map(Some),
+            None => Err(
+                "the core runs as root and no posixUser is configured, and neither ggc_user nor \
+                 nobody exists to run components as; create ggc_user or set posixUser"
+                    .to_string(),
+            ),
         }
-        RunAs::resolve(wanted).map(Some)
     }
 
     /// Creates `work/<name>`, owned by the user the component runs as.

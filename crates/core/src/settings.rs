@@ -18,7 +18,8 @@ pub struct Settings {
     pub thing_name: String,
     pub aws_region: String,
     /// `user[:group]` that components run as when the core is root (Greengrass
-    /// `runWithDefault.posixUser`). Empty means: run as the core's own user.
+    /// `runWithDefault.posixUser`). Empty means: `ggc_user:ggc_group` when it exists, else
+    /// `nobody:nogroup` (never root); when the core is not root, the core's own user.
     pub posix_user: String,
     /// Group (besides root) allowed to use the admin control channel.
     pub admin_group: String,

@@ -26,6 +26,12 @@ pub const MAX_PENDING_PER_UID: usize = 16;
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Uids named in one aggregated refusal line.
 const MAX_UIDS_LOGGED: usize = 8;
+/// Authenticated connections one component identity may hold at once. A component needs a
+/// few (the SDK opens one per client object); the bound keeps one component, or anyone who
+/// stole its token, from taking every one of `ipc.maxConnections`.
+pub const MAX_CONNECTIONS_PER_COMPONENT: usize = 32;
+/// Distinct component names remembered per refusal report.
+const MAX_COMPONENTS_LOGGED: usize = 8;
 
 /// Why a connection was closed without being served.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +44,9 @@ pub enum Refusal {
     OverLimit,
     /// Sent something other than a valid CONNECT (bad token, bad frame).
     BadHandshake,
+    /// Authenticated as a component that already holds
+    /// [`MAX_CONNECTIONS_PER_COMPONENT`] connections.
+    OverComponentLimit,
 }
 
 #[derive(Default)]
@@ -54,12 +63,19 @@ struct RefusalCounts {
     timed_out: u64,
     over_limit: u64,
     bad_handshake: u64,
+    over_component_limit: u64,
     uids: BTreeMap<u32, u64>,
+    components: BTreeMap<String, u64>,
 }
 
 impl RefusalCounts {
     fn any(&self) -> bool {
-        self.evicted + self.timed_out + self.over_limit + self.bad_handshake > 0
+        self.evicted
+            + self.timed_out
+            + self.over_limit
+            + self.bad_handshake
+            + self.over_component_limit
+            > 0
     }
 }
 
@@ -68,6 +84,31 @@ impl RefusalCounts {
 pub struct Admission {
     pending: Mutex<PendingSet>,
     refusals: Mutex<RefusalCounts>,
+    /// Authenticated connections per component name (entries at zero are removed, so the
+    /// map holds at most one entry per open connection).
+    per_component: Mutex<HashMap<String, usize>>,
+}
+
+/// Held by an authenticated connection; dropping it frees the component's place.
+pub struct ComponentSlot {
+    admission: Arc<Admission>,
+    component: String,
+}
+
+impl Drop for ComponentSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .admission
+            .per_component
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.component) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.component);
+            }
+        }
+    }
 }
 
 /// Held by a pending connection; dropping it (authenticated or closed) frees its place.
@@ -139,6 +180,40 @@ impl Admission {
         set.total += 1;
     }
 
+    /// Takes one of `component`'s [`MAX_CONNECTIONS_PER_COMPONENT`] places; `None` (counted
+    /// and logged in aggregate) when it holds them all.
+    pub fn claim_component(self: &Arc<Self>, component: &str, uid: u32) -> Option<ComponentSlot> {
+        {
+            let mut map = self.per_component.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(component.to_string()).or_default();
+            if *n < MAX_CONNECTIONS_PER_COMPONENT {
+                *n += 1;
+                return Some(ComponentSlot {
+                    admission: self.clone(),
+                    component: component.to_string(),
+                });
+            }
+        }
+        {
+            let mut c = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if c.components.len() < MAX_COMPONENTS_LOGGED || c.components.contains_key(component) {
+                *c.components.entry(component.to_string()).or_default() += 1;
+            }
+        }
+        self.refused(Refusal::OverComponentLimit, uid);
+        None
+    }
+
+    /// Authenticated connections `component` holds now.
+    pub fn component_connections(&self, component: &str) -> usize {
+        self.per_component
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(component)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Pending connections now.
     pub fn pending(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).total
@@ -152,6 +227,7 @@ impl Admission {
             Refusal::TimedOut => c.timed_out += 1,
             Refusal::OverLimit => c.over_limit += 1,
             Refusal::BadHandshake => c.bad_handshake += 1,
+            Refusal::OverComponentLimit => c.over_component_limit += 1,
         }
         if c.uids.len() < MAX_UIDS_LOGGED || c.uids.contains_key(&uid) {
             *c.uids.entry(uid).or_default() += 1;
@@ -177,12 +253,19 @@ impl Admission {
 
     fn log(c: &mut RefusalCounts) {
         let uids: Vec<String> = c.uids.iter().map(|(u, n)| format!("{u}:{n}")).collect();
+        let components: Vec<String> = c
+            .components
+            .iter()
+            .map(|(name, n)| format!("{name}:{n}"))
+            .collect();
         tracing::warn!(
             evicted_pending = c.evicted,
             connect_timeouts = c.timed_out,
             over_connection_limit = c.over_limit,
             bad_handshakes = c.bad_handshake,
+            over_component_limit = c.over_component_limit,
             peer_uids = %uids.join(","),
+            components = %components.join(","),
             "IPC connections refused since the last report (at most one report per {}s)",
             REFUSAL_LOG_INTERVAL.as_secs()
         );

@@ -154,7 +154,14 @@ impl IpcClient {
         if ack.message_type != MessageType::ConnectAck
             || ack.flags & flags::CONNECTION_ACCEPTED == 0
         {
-            return Err(IpcError::Protocol("connection refused".into()));
+            // A refusal with a reason comes as a connection-level error carrying a message.
+            let reason = serde_json::from_slice::<Value>(&ack.payload)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string));
+            return Err(IpcError::Protocol(match reason {
+                Some(r) => format!("connection refused: {r}"),
+                None => "connection refused".into(),
+            }));
         }
         let routes: Routes = Arc::default();
         let reader = tokio::spawn(read_loop(rd, decoder, routes.clone()));

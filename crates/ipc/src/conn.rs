@@ -117,6 +117,7 @@ pub(crate) async fn run(stream: UnixStream, shared: Arc<Shared>, gate: Gate, slo
         gate,
         pending: Some(slot),
         permit: None,
+        component_slot: None,
     };
     let reader = conn.read_loop(rd);
     tokio::pin!(writer);
@@ -177,6 +178,9 @@ struct Conn {
     pending: Option<PendingSlot>,
     /// Held from CONNECT on: one of `ipc.maxConnections`.
     permit: Option<OwnedSemaphorePermit>,
+    /// Held from CONNECT on: one of the component's
+    /// [`crate::admission::MAX_CONNECTIONS_PER_COMPONENT`].
+    component_slot: Option<crate::admission::ComponentSlot>,
 }
 
 impl Drop for Conn {
@@ -440,7 +444,22 @@ impl Conn {
         } else {
             None
         };
-        // Authenticated: leave the pending bounds for one of `ipc.maxConnections`.
+        // Authenticated: the component must have a place left, then leave the pending
+        // bounds for one of `ipc.maxConnections`.
+        if let Some(c) = &component {
+            match self.gate.admission.claim_component(c, self.gate.uid) {
+                Some(slot) => self.component_slot = Some(slot),
+                None => {
+                    let message = format!(
+                        "component {c} already has {} authenticated IPC connections (the per-component limit); close one first",
+                        crate::admission::MAX_CONNECTIONS_PER_COMPONENT
+                    );
+                    self.send_connection_error(MessageType::ServerError, &message)
+                        .await;
+                    return Flow::Close;
+                }
+            }
+        }
         let component = match component {
             Some(c) => match self.gate.limit.clone().try_acquire_owned() {
                 Ok(permit) => {

@@ -269,7 +269,13 @@ fn run(long_root: bool) {
     assert_eq!(root.join("ipc.socket").as_os_str().len() > 108, long_root);
     let results = dir.join("results.json");
     let (recipes, artifacts) = write_recipes(&dir, &python, &results);
-    std::fs::write(dir.join("config.yaml"), "thingName: ipc-e2e\n").unwrap();
+    // Components run as root explicitly: as root, the default user (ggc_user/nobody) could
+    // reach neither this 0700 temporary root nor the pinned Python under /root.
+    std::fs::write(
+        dir.join("config.yaml"),
+        "thingName: ipc-e2e\nposixUser: root\n",
+    )
+    .unwrap();
     let stderr = std::fs::File::create(dir.join("core.stderr")).unwrap();
     let child = Command::new(&bin)
         .args(["core", "run", "--root"])

@@ -545,6 +545,57 @@ async fn connections_beyond_the_limit_are_refused() {
 }
 
 #[tokio::test]
+async fn one_component_holds_at_most_its_share_of_authenticated_connections() {
+    use lichen_ipc::admission::MAX_CONNECTIONS_PER_COMPONENT;
+    let h = Harness::start().await;
+    let token = h.component("com.example.Greedy", pubsub_all("com.example.Greedy"));
+    let mut held = Vec::new();
+    for i in 0..MAX_CONNECTIONS_PER_COMPONENT {
+        held.push(
+            IpcClient::connect(h.server.socket_path(), &token)
+                .await
+                .unwrap_or_else(|e| panic!("connection {i} within the limit: {e}")),
+        );
+    }
+    let refused = IpcClient::connect(h.server.socket_path(), &token)
+        .await
+        .err()
+        .expect("one connection beyond the per-component limit is refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("com.example.Greedy") && text.contains("per-component limit"),
+        "the refusal says why: {text}"
+    );
+    // Another component is not affected.
+    let other = h
+        .client("com.example.Other", pubsub_all("com.example.Other"))
+        .await;
+    other
+        .call(
+            "PublishToTopic",
+            &json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}}),
+        )
+        .await
+        .unwrap();
+    // Closing one gives the place back.
+    held.pop();
+    eventually("the closed connection's place is free", || {
+        h.server.connections() == MAX_CONNECTIONS_PER_COMPONENT
+    })
+    .await;
+    let again = IpcClient::connect(h.server.socket_path(), &token)
+        .await
+        .expect("a place came free");
+    again
+        .call(
+            "PublishToTopic",
+            &json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": 2}}}),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn long_error_messages_fit_small_frame_limits() {
     let mut settings = lichen_core::settings::Settings::default();
     settings.ipc.max_frame_bytes = 6000;

@@ -206,6 +206,23 @@ pub struct CoreStatus {
     pub version: String,
     /// How many components are deployed.
     pub components: usize,
+    /// The state of the root's filesystem; absent from cores that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskState>,
+}
+
+/// Free space on the filesystem holding the core's root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskState {
+    /// Bytes available to the core.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Whether the core still holds its space reserve (released when the disk filled up).
+    pub reserve_held: bool,
+    /// Set when free space is below the warning threshold or the reserve is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -488,6 +505,12 @@ mod tests {
                     pid: 7,
                     version: "0.1.0".into(),
                     components: 3,
+                    disk: Some(DiskState {
+                        free_bytes: 10,
+                        total_bytes: 100,
+                        reserve_held: false,
+                        warning: Some("low".into()),
+                    }),
                 }),
             ),
             (

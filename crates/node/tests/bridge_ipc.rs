@@ -29,6 +29,9 @@ async fn ipc_component_and_mqtt_device_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let settings = lichen_core::settings::Settings {
         broker: Some(json!({"listeners": [{"kind": "tcp", "bind": "127.0.0.1:0"}]})),
+        // As root, the default user could reach neither the 0700 temporary root nor the
+        // pinned Python under /root.
+        posix_user: "root".into(),
         ..Default::default()
     };
     let broker = Arc::new(BrokerService::new());

@@ -23,9 +23,22 @@ impl TestCore {
 
     /// Like [`TestCore::start_with`], with the root at `<tempdir>/<relative_root>`.
     pub fn start_at(relative_root: &str, config: &str) -> TestCore {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), relative_root, config)
+    }
+
+    /// Like [`TestCore::start_at`], in a temporary directory the test prepared (for example
+    /// with a small filesystem mounted inside).
+    pub fn start_in(dir: tempfile::TempDir, relative_root: &str, config: &str) -> TestCore {
         let root = dir.path().join(relative_root);
         std::fs::create_dir_all(&root).unwrap();
+        // Components run as root explicitly unless the test names a user: as root, the
+        // default user (ggc_user, else nobody) could reach neither this 0700 temporary root
+        // nor the pinned Python under /root.
+        let config = if config.contains("posixUser") {
+            config.to_string()
+        } else {
+            format!("posixUser: root\n{config}")
+        };
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let mut core = TestCore {
             dir,

@@ -176,6 +176,45 @@ async fn dispatch(core: &CoreHandle, extensions: &Extensions, req: ControlReques
     }
 }
 
+/// The root filesystem's free space, with a warning when low or when the reserve is gone.
+fn disk_state(root: &std::path::Path) -> Option<lichen_model::control::DiskState> {
+    use crate::reserve;
+    let (free_bytes, total_bytes) = match reserve::disk_space(root) {
+        Ok(space) => space,
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "cannot read the root's disk space");
+            return None;
+        }
+    };
+    let reserve_held = reserve::held();
+    let threshold = reserve::low_space_threshold(total_bytes);
+    let warning = if free_bytes < threshold || !reserve_held {
+        Some(format!(
+            "the disk holding {} is {}: {free_bytes} bytes free (warning below {}){}",
+            root.display(),
+            if free_bytes == 0 {
+                "full"
+            } else {
+                "low on space"
+            },
+            threshold,
+            if reserve_held {
+                ""
+            } else {
+                "; the core released its space reserve. Remove components (`lichen deployment create --remove NAME`) or free space"
+            }
+        ))
+    } else {
+        None
+    };
+    Some(lichen_model::control::DiskState {
+        free_bytes,
+        total_bytes,
+        reserve_held,
+        warning,
+    })
+}
+
 async fn serve_core(core: &CoreHandle, req: ControlRequest) -> Result<ControlReply> {
     Ok(match req {
         ControlRequest::CoreStatus {} => ControlReply::CoreStatus(CoreStatus {
@@ -184,6 +223,7 @@ async fn serve_core(core: &CoreHandle, req: ControlRequest) -> Result<ControlRep
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             components: core.list_components().len(),
+            disk: disk_state(core.layout().root()),
         }),
         ControlRequest::DeploymentCreate(request) => {
             let deployment_id = core.create_deployment(request).await?;

@@ -569,8 +569,23 @@ pub(crate) async fn rollback(rt: &Arc<Runtime>, marker: &OngoingMarker) -> Resul
         .map(drop)
 }
 
-/// Removes component versions no deployment uses any longer.
+/// Removes component versions no deployment uses any longer, and the work directories of
+/// components that are gone: that is what makes removing a component that filled the disk
+/// give the space back.
 fn cleanup_store(rt: &Runtime, before: &InstalledSet, after: &InstalledSet) {
+    for name in before.components.keys() {
+        if after.components.contains_key(name) {
+            continue;
+        }
+        let work = rt.layout.work_dir(name);
+        match std::fs::remove_dir_all(&work) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(component = %name, dir = %work.display(), error = %e, "could not remove the work directory of a removed component")
+            }
+        }
+    }
     for (name, c) in before.components.iter().filter(|(_, c)| !c.builtin) {
         let still_used = after
             .components

@@ -75,6 +75,8 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
         if let Err(e) = installed::AttemptMarker::clear(&attempt_path) {
             tracing::warn!(deployment = %id, error = %e, "could not clear the attempt marker");
         }
+        // A removal may have freed the space the reserve gave up on a full disk.
+        crate::reserve::replenish();
     }
 }
 

@@ -34,6 +34,32 @@ pub struct RunAs {
     pub name: String,
 }
 
+/// Greengrass's default component user and group, used when they exist.
+pub const GREENGRASS_DEFAULT_USER: &str = "ggc_user";
+pub const GREENGRASS_DEFAULT_GROUP: &str = "ggc_group";
+
+/// The `user[:group]` components run as when the core is root and no `posixUser` is
+/// configured: `ggc_user:ggc_group` when that user exists (as Greengrass does), else
+/// `nobody:nogroup` — never root. A missing group falls back to the user's primary group.
+/// `None` when neither user exists: the core then refuses to start components rather than
+/// run them as root.
+pub fn default_component_user() -> Option<String> {
+    let group_exists = |g: &str| nix::unistd::Group::from_name(g).ok().flatten().is_some();
+    for (user, group) in [
+        (GREENGRASS_DEFAULT_USER, GREENGRASS_DEFAULT_GROUP),
+        ("nobody", "nogroup"),
+    ] {
+        if User::from_name(user).ok().flatten().is_some() {
+            return Some(if group_exists(group) {
+                format!("{user}:{group}")
+            } else {
+                user.to_string()
+            });
+        }
+    }
+    None
+}
+
 impl RunAs {
     /// Resolves `user[:group]` (names or numeric ids).
     pub fn resolve(spec: &str) -> Result<RunAs, String> {

@@ -28,7 +28,12 @@ impl Harness {
         Self::start_with(Settings::default(), None).await
     }
 
-    pub async fn start_with(settings: Settings, root: Option<PathBuf>) -> Harness {
+    pub async fn start_with(mut settings: Settings, root: Option<PathBuf>) -> Harness {
+        // Components run as root explicitly: as root, the default user (ggc_user/nobody)
+        // could reach neither the 0700 temporary root nor the pinned Python under /root.
+        if settings.posix_user.is_empty() {
+            settings.posix_user = "root".into();
+        }
         let dir = tempfile::tempdir().unwrap();
         let root = root.unwrap_or_else(|| dir.path().join("root"));
         let core = Core::start(CoreOptions { root, settings }).await.unwrap();
