@@ -423,14 +423,14 @@ impl Shared {
     /// connection. Returns the session and whether it was present.
     pub fn attach(
         &self,
-        client_id: &str,
+        client_id: &Arc<str>,
         protocol: Protocol,
         clean_start: bool,
         expiry: u32,
         conn: u64,
     ) -> Result<(Arc<Session>, bool), ReasonCode> {
         let mut sessions = lock(&self.sessions);
-        if let Some(old) = sessions.get(client_id).cloned() {
+        if let Some(old) = sessions.get(&**client_id).cloned() {
             let was_online;
             {
                 let mut st = old.lock();
@@ -457,13 +457,14 @@ impl Shared {
                 self.persist_session(&old.client_id, expiry, protocol);
                 return Ok((old, true));
             }
-            sessions.remove(client_id);
+            sessions.remove(&**client_id);
             self.drop_session(&old);
         }
         if sessions.len() >= self.limits.max_sessions {
             return Err(ReasonCode::QuotaExceeded);
         }
-        let session = Session::new(Arc::from(client_id), protocol, expiry);
+        // Shares the connection's client id: one allocation per client, not two.
+        let session = Session::new(client_id.clone(), protocol, expiry);
         {
             let mut st = session.lock();
             st.conn = conn;

@@ -325,6 +325,12 @@ where
                 return None;
             }
         };
+    // A resumed session keeps its own copy of the client id: use it, so that the connection
+    // holds no second allocation of the same string.
+    if *thing == *client_id {
+        thing = session.client_id.clone();
+    }
+    let client_id = session.client_id.clone();
     let mut props = Properties::default();
     if v5 {
         props.receive_maximum = Some(limits.receive_maximum);
