@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use lichen_mqtt::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::ClientError;
 use crate::connection::{Command, Connection, Limits, validate_filters, write_all};
 use crate::options::{ConnectOptions, Message, Stream, open};
 use crate::session::Session;
-use crate::ClientError;
 
 /// Commands queued from handles to the connection task.
 pub const COMMAND_QUEUE: usize = 64;
@@ -64,7 +64,10 @@ impl Incoming {
 
     /// Like [`Incoming::recv`], giving up after `timeout`.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<Publish> {
-        tokio::time::timeout(timeout, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -78,12 +81,13 @@ impl Client {
             let connack = handshake(&mut stream, &options).await?;
             Ok::<_, ClientError>((stream, connack))
         };
-        let (stream, (connack, leftover)) = tokio::time::timeout(options.connect_timeout, handshake)
-            .await
-            .map_err(|_| ClientError::ConnectTimeout {
-                addr: options.addr.clone(),
-                secs,
-            })??;
+        let (stream, (connack, leftover)) =
+            tokio::time::timeout(options.connect_timeout, handshake)
+                .await
+                .map_err(|_| ClientError::ConnectTimeout {
+                    addr: options.addr.clone(),
+                    secs,
+                })??;
         if connack.reason_code.is_error() {
             return Err(ClientError::ConnectRefused {
                 addr: options.addr.clone(),
@@ -94,8 +98,9 @@ impl Client {
         }
         let props = &connack.properties;
         let keep_alive = props.server_keep_alive.unwrap_or(options.keep_alive);
-        let window = usize::from(options.max_inflight.max(1))
-            .min(usize::from(props.receive_maximum.unwrap_or(u16::MAX).max(1)));
+        let window = usize::from(options.max_inflight.max(1)).min(usize::from(
+            props.receive_maximum.unwrap_or(u16::MAX).max(1),
+        ));
         let max_qos = props
             .maximum_qos
             .and_then(QoS::from_u8)
@@ -162,7 +167,8 @@ impl Client {
                 return e.clone();
             }
             if state.changed().await.is_err() {
-                return ClientError::Disconnected;
+                // The task always publishes `Closed` before it ends; only a panic skips it.
+                return ClientError::TaskEnded;
             }
         }
     }
@@ -176,12 +182,14 @@ impl Client {
         payload: impl Into<Bytes>,
         qos: QoS,
     ) -> Result<ReasonCode, ClientError> {
-        self.publish_message(Message::new(topic, payload, qos)).await
+        self.publish_message(Message::new(topic, payload, qos))
+            .await
     }
 
     pub async fn publish_message(&self, message: Message) -> Result<ReasonCode, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.request(Command::Publish { message, reply }, rx).await?
+        self.request(Command::Publish { message, reply }, rx)
+            .await?
     }
 
     /// Subscribes; returns one reason code per filter (granted QoS, or the failure).
@@ -221,7 +229,10 @@ impl Client {
             Some(ReasonCode::GrantedQos2) => Ok(QoS::ExactlyOnce),
             Some(code) => Err(ClientError::InvalidArgument {
                 field: "topic filter",
-                reason: format!("{filter:?} refused by the server: {code:?} ({:#04x})", *code as u8),
+                reason: format!(
+                    "{filter:?} refused by the server: {code:?} ({:#04x})",
+                    *code as u8
+                ),
             }),
             None => Err(ClientError::Protocol("SUBACK without a reason code".into())),
         }
@@ -244,7 +255,10 @@ impl Client {
     /// DISCONNECT with a reason (MQTT 5; e.g. Disconnect with Will Message).
     pub async fn disconnect_with(&self, reason: ReasonCode) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        match self.request(Command::Disconnect { reason, reply }, rx).await {
+        match self
+            .request(Command::Disconnect { reason, reply }, rx)
+            .await
+        {
             Ok(r) => r,
             // Already closed: nothing left to disconnect.
             Err(ClientError::Disconnected) => Ok(()),
@@ -269,8 +283,7 @@ impl Client {
 }
 
 fn validate(options: &ConnectOptions) -> Result<(), ClientError> {
-    if options.protocol == Protocol::V311 && options.client_id.is_empty() && !options.clean_start
-    {
+    if options.protocol == Protocol::V311 && options.client_id.is_empty() && !options.clean_start {
         return Err(ClientError::InvalidArgument {
             field: "client_id",
             reason: "MQTT 3.1.1 needs a client id for a persistent session".into(),
@@ -307,7 +320,9 @@ async fn handshake(
     use tokio::io::AsyncReadExt;
     let mut properties = options.properties.clone();
     if options.protocol.is_v5() {
-        properties.session_expiry_interval = options.session_expiry.or(properties.session_expiry_interval);
+        properties.session_expiry_interval = options
+            .session_expiry
+            .or(properties.session_expiry_interval);
         properties.receive_maximum = Some(options.max_inflight.max(1));
         properties.maximum_packet_size = Some(options.max_packet_size);
     }
@@ -327,16 +342,19 @@ async fn handshake(
         password: options.password.clone(),
         properties,
     };
-    let bytes = to_vec(&Packet::Connect(Box::new(connect)), options.protocol).map_err(|source| {
-        ClientError::Encode {
-            packet: "CONNECT",
-            source,
-        }
-    })?;
+    let bytes =
+        to_vec(&Packet::Connect(Box::new(connect)), options.protocol).map_err(|source| {
+            ClientError::Encode {
+                packet: "CONNECT",
+                source,
+            }
+        })?;
     write_all(stream, &bytes).await?;
     let mut buf = BytesMut::with_capacity(256);
     loop {
-        if let Some((packet, used)) = decode(&buf, options.protocol, options.max_packet_size as usize)? {
+        if let Some((packet, used)) =
+            decode(&buf, options.protocol, options.max_packet_size as usize)?
+        {
             let _ = buf.split_to(used);
             return match packet {
                 Packet::ConnAck(ack) => Ok((ack, buf)),

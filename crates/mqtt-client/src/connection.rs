@@ -92,6 +92,10 @@ impl Connection {
     async fn serve(&mut self) -> Result<(), ClientError> {
         let mut last_sent = Instant::now();
         let mut ping_sent: Option<Instant> = None;
+        // Bytes that arrived with the CONNACK.
+        if self.process_input(&mut ping_sent).await? {
+            last_sent = Instant::now();
+        }
         loop {
             let keep_alive = self.limits.keep_alive;
             let deadline = keep_alive.map(|ka| match ping_sent {
@@ -145,7 +149,10 @@ impl Connection {
 
     /// Decodes and handles every whole packet in the buffer. Returns whether anything was
     /// written (which resets the keep alive timer).
-    async fn process_input(&mut self, ping_sent: &mut Option<Instant>) -> Result<bool, ClientError> {
+    async fn process_input(
+        &mut self,
+        ping_sent: &mut Option<Instant>,
+    ) -> Result<bool, ClientError> {
         let mut wrote = false;
         loop {
             let Some((packet, used)) =
@@ -168,12 +175,12 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.incoming_publish(p).await,
             Packet::PubAck(ack) => {
-                let pending = self.take_publish(ack.packet_id, Stage::PubAck, "PUBACK")?;
+                let pending = self.take_publish(ack.packet_id, Stage::Acked, "PUBACK")?;
                 let _ = pending.reply.send(publish_result(&pending.topic, &ack));
                 Ok(false)
             }
             Packet::PubRec(rec) => {
-                let pending = self.take_publish(rec.packet_id, Stage::PubRec, "PUBREC")?;
+                let pending = self.take_publish(rec.packet_id, Stage::Received, "PUBREC")?;
                 if rec.reason_code.is_error() {
                     let _ = pending.reply.send(publish_result(&pending.topic, &rec));
                     return Ok(false);
@@ -181,7 +188,7 @@ impl Connection {
                 self.session.publishes.insert(
                     rec.packet_id,
                     PendingPublish {
-                        stage: Stage::PubComp,
+                        stage: Stage::Completed,
                         ..pending
                     },
                 );
@@ -190,7 +197,7 @@ impl Connection {
                 Ok(true)
             }
             Packet::PubComp(comp) => {
-                let pending = self.take_publish(comp.packet_id, Stage::PubComp, "PUBCOMP")?;
+                let pending = self.take_publish(comp.packet_id, Stage::Completed, "PUBCOMP")?;
                 let _ = pending.reply.send(publish_result(&pending.topic, &comp));
                 Ok(false)
             }
@@ -205,9 +212,16 @@ impl Connection {
                 Ok(true)
             }
             Packet::SubAck(ack) => {
-                let pending = self.session.subscribes.remove(&ack.packet_id).ok_or_else(|| {
-                    ClientError::Protocol(format!("SUBACK for unknown packet id {}", ack.packet_id))
-                })?;
+                let pending = self
+                    .session
+                    .subscribes
+                    .remove(&ack.packet_id)
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!(
+                            "SUBACK for unknown packet id {}",
+                            ack.packet_id
+                        ))
+                    })?;
                 check_count("SUBACK", pending.filters, ack.reason_codes.len())?;
                 let _ = pending.reply.send(Ok(ack.reason_codes));
                 Ok(false)
@@ -321,10 +335,10 @@ impl Connection {
     async fn command(&mut self, command: Command) -> Result<Flow, ClientError> {
         match command {
             Command::Publish { message, reply } => {
-                if let Err(e) = self.publish(message, reply).await {
-                    if e.is_connection_error() {
-                        return Err(e);
-                    }
+                if let Err(e) = self.publish(message, reply).await
+                    && e.is_connection_error()
+                {
+                    return Err(e);
                 }
             }
             Command::Subscribe {
@@ -435,13 +449,18 @@ impl Connection {
         match self.with_id(build).await {
             Ok(id) => {
                 let stage = if qos == QoS::AtLeastOnce {
-                    Stage::PubAck
+                    Stage::Acked
                 } else {
-                    Stage::PubRec
+                    Stage::Received
                 };
-                self.session
-                    .publishes
-                    .insert(id, PendingPublish { topic, stage, reply });
+                self.session.publishes.insert(
+                    id,
+                    PendingPublish {
+                        topic,
+                        stage,
+                        reply,
+                    },
+                );
                 Ok(())
             }
             Err(e) => refused(e, reply),

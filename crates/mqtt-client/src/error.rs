@@ -27,7 +27,10 @@ pub enum ClientError {
     #[error("no CONNACK from {addr} within {secs} s")]
     ConnectTimeout { addr: String, secs: u64 },
     /// The server answered CONNECT with a failure reason code.
-    #[error("{addr} refused the connection: {reason:?} ({code:#04x}){}", detail(reason_string))]
+    #[error(
+        "{addr} refused the connection: {reason:?} ({code:#04x}){}",
+        detail(reason_string)
+    )]
     ConnectRefused {
         addr: String,
         reason: ReasonCode,
@@ -54,7 +57,10 @@ pub enum ClientError {
     #[error("the server accepts at most QoS {max}; refused a QoS {asked} publish")]
     QosNotSupported { asked: u8, max: u8 },
     /// The server answered a QoS 1/2 publish with a failure reason code.
-    #[error("publish to {topic:?} rejected: {reason:?} ({code:#04x}){}", detail(reason_string))]
+    #[error(
+        "publish to {topic:?} rejected: {reason:?} ({code:#04x}){}",
+        detail(reason_string)
+    )]
     PublishRejected {
         topic: String,
         reason: ReasonCode,
@@ -68,7 +74,10 @@ pub enum ClientError {
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
     /// The server sent DISCONNECT (MQTT 5).
-    #[error("the server disconnected: {reason:?} ({code:#04x}){}", detail(reason_string))]
+    #[error(
+        "the server disconnected: {reason:?} ({code:#04x}){}",
+        detail(reason_string)
+    )]
     ServerDisconnected {
         reason: ReasonCode,
         code: u8,
@@ -83,6 +92,9 @@ pub enum ClientError {
     /// Reading or writing the socket failed.
     #[error("connection I/O error: {0}")]
     Io(String),
+    /// The connection task stopped without saying why (a bug: it should never happen).
+    #[error("the MQTT connection task stopped unexpectedly")]
+    TaskEnded,
     /// The client disconnected (the operation was issued after, or was pending at, DISCONNECT).
     #[error("the client has disconnected")]
     Disconnected,
@@ -115,6 +127,7 @@ impl ClientError {
                 | ClientError::ConnectionClosed { .. }
                 | ClientError::Io(_)
                 | ClientError::Disconnected
+                | ClientError::TaskEnded
         )
     }
 }

@@ -15,12 +15,13 @@ use crate::ClientError;
 pub(crate) type PublishReply = oneshot::Sender<Result<ReasonCode, ClientError>>;
 pub(crate) type CodesReply = oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>;
 
-/// Which acknowledgement a QoS 1/2 publish waits for next.
+/// Which acknowledgement a QoS 1/2 publish waits for next: PUBACK (`Acked`), PUBREC
+/// (`Received`) or PUBCOMP (`Completed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
-    PubAck,
-    PubRec,
-    PubComp,
+    Acked,
+    Received,
+    Completed,
 }
 
 pub(crate) struct PendingPublish {
@@ -97,7 +98,13 @@ mod tests {
             ..Default::default()
         };
         let (tx, _rx) = oneshot::channel();
-        s.subscribes.insert(1, PendingCodes { filters: 1, reply: tx });
+        s.subscribes.insert(
+            1,
+            PendingCodes {
+                filters: 1,
+                reply: tx,
+            },
+        );
         assert_eq!(s.allocate_id(), Some(u16::MAX));
         assert_eq!(s.allocate_id(), Some(2), "wraps past 0 and skips 1, in use");
     }
@@ -107,7 +114,13 @@ mod tests {
         let mut s = Session::default();
         for id in 1..=u16::MAX {
             let (tx, _rx) = oneshot::channel();
-            s.unsubscribes.insert(id, PendingCodes { filters: 1, reply: tx });
+            s.unsubscribes.insert(
+                id,
+                PendingCodes {
+                    filters: 1,
+                    reply: tx,
+                },
+            );
         }
         assert_eq!(s.allocate_id(), None);
     }
