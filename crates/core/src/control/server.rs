@@ -184,6 +184,7 @@ async fn serve_core(core: &CoreHandle, req: ControlRequest) -> Result<ControlRep
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             components: core.list_components().len(),
+            cloud: None,
         }),
         ControlRequest::DeploymentCreate(request) => {
             let deployment_id = core.create_deployment(request).await?;
