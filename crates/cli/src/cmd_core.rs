@@ -22,6 +22,9 @@ pub enum CoreCommand {
     /// Run a core in the foreground on --root. Stop it with SIGTERM or Ctrl-C: components
     /// get their Shutdown steps and every process they started is ended.
     Run(RunArgs),
+    /// Show the running core: root, thing, pid, version, components, and the cloud
+    /// connection (endpoint, thing, connected/connecting/error with the last error).
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -50,6 +53,30 @@ fn load_settings(args: &RunArgs) -> anyhow::Result<Settings> {
         settings.thing_name = name.clone();
     }
     Ok(settings)
+}
+
+/// `lichen core status`: the core's own status, with the cloud service's when it runs one.
+fn status(global: &Global) -> anyhow::Result<ExitCode> {
+    use lichen_core::control::client::{ClientError, ControlClient};
+    use lichen_core::control::{ControlReply, ControlRequest};
+    let mut client = ControlClient::connect(&global.root())?;
+    let mut status = match client.request(&ControlRequest::CoreStatus {})? {
+        ControlReply::CoreStatus(s) => s,
+        other => anyhow::bail!("unexpected reply to core.status: {other:?}"),
+    };
+    status.cloud = match client.request(&ControlRequest::CloudStatus {}) {
+        Ok(ControlReply::Cloud(cloud)) => Some(cloud),
+        Ok(other) => anyhow::bail!("unexpected reply to cloud.status: {other:?}"),
+        // No cloud section, or a core without the cloud service.
+        Err(ClientError::Remote { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if global.json {
+        crate::output::json(&status);
+    } else {
+        crate::output::core_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs go to stderr and to `logs/lichen.log` (size-rotated).
@@ -120,7 +147,10 @@ impl StopSignals {
 }
 
 pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
-    let CoreCommand::Run(args) = command;
+    let args = match command {
+        CoreCommand::Run(args) => args,
+        CoreCommand::Status => return status(global),
+    };
     let started = Instant::now();
     let root = global.root();
     let settings = load_settings(&args)?;

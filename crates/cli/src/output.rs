@@ -122,3 +122,30 @@ pub fn deployment_details(d: &DeploymentRecord) {
         println!("Remove:        {name}");
     }
 }
+
+pub fn core_status(s: &lichen_core::control::CoreStatus) {
+    println!("Root:          {}", s.root.display());
+    println!("Thing:         {}", s.thing_name);
+    println!("PID:           {}", s.pid);
+    println!("Version:       {}", s.version);
+    println!("Components:    {}", s.components);
+    match &s.cloud {
+        None => println!("Cloud:         not configured"),
+        Some(c) => {
+            println!(
+                "Cloud:         {} ({} as {}{})",
+                c.state,
+                c.endpoint,
+                c.thing_name,
+                if c.provisioned {
+                    ", provisioned by claim"
+                } else {
+                    ""
+                }
+            );
+            if let Some(e) = &c.last_error {
+                println!("Cloud error:   {e}");
+            }
+        }
+    }
+}
