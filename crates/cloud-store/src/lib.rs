@@ -13,10 +13,26 @@
 //! Times are RFC 3339 strings in UTC (`lichen_sys::time` formats them) or, where AWS uses
 //! them, Unix epoch seconds.
 
+pub mod artifacts;
+mod backend_impl;
+mod db;
+mod ops;
+pub mod postgres;
+mod schema;
+pub mod sqlite;
+mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod types;
 
 use std::future::Future;
 
+pub use artifacts::{ArtifactInfo, ArtifactReader, ArtifactStore, FsArtifactStore};
+pub use ops::components::version_sort_key;
+pub use postgres::PostgresBackend;
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteBackend;
+pub use store::{SQLITE_FILE, Store};
 pub use types::*;
 
 /// Storage errors. Each names the kind of record and its key.
@@ -228,7 +244,9 @@ pub trait Backend: Send + Sync {
     fn get_job(&self, id: &str) -> impl Future<Output = Result<Job>> + Send;
     fn list_jobs(&self, page: &Page) -> impl Future<Output = Result<Vec<Job>>> + Send;
     fn update_job(&self, job: &Job) -> impl Future<Output = Result<()>> + Send;
-    /// Creates executions (QUEUED) for these things; existing ones are left as they are.
+    /// `expected_version` None creates the execution (VersionConflict when it exists already);
+    /// Some(v) replaces it only while its stored `version_number` is still v. NotFound when
+    /// the job or the thing does not exist.
     fn put_job_execution(
         &self,
         execution: &JobExecution,
