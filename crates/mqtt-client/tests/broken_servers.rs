@@ -186,6 +186,70 @@ async fn an_oversized_packet_from_the_server_is_refused_on_its_header() {
     assert!(e.to_string().contains("maximum packet size"), "{e}");
 }
 
+#[tokio::test]
+async fn no_more_than_the_in_flight_window_is_sent_before_acks() {
+    let (l, addr) = listener().await;
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = Vec::new();
+        read_packet(&mut s, Protocol::V5, &mut buf).await;
+        // The server's Receive Maximum (3) is below the client's window (64).
+        let properties = Properties {
+            receive_maximum: Some(3),
+            ..Default::default()
+        };
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::Success,
+            properties,
+        });
+        s.write_all(&to_vec(&ack, Protocol::V5).unwrap())
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        let quiet = tokio::time::timeout(Duration::from_millis(700), async {
+            while let Some(p) = read_packet(&mut s, Protocol::V5, &mut buf).await {
+                if let Packet::Publish(p) = p {
+                    ids.push(p.packet_id);
+                }
+            }
+        })
+        .await;
+        assert!(quiet.is_err(), "the client kept the connection open");
+        let _ = seen_tx.send(ids.len());
+        // Acknowledge everything from here on.
+        for id in ids {
+            let ack = Packet::PubAck(lichen_mqtt::PubResp::new(id, ReasonCode::Success));
+            s.write_all(&to_vec(&ack, Protocol::V5).unwrap())
+                .await
+                .unwrap();
+        }
+        while let Some(p) = read_packet(&mut s, Protocol::V5, &mut buf).await {
+            if let Packet::Publish(p) = p {
+                let ack =
+                    Packet::PubAck(lichen_mqtt::PubResp::new(p.packet_id, ReasonCode::Success));
+                s.write_all(&to_vec(&ack, Protocol::V5).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let (c, _in) = Client::connect(opts(addr, Protocol::V5)).await.unwrap();
+    assert_eq!(c.info().inflight_window, 3);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.publish(format!("t/{i}"), "x", QoS::AtLeastOnce).await
+        }));
+    }
+    assert_eq!(seen_rx.await.unwrap(), 3, "only the window is in flight");
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), ReasonCode::Success);
+    }
+}
+
 /// Serves `bytes` (after a valid CONNACK when `handshake`) and closes; returns the client's
 /// outcome. The client must end with an error of its own, never a panic.
 async fn feed(bytes: Vec<u8>, handshake: bool, protocol: Protocol) -> Result<(), String> {

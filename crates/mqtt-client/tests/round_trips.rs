@@ -240,3 +240,62 @@ async fn a_session_taken_over_ends_with_the_servers_reason() {
     assert!(matches!(e, ClientError::ServerDisconnected { .. }), "{e}");
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn will_session_expiry_and_credentials_against_mosquitto() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(m) = mosquitto(dir.path()) else {
+        return;
+    };
+    let (watcher, mut wills) = Client::connect(options(m.tcp, "watcher", Protocol::V5))
+        .await
+        .unwrap();
+    watcher
+        .subscribe_one("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+
+    // A persistent session with a will, user name and password.
+    let mut o = options(m.tcp, "persistent", Protocol::V5);
+    o.clean_start = false;
+    o.session_expiry = Some(300);
+    o.username = Some("user".into());
+    o.password = Some("secret".into());
+    o.will = Some(Message::new("wills/persistent", "gone", QoS::AtLeastOnce));
+    let (c, _in) = Client::connect(o.clone()).await.unwrap();
+    assert!(!c.info().session_present);
+    c.subscribe_one("kept/#", QoS::AtLeastOnce).await.unwrap();
+    // Disconnect with Will Message: mosquitto publishes the will.
+    c.disconnect_with(ReasonCode::DisconnectWithWill)
+        .await
+        .unwrap();
+    let will = wills
+        .recv_timeout(Duration::from_secs(5))
+        .await
+        .expect("the will");
+    assert_eq!(&*will.topic, "wills/persistent");
+    assert_eq!(&will.payload[..], b"gone");
+
+    // The session (and its subscription) survived: messages published meanwhile arrive.
+    watcher
+        .publish("kept/1", "while away", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    o.will = None;
+    let (c, mut incoming) = Client::connect(o).await.unwrap();
+    assert!(c.info().session_present);
+    let got = incoming
+        .recv_timeout(Duration::from_secs(5))
+        .await
+        .expect("queued message");
+    assert_eq!(&got.payload[..], b"while away");
+    // A normal DISCONNECT does not publish the will (none set now) and ends cleanly.
+    c.disconnect().await.unwrap();
+    assert!(
+        wills
+            .recv_timeout(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    watcher.disconnect().await.unwrap();
+}

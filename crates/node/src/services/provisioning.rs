@@ -12,7 +12,8 @@
 //! Each file is written crash-safely (`lichen_sys::atomic`: temp + fsync + rename + directory
 //! fsync). Once `identity.json` exists the claim certificate is never used again, also after
 //! restarts. A crash before it leaves no identity, and the next start provisions afresh.
-//! Each request waits at most [`PROVISIONING_TIMEOUT`] for its answer.
+//! Each request waits at most [`PROVISIONING_TIMEOUT`] for its answer. Provisioning holds
+//! `<root>/cloud/provisioning.lock` (flock) so two cores on one root never both register.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -147,6 +148,23 @@ pub async fn ensure_identity(
             provisioned: false,
         });
     };
+    if let Some(identity) = stored_identity(root)? {
+        return Ok(identity);
+    }
+    // One provisioning per root: a second core started on it meanwhile fails here instead of
+    // registering a second thing.
+    let cloud_dir = root.join("cloud");
+    std::fs::create_dir_all(&cloud_dir).map_err(|e| ProvisioningError::Store {
+        path: cloud_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let lock_path = cloud_dir.join("provisioning.lock");
+    let _lock = lichen_sys::lock::FileLock::try_exclusive(&lock_path).map_err(|e| {
+        ProvisioningError::Store {
+            path: lock_path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     if let Some(identity) = stored_identity(root)? {
         return Ok(identity);
     }
