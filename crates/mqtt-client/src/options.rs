@@ -67,8 +67,9 @@ pub enum Transport {
     Tls(TlsFiles),
 }
 
-/// Everything CONNECT needs, plus the client's own bounds.
-#[derive(Debug, Clone)]
+/// Everything CONNECT needs, plus the client's own bounds. Its `Debug` leaves the password
+/// out.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// `host:port`.
     pub addr: String,
@@ -96,6 +97,27 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
 }
 
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("addr", &self.addr)
+            .field("transport", &self.transport)
+            .field("protocol", &self.protocol)
+            .field("client_id", &self.client_id)
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .field("session_expiry", &self.session_expiry)
+            .field("will", &self.will.as_ref().map(|w| &w.topic))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("incoming_capacity", &self.incoming_capacity)
+            .field("max_inflight", &self.max_inflight)
+            .field("max_packet_size", &self.max_packet_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConnectOptions {
     /// MQTT 5, plain TCP, clean start, 60 s keep alive, default bounds.
     pub fn new(addr: impl Into<String>, client_id: impl Into<String>) -> ConnectOptions {
@@ -118,6 +140,7 @@ impl ConnectOptions {
         }
     }
 
+    /// The host part of `addr` (brackets of an IPv6 literal removed).
     pub(crate) fn host(&self) -> &str {
         let a = self.addr.as_str();
         if let Some(rest) = a.strip_prefix('[') {
@@ -267,5 +290,26 @@ pub(crate) async fn open(options: &ConnectOptions) -> Result<Stream, ClientError
                 .map_err(|e| connect_err(format!("TLS handshake: {e}")))?;
             Ok(Stream::Tls(Box::new(stream)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let mut o = ConnectOptions::new("[::1]:8883", "me");
+        o.password = Some(Bytes::from_static(b"hunter2"));
+        let text = format!("{o:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("redacted"),
+            "{text}"
+        );
+        assert_eq!(o.host(), "::1");
+        assert_eq!(
+            ConnectOptions::new("cloud.example:8883", "x").host(),
+            "cloud.example"
+        );
     }
 }
