@@ -130,11 +130,21 @@ impl CloudSettings {
         if self.iot_data_endpoint.trim().is_empty() {
             return Err("cloud.iotDataEndpoint: must be HOST:PORT, got an empty string".into());
         }
-        if let Some(port) = self.endpoint().rsplit_once(':').map(|(_, p)| p.to_string())
-            && port.parse::<u16>().map_or(true, |p| p == 0)
-        {
+        let endpoint = self.endpoint();
+        let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint.as_str(), ""));
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(format!(
                 "cloud.iotDataEndpoint: {:?} has an invalid port",
+                self.iot_data_endpoint
+            ));
+        }
+        let bracketed = host.len() > 2 && host.starts_with('[') && host.ends_with(']');
+        if host.is_empty()
+            || (host.contains(':') && !bracketed)
+            || host.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "cloud.iotDataEndpoint: {:?} is not HOST:PORT (write an IPv6 address as [ADDR]:PORT)",
                 self.iot_data_endpoint
             ));
         }
@@ -394,6 +404,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever is written, an accepted endpoint is HOST:PORT with a valid port, and a
+        /// written port is kept.
+        #[test]
+        fn accepted_endpoints_are_host_and_port(host in "[a-z0-9.:\\[\\]-]{0,20}", port in proptest::option::of(0u32..70000)) {
+            let text = match port { Some(p) => format!("{host}:{p}"), None => host.clone() };
+            let mut cloud = CloudSettings {
+                iot_data_endpoint: text.clone(),
+                certificate_file_path: None,
+                private_key_path: None,
+                api_endpoint: None,
+                fleet_provisioning: None,
+            };
+            let dir = std::env::temp_dir();
+            // Shape errors come before file checks; "needs certificateFilePath" means the
+            // endpoint was accepted.
+            let accepted = matches!(cloud.resolve(&dir), Err(e) if e.starts_with("cloud: needs"));
+            if accepted {
+                let e = cloud.endpoint();
+                let (h, p) = e.rsplit_once(':').unwrap();
+                proptest::prop_assert!(!h.is_empty());
+                proptest::prop_assert!(p.parse::<u16>().is_ok_and(|p| p > 0));
+                if let Some(p) = port && !host.contains(':') && !host.is_empty() {
+                    proptest::prop_assert_eq!(e, format!("{host}:{p}"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_fleet_provisioning_config_parses_with_its_template_parameters() {
         let dir = tempfile::tempdir().unwrap();
@@ -458,6 +497,10 @@ mod tests {
                 "templateParameter",
             ),
             ("rootCaPath: missing-ca.pem\n", "missing-ca.pem"),
+            (
+                "rootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: \"::1:8883\"\n  certificateFilePath: thing.cert.pem\n  privateKeyPath: thing.private.key\n",
+                "not HOST:PORT",
+            ),
         ];
         for (text, want) in cases {
             std::fs::write(&config, text).unwrap();
