@@ -1,7 +1,9 @@
 //! A running lichen device, composed: the bus, the core, the IPC server, the services and the
 //! control channel.
 //!
-//! [`Node::start`] creates the bus, prepares the core (takes the root's lock, loads state),
+//! [`Node::start`] creates the bus, runs fleet provisioning when the `cloud` section asks for
+//! it and no identity is stored yet (the provisioned thing name becomes the core's), prepares
+//! the core (takes the root's lock, loads state),
 //! starts IPC with the core's operations plus those the services register, starts every
 //! [`Service`], launches the components (so they never find a service missing), then serves
 //! the control channel. [`Node::shutdown`] stops them in the order that keeps the root
