@@ -40,7 +40,7 @@ pub(crate) enum Command {
 pub(crate) struct Limits {
     /// Our QoS 1/2 publishes in flight: min(ours, server Receive Maximum).
     pub window: usize,
-    /// Our Receive Maximum: incoming QoS 2 awaiting PUBREL.
+    /// Our Receive Maximum (advertised; a server going over it is only logged).
     pub receive_maximum: usize,
     /// Largest packet we accept.
     pub max_incoming: usize,
@@ -285,13 +285,14 @@ impl Connection {
                 let id = p.packet_id;
                 // A resend (DUP) of an id awaiting PUBREL was delivered already.
                 if !self.session.incoming_qos2.contains(&id) {
-                    if self.session.incoming_qos2.len() >= self.limits.receive_maximum {
-                        self.write_disconnect(ReasonCode::ReceiveMaximumExceeded)
-                            .await;
-                        return Err(ClientError::Protocol(format!(
-                            "the server sent more than our Receive Maximum of {} QoS 2 publishes",
-                            self.limits.receive_maximum
-                        )));
+                    // Not enforced: mosquitto 2.0 frees a slot at PUBREC rather than PUBCOMP
+                    // and so exceeds our Receive Maximum under load (seen with the bench
+                    // example). The set is bounded by the 65,535 packet ids anyway.
+                    if self.session.incoming_qos2.len() == self.limits.receive_maximum {
+                        tracing::debug!(
+                            receive_maximum = self.limits.receive_maximum,
+                            "the server exceeds our Receive Maximum for QoS 2"
+                        );
                     }
                     self.session.incoming_qos2.insert(id);
                     self.deliver(p).await;

@@ -26,7 +26,7 @@
 //! |---|---|
 //! | incoming publishes not yet taken by the application | `incoming_capacity` (default [`DEFAULT_INCOMING_CAPACITY`] = 256); when full, the connection stops reading |
 //! | our QoS 1/2 publishes awaiting an ack | min(`max_inflight` (default [`DEFAULT_MAX_INFLIGHT`] = 64), server Receive Maximum); further commands wait |
-//! | incoming QoS 2 awaiting PUBREL | `max_inflight` (our Receive Maximum); more is a protocol error (v5: DISCONNECT 0x93) |
+//! | incoming QoS 2 awaiting PUBREL | `max_inflight` is advertised as our Receive Maximum; not enforced (mosquitto 2.0 goes over it), the set is bounded by the 65,535 packet ids (a few bytes each) |
 //! | commands queued from handles | [`COMMAND_QUEUE`] = 64 |
 //! | packet from the server | `max_packet_size` (default [`DEFAULT_MAX_PACKET_SIZE`] = 1 MiB), checked on the fixed header before buffering; sent as Maximum Packet Size in v5 |
 //! | packet to the server | the server's Maximum Packet Size ([`ClientError::PacketTooLarge`], the connection stays up) |

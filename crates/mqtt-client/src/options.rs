@@ -90,7 +90,7 @@ pub struct ConnectOptions {
     /// Bound on incoming PUBLISHes not yet taken by the application.
     pub incoming_capacity: usize,
     /// Bound on our QoS 1/2 publishes in flight (further lowered by the server's Receive
-    /// Maximum). Also our Receive Maximum for incoming QoS 2 publishes awaiting PUBREL.
+    /// Maximum). Also advertised as our Receive Maximum (see the crate's bounds).
     pub max_inflight: u16,
     /// Largest packet accepted from the server.
     pub max_packet_size: u32,
