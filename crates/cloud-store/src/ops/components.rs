@@ -1,6 +1,6 @@
 //! Component versions and fleet deployments.
 
-use crate::db::{Row, Tx, query_opt, to_json};
+use crate::db::{Dialect, Row, Tx, query_opt, to_json};
 use crate::ops::{after, limit, not_found};
 use crate::{
     ComponentVersion, DeploymentTarget, FleetDeployment, MAX_PAGE, Page, Result, StoreError,
@@ -174,6 +174,7 @@ pub(crate) async fn delete_component_version(
     version: &str,
 ) -> Result<()> {
     get_component_version(tx, name, version).await?;
+    lock_component_version(tx, name, version).await?;
     let using = deployments_using(tx, name, version).await?;
     if !using.is_empty() {
         return Err(StoreError::InUse {
@@ -187,6 +188,21 @@ pub(crate) async fn delete_component_version(
         &[name.into(), version.into()],
     )
     .await?;
+    Ok(())
+}
+
+/// On PostgreSQL, locks the component version's row (if it exists) until the transaction
+/// ends, so a deletion and a deployment naming the version are serialised: either the
+/// deletion sees the deployment (InUse) or the deployment comes after the deletion. SQLite
+/// needs nothing: its one connection runs one transaction at a time.
+async fn lock_component_version(tx: &mut dyn Tx, name: &str, version: &str) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.query(
+            "SELECT 1 FROM component_versions WHERE name = $1 AND version = $2 FOR UPDATE",
+            &[name.into(), version.into()],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -257,6 +273,7 @@ pub(crate) async fn put_deployment(tx: &mut dyn Tx, deployment: FleetDeployment)
     )
     .await?;
     for (name, version) in &deployment.components {
+        lock_component_version(tx, name, version).await?;
         tx.execute(
             "INSERT INTO deployment_components (deployment_id, name, version) VALUES ($1, $2, $3)",
             &[
