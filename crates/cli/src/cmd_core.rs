@@ -22,8 +22,9 @@ pub enum CoreCommand {
     /// Run a core in the foreground on --root. Stop it with SIGTERM or Ctrl-C: components
     /// get their Shutdown steps and every process they started is ended.
     Run(RunArgs),
-    /// Show the running core on --root: pid, version, thing name, components, and the disk
-    /// state of the root's filesystem (free bytes; a warning when it runs low).
+    /// Show the running core on --root: pid, version, thing name, components, the cloud
+    /// connection (endpoint, thing, connected/connecting/error with the last error), and the
+    /// disk state of the root's filesystem (free bytes; a warning when it runs low).
     Status,
 }
 
@@ -53,6 +54,30 @@ fn load_settings(args: &RunArgs) -> anyhow::Result<Settings> {
         settings.thing_name = name.clone();
     }
     Ok(settings)
+}
+
+/// `lichen core status`: the core's own status, with the cloud service's when it runs one.
+fn status(global: &Global) -> anyhow::Result<ExitCode> {
+    use lichen_core::control::client::{ClientError, ControlClient};
+    use lichen_core::control::{ControlReply, ControlRequest};
+    let mut client = ControlClient::connect(&global.root())?;
+    let mut status = match client.request(&ControlRequest::CoreStatus {})? {
+        ControlReply::CoreStatus(s) => s,
+        other => anyhow::bail!("unexpected reply to core.status: {other:?}"),
+    };
+    status.cloud = match client.request(&ControlRequest::CloudStatus {}) {
+        Ok(ControlReply::Cloud(cloud)) => Some(cloud),
+        Ok(other) => anyhow::bail!("unexpected reply to cloud.status: {other:?}"),
+        // No cloud section, or a core without the cloud service.
+        Err(ClientError::Remote { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if global.json {
+        crate::output::json(&status);
+    } else {
+        crate::output::core_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs go to stderr and to `logs/lichen.log` (size-rotated).
@@ -154,22 +179,6 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
 fn current_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
-fn status(global: &Global) -> anyhow::Result<ExitCode> {
-    use lichen_core::control::client::ControlClient;
-    use lichen_core::control::{ControlReply, ControlRequest};
-    let root = global.root();
-    let mut client = ControlClient::connect(&root)?;
-    let ControlReply::CoreStatus(status) = client.request(&ControlRequest::CoreStatus {})? else {
-        anyhow::bail!("the core sent an unexpected reply to core.status");
-    };
-    if global.json {
-        crate::output::json(&status);
-    } else {
-        crate::output::core_status(&status);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Example components, compiled in so quickstart works from any directory.

@@ -124,16 +124,35 @@ pub fn deployment_details(d: &DeploymentRecord) {
 }
 
 pub fn core_status(s: &lichen_core::control::CoreStatus) {
-    println!("Root:        {}", s.root.display());
-    println!("Thing name:  {}", s.thing_name);
-    println!("Pid:         {}", s.pid);
-    println!("Version:     {}", s.version);
-    println!("Components:  {}", s.components);
+    println!("Root:          {}", s.root.display());
+    println!("Thing:         {}", s.thing_name);
+    println!("PID:           {}", s.pid);
+    println!("Version:       {}", s.version);
+    println!("Components:    {}", s.components);
+    match &s.cloud {
+        None => println!("Cloud:         not configured"),
+        Some(c) => {
+            println!(
+                "Cloud:         {} ({} as {}{})",
+                c.state,
+                c.endpoint,
+                c.thing_name,
+                if c.provisioned {
+                    ", provisioned by claim"
+                } else {
+                    ""
+                }
+            );
+            if let Some(e) = &c.last_error {
+                println!("Cloud error:   {e}");
+            }
+        }
+    }
     match &s.disk {
-        None => println!("Disk:        unknown"),
+        None => println!("Disk:          unknown"),
         Some(d) => {
             println!(
-                "Disk:        {} free of {}{}",
+                "Disk:          {} free of {}{}",
                 human_bytes(d.free_bytes),
                 human_bytes(d.total_bytes),
                 if d.reserve_held {
@@ -143,7 +162,7 @@ pub fn core_status(s: &lichen_core::control::CoreStatus) {
                 }
             );
             if let Some(w) = &d.warning {
-                println!("Warning:     {w}");
+                println!("Warning:       {w}");
             }
         }
     }

@@ -45,6 +45,9 @@ pub enum ControlRequest {
     /// The broker's listeners and the CA devices should trust.
     #[serde(rename = "device.broker")]
     DeviceBroker {},
+    /// The cloud connection (endpoint, thing, state, last error).
+    #[serde(rename = "cloud.status")]
+    CloudStatus {},
 }
 
 /// Who serves a request: the core itself, or a service registered beside it.
@@ -53,6 +56,8 @@ pub enum ControlService {
     Core,
     /// Client devices of the embedded MQTT broker (`device.*`).
     Devices,
+    /// The connection to a lichen (or AWS IoT) cloud (`cloud.*`).
+    Cloud,
 }
 
 impl ControlRequest {
@@ -71,6 +76,7 @@ impl ControlRequest {
         "device.remove",
         "device.list",
         "device.broker",
+        "cloud.status",
     ];
 
     /// The op name, as on the wire.
@@ -89,6 +95,7 @@ impl ControlRequest {
             ControlRequest::DeviceRemove { .. } => "device.remove",
             ControlRequest::DeviceList {} => "device.list",
             ControlRequest::DeviceBroker {} => "device.broker",
+            ControlRequest::CloudStatus {} => "cloud.status",
         }
     }
 
@@ -98,6 +105,7 @@ impl ControlRequest {
             | ControlRequest::DeviceRemove { .. }
             | ControlRequest::DeviceList {}
             | ControlRequest::DeviceBroker {} => ControlService::Devices,
+            ControlRequest::CloudStatus {} => ControlService::Cloud,
             _ => ControlService::Core,
         }
     }
@@ -175,6 +183,9 @@ impl ControlRequest {
             ControlRequest::DeviceBroker {} => {
                 ControlReply::Broker(serde_json::from_value(result).map_err(fail)?)
             }
+            ControlRequest::CloudStatus {} => {
+                ControlReply::Cloud(serde_json::from_value(result).map_err(fail)?)
+            }
         })
     }
 }
@@ -193,6 +204,7 @@ pub enum ControlReply {
     DeviceRemoved(DeviceRemoved),
     Devices(Vec<DeviceInfo>),
     Broker(BrokerInfo),
+    Cloud(CloudStatus),
     /// Operations that only report success (cancel, restart, stop).
     Done(Done),
 }
@@ -206,9 +218,51 @@ pub struct CoreStatus {
     pub version: String,
     /// How many components are deployed.
     pub components: usize,
+    /// The cloud connection, when the core has a `cloud` section (the CLI fills it from
+    /// `cloud.status`; the core's own reply leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudStatus>,
     /// The state of the root's filesystem; absent from cores that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskState>,
+}
+
+/// The state of the core's cloud connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CloudConnectionState {
+    /// Obtaining an identity by fleet provisioning (claim certificate).
+    Provisioning,
+    Connecting,
+    Connected,
+    /// The last attempt failed; the next one comes after a backoff (see `lastError`).
+    Error,
+}
+
+impl fmt::Display for CloudConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloudConnectionState::Provisioning => "provisioning",
+            CloudConnectionState::Connecting => "connecting",
+            CloudConnectionState::Connected => "connected",
+            CloudConnectionState::Error => "error",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudStatus {
+    /// `iotDataEndpoint`, `HOST:PORT`.
+    pub endpoint: String,
+    pub thing_name: String,
+    pub state: CloudConnectionState,
+    /// Why the last connection attempt failed or the connection dropped (no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Whether the identity came from fleet provisioning by claim.
+    #[serde(default)]
+    pub provisioned: bool,
 }
 
 /// Free space on the filesystem holding the core's root.
@@ -368,6 +422,7 @@ mod tests {
             ControlRequest::DeviceRemove { name: "cam".into() },
             ControlRequest::DeviceList {},
             ControlRequest::DeviceBroker {},
+            ControlRequest::CloudStatus {},
         ]
     }
 
@@ -505,6 +560,7 @@ mod tests {
                     pid: 7,
                     version: "0.1.0".into(),
                     components: 3,
+                    cloud: None,
                     disk: Some(DiskState {
                         free_bytes: 10,
                         total_bytes: 100,
@@ -583,6 +639,16 @@ mod tests {
                         addr: "127.0.0.1:8883".into(),
                     }],
                     ca_cert_path: Some("/var/lib/lichen/broker/ca.pem".into()),
+                }),
+            ),
+            (
+                ControlRequest::CloudStatus {},
+                ControlReply::Cloud(CloudStatus {
+                    endpoint: "cloud.example:8883".into(),
+                    thing_name: "gw".into(),
+                    state: CloudConnectionState::Error,
+                    last_error: Some("refused".into()),
+                    provisioned: true,
                 }),
             ),
         ];

@@ -1,7 +1,9 @@
 //! A running lichen device, composed: the bus, the core, the IPC server, the services and the
 //! control channel.
 //!
-//! [`Node::start`] creates the bus, prepares the core (takes the root's lock, loads state),
+//! [`Node::start`] creates the bus, runs fleet provisioning when the `cloud` section asks for
+//! it and no identity is stored yet (the provisioned thing name becomes the core's), prepares
+//! the core (takes the root's lock, loads state),
 //! starts IPC with the core's operations plus those the services register, starts every
 //! [`Service`], launches the components (so they never find a service missing), then serves
 //! the control channel. [`Node::shutdown`] stops them in the order that keeps the root
@@ -29,6 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use service::{Service, ServiceContext, ServiceError};
 pub use services::broker::BrokerService;
+pub use services::cloud::{CloudOptions, CloudService};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum NodeError {
     Ipc(#[from] IpcError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error(transparent)]
+    Provisioning(#[from] services::provisioning::ProvisioningError),
     #[error("service {service}: {source}")]
     Operation {
         service: String,
@@ -53,9 +58,12 @@ pub struct NodeOptions {
 }
 
 /// The services a device runs by default: the MQTT broker (which starts only when configured
-/// or when a client-device component is deployed).
+/// or when a client-device component is deployed) and the cloud connection (only with a
+/// `cloud` section; it reports the broker's addresses, and stops before it).
 pub fn default_services() -> Vec<Arc<dyn Service>> {
-    vec![Arc::new(BrokerService::new())]
+    let broker = Arc::new(BrokerService::new());
+    let cloud = Arc::new(CloudService::new(Some(broker.clone())));
+    vec![broker, cloud]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without
@@ -77,11 +85,26 @@ impl Node {
         services: Vec<Arc<dyn Service>>,
     ) -> Result<Node, NodeError> {
         let bus = lichen_bus::Bus::new();
-        let settings = options.settings.clone();
+        let mut settings = options.settings;
+        // Fleet provisioning comes first: the thing name it yields is the core's
+        // (AWS_IOT_THING_NAME, `{iot:thingName}`) before any component starts.
+        if settings
+            .cloud
+            .as_ref()
+            .is_some_and(|c| c.fleet_provisioning.is_some())
+        {
+            let identity = services::provisioning::ensure_identity(
+                &options.root,
+                &settings,
+                services::provisioning::PROVISIONING_TIMEOUT,
+            )
+            .await?;
+            settings.thing_name = identity.thing_name;
+        }
         let mut core = Core::prepare_on_bus(
             CoreOptions {
                 root: options.root,
-                settings: options.settings,
+                settings: settings.clone(),
             },
             bus.clone(),
         )

@@ -223,6 +223,7 @@ async fn serve_core(core: &CoreHandle, req: ControlRequest) -> Result<ControlRep
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             components: core.list_components().len(),
+            cloud: None,
             disk: disk_state(core.layout().root()),
         }),
         ControlRequest::DeploymentCreate(request) => {

@@ -1,3 +1,5 @@
 //! The services a node can run. Each implements [`crate::Service`].
 
 pub mod broker;
+pub mod cloud;
+pub mod provisioning;
