@@ -1,6 +1,8 @@
 //! Harness for integration tests: runs the real `lichen` binary on a temporary root.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
