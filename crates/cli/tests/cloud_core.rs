@@ -39,8 +39,12 @@ fn a_bundle_starts_a_core_that_connects_and_shows_online_until_its_certificate_i
         core_dir.path().to_str().unwrap(),
     ]);
     let fingerprint = created["certificateId"].as_str().unwrap().to_string();
-    // The bundle's config, as written (the harness only adds posixUser: root in front).
-    let config = read(&core_dir.path().join("config.yaml"));
+    // The bundle's config, as written (the harness only adds posixUser: root in front), plus
+    // a local broker whose address the core reports as its connectivity.
+    let config = format!(
+        "{}broker:\n  listeners:\n    - {{ kind: tls, bind: \"127.0.0.1:0\" }}\n",
+        read(&core_dir.path().join("config.yaml"))
+    );
     let core = TestCore::start_in(core_dir, "root", &config);
 
     let status = wait_for("the core to connect", Duration::from_secs(30), || {
@@ -52,34 +56,54 @@ fn a_bundle_starts_a_core_that_connects_and_shows_online_until_its_certificate_i
         status["endpoint"], cloud.ready["iotDataEndpoint"],
         "{status}"
     );
-    let described = wait_for("the cloud to see it online", Duration::from_secs(10), || {
-        let d = cloud.json(&["thing", "describe", "gw-bundle"]);
-        (d["online"] == true).then_some(d)
-    });
+    let described = wait_for(
+        "the cloud to see it online",
+        Duration::from_secs(10),
+        || {
+            let d = cloud.json(&["thing", "describe", "gw-bundle"]);
+            (d["online"] == true).then_some(d)
+        },
+    );
     assert_eq!(described["presence"]["online"], true, "{described}");
-    // The core reported its connectivity (no broker here, so the list may be empty, but the
-    // report itself reached the cloud).
-    let connectivity = wait_for("connectivity info", Duration::from_secs(10), || {
+    // The core reported its broker's address as Greengrass connectivity info.
+    let connectivity = wait_for("connectivity info", Duration::from_secs(15), || {
         let d = cloud.json(&["thing", "describe", "gw-bundle"]);
         (!d["connectivity"].is_null()).then(|| d["connectivity"].clone())
     });
     assert_eq!(connectivity["thing"], "gw-bundle", "{connectivity}");
+    let endpoints = connectivity["endpoints"].as_array().expect("endpoints");
+    assert!(
+        endpoints
+            .iter()
+            .any(|e| e["hostAddress"] == "127.0.0.1" && e["port"].as_u64().unwrap_or(0) > 0),
+        "{connectivity}"
+    );
 
     // Revoked: the live connection is closed and every new attempt refused.
     cloud.json(&["cert", "revoke", &fingerprint]);
-    let refused = wait_for("the core to lose its connection", Duration::from_secs(30), || {
-        let c = cloud_state(&core);
-        (c["state"] != "connected" && !c["lastError"].is_null()).then_some(c)
-    });
+    let refused = wait_for(
+        "the core to lose its connection",
+        Duration::from_secs(30),
+        || {
+            let c = cloud_state(&core);
+            (c["state"] != "connected" && !c["lastError"].is_null()).then_some(c)
+        },
+    );
     assert!(
-        refused["lastError"].as_str().unwrap().to_lowercase().contains("authoriz")
+        refused["lastError"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("authoriz")
             || refused["lastError"].as_str().unwrap().contains("refused")
             || refused["lastError"].as_str().unwrap().contains("closed"),
         "{refused}"
     );
-    wait_for("the cloud to see it offline", Duration::from_secs(10), || {
-        (cloud.json(&["thing", "describe", "gw-bundle"])["online"] == false).then_some(())
-    });
+    wait_for(
+        "the cloud to see it offline",
+        Duration::from_secs(10),
+        || (cloud.json(&["thing", "describe", "gw-bundle"])["online"] == false).then_some(()),
+    );
     // Still refused a few seconds later: revocation is final.
     std::thread::sleep(Duration::from_secs(3));
     assert_ne!(cloud_state(&core)["state"], "connected");
@@ -111,7 +135,13 @@ fn fleet_provisioning_by_claim_gives_the_core_its_own_identity_and_keeps_it() {
         .to_string(),
     )
     .unwrap();
-    cloud.json(&["template", "create", "Fleet", "--body", body.to_str().unwrap()]);
+    cloud.json(&[
+        "template",
+        "create",
+        "Fleet",
+        "--body",
+        body.to_str().unwrap(),
+    ]);
     let core_dir = tempfile::tempdir().unwrap();
     let claim = cloud.json(&[
         "claim",
@@ -122,21 +152,31 @@ fn fleet_provisioning_by_claim_gives_the_core_its_own_identity_and_keeps_it() {
         core_dir.path().to_str().unwrap(),
     ]);
     let claim_id = claim["certificateId"].as_str().unwrap().to_string();
-    let config = read(&core_dir.path().join("config.yaml"))
-        .replace("templateParameters: {}", "templateParameters: { SerialNumber: \"0042\" }");
+    let config = read(&core_dir.path().join("config.yaml")).replace(
+        "templateParameters: {}",
+        "templateParameters: { SerialNumber: \"0042\" }",
+    );
     let mut core = TestCore::start_in(core_dir, "root", &config);
 
-    let status = wait_for("the provisioned core to connect", Duration::from_secs(30), || {
-        let c = cloud_state(&core);
-        (c["state"] == "connected").then_some(c)
-    });
+    let status = wait_for(
+        "the provisioned core to connect",
+        Duration::from_secs(30),
+        || {
+            let c = cloud_state(&core);
+            (c["state"] == "connected").then_some(c)
+        },
+    );
     assert_eq!(status["thingName"], "gw-0042", "{status}");
     assert_eq!(status["provisioned"], true, "{status}");
     assert_eq!(core.json(&["core", "status"])["thingName"], "gw-0042");
-    let thing = wait_for("the cloud to see gw-0042 online", Duration::from_secs(10), || {
-        let d = cloud.json(&["thing", "describe", "gw-0042"]);
-        (d["online"] == true).then_some(d)
-    });
+    let thing = wait_for(
+        "the cloud to see gw-0042 online",
+        Duration::from_secs(10),
+        || {
+            let d = cloud.json(&["thing", "describe", "gw-0042"]);
+            (d["online"] == true).then_some(d)
+        },
+    );
     assert_eq!(thing["groups"], serde_json::json!(["fleet"]), "{thing}");
     assert_eq!(thing["attributes"]["serial"], "0042", "{thing}");
     let own_cert = thing["certificates"][0]["id"].as_str().unwrap().to_string();
@@ -155,10 +195,14 @@ fn fleet_provisioning_by_claim_gives_the_core_its_own_identity_and_keeps_it() {
     std::fs::remove_file(core.dir.path().join("claim.private.key")).unwrap();
     cloud.json(&["cert", "revoke", &claim_id]);
     core.spawn();
-    let status = wait_for("the restarted core to connect", Duration::from_secs(30), || {
-        let c = cloud_state(&core);
-        (c["state"] == "connected").then_some(c)
-    });
+    let status = wait_for(
+        "the restarted core to connect",
+        Duration::from_secs(30),
+        || {
+            let c = cloud_state(&core);
+            (c["state"] == "connected").then_some(c)
+        },
+    );
     assert_eq!(status["thingName"], "gw-0042", "{status}");
     assert_eq!(
         cloud.json(&["thing", "list"]).as_array().unwrap().len(),

@@ -169,16 +169,11 @@ impl CloudSettings {
                         "cloud.fleetProvisioning.provisioningTemplate: must not be empty".into(),
                     );
                 }
-                resolve_file(
-                    &mut fleet.claim_certificate_path,
-                    base,
-                    "cloud.fleetProvisioning.claimCertificatePath",
-                )?;
-                resolve_file(
-                    &mut fleet.claim_certificate_private_key_path,
-                    base,
-                    "cloud.fleetProvisioning.claimCertificatePrivateKeyPath",
-                )?;
+                // Only made absolute: the claim is needed once, until the core holds its own
+                // identity, and users are told to delete it then (fleet-provisioning.md).
+                // Provisioning names a missing file when it does need it.
+                resolve_path(&mut fleet.claim_certificate_path, base);
+                resolve_path(&mut fleet.claim_certificate_private_key_path, base);
             }
             (None, true) => {
                 let (Some(cert), Some(key)) =
@@ -194,11 +189,16 @@ impl CloudSettings {
     }
 }
 
-/// Makes `path` absolute against `base` and checks that it names a file.
-fn resolve_file(path: &mut PathBuf, base: &Path, key: &str) -> std::result::Result<(), String> {
+/// Makes `path` absolute against `base`.
+fn resolve_path(path: &mut PathBuf, base: &Path) {
     if path.is_relative() {
         *path = base.join(&*path);
     }
+}
+
+/// Makes `path` absolute against `base` and checks that it names a file.
+fn resolve_file(path: &mut PathBuf, base: &Path, key: &str) -> std::result::Result<(), String> {
+    resolve_path(path, base);
     match std::fs::metadata(&*path) {
         Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(format!("{key}: {} is not a file", path.display())),

@@ -114,3 +114,13 @@ impl RunningCloud {
     }
 }
 
+impl Drop for RunningCloud {
+    /// A test that panics still ends its cloud (whose inherited stderr would otherwise keep
+    /// the test runner's output open).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
