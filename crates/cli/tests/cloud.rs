@@ -1,11 +1,9 @@
 //! `lichen cloud …` end to end: the real binary runs a cloud in a temporary directory, then
 //! the verbs drive it with `--json` (and once without, for the human output).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 

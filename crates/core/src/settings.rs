@@ -490,10 +490,6 @@ mod tests {
                 "invalid port",
             ),
             (
-                "rootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: h:1\n  fleetProvisioning:\n    provisioningTemplate: t\n    claimCertificatePath: claim.cert.pem\n    claimCertificatePrivateKeyPath: nokey.pem\n",
-                "claimCertificatePrivateKeyPath",
-            ),
-            (
                 "rootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: h:1\n  fleetProvisioning:\n    provisioningTemplate: t\n    claimCertificatePath: claim.cert.pem\n    claimCertificatePrivateKeyPath: claim.private.key\n    templateParameter: {}\n",
                 "templateParameter",
             ),
@@ -511,5 +507,15 @@ mod tests {
                 "{want}: {err}"
             );
         }
+
+        // The claim may be deleted once the core holds its own identity: a missing claim
+        // file is not a configuration error, and the path is still made absolute.
+        std::fs::write(&config, "rootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: h:1\n  fleetProvisioning:\n    provisioningTemplate: t\n    claimCertificatePath: claim.cert.pem\n    claimCertificatePrivateKeyPath: gone.pem\n").unwrap();
+        let settings = Settings::load(&config).unwrap();
+        let fleet = settings.cloud.unwrap().fleet_provisioning.unwrap();
+        assert_eq!(
+            fleet.claim_certificate_private_key_path,
+            config.parent().unwrap().join("gone.pem")
+        );
     }
 }
