@@ -3,6 +3,8 @@
 //! the real clients (awsiotsdk, paho-mqtt) that talk to it.
 #![allow(dead_code)]
 
+// The paho driver is the broker tests' own: one copy of both the Rust side and the script.
+#[path = "../../../broker/tests/common/agent.rs"]
 pub mod agent;
 
 use std::path::{Path, PathBuf};
@@ -71,10 +73,15 @@ pub fn python() -> Option<PathBuf> {
     })
 }
 
+/// A test script: this crate's own, else the broker tests' (the shared paho agent).
 pub fn py_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(name)
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let own = manifest.join("tests/py").join(name);
+    if own.exists() {
+        own
+    } else {
+        manifest.join("../broker/tests/py").join(name)
+    }
 }
 
 /// A client's files.
