@@ -397,6 +397,13 @@ mod tests {
                 recipe_dir: Some("/r".into()),
                 artifact_dir: None,
                 failure_policy: FailurePolicy::DoNothing,
+                deployment_id: Some("fleet-1".into()),
+                replace_group_roots: true,
+                component_update_policy: crate::deployment::ComponentUpdatePolicy {
+                    action: crate::deployment::ComponentUpdateAction::SkipNotifyComponents,
+                    timeout_in_seconds: 5,
+                },
+                configuration_validation_timeout_secs: Some(7),
             }),
             ControlRequest::DeploymentStatus {
                 deployment_id: "d1".into(),

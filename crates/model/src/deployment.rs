@@ -75,6 +75,54 @@ pub struct DeploymentRequest {
     pub artifact_dir: Option<std::path::PathBuf>,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// Set by the fleet deployment agent: the cloud's `deploymentId`, used as the local
+    /// record's id so that a deployment delivered twice (a reconnect, a re-sent job) is
+    /// queued once. Local deployments leave it unset and get a generated id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// Fleet deployments (`group_name` = `thinggroup/<G>` or `thing/<T>`) carry the target's
+    /// whole set of root components: `root_components_to_add` replaces what that group had,
+    /// and the device runs the union over every group. Local deployments (`false`) add and
+    /// remove incrementally.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_group_roots: bool,
+    #[serde(default, skip_serializing_if = "ComponentUpdatePolicy::is_default")]
+    pub component_update_policy: ComponentUpdatePolicy,
+    /// Seconds components get to validate a configuration (Greengrass default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_validation_timeout_secs: Option<u64>,
+}
+
+/// What happens to components before an update (Greengrass `componentUpdatePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ComponentUpdateAction {
+    /// Components subscribed to component updates get a pre-update event and may defer.
+    NotifyComponents,
+    SkipNotifyComponents,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentUpdatePolicy {
+    pub action: ComponentUpdateAction,
+    /// How long components may defer, in seconds (Greengrass default 60).
+    pub timeout_in_seconds: u64,
+}
+
+impl Default for ComponentUpdatePolicy {
+    fn default() -> Self {
+        ComponentUpdatePolicy {
+            action: ComponentUpdateAction::NotifyComponents,
+            timeout_in_seconds: 60,
+        }
+    }
+}
+
+impl ComponentUpdatePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == ComponentUpdatePolicy::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

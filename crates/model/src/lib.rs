@@ -5,6 +5,7 @@
 pub mod component;
 pub mod control;
 pub mod deployment;
+pub mod fleet;
 
 pub use component::{ComponentInfo, LifecycleState, Metric};
 pub use control::{ControlReply, ControlRequest, ControlService};

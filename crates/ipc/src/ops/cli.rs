@@ -151,6 +151,7 @@ pub(super) async fn create_deployment(shared: &Shared, payload: &[u8]) -> Result
             "artifactsDirectoryPath",
         )?,
         failure_policy,
+        ..Default::default()
     };
     let id = shared.core.create_deployment(request).await?;
     Ok(Reply::Unary(json!({ "deploymentId": id })))
