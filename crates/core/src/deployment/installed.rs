@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::RunWith;
+use super::model::{LOCAL_DEPLOYMENT_GROUP, RunWith};
 use crate::atomic::{read_json, write_json_atomic};
 use crate::config::ConfigSnapshot;
 use crate::error::{CoreError, Result};
@@ -28,15 +28,42 @@ pub struct Installed {
     pub run_with: RunWith,
 }
 
-/// Every component on the core, by name.
+/// Root components one deployment group asks for: name → version.
+pub type GroupRoots = BTreeMap<String, String>;
+
+/// Every component on the core, by name, and the root components of every deployment group
+/// (`LOCAL_DEPLOYMENT`, `thinggroup/<G>`, `thing/<T>`). The components are the union of the
+/// groups' roots and their dependencies; `Installed::root` says a component is a root of at
+/// least one group.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstalledSet {
     pub components: BTreeMap<String, Installed>,
+    /// Absent in files written before groups existed: their roots were all local.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, GroupRoots>,
 }
 
 impl InstalledSet {
     pub fn load(path: &Path) -> Result<InstalledSet> {
-        Ok(read_json(path)?.unwrap_or_default())
+        let mut set: InstalledSet = read_json(path)?.unwrap_or_default();
+        set.groups = set.group_roots();
+        Ok(set)
+    }
+
+    /// The roots per group. A set without groups (an older file, or one built in memory
+    /// from root flags) has its roots in `LOCAL_DEPLOYMENT`.
+    pub fn group_roots(&self) -> BTreeMap<String, GroupRoots> {
+        if !self.groups.is_empty() {
+            return self.groups.clone();
+        }
+        let local: GroupRoots = self
+            .roots()
+            .map(|(n, c)| (n.clone(), c.version.clone()))
+            .collect();
+        if local.is_empty() {
+            return BTreeMap::new();
+        }
+        BTreeMap::from([(LOCAL_DEPLOYMENT_GROUP.to_string(), local)])
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -134,5 +161,35 @@ mod tests {
         AttemptMarker::clear(&path).unwrap();
         assert_eq!(AttemptMarker::load(&path).unwrap(), None);
         assert_eq!(AttemptMarker::begin(&path, "b").unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn a_file_without_groups_loads_its_roots_as_local_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("components.json");
+        // As written before groups existed.
+        std::fs::write(
+            &path,
+            r#"{"components":{"app":{"version":"1.0.0","root":true},"lib":{"version":"2.0.0"}}}"#,
+        )
+        .unwrap();
+        let set = InstalledSet::load(&path).unwrap();
+        assert_eq!(
+            set.groups,
+            BTreeMap::from([(
+                "LOCAL_DEPLOYMENT".to_string(),
+                BTreeMap::from([("app".to_string(), "1.0.0".to_string())])
+            )])
+        );
+        // Groups persist as they are, and an empty file stays empty.
+        let mut grouped = set.clone();
+        grouped.groups.insert(
+            "thinggroup/fleet".into(),
+            BTreeMap::from([("app".to_string(), "1.0.0".to_string())]),
+        );
+        grouped.save(&path).unwrap();
+        assert_eq!(InstalledSet::load(&path).unwrap(), grouped);
+        let empty = dir.path().join("none.json");
+        assert!(InstalledSet::load(&empty).unwrap().groups.is_empty());
     }
 }

@@ -81,4 +81,6 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
 }
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod planner_tests;

@@ -16,7 +16,7 @@ use lichen_recipe::{VersionRange, interpolate};
 use serde_json::Value;
 
 use super::builtin::is_builtin;
-use super::installed::{Installed, InstalledSet};
+use super::installed::{GroupRoots, Installed, InstalledSet};
 use super::model::{DeploymentRequest, LOCAL_DEPLOYMENT_GROUP};
 use crate::config::tree;
 use crate::paths::RootLayout;
@@ -307,6 +307,53 @@ impl UnionFind {
     }
 }
 
+/// Deployment groups whose roots one device keeps at most (thing groups it belongs to, its
+/// thing deployment, local deployments); a deployment that would add one more is refused.
+pub const MAX_DEPLOYMENT_GROUPS: usize = 100;
+
+/// The roots of every group after `req`: a fleet deployment (`replace_group_roots`) replaces
+/// its group's roots, a local one adds to and removes from them. Other groups keep theirs,
+/// and a group left with no roots is dropped.
+fn group_roots_after(
+    current: &InstalledSet,
+    req: &DeploymentRequest,
+    group: &str,
+) -> Result<BTreeMap<String, GroupRoots>, PlanError> {
+    let mut groups = current.group_roots();
+    let members = groups.entry(group.to_string()).or_default();
+    if req.replace_group_roots {
+        members.clear();
+    }
+    for (name, version) in &req.root_components_to_add {
+        semver::Version::parse(version).map_err(|e| {
+            fail(
+                "INVALID_VERSION",
+                format!(
+                    "component {name}: version {version:?} is not a valid semantic version: {e}"
+                ),
+            )
+        })?;
+        members.insert(name.clone(), version.clone());
+    }
+    for name in &req.root_components_to_remove {
+        members.remove(name);
+    }
+    if members.is_empty() {
+        groups.remove(group);
+    }
+    if groups.len() > MAX_DEPLOYMENT_GROUPS {
+        return Err(fail(
+            "TOO_MANY_GROUPS",
+            format!(
+                "{group} would be deployment group number {}; a device keeps the roots of at \
+                 most {MAX_DEPLOYMENT_GROUPS} groups",
+                groups.len()
+            ),
+        ));
+    }
+    Ok(groups)
+}
+
 /// Makes the plan for `inputs`, or says why none can be made.
 pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     let PlanInputs {
@@ -319,24 +366,19 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     } = inputs;
     let group = req.group_name.as_deref().unwrap_or(LOCAL_DEPLOYMENT_GROUP);
 
-    // Roots: what was there, plus additions, minus removals.
-    let mut roots: BTreeMap<String, String> = current
-        .roots()
-        .map(|(n, c)| (n.clone(), c.version.clone()))
-        .collect();
-    for (name, version) in &req.root_components_to_add {
-        semver::Version::parse(version).map_err(|e| {
-            fail(
-                "INVALID_VERSION",
-                format!(
-                    "component {name}: version {version:?} is not a valid semantic version: {e}"
-                ),
-            )
-        })?;
-        roots.insert(name.clone(), version.clone());
-    }
-    for name in &req.root_components_to_remove {
-        roots.remove(name);
+    let groups = group_roots_after(current, req, group)?;
+    // The device runs the union of every group's roots; each group's version is a
+    // requirement of its own, so two groups naming different versions conflict.
+    let mut roots: BTreeMap<String, String> = BTreeMap::new();
+    let mut wanted_by: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (group_name, members) in &groups {
+        for (name, version) in members {
+            roots.entry(name.clone()).or_insert_with(|| version.clone());
+            wanted_by
+                .entry(name)
+                .or_default()
+                .push((group_name, version));
+        }
     }
 
     // Imported recipes first, then stored versions not imported again.
@@ -369,14 +411,15 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     for names in &root_groups {
         let mut requirements = Vec::new();
         for name in names {
-            let version = &roots[name];
-            let requirement = VersionRange::parse(&format!("={version}"))
-                .map_err(|e| fail("INVALID_VERSION", e.to_string()))?;
-            requirements.push(RootRequirement {
-                name: name.clone(),
-                requirement,
-                origin: group.to_string(),
-            });
+            for (origin, version) in wanted_by.get(name.as_str()).into_iter().flatten() {
+                let requirement = VersionRange::parse(&format!("={version}"))
+                    .map_err(|e| fail("INVALID_VERSION", format!("component {name}: {e}")))?;
+                requirements.push(RootRequirement {
+                    name: name.clone(),
+                    requirement,
+                    origin: origin.to_string(),
+                });
+            }
         }
         let chosen = resolve_versions(&requirements, &stripped).map_err(|e| match e {
             ResolveError::TooManyComponents { .. } => fail("TOO_MANY_COMPONENTS", e.to_string()),
@@ -407,7 +450,10 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         .collect();
 
     // The new set.
-    let mut set = InstalledSet::default();
+    let mut set = InstalledSet {
+        groups,
+        ..Default::default()
+    };
     for (name, recipe) in &recipes {
         let run_with = req
             .run_with
