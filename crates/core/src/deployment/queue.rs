@@ -80,9 +80,22 @@ impl DeploymentQueue {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// Records and queues `request`, returning its id. A request carrying a `deployment_id`
+    /// (a fleet deployment) that is already recorded — queued, running or finished — is not
+    /// queued again: its id comes back, so a job delivered twice runs once. (Finished records
+    /// past [`MAX_FINISHED_RECORDS`] are forgotten; the fleet agent also skips deployments the
+    /// cloud already has a final status for.)
     pub fn enqueue(&self, mut request: DeploymentRequest) -> Result<String> {
         super::validate::check_request(&request)?;
-        if self.pending.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_QUEUED {
+        // Held to the end, so that two deliveries of one id cannot both be queued.
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = &request.deployment_id
+            && self.get(id).is_some()
+        {
+            tracing::info!(deployment = %id, "deployment already received; not queued again");
+            return Ok(id.clone());
+        }
+        if pending.len() >= MAX_QUEUED {
             return Err(CoreError::Conflict(format!(
                 "{MAX_QUEUED} deployments are already queued; wait for them to finish"
             )));
@@ -91,7 +104,7 @@ impl DeploymentQueue {
             request.group_name = Some(LOCAL_DEPLOYMENT_GROUP.to_string());
         }
         let record = DeploymentRecord {
-            deployment_id: new_id(),
+            deployment_id: request.deployment_id.clone().unwrap_or_else(new_id),
             status: DeploymentStatus::Queued,
             created_on: now_ms(),
             detailed_status: None,
@@ -104,10 +117,8 @@ impl DeploymentQueue {
         };
         let id = record.deployment_id.clone();
         self.save(record)?;
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(id.clone());
+        pending.push_back(id.clone());
+        drop(pending);
         self.wake.notify_one();
         Ok(id)
     }
@@ -247,6 +258,60 @@ mod tests {
         assert_eq!(q.list().len(), 2);
         let pending = q.pending.lock().unwrap().clone();
         assert_eq!(pending, VecDeque::from([a]));
+    }
+
+    #[test]
+    fn a_deployment_id_delivered_again_is_not_queued_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DeploymentQueue::open(dir.path().to_path_buf()).unwrap();
+        let fleet = DeploymentRequest {
+            deployment_id: Some("4f1c2d3e-0000-4000-8000-00000000000a".into()),
+            group_name: Some("thinggroup/fleet".into()),
+            ..Default::default()
+        };
+        let id = q.enqueue(fleet.clone()).unwrap();
+        assert_eq!(id, "4f1c2d3e-0000-4000-8000-00000000000a");
+        assert_eq!(q.enqueue(fleet.clone()).unwrap(), id);
+        assert_eq!(q.list().len(), 1);
+        assert_eq!(q.pending.lock().unwrap().len(), 1);
+        // Finished, and after a restart of the core: still the same record, not queued.
+        q.update(&id, |r| r.status = DeploymentStatus::Succeeded)
+            .unwrap();
+        q.pending.lock().unwrap().clear();
+        drop(q);
+        let q = DeploymentQueue::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(q.enqueue(fleet).unwrap(), id);
+        assert_eq!(q.list().len(), 1);
+        assert_eq!(q.get(&id).unwrap().status, DeploymentStatus::Succeeded);
+        assert!(q.pending.lock().unwrap().is_empty());
+        // Local deployments without an id still get a fresh one each time.
+        let a = q.enqueue(DeploymentRequest::default()).unwrap();
+        let b = q.enqueue(DeploymentRequest::default()).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_deployment_id_that_is_no_safe_file_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DeploymentQueue::open(dir.path().to_path_buf()).unwrap();
+        for bad in [
+            "",
+            "../escape",
+            "a/b",
+            ".hidden",
+            &"x".repeat(129),
+            "tab\there",
+        ] {
+            let err = q
+                .enqueue(DeploymentRequest {
+                    deployment_id: Some(bad.to_string()),
+                    ..Default::default()
+                })
+                .unwrap_err();
+            assert!(err.to_string().contains("deploymentId"), "{bad:?}: {err}");
+        }
+        assert!(q.list().is_empty());
+        assert!(!dir.path().join("..").join("escape.json").exists());
     }
 
     #[test]

@@ -10,6 +10,9 @@ use crate::error::{CoreError, Result};
 /// deeper than a component configuration may ([`tree::MAX_CONFIG_DEPTH`]); the error names
 /// the field.
 pub fn check_request(request: &DeploymentRequest) -> Result<()> {
+    if let Some(id) = &request.deployment_id {
+        check_deployment_id(id)?;
+    }
     let names = [
         (
             "rootComponentsToAdd",
@@ -50,6 +53,29 @@ pub fn check_request(request: &DeploymentRequest) -> Result<()> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Longest `deploymentId` accepted (Greengrass ids are 36-character UUIDs).
+pub const MAX_DEPLOYMENT_ID_LEN: usize = 128;
+
+/// A fleet deployment's id names its record file: ASCII letters, digits, `-`, `_`, `.` and
+/// `:`, not starting with `.`, at most [`MAX_DEPLOYMENT_ID_LEN`] characters.
+fn check_deployment_id(id: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if id.is_empty()
+        || id.len() > MAX_DEPLOYMENT_ID_LEN
+        || id.starts_with('.')
+        || !id.chars().all(allowed)
+    {
+        return Err(CoreError::InvalidArgument(format!(
+            "deploymentId {:?}: must be 1 to {MAX_DEPLOYMENT_ID_LEN} characters of letters, \
+             digits, '-', '_', '.' or ':', not starting with '.'",
+            id.chars()
+                .take(MAX_DEPLOYMENT_ID_LEN + 1)
+                .collect::<String>()
+        )));
     }
     Ok(())
 }
