@@ -13,16 +13,40 @@ use lichen_recipe::{Lifecycle, Recipe};
 use serde_json::Value;
 
 use super::installed::{AttemptMarker, Installed, InstalledSet, MAX_ATTEMPTS, OngoingMarker};
-use super::model::{DeploymentRecord, DetailedStatus, FailurePolicy};
+use super::model::{
+    ComponentUpdateAction, DeploymentRecord, DeploymentRequest, DetailedStatus, FailurePolicy,
+};
 use super::planner::{self, Plan, PlanError, PlanInputs, RenderEnv};
 use crate::lifecycle::ComponentSpec;
 use crate::lifecycle::actor::dependency_list;
 use crate::runtime::{Runtime, now_ms};
 
-/// Default time Greengrass gives components to answer a configuration validation.
+/// Default time Greengrass gives components to answer a configuration validation, when the
+/// request's `configuration_validation_timeout_secs` is unset.
 pub const CONFIG_VALIDATION_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default time components may defer an update (Greengrass componentUpdatePolicy).
-pub const COMPONENT_UPDATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait a request may ask for, for validation and for update deferrals alike: a
+/// deployment document cannot hold the queue for longer than a day.
+pub const MAX_POLICY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// How long components may answer a configuration validation, per `request`.
+fn validation_timeout(request: &DeploymentRequest) -> Duration {
+    request
+        .configuration_validation_timeout_secs
+        .map_or(CONFIG_VALIDATION_TIMEOUT, Duration::from_secs)
+        .min(MAX_POLICY_TIMEOUT)
+}
+
+/// How long components may defer the update, or `None` when the request's
+/// `componentUpdatePolicy` skips the notification (no pre- or post-update event).
+fn update_notice_timeout(request: &DeploymentRequest) -> Option<Duration> {
+    let policy = request.component_update_policy;
+    match policy.action {
+        ComponentUpdateAction::SkipNotifyComponents => None,
+        ComponentUpdateAction::NotifyComponents => {
+            Some(Duration::from_secs(policy.timeout_in_seconds).min(MAX_POLICY_TIMEOUT))
+        }
+    }
+}
 
 /// How a deployment ended.
 pub struct Outcome {
@@ -103,7 +127,7 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
                 "waiting for components to validate the new configuration",
             );
             if let Err(reason) = hooks
-                .validate_configuration(id, &proposed, CONFIG_VALIDATION_TIMEOUT)
+                .validate_configuration(id, &proposed, validation_timeout(&record.request))
                 .await
             {
                 staged.discard(rt);
@@ -114,9 +138,11 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
                 );
             }
         }
-        if !plan.changed.is_empty() || !plan.removed.is_empty() {
+        if let Some(timeout) = update_notice_timeout(&record.request)
+            && (!plan.changed.is_empty() || !plan.removed.is_empty())
+        {
             progress(rt, id, "notifying components of the update");
-            hooks.notify_pre_update(id, COMPONENT_UPDATE_TIMEOUT).await;
+            hooks.notify_pre_update(id, timeout).await;
         }
     }
 
@@ -170,7 +196,9 @@ pub(crate) async fn execute(rt: &Arc<Runtime>, record: &DeploymentRecord) -> Out
     if let Err(e) = OngoingMarker::clear(&rt.layout.ongoing_marker()) {
         tracing::error!(error = %e, "could not clear the ongoing-deployment marker");
     }
-    if let Some(hooks) = rt.hooks() {
+    if let Some(hooks) = rt.hooks()
+        && update_notice_timeout(&record.request).is_some()
+    {
         hooks.notify_post_update(id);
     }
     Outcome {
