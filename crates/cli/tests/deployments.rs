@@ -139,7 +139,8 @@ fn deployment_that_killed_the_core_twice_is_failed_not_rerun() {
         });
         if attempts == 2 {
             assert_eq!(last["status"], "FAILED", "{last}");
-            assert_eq!(last["errorTypes"][0], "CORE_CRASH_LOOP", "{last}");
+            assert_eq!(last["errorStack"][1], "CORE_CRASH_LOOP", "{last}");
+            assert_eq!(last["errorTypes"][0], "NUCLEUS_ERROR", "{last}");
             let cause = last["failureCause"].as_str().unwrap();
             assert!(cause.contains("2 times in a row"), "{cause}");
             let info = core.wait_state("com.test.App", "RUNNING", Duration::from_secs(20));
@@ -546,7 +547,7 @@ fn kill_9_during_deployment_is_rolled_back_on_restart() {
     core.spawn();
     let d = core.json(&["deployment", "status", &id]);
     assert_eq!(d["status"], "FAILED", "{d}");
-    assert_eq!(d["errorTypes"][0], "CORE_RESTARTED", "{d}");
+    assert_eq!(d["errorStack"][1], "CORE_RESTARTED", "{d}");
     let info = core.wait_state("com.test.App", "RUNNING", Duration::from_secs(20));
     assert_eq!(info["version"], "1.0.0");
     assert_eq!(info["configuration"]["mode"], "one");
@@ -640,7 +641,7 @@ Manifests:
     for id in &ids {
         let d = core.json(&["deployment", "status", id]);
         if d["status"] == "FAILED" {
-            assert_eq!(d["errorTypes"][0], "CORE_RESTARTED", "{d}");
+            assert_eq!(d["errorStack"][1], "CORE_RESTARTED", "{d}");
         }
     }
 }

@@ -165,10 +165,15 @@ pub struct DeploymentRecord {
     pub created_on: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detailed_status: Option<DetailedStatus>,
+    /// The message naming what failed (Greengrass `deploymentFailureCause`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_cause: Option<String>,
+    /// Error codes, general to specific: `DEPLOYMENT_FAILURE`, then the specific code
+    /// (e.g. `NO_AVAILABLE_COMPONENT_VERSION`), as Greengrass's `errorStack`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_stack: Vec<String>,
+    /// Categories of the failure (`DEPENDENCY_ERROR`, `REQUEST_ERROR`, …), as Greengrass's
+    /// `errorTypes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_types: Vec<String>,
     /// What the deployment could not do although it did not fail, e.g. a built-in service

@@ -17,6 +17,7 @@ use super::model::{
     ComponentUpdateAction, DeploymentRecord, DeploymentRequest, DetailedStatus, FailurePolicy,
 };
 use super::planner::{self, Plan, PlanError, PlanInputs, RenderEnv};
+use super::status;
 use crate::lifecycle::ComponentSpec;
 use crate::lifecycle::actor::dependency_list;
 use crate::runtime::{Runtime, now_ms};
@@ -52,6 +53,8 @@ fn update_notice_timeout(request: &DeploymentRequest) -> Option<Duration> {
 pub struct Outcome {
     pub detailed: DetailedStatus,
     pub cause: Option<String>,
+    /// Greengrass error codes, general to specific (see [`super::status`]).
+    pub error_stack: Vec<String>,
     pub error_types: Vec<String>,
     /// Record `statusDetails`: what did not fail the deployment but is not served.
     pub details: Vec<String>,
@@ -62,6 +65,7 @@ impl Outcome {
         Outcome {
             detailed: DetailedStatus::Successful,
             cause: None,
+            error_stack: Vec::new(),
             error_types: Vec::new(),
             details: Vec::new(),
         }
@@ -70,7 +74,8 @@ impl Outcome {
         Outcome {
             detailed,
             cause: Some(cause),
-            error_types: vec![kind.to_string()],
+            error_stack: status::error_stack(kind),
+            error_types: status::error_types(kind),
             details: Vec::new(),
         }
     }
@@ -647,7 +652,8 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
             r.status = super::model::DeploymentStatus::Failed;
             r.detailed_status = Some(DetailedStatus::FailedRollbackComplete);
             r.failure_cause = Some("the core stopped while this deployment was being applied; the previous state was restored".into());
-            r.error_types = vec!["CORE_RESTARTED".into()];
+            r.error_stack = status::error_stack("CORE_RESTARTED");
+            r.error_types = status::error_types("CORE_RESTARTED");
             r.progress = None;
         });
         OngoingMarker::clear(&marker_path).map_err(|e| e.to_string())?;
@@ -706,9 +712,9 @@ fn fail_crash_looping_deployment(rt: &Runtime) -> Result<(), String> {
         let _ = rt.deployments.update(&marker.deployment_id, |r| {
             r.status = super::model::DeploymentStatus::Failed;
             r.detailed_status = Some(DetailedStatus::FailedNoStateChange);
-            r.error_stack = vec![cause.clone()];
+            r.error_stack = status::error_stack("CORE_CRASH_LOOP");
             r.failure_cause = Some(cause);
-            r.error_types = vec!["CORE_CRASH_LOOP".into()];
+            r.error_types = status::error_types("CORE_CRASH_LOOP");
             r.progress = None;
         });
     }

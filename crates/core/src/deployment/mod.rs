@@ -9,6 +9,7 @@ pub mod model {
 }
 pub mod planner;
 pub mod queue;
+pub mod status;
 pub mod validate;
 
 use std::sync::Arc;
@@ -59,11 +60,7 @@ pub(crate) async fn worker(rt: Arc<Runtime>) {
                 DeploymentStatus::Failed
             };
             r.detailed_status = Some(outcome.detailed);
-            r.error_stack = outcome
-                .cause
-                .iter()
-                .flat_map(|c| c.split("; ").map(str::to_string))
-                .collect();
+            r.error_stack = outcome.error_stack;
             r.failure_cause = outcome.cause;
             r.error_types = outcome.error_types;
             r.status_details = outcome.details;
