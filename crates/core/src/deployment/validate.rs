@@ -13,6 +13,9 @@ pub fn check_request(request: &DeploymentRequest) -> Result<()> {
     if let Some(id) = &request.deployment_id {
         check_deployment_id(id)?;
     }
+    if let Some(group) = &request.group_name {
+        check_group_name(group)?;
+    }
     let names = [
         (
             "rootComponentsToAdd",
@@ -53,6 +56,30 @@ pub fn check_request(request: &DeploymentRequest) -> Result<()> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Longest `groupName` accepted (`thinggroup/` + a 128-character thing group name fits).
+pub const MAX_GROUP_NAME_LEN: usize = 256;
+
+/// A group name keys the installed set's roots and appears in logs and conflict messages:
+/// no control or bidirectional-control characters, at most [`MAX_GROUP_NAME_LEN`] bytes.
+fn check_group_name(group: &str) -> Result<()> {
+    if group.len() > MAX_GROUP_NAME_LEN {
+        return Err(CoreError::InvalidArgument(format!(
+            "groupName: {} bytes; at most {MAX_GROUP_NAME_LEN} are allowed",
+            group.len()
+        )));
+    }
+    if let Some(c) = group
+        .chars()
+        .find(|c| c.is_control())
+        .or_else(|| lichen_recipe::find_bidi_control(group))
+    {
+        return Err(CoreError::InvalidArgument(format!(
+            "groupName {group:?} contains the control character {c:?}"
+        )));
     }
     Ok(())
 }
@@ -115,6 +142,30 @@ mod tests {
         fine.root_components_to_add
             .insert("com.example.Grüße".into(), "1.0.0".into());
         check_request(&fine).unwrap();
+    }
+
+    #[test]
+    fn group_names_with_control_characters_or_too_long_are_refused() {
+        for bad in [
+            "thinggroup/a\nb".to_string(),
+            "thinggroup/\u{202E}x".to_string(),
+            format!("thinggroup/{}", "g".repeat(MAX_GROUP_NAME_LEN)),
+        ] {
+            let req = DeploymentRequest {
+                group_name: Some(bad.clone()),
+                ..Default::default()
+            };
+            let msg = check_request(&req).unwrap_err().to_string();
+            assert!(msg.contains("groupName"), "{bad:?}: {msg}");
+            assert!(!msg.contains('\n') && !msg.contains('\u{202E}'), "{msg}");
+        }
+        for fine in ["thinggroup/Fleet-1", "thing/core-1", "LOCAL_DEPLOYMENT"] {
+            let req = DeploymentRequest {
+                group_name: Some(fine.into()),
+                ..Default::default()
+            };
+            check_request(&req).unwrap();
+        }
     }
 
     #[test]
