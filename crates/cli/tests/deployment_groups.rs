@@ -81,7 +81,7 @@ fn names(core: &TestCore) -> Vec<String> {
 
 #[test]
 fn groups_union_conflicts_name_both_and_a_redelivered_id_runs_once() {
-    let core = TestCore::start();
+    let mut core = TestCore::start();
     let recipes = recipe_dir(
         core.dir.path(),
         "recipes",
@@ -164,6 +164,21 @@ fn groups_union_conflicts_name_both_and_a_redelivered_id_runs_once() {
         json!({"thing/test-thing": {"com.test.B": "1.0.0", "compC": "1.0.0"}}),
         "{installed}"
     );
+
+    // The groups survive a restart: the next deployment to x adds to the thing's roots, and
+    // the one already run is still known by its id.
+    core.stop();
+    core.spawn();
+    assert_eq!(create(&core, &x1), "dep-x-1");
+    let x3 = fleet(
+        "dep-x-3",
+        "thinggroup/x",
+        &[("com.test.A", "1.0.0")],
+        &recipes,
+    );
+    create(&core, &x3);
+    assert_eq!(wait_final(&core, "dep-x-3")["status"], "SUCCEEDED");
+    assert_eq!(names(&core), ["com.test.A", "com.test.B", "compC"]);
 }
 
 const LISTENER: &str = r#"
