@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use service::{Service, ServiceContext, ServiceError};
 pub use services::broker::BrokerService;
-pub use services::cloud::{CloudOptions, CloudService};
+pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
