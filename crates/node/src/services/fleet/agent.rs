@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use lichen_core::{CoreError, CoreHandle};
+use lichen_core::CoreHandle;
 use lichen_model::fleet::{
     DEPLOYMENT_JOBS_NAMESPACE, DEPLOYMENT_SHADOW_NAME, DESIRED_STATUS_CANCELED, FleetConfiguration,
     ShadowDeploymentDesired, ShadowDeploymentReported, fleet_status_topic,
@@ -366,9 +366,7 @@ impl LoopState<'_> {
         {
             if let Some(id) = &f.deployment_id {
                 tracing::info!(job = %current, deployment = %id, "job canceled; canceling its deployment");
-                if let Err(e) = self.agent.core.cancel_deployment(id).await {
-                    tracing::warn!(deployment = %id, error = %e, "deployment not canceled");
-                }
+                cancel(&self.agent.core, id).await;
             }
             return;
         }
@@ -410,9 +408,7 @@ impl LoopState<'_> {
                 && let Some(id) = &f.deployment_id
             {
                 tracing::info!(deployment = %id, "shadow deployment canceled");
-                if let Err(e) = self.agent.core.cancel_deployment(id).await {
-                    tracing::warn!(deployment = %id, error = %e, "deployment not canceled");
-                }
+                cancel(&self.agent.core, id).await;
             }
             self.waiting_shadow = None;
             return;
@@ -619,6 +615,32 @@ fn parse_work(
     }
 }
 
+/// The core deployment made for fleet deployment `fleet_id`, if any. The core keeps each
+/// deployment's request, fleet id included, so this survives restarts without a file of
+/// its own. (The core may give the deployment its own id.)
+fn core_deployment_of(core: &CoreHandle, fleet_id: &str) -> Option<String> {
+    core.list_deployments()
+        .into_iter()
+        .find(|r| {
+            r.request.deployment_id.as_deref() == Some(fleet_id) || r.deployment_id == fleet_id
+        })
+        .map(|r| r.deployment_id)
+}
+
+/// Cancels the core deployment of fleet deployment `fleet_id` (refused once it is applying).
+async fn cancel(core: &CoreHandle, fleet_id: &str) {
+    let Some(id) = core_deployment_of(core, fleet_id) else {
+        tracing::info!(deployment = %fleet_id, "canceled before it reached the core");
+        return;
+    };
+    match core.cancel_deployment(&id).await {
+        Ok(()) => {
+            tracing::info!(deployment = %fleet_id, core_deployment = %id, "deployment canceled")
+        }
+        Err(e) => tracing::warn!(deployment = %fleet_id, error = %e, "deployment not canceled"),
+    }
+}
+
 /// Runs `config` on the core, or finds the earlier run of the same deploymentId, and waits
 /// for its result.
 async fn run_deployment(
@@ -626,33 +648,42 @@ async fn run_deployment(
     config: &FleetConfiguration,
     timeout: Duration,
 ) -> Outcome {
-    let id = config.deployment_id.clone();
-    match core.deployment(&id) {
-        Ok(_) => tracing::info!(deployment = %id, "deployment seen before; waiting for its result"),
-        Err(CoreError::DeploymentNotFound(_)) => {
+    let fleet_id = config.deployment_id.clone();
+    let id = match core_deployment_of(core, &fleet_id) {
+        Some(id) => {
+            tracing::info!(deployment = %fleet_id, core_deployment = %id, "deployment seen before; waiting for its result");
+            id
+        }
+        None => {
             // Fetching recipes and artifacts from the cloud is not built yet: the core
             // resolves the components from its own store.
             let request = match config.to_request(None, None) {
                 Ok(r) => r,
                 Err(e) => return Outcome::failed(e.to_string()),
             };
-            if let Err(e) = core.create_deployment(request).await {
-                return Outcome::failed(format!("deployment {id} refused by the core: {e}"));
+            match core.create_deployment(request).await {
+                Ok(id) => {
+                    tracing::info!(deployment = %fleet_id, core_deployment = %id, "fleet deployment submitted");
+                    id
+                }
+                Err(e) => {
+                    return Outcome::failed(format!(
+                        "deployment {fleet_id} refused by the core: {e}"
+                    ));
+                }
             }
-            tracing::info!(deployment = %id, "fleet deployment submitted");
         }
-        Err(e) => return Outcome::failed(format!("deployment {id}: {e}")),
-    }
+    };
     let deadline = Instant::now() + timeout;
     loop {
         match core.deployment(&id) {
             Ok(record) if record.status.is_final() => return Outcome::of_record(&record),
             Ok(_) => {}
-            Err(e) => return Outcome::failed(format!("deployment {id}: {e}")),
+            Err(e) => return Outcome::failed(format!("deployment {fleet_id}: {e}")),
         }
         if Instant::now() >= deadline {
             return Outcome::failed(format!(
-                "deployment {id} not finished after {} s",
+                "deployment {fleet_id} not finished after {} s",
                 timeout.as_secs()
             ));
         }
