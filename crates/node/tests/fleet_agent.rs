@@ -373,6 +373,39 @@ async fn jobs_and_the_deployment_shadow_run_on_the_core_and_are_reported() {
         }
     }
     node.shutdown().await;
+
+    // After a restart the cloud hands out job-1 again (say the report was lost): the core
+    // finds its earlier deployment of d-1 and reports it, without deploying again.
+    let settings = Settings::load(&dir.path().join("bundle").join("config.yaml")).unwrap();
+    let node = start_node(&root, settings).await;
+    let before = node.handle().list_deployments().len();
+    // Sent after the $next/get of the new connection (older requests may still be queued).
+    loop {
+        let v = next_on(
+            &mut seen,
+            &format!("$aws/things/{THING}/greengrassv2/health/json"),
+        )
+        .await;
+        if v["trigger"] == "RECONNECT" {
+            break;
+        }
+    }
+    service
+        .publish(
+            &format!("{jobs}/$next/{ns}/get/accepted"),
+            execution(
+                "job-1",
+                job_document("d-1", json!({"com.example.Seed": {"version": "1.0.0"}})),
+            ),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let after_restart = final_job_update(&mut seen, &update_1).await;
+    assert_eq!(after_restart["status"], "SUCCEEDED", "{after_restart}");
+    assert_eq!(node.handle().list_deployments().len(), before);
+    fleet_record(&node, "d-1");
+    node.shutdown().await;
 }
 
 async fn wait_final(node: &Node, id: &str) {
