@@ -5,6 +5,7 @@
 //! what is reported.
 
 pub mod agent;
+pub mod fetch;
 pub mod status;
 
 use std::sync::Arc;
