@@ -61,7 +61,7 @@ impl StandInCloud {
     }
 
     /// A bundle as `lichen cloud thing create --out` writes it, for `name`.
-    fn bundle(&self, name: &str, out: &Path) -> Settings {
+    fn bundle(&self, name: &str, out: &Path, api: Option<&str>) -> Settings {
         std::fs::create_dir_all(out).unwrap();
         let ca = LocalCa::load_or_create(&self.dir).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
@@ -84,9 +84,10 @@ impl StandInCloud {
             &config,
             format!(
                 "thingName: {name}\nrootCaPath: ca.pem\ncloud:\n  iotDataEndpoint: {}\n  \
-                 certificateFilePath: thing.cert.pem\n  privateKeyPath: thing.private.key\n  \
-                 apiEndpoint: https://127.0.0.1:1\n",
-                self.broker.addr(ListenerKind::Tls).unwrap()
+                 certificateFilePath: thing.cert.pem\n  privateKeyPath: thing.private.key\n{}",
+                self.broker.addr(ListenerKind::Tls).unwrap(),
+                api.map(|a| format!("  apiEndpoint: {a}\n"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
@@ -188,7 +189,7 @@ fn execution(job_id: &str, document: Value) -> Vec<u8> {
 async fn jobs_and_the_deployment_shadow_run_on_the_core_and_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = StandInCloud::start(&dir.path().join("cloud")).await;
-    let settings = cloud.bundle(THING, &dir.path().join("bundle"));
+    let settings = cloud.bundle(THING, &dir.path().join("bundle"), None);
 
     let jobs = format!("$aws/things/{THING}/jobs");
     let ns = "namespace-aws-gg-deployment";

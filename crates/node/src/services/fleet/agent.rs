@@ -146,6 +146,9 @@ pub struct Agent {
     pub core: CoreHandle,
     pub link: CloudLink,
     pub options: AgentOptions,
+    /// Fetching from the cloud's `apiEndpoint`; without one, components resolve from the
+    /// core's store.
+    pub staging: Option<std::sync::Arc<super::fetch::Staging>>,
 }
 
 impl Agent {
@@ -469,8 +472,9 @@ impl LoopState<'_> {
         let done_tx = self.done_tx.clone();
         let source = work.source.clone();
         let deployment_id = Some(config.deployment_id.clone());
+        let staging = self.agent.staging.clone();
         let task = tokio::spawn(async move {
-            let outcome = run_deployment(&core, &config, timeout).await;
+            let outcome = run_deployment(&core, &config, staging.as_deref(), timeout).await;
             let _ = done_tx
                 .send(Done {
                     source,
@@ -646,6 +650,7 @@ async fn cancel(core: &CoreHandle, fleet_id: &str) {
 async fn run_deployment(
     core: &CoreHandle,
     config: &FleetConfiguration,
+    staging: Option<&super::fetch::Staging>,
     timeout: Duration,
 ) -> Outcome {
     let fleet_id = config.deployment_id.clone();
@@ -655,9 +660,20 @@ async fn run_deployment(
             id
         }
         None => {
-            // Fetching recipes and artifacts from the cloud is not built yet: the core
-            // resolves the components from its own store.
-            let request = match config.to_request(None, None) {
+            let (recipe_dir, artifact_dir) = match staging {
+                Some(staging) => {
+                    let roots = config
+                        .components
+                        .iter()
+                        .map(|(n, c)| (n.as_str(), c.version.as_str()));
+                    if let Err(e) = staging.fetch(roots).await {
+                        return Outcome::failed(e.to_string());
+                    }
+                    (Some(staging.recipe_dir()), Some(staging.dir.clone()))
+                }
+                None => (None, None),
+            };
+            let request = match config.to_request(recipe_dir, artifact_dir) {
                 Ok(r) => r,
                 Err(e) => return Outcome::failed(e.to_string()),
             };

@@ -72,7 +72,8 @@ impl Fetcher {
         if host.is_empty() {
             return Err(bad());
         }
-        let tls = lichen_mqtt_client::tls_config(files).map_err(|e| FetchError::Tls(e.to_string()))?;
+        let tls =
+            lichen_mqtt_client::tls_config(files).map_err(|e| FetchError::Tls(e.to_string()))?;
         Ok(Fetcher {
             tls: Arc::new(tls),
             host,
@@ -217,7 +218,8 @@ impl Fetcher {
                     max,
                 });
             }
-            file.write_all(data).map_err(io(part.display().to_string()))?;
+            file.write_all(data)
+                .map_err(io(part.display().to_string()))?;
             if last_log.elapsed() >= PROGRESS_EVERY {
                 last_log = Instant::now();
                 tracing::info!(artifact = %what, bytes = have, total = ?total, "downloading");
@@ -226,8 +228,11 @@ impl Fetcher {
         file.sync_all().map_err(io(part.display().to_string()))?;
         drop(file);
         if let Some(expected) = sha256_b64 {
-            let actual = sha256_b64_of(&part)?;
-            if actual != expected.trim() {
+            let actual = sha256_of(&part)?;
+            let expected = expected.trim();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(actual);
+            let hex: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+            if expected != b64 && !expected.eq_ignore_ascii_case(&hex) {
                 // A corrupt part must not be resumed.
                 let _ = std::fs::remove_file(&part);
                 return Err(FetchError::DigestMismatch {
@@ -247,12 +252,102 @@ fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// The base64 SHA-256 of a file, as Greengrass recipes write `Digest`.
-pub fn sha256_b64_of(path: &Path) -> Result<String, FetchError> {
+/// The SHA-256 of a file (recipes write it base64, as Greengrass does, or hex).
+pub fn sha256_of(path: &Path) -> Result<[u8; 32], FetchError> {
     let mut file = std::fs::File::open(path).map_err(io(path.display().to_string()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(io(path.display().to_string()))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
+    Ok(hasher.finalize().into())
+}
+
+/// Where a deployment's fetched recipes and artifacts go, and how they are fetched.
+pub struct Staging {
+    pub fetcher: Fetcher,
+    /// `<root>/cloud/fetch`: artifacts under `<name>/<version>/`, recipes under `recipes/`.
+    pub dir: PathBuf,
+}
+
+impl Staging {
+    pub fn recipe_dir(&self) -> PathBuf {
+        self.dir.join("recipes")
+    }
+
+    /// Fetches the recipe of each root component and the artifacts it lists (not `docker:`
+    /// images, which the core pulls itself). Dependencies resolve from the core's store.
+    pub async fn fetch(
+        &self,
+        components: impl Iterator<Item = (&str, &str)>,
+    ) -> Result<(), FetchError> {
+        let recipes = self.recipe_dir();
+        std::fs::create_dir_all(&recipes).map_err(io(recipes.display().to_string()))?;
+        for (name, version) in components {
+            let text = self.fetcher.recipe(name, version).await?;
+            let what = format!("recipe of {name}@{version}");
+            let text = String::from_utf8(text).map_err(|_| FetchError::Request {
+                url: what.clone(),
+                message: "not UTF-8".into(),
+            })?;
+            let recipe =
+                lichen_recipe::parse_recipe(&text, &what).map_err(|e| FetchError::Request {
+                    url: what.clone(),
+                    message: e.to_string(),
+                })?;
+            if recipe.name != name || recipe.version.to_string() != version {
+                return Err(FetchError::Request {
+                    url: what,
+                    message: format!("the cloud sent {}@{}", recipe.name, recipe.version),
+                });
+            }
+            let ext = if text.trim_start().starts_with('{') {
+                "json"
+            } else {
+                "yaml"
+            };
+            let file = recipes.join(format!("{name}-{version}.{ext}"));
+            lichen_sys::atomic::write_atomic(&file, text.as_bytes(), 0o644).map_err(|e| {
+                FetchError::Request {
+                    url: file.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            let mut done = std::collections::BTreeSet::new();
+            for artifact in recipe.manifests.iter().flat_map(|m| m.artifacts.iter()) {
+                if artifact.scheme() == "docker" {
+                    continue;
+                }
+                let Some(file_name) = artifact.file_name() else {
+                    continue;
+                };
+                if !done.insert(file_name.to_string()) {
+                    continue;
+                }
+                if file_name.contains('/') || file_name.starts_with('.') {
+                    return Err(FetchError::Request {
+                        url: artifact.uri.clone(),
+                        message: "artifact file name not usable".into(),
+                    });
+                }
+                let dest = self.dir.join(name).join(version).join(file_name);
+                let path = format!(
+                    "/device/v1/components/{}/versions/{}/artifacts/{}",
+                    encode(name),
+                    encode(version),
+                    encode(file_name)
+                );
+                let what = format!("artifact {} of {name}@{version}", artifact.uri);
+                self.fetcher
+                    .artifact(
+                        &path,
+                        &dest,
+                        MAX_ARTIFACT_BYTES,
+                        artifact.digest.as_deref(),
+                        &what,
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Percent-encodes a path segment (everything but unreserved characters).

@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 
 pub use agent::AgentOptions;
 
+use lichen_mqtt_client::TlsFiles;
+
 use super::cloud::CloudService;
+use super::provisioning::{PROVISIONING_TIMEOUT, ensure_identity};
 use crate::service::{Service, ServiceContext, ServiceError};
 
 struct Running {
@@ -78,10 +81,33 @@ impl Service for FleetService {
             if let Some(interval) = configured_status_interval(ctx) {
                 options.status_interval = interval;
             }
+            let staging = match (&ctx.settings.cloud, &ctx.settings.root_ca_path) {
+                (Some(cloud), Some(ca)) if cloud.api_endpoint.is_some() => {
+                    let api = cloud.api_endpoint.clone().unwrap_or_default();
+                    let identity =
+                        ensure_identity(ctx.layout.root(), &ctx.settings, PROVISIONING_TIMEOUT)
+                            .await
+                            .map_err(|e| ServiceError::new("fleet", e.to_string()))?;
+                    let files = TlsFiles {
+                        ca: ca.clone(),
+                        client_cert: Some(identity.cert_path.clone()),
+                        client_key: Some(identity.key_path.clone()),
+                        server_name: None,
+                    };
+                    let fetcher = fetch::Fetcher::new(&api, &files)
+                        .map_err(|e| ServiceError::new("fleet", e.to_string()))?;
+                    Some(Arc::new(fetch::Staging {
+                        fetcher,
+                        dir: ctx.layout.root().join("cloud").join("fetch"),
+                    }))
+                }
+                _ => None,
+            };
             let agent = agent::Agent {
                 core: ctx.core.clone(),
                 link,
                 options,
+                staging,
             };
             let (stop, stop_rx) = watch::channel(false);
             let task = tokio::spawn(agent.run(stop_rx));
