@@ -437,3 +437,223 @@ fn fleet_record(node: &Node, fleet_id: &str) -> lichen_model::deployment::Deploy
     assert_eq!(found.len(), 1, "one core deployment for {fleet_id}");
     found.into_iter().next().unwrap()
 }
+
+/// A stand-in for the cloud's device HTTPS API: serves fixed bodies by path, honours
+/// `Range: bytes=N-`, and records the ranges asked for.
+struct StandInApi {
+    url: String,
+    ranges: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+async fn start_api(
+    cloud: &StandInCloud,
+    files: std::collections::HashMap<String, Vec<u8>>,
+) -> StandInApi {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca = LocalCa::load_or_create(&cloud.dir).unwrap();
+    let server = ca.issue_server(&["127.0.0.1".to_string()], 30).unwrap();
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(server.cert.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_pkcs8_der.clone())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let files = Arc::new(files);
+    let ranges = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let files = files.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let files = files.clone();
+                        let seen = seen.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let range = req
+                                .headers()
+                                .get(hyper::header::RANGE)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let mut response = hyper::Response::builder();
+                            let body = match (files.get(&path), &range) {
+                                (None, _) => {
+                                    response = response.status(404);
+                                    Vec::new()
+                                }
+                                (Some(body), Some(range)) => {
+                                    seen.lock().unwrap().push((path.clone(), range.clone()));
+                                    let from: usize = range
+                                        .strip_prefix("bytes=")
+                                        .and_then(|r| r.strip_suffix('-'))
+                                        .and_then(|n| n.parse().ok())
+                                        .unwrap_or(0);
+                                    response = response.status(206);
+                                    body[from.min(body.len())..].to_vec()
+                                }
+                                (Some(body), None) => body.clone(),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                response.body(Full::new(Bytes::from(body))).unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    StandInApi { url, ranges }
+}
+
+fn fetched_recipe(name: &str, file: &str, digest: &str) -> String {
+    format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: {name}
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform: {{ os: "*" }}
+    Artifacts:
+      - URI: s3://bucket/{name}/1.0.0/{file}
+        Digest: {digest}
+        Algorithm: SHA-256
+    Lifecycle:
+      Run:
+        Script: test -f {{artifacts:path}}/{file} && exec sleep 300
+"#
+    )
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn a_job_fetches_recipes_and_artifacts_resuming_and_a_tampered_artifact_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = StandInCloud::start(&dir.path().join("cloud")).await;
+    let content = b"#!/bin/sh\necho fetched over https\n".repeat(200);
+    let good = "com.example.Fetched";
+    let bad = "com.example.Tampered";
+    let base = "/device/v1/components";
+    let mut files = std::collections::HashMap::new();
+    files.insert(
+        format!("{base}/{good}/versions/1.0.0/recipe"),
+        fetched_recipe(good, "hello.sh", &sha256_b64(&content)).into_bytes(),
+    );
+    files.insert(
+        format!("{base}/{good}/versions/1.0.0/artifacts/hello.sh"),
+        content.clone(),
+    );
+    // The stored content was changed after the recipe recorded its digest.
+    files.insert(
+        format!("{base}/{bad}/versions/1.0.0/recipe"),
+        fetched_recipe(bad, "tool.sh", &sha256_b64(&content)).into_bytes(),
+    );
+    let mut corrupt = content.clone();
+    corrupt[10] ^= 0xff;
+    files.insert(
+        format!("{base}/{bad}/versions/1.0.0/artifacts/tool.sh"),
+        corrupt,
+    );
+    let api = start_api(&cloud, files).await;
+    let settings = cloud.bundle(THING, &dir.path().join("bundle"), Some(&api.url));
+
+    // Half the artifact is already there from an interrupted download.
+    let root = dir.path().join("root");
+    let staged = root.join("cloud/fetch").join(good).join("1.0.0");
+    std::fs::create_dir_all(&staged).unwrap();
+    let half = content.len() / 2;
+    std::fs::write(staged.join("hello.sh.part"), &content[..half]).unwrap();
+
+    let jobs = format!("$aws/things/{THING}/jobs");
+    let ns = "namespace-aws-gg-deployment";
+    let (service, mut seen) = cloud.client("jobs-service").await;
+    for filter in [
+        format!("{jobs}/+/{ns}/update"),
+        format!("$aws/things/{THING}/greengrassv2/health/json"),
+    ] {
+        service
+            .subscribe_one(&filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let node = start_node(&root, settings).await;
+    next_on(
+        &mut seen,
+        &format!("$aws/things/{THING}/greengrassv2/health/json"),
+    )
+    .await;
+
+    service
+        .publish(
+            &format!("{jobs}/notify-next-{ns}"),
+            execution(
+                "job-f",
+                job_document("d-f", json!({good: {"version": "1.0.0"}})),
+            ),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let done = final_job_update(&mut seen, &format!("{jobs}/job-f/{ns}/update")).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(std::fs::read(staged.join("hello.sh")).unwrap(), content);
+    assert!(!staged.join("hello.sh.part").exists());
+    assert_eq!(
+        *api.ranges.lock().unwrap(),
+        vec![(
+            format!("{base}/{good}/versions/1.0.0/artifacts/hello.sh"),
+            format!("bytes={half}-")
+        )]
+    );
+    assert!(
+        node.handle()
+            .list_components()
+            .iter()
+            .any(|c| c.component_name == good)
+    );
+
+    service
+        .publish(
+            &format!("{jobs}/notify-next-{ns}"),
+            execution(
+                "job-t",
+                job_document("d-t", json!({bad: {"version": "1.0.0"}})),
+            ),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let failed = final_job_update(&mut seen, &format!("{jobs}/job-t/{ns}/update")).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(
+        failed["statusDetails"]["deployment-failure-cause"],
+        format!("artifact s3://bucket/{bad}/1.0.0/tool.sh of {bad}@1.0.0: digest mismatch")
+    );
+    // Nothing corrupt is left to resume from.
+    let bad_dir = root.join("cloud/fetch").join(bad).join("1.0.0");
+    assert!(!bad_dir.join("tool.sh").exists());
+    assert!(!bad_dir.join("tool.sh.part").exists());
+    node.shutdown().await;
+}
