@@ -228,7 +228,14 @@ impl Fetcher {
         file.sync_all().map_err(io(part.display().to_string()))?;
         drop(file);
         if let Some(expected) = sha256_b64 {
-            let actual = sha256_of(&part)?;
+            // Hashing up to 2 GiB must not hold a runtime worker.
+            let hashed = part.clone();
+            let actual = tokio::task::spawn_blocking(move || sha256_of(&hashed))
+                .await
+                .map_err(|e| FetchError::Request {
+                    url: url.clone(),
+                    message: format!("hashing: {e}"),
+                })??;
             let expected = expected.trim();
             let b64 = base64::engine::general_purpose::STANDARD.encode(actual);
             let hex: String = actual.iter().map(|b| format!("{b:02x}")).collect();
