@@ -147,8 +147,8 @@ pub struct Agent {
     pub link: CloudLink,
     pub options: AgentOptions,
     /// Fetching from the cloud's `apiEndpoint`; without one, components resolve from the
-    /// core's store.
-    pub staging: Option<std::sync::Arc<super::fetch::Staging>>,
+    /// core's store; `Err`: why fetching cannot work (each deployment fails with it).
+    pub staging: Result<Option<std::sync::Arc<super::fetch::Staging>>, String>,
 }
 
 impl Agent {
@@ -474,7 +474,10 @@ impl LoopState<'_> {
         let deployment_id = Some(config.deployment_id.clone());
         let staging = self.agent.staging.clone();
         let task = tokio::spawn(async move {
-            let outcome = run_deployment(&core, &config, staging.as_deref(), timeout).await;
+            let outcome = match staging {
+                Ok(staging) => run_deployment(&core, &config, staging.as_deref(), timeout).await,
+                Err(e) => Outcome::failed(format!("fetching from the cloud: {e}")),
+            };
             let _ = done_tx
                 .send(Done {
                     source,

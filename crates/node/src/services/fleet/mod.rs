@@ -67,6 +67,31 @@ fn configured_status_interval(ctx: &ServiceContext) -> Option<Duration> {
     Some(Duration::from_secs(secs.max(60)))
 }
 
+/// How deployments are fetched: from `cloud.apiEndpoint` as the device, or (`None`) not at
+/// all, the components resolving from the core's store.
+async fn staging(ctx: &ServiceContext) -> Result<Option<fetch::Staging>, String> {
+    let (Some(cloud), Some(ca)) = (&ctx.settings.cloud, &ctx.settings.root_ca_path) else {
+        return Ok(None);
+    };
+    let Some(api) = cloud.api_endpoint.clone() else {
+        return Ok(None);
+    };
+    let identity = ensure_identity(ctx.layout.root(), &ctx.settings, PROVISIONING_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let files = TlsFiles {
+        ca: ca.clone(),
+        client_cert: Some(identity.cert_path.clone()),
+        client_key: Some(identity.key_path.clone()),
+        server_name: None,
+    };
+    let fetcher = fetch::Fetcher::new(&api, &files).map_err(|e| e.to_string())?;
+    Ok(Some(fetch::Staging {
+        fetcher,
+        dir: ctx.layout.root().join("cloud").join("fetch"),
+    }))
+}
+
 impl Service for FleetService {
     fn name(&self) -> &str {
         "fleet"
@@ -81,27 +106,13 @@ impl Service for FleetService {
             if let Some(interval) = configured_status_interval(ctx) {
                 options.status_interval = interval;
             }
-            let staging = match (&ctx.settings.cloud, &ctx.settings.root_ca_path) {
-                (Some(cloud), Some(ca)) if cloud.api_endpoint.is_some() => {
-                    let api = cloud.api_endpoint.clone().unwrap_or_default();
-                    let identity =
-                        ensure_identity(ctx.layout.root(), &ctx.settings, PROVISIONING_TIMEOUT)
-                            .await
-                            .map_err(|e| ServiceError::new("fleet", e.to_string()))?;
-                    let files = TlsFiles {
-                        ca: ca.clone(),
-                        client_cert: Some(identity.cert_path.clone()),
-                        client_key: Some(identity.key_path.clone()),
-                        server_name: None,
-                    };
-                    let fetcher = fetch::Fetcher::new(&api, &files)
-                        .map_err(|e| ServiceError::new("fleet", e.to_string()))?;
-                    Some(Arc::new(fetch::Staging {
-                        fetcher,
-                        dir: ctx.layout.root().join("cloud").join("fetch"),
-                    }))
+            // A bad apiEndpoint must not stop the core: its fleet deployments fail with why.
+            let staging = match staging(ctx).await {
+                Ok(s) => Ok(s.map(Arc::new)),
+                Err(e) => {
+                    tracing::error!(error = %e, "fleet deployments cannot fetch from the cloud");
+                    Err(e)
                 }
-                _ => None,
             };
             let agent = agent::Agent {
                 core: ctx.core.clone(),
