@@ -89,18 +89,27 @@ impl Connection {
         let _ = self.state.send(ConnectionState::Closed(error));
     }
 
+    /// Keep alive (`ka`): a PINGREQ goes out when nothing was received for ka/2 or nothing
+    /// was sent for ka (the MQTT rule), and the connection is declared dead when, with a
+    /// PINGREQ outstanding, nothing at all arrived for 1.25 × ka. A half-open connection (the
+    /// peer silent, the socket open) is so detected within 1.25 × ka of the last packet
+    /// received, inside the 1.5 × ka the server itself allows.
     async fn serve(&mut self) -> Result<(), ClientError> {
         let mut last_sent = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
+        let mut last_received = Instant::now();
+        let mut ping_sent = false;
         // Bytes that arrived with the CONNACK.
         if self.process_input(&mut ping_sent).await? {
             last_sent = Instant::now();
         }
         loop {
             let keep_alive = self.limits.keep_alive;
-            let deadline = keep_alive.map(|ka| match ping_sent {
-                Some(at) => at + ka,
-                None => last_sent + ka,
+            let deadline = keep_alive.map(|ka| {
+                if ping_sent {
+                    last_received + ka + ka / 4
+                } else {
+                    (last_received + ka / 2).min(last_sent + ka)
+                }
             });
             let accept_commands = self.session.inflight() < self.limits.window;
             self.read_buf.reserve(READ_CHUNK);
@@ -113,6 +122,7 @@ impl Connection {
                             });
                         }
                         Ok(_) => {
+                            last_received = Instant::now();
                             if self.process_input(&mut ping_sent).await? {
                                 last_sent = Instant::now();
                             }
@@ -136,12 +146,12 @@ impl Connection {
                 }
                 _ = sleep_until_opt(deadline) => {
                     let secs = keep_alive.map_or(0, |d| d.as_secs());
-                    if ping_sent.is_some() {
+                    if ping_sent {
                         return Err(ClientError::KeepAliveTimeout(secs));
                     }
                     self.send(&Packet::PingReq).await?;
                     last_sent = Instant::now();
-                    ping_sent = Some(last_sent);
+                    ping_sent = true;
                 }
             }
         }
@@ -149,10 +159,7 @@ impl Connection {
 
     /// Decodes and handles every whole packet in the buffer. Returns whether anything was
     /// written (which resets the keep alive timer).
-    async fn process_input(
-        &mut self,
-        ping_sent: &mut Option<Instant>,
-    ) -> Result<bool, ClientError> {
+    async fn process_input(&mut self, ping_sent: &mut bool) -> Result<bool, ClientError> {
         let mut wrote = false;
         loop {
             let Some((packet, used)) =
@@ -162,8 +169,9 @@ impl Connection {
                 return Ok(wrote);
             };
             let _ = self.read_buf.split_to(used);
+            // Any packet shows the server alive; PINGRESP only answers the ping.
+            *ping_sent = false;
             if matches!(packet, Packet::PingResp) {
-                *ping_sent = None;
                 continue;
             }
             wrote |= self.packet(packet).await?;

@@ -83,8 +83,11 @@ pub enum ClientError {
         code: u8,
         reason_string: Option<String>,
     },
-    /// No PINGRESP (or any packet) arrived within the keep alive after a PINGREQ.
-    #[error("keep alive timeout: no answer from the server within {0} s of a PINGREQ")]
+    /// Nothing arrived from the server for 1.25 × the keep alive (seconds), a PINGREQ
+    /// outstanding: the connection is half-open or the server is stuck.
+    #[error(
+        "keep alive timeout: nothing from the server for 1.25 × the {0} s keep alive, a PINGREQ unanswered"
+    )]
     KeepAliveTimeout(u64),
     /// The server closed the socket.
     #[error("the server closed the connection{}", awaiting(*in_flight))]

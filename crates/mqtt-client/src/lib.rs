@@ -32,7 +32,7 @@
 //! | packet to the server | the server's Maximum Packet Size ([`ClientError::PacketTooLarge`], the connection stays up) |
 //! | read buffer | one partial packet (≤ `max_packet_size`) + 8 KiB |
 //! | TCP + TLS + CONNACK | `connect_timeout` (default 10 s) |
-//! | waiting for PINGRESP | one keep alive, then [`ClientError::KeepAliveTimeout`] |
+//! | silence from the server | PINGREQ after ½ keep alive without a packet received (or a keep alive without one sent); [`ClientError::KeepAliveTimeout`] at 1.25 × keep alive without any packet: a half-open connection is detected within 1.25 × keep alive |
 //!
 //! Topic aliases are not offered to the server (no Topic Alias Maximum in CONNECT) and not
 //! used towards it. Enhanced authentication (AUTH) is not supported.
@@ -43,8 +43,10 @@ mod error;
 mod options;
 mod session;
 
+pub use bytes::Bytes;
 pub use client::{COMMAND_QUEUE, Client, ConnectInfo, ConnectionState, Incoming};
 pub use error::ClientError;
+pub use lichen_mqtt::topic;
 pub use lichen_mqtt::{
     Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling, SubscriptionOptions,
 };

@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 
 pub use service::{Service, ServiceContext, ServiceError};
 pub use services::broker::BrokerService;
-pub use services::cloud::{CloudOptions, CloudService};
+pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
+pub use services::fleet::{AgentOptions, FleetService};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,8 @@ pub struct NodeOptions {
 pub fn default_services() -> Vec<Arc<dyn Service>> {
     let broker = Arc::new(BrokerService::new());
     let cloud = Arc::new(CloudService::new(Some(broker.clone())));
-    vec![broker, cloud]
+    let fleet = Arc::new(FleetService::new(cloud.clone()));
+    vec![broker, cloud, fleet]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

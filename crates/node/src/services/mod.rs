@@ -2,4 +2,5 @@
 
 pub mod broker;
 pub mod cloud;
+pub mod fleet;
 pub mod provisioning;

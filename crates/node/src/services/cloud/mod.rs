@@ -31,6 +31,9 @@ use super::broker::BrokerService;
 use super::provisioning::{Identity, PROVISIONING_TIMEOUT, ensure_identity};
 use crate::service::{Service, ServiceContext, ServiceError};
 
+mod link;
+pub use link::{CloudLink, LinkError, LinkState, MAX_SUBSCRIPTIONS, SUBSCRIPTION_CAPACITY};
+
 /// Connectivity entries reported at most (interfaces × listeners).
 pub const MAX_CONNECTIVITY_ENTRIES: usize = 64;
 const MAX_ERROR_BYTES: usize = 512;
@@ -70,6 +73,7 @@ pub struct CloudService {
     options: CloudOptions,
     broker: Option<Arc<BrokerService>>,
     status: Arc<Mutex<Option<CloudStatus>>>,
+    link: Mutex<Option<CloudLink>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -84,8 +88,16 @@ impl CloudService {
             options,
             broker,
             status: Arc::new(Mutex::new(None)),
+            link: Mutex::new(None),
             running: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The handle on the cloud connection, once the service started with a `cloud` section
+    /// (`None` before, or without one). Services started after this one may take it in
+    /// their own `start`.
+    pub fn link(&self) -> Option<CloudLink> {
+        self.link.lock().ok().and_then(|l| l.clone())
     }
 
     /// The connection's status, `None` without a `cloud` section.
@@ -126,7 +138,12 @@ impl Service for CloudService {
                 .status
                 .lock()
                 .map_err(|_| ServiceError::new("cloud", "status lock poisoned"))? = Some(status);
+            let handle = CloudLink::new(identity.thing_name.clone());
+            if let Ok(mut l) = self.link.lock() {
+                *l = Some(handle.clone());
+            }
             let link = Link {
+                handle,
                 connect: connect_options(&endpoint, &identity, &ca, &self.options),
                 identity,
                 options: self.options.clone(),
@@ -203,6 +220,7 @@ fn connect_options(
 
 /// The connection loop's state.
 struct Link {
+    handle: CloudLink,
     connect: ConnectOptions,
     identity: Identity,
     options: CloudOptions,
@@ -212,13 +230,27 @@ struct Link {
 
 impl Link {
     fn set(&self, state: CloudConnectionState, error: Option<String>) {
+        let error = error.map(|mut e| {
+            truncate(&mut e, MAX_ERROR_BYTES);
+            e
+        });
         if let Ok(mut guard) = self.status.lock()
             && let Some(s) = guard.as_mut()
         {
             s.state = state;
-            if let Some(mut e) = error {
-                truncate(&mut e, MAX_ERROR_BYTES);
-                s.last_error = Some(e);
+            if let Some(e) = &error {
+                s.last_error = Some(e.clone());
+            }
+        }
+        match state {
+            CloudConnectionState::Connected => self.handle.set_state(LinkState::Connected),
+            _ => {
+                let last_error = error.or_else(|| match &*self.handle.state().borrow() {
+                    LinkState::Disconnected { last_error } => last_error.clone(),
+                    LinkState::Connected => None,
+                });
+                self.handle
+                    .set_state(LinkState::Disconnected { last_error });
             }
         }
     }
@@ -236,12 +268,38 @@ impl Link {
             };
             match attempt {
                 Ok((client, incoming)) => {
-                    // Nothing is subscribed yet; the receiver only has to exist.
-                    drop(incoming);
+                    // Every registered subscription is restored before the link says
+                    // Connected, so users waiting for it find their filters in place.
+                    let router = tokio::spawn(route(self.handle.clone(), incoming));
+                    let restored = tokio::select! {
+                        r = self.handle.attach(&client) => r,
+                        _ = stop.changed() => {
+                            self.handle.detach();
+                            let _ = client.disconnect().await;
+                            return;
+                        }
+                    };
+                    if let Err(e) = restored {
+                        self.handle.detach();
+                        router.abort();
+                        tracing::warn!(error = %e, "cloud subscriptions not restored; reconnecting");
+                        self.set(CloudConnectionState::Error, Some(e.to_string()));
+                        let _ = client.disconnect().await;
+                        let delay = backoff(&self.options, failures);
+                        failures = failures.saturating_add(1);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.changed() => return,
+                        }
+                        continue;
+                    }
                     failures = 0;
                     self.set(CloudConnectionState::Connected, None);
                     tracing::info!(endpoint = %self.connect.addr, thing = %self.identity.thing_name, "connected to the cloud");
-                    match self.connected(&client, &mut stop).await {
+                    let ended = self.connected(&client, &mut stop).await;
+                    self.handle.detach();
+                    router.abort();
+                    match ended {
                         None => {
                             let _ = client.disconnect().await;
                             tracing::info!("disconnected from the cloud");
@@ -310,6 +368,13 @@ impl Link {
         // TLS first: it is what client devices use.
         listeners.sort_by_key(|(tls, _)| !tls);
         connectivity_entries(&listeners, &interface_addresses())
+    }
+}
+
+/// Hands every message of one connection to the link's subscribers.
+async fn route(link: CloudLink, mut incoming: lichen_mqtt_client::Incoming) {
+    while let Some(p) = incoming.recv().await {
+        link.route(p);
     }
 }
 

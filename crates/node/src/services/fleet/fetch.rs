@@ -1,0 +1,371 @@
+//! Fetching a fleet deployment's artifacts over HTTPS from the cloud's `apiEndpoint`, as the
+//! device (mutual TLS with the thing's certificate and key; the server checked against
+//! `rootCaPath`): resumable with `Range` from a partial `<file>.part`, verified against the
+//! recipe's SHA-256 `Digest`, fsynced and renamed into place only when complete.
+//!
+//! Bounds: an artifact at most the size the caller gives (the recipe's, or
+//! [`MAX_ARTIFACT_BYTES`]); a recipe at most [`MAX_RECIPE_BYTES`]; connecting at most
+//! [`CONNECT_TIMEOUT`]; progress logged at most every [`PROGRESS_EVERY`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use lichen_mqtt_client::TlsFiles;
+use rustls::pki_types::ServerName;
+use sha2::{Digest, Sha256};
+
+pub const MAX_ARTIFACT_BYTES: u64 = 2 << 30;
+pub const MAX_RECIPE_BYTES: usize = 1 << 20;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cloud.apiEndpoint {0:?}: must be https://host[:port]")]
+    BadEndpoint(String),
+    #[error("TLS setup for the cloud API: {0}")]
+    Tls(String),
+    #[error("{url}: {message}")]
+    Request { url: String, message: String },
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{what}: {size} bytes is over the bound of {max}")]
+    TooLarge { what: String, size: u64, max: u64 },
+    #[error("{what}: digest mismatch")]
+    DigestMismatch { what: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchError {
+    let context = context.into();
+    move |source| FetchError::Io { context, source }
+}
+
+/// An HTTPS client of the cloud's device API.
+pub struct Fetcher {
+    tls: Arc<rustls::ClientConfig>,
+    host: String,
+    port: u16,
+    endpoint: String,
+}
+
+impl Fetcher {
+    pub fn new(api_endpoint: &str, files: &TlsFiles) -> Result<Fetcher, FetchError> {
+        let bad = || FetchError::BadEndpoint(api_endpoint.to_string());
+        let rest = api_endpoint.strip_prefix("https://").ok_or_else(bad)?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
+            None => (authority.to_string(), 443),
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let tls =
+            lichen_mqtt_client::tls_config(files).map_err(|e| FetchError::Tls(e.to_string()))?;
+        Ok(Fetcher {
+            tls: Arc::new(tls),
+            host,
+            port,
+            endpoint: format!("https://{authority}"),
+        })
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        from: u64,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+        let url = format!("{}{path}", self.endpoint);
+        let fail = |message: String| FetchError::Request {
+            url: url.clone(),
+            message,
+        };
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| fail("connect timed out".into()))?
+        .map_err(|e| fail(format!("connect: {e}")))?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| fail(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut request = hyper::Request::get(path).header(hyper::header::HOST, &self.host);
+        if from > 0 {
+            request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// The recipe of `name@version` as the cloud stores it.
+    pub async fn recipe(&self, name: &str, version: &str) -> Result<Vec<u8>, FetchError> {
+        let path = format!(
+            "/device/v1/components/{}/versions/{}/recipe",
+            encode(name),
+            encode(version)
+        );
+        let url = format!("{}{path}", self.endpoint);
+        let response = self.get(&path, 0).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(FetchError::Status { url, status });
+        }
+        let body = Limited::new(response.into_body(), MAX_RECIPE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Request {
+                url: url.clone(),
+                message: format!("recipe body (at most {MAX_RECIPE_BYTES} bytes): {e}"),
+            })?;
+        Ok(body.to_bytes().to_vec())
+    }
+
+    /// Downloads `path` into `dest`, resuming `dest.part`; `sha256_b64` is the recipe's
+    /// Digest; `what` names the artifact in errors ("artifact <uri> of <name>@<version>").
+    pub async fn artifact(
+        &self,
+        path: &str,
+        dest: &Path,
+        max: u64,
+        sha256_b64: Option<&str>,
+        what: &str,
+    ) -> Result<(), FetchError> {
+        let url = format!("{}{path}", self.endpoint);
+        let part = part_path(dest);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent.display().to_string()))?;
+        }
+        let mut have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let mut response = self.get(path, have).await?;
+        if have > 0 && response.status().as_u16() == 416 {
+            // The part is no prefix of what the cloud has now: start over.
+            std::fs::remove_file(&part).map_err(io(part.display().to_string()))?;
+            have = 0;
+            response = self.get(path, 0).await?;
+        }
+        let status = response.status().as_u16();
+        let append = match status {
+            206 if have > 0 => true,
+            200 => false,
+            _ => return Err(FetchError::Status { url, status }),
+        };
+        if !append {
+            have = 0;
+        }
+        let total = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|len| len + have);
+        if let Some(total) = total
+            && total > max
+        {
+            return Err(FetchError::TooLarge {
+                what: what.to_string(),
+                size: total,
+                max,
+            });
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&part)
+            .map_err(io(part.display().to_string()))?;
+        let mut body = response.into_body();
+        let mut last_log = Instant::now();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| FetchError::Request {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            have += data.len() as u64;
+            if have > max {
+                return Err(FetchError::TooLarge {
+                    what: what.to_string(),
+                    size: have,
+                    max,
+                });
+            }
+            file.write_all(data)
+                .map_err(io(part.display().to_string()))?;
+            if last_log.elapsed() >= PROGRESS_EVERY {
+                last_log = Instant::now();
+                tracing::info!(artifact = %what, bytes = have, total = ?total, "downloading");
+            }
+        }
+        file.sync_all().map_err(io(part.display().to_string()))?;
+        drop(file);
+        if let Some(expected) = sha256_b64 {
+            // Hashing up to 2 GiB must not hold a runtime worker.
+            let hashed = part.clone();
+            let actual = tokio::task::spawn_blocking(move || sha256_of(&hashed))
+                .await
+                .map_err(|e| FetchError::Request {
+                    url: url.clone(),
+                    message: format!("hashing: {e}"),
+                })??;
+            let expected = expected.trim();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(actual);
+            let hex: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+            if expected != b64 && !expected.eq_ignore_ascii_case(&hex) {
+                // A corrupt part must not be resumed.
+                let _ = std::fs::remove_file(&part);
+                return Err(FetchError::DigestMismatch {
+                    what: what.to_string(),
+                });
+            }
+        }
+        std::fs::rename(&part, dest).map_err(io(dest.display().to_string()))?;
+        tracing::info!(artifact = %what, bytes = have, "downloaded");
+        Ok(())
+    }
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// The SHA-256 of a file (recipes write it base64, as Greengrass does, or hex).
+pub fn sha256_of(path: &Path) -> Result<[u8; 32], FetchError> {
+    let mut file = std::fs::File::open(path).map_err(io(path.display().to_string()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io(path.display().to_string()))?;
+    Ok(hasher.finalize().into())
+}
+
+/// Where a deployment's fetched recipes and artifacts go, and how they are fetched.
+pub struct Staging {
+    pub fetcher: Fetcher,
+    /// `<root>/cloud/fetch`: artifacts under `<name>/<version>/`, recipes under `recipes/`.
+    pub dir: PathBuf,
+}
+
+impl Staging {
+    pub fn recipe_dir(&self) -> PathBuf {
+        self.dir.join("recipes")
+    }
+
+    /// Fetches the recipe of each root component and the artifacts it lists (not `docker:`
+    /// images, which the core pulls itself). Dependencies resolve from the core's store.
+    pub async fn fetch(
+        &self,
+        components: impl Iterator<Item = (&str, &str)>,
+    ) -> Result<(), FetchError> {
+        let recipes = self.recipe_dir();
+        std::fs::create_dir_all(&recipes).map_err(io(recipes.display().to_string()))?;
+        for (name, version) in components {
+            let text = self.fetcher.recipe(name, version).await?;
+            let what = format!("recipe of {name}@{version}");
+            let text = String::from_utf8(text).map_err(|_| FetchError::Request {
+                url: what.clone(),
+                message: "not UTF-8".into(),
+            })?;
+            let recipe =
+                lichen_recipe::parse_recipe(&text, &what).map_err(|e| FetchError::Request {
+                    url: what.clone(),
+                    message: e.to_string(),
+                })?;
+            if recipe.name != name || recipe.version.to_string() != version {
+                return Err(FetchError::Request {
+                    url: what,
+                    message: format!("the cloud sent {}@{}", recipe.name, recipe.version),
+                });
+            }
+            let ext = if text.trim_start().starts_with('{') {
+                "json"
+            } else {
+                "yaml"
+            };
+            let file = recipes.join(format!("{name}-{version}.{ext}"));
+            lichen_sys::atomic::write_atomic(&file, text.as_bytes(), 0o644).map_err(|e| {
+                FetchError::Request {
+                    url: file.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            let mut done = std::collections::BTreeSet::new();
+            for artifact in recipe.manifests.iter().flat_map(|m| m.artifacts.iter()) {
+                if artifact.scheme() == "docker" {
+                    continue;
+                }
+                let Some(file_name) = artifact.file_name() else {
+                    continue;
+                };
+                if !done.insert(file_name.to_string()) {
+                    continue;
+                }
+                if file_name.contains('/') || file_name.starts_with('.') {
+                    return Err(FetchError::Request {
+                        url: artifact.uri.clone(),
+                        message: "artifact file name not usable".into(),
+                    });
+                }
+                let dest = self.dir.join(name).join(version).join(file_name);
+                let path = format!(
+                    "/device/v1/components/{}/versions/{}/artifacts/{}",
+                    encode(name),
+                    encode(version),
+                    encode(file_name)
+                );
+                let what = format!("artifact {} of {name}@{version}", artifact.uri);
+                self.fetcher
+                    .artifact(
+                        &path,
+                        &dest,
+                        MAX_ARTIFACT_BYTES,
+                        artifact.digest.as_deref(),
+                        &what,
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Percent-encodes a path segment (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
