@@ -170,18 +170,16 @@ async fn wait_link(link: &CloudLink, connected: bool, within: Duration) -> Durat
     started.elapsed()
 }
 
-#[tokio::test]
-async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscriptions_come_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
-    let Some(m) = mosquitto(dir.path(), &ca) else {
-        return;
-    };
-    let (forward_tx, forward_rx) = watch::channel(true);
-    let endpoint = proxy(m.tls, forward_rx).await;
-
+/// A core (the cloud service alone) whose bundle is a key made here and a certificate from
+/// the CA mosquitto trusts, connecting to `endpoint`.
+async fn core_on(
+    dir: &Path,
+    ca: &LocalCa,
+    endpoint: SocketAddr,
+    keep_alive: Duration,
+) -> (Node, Arc<CloudService>) {
     // The device's bundle: a key made here, a certificate from the CA mosquitto trusts.
-    let bundle = dir.path().join("bundle");
+    let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -203,7 +201,6 @@ async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscription
     )
     .unwrap();
 
-    let keep_alive = Duration::from_secs(2);
     let cloud = Arc::new(CloudService::with_options(
         None,
         CloudOptions {
@@ -216,13 +213,28 @@ async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscription
     let services: Vec<Arc<dyn Service>> = vec![cloud.clone()];
     let node = Node::start(
         NodeOptions {
-            root: dir.path().join("root"),
+            root: dir.join("root"),
             settings: Settings::load(&config).unwrap(),
         },
         services,
     )
     .await
     .unwrap();
+    (node, cloud)
+}
+
+#[tokio::test]
+async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscriptions_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
+    let Some(m) = mosquitto(dir.path(), &ca) else {
+        return;
+    };
+    let (forward_tx, forward_rx) = watch::channel(true);
+    let endpoint = proxy(m.tls, forward_rx).await;
+
+    let keep_alive = Duration::from_secs(2);
+    let (node, cloud) = core_on(dir.path(), &ca, endpoint, keep_alive).await;
     let link = cloud.link().expect("a cloud section gives a link");
     assert_eq!(link.thing_name(), "gw-m");
     wait_link(&link, true, Duration::from_secs(10)).await;
@@ -303,6 +315,131 @@ async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscription
         .unwrap();
     let got = up.recv_timeout(Duration::from_secs(5)).await.unwrap();
     assert_eq!(&*got.topic, "up/3");
+
+    node.shutdown().await;
+    observer.disconnect().await.unwrap();
+}
+
+/// PublishToIoTCore / SubscribeToIoTCore over the IPC socket (the event-stream client a
+/// component uses), in the reference's shapes with the MQTT 5 properties, against mosquitto
+/// over mTLS; `aws.greengrass.ipc.mqttproxy` decides (deny unless allowed).
+#[tokio::test]
+async fn iot_core_ipc_operations_carry_mqtt5_properties_and_are_authorized() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
+    let Some(m) = mosquitto(dir.path(), &ca) else {
+        return;
+    };
+    let (node, cloud) = core_on(dir.path(), &ca, m.tls, Duration::from_secs(30)).await;
+    let link = cloud.link().unwrap();
+    wait_link(&link, true, Duration::from_secs(10)).await;
+
+    let component = "com.example.Telemetry";
+    let handle = node.handle().clone();
+    handle
+        .update_configuration(
+            component,
+            &["accessControl".into()],
+            1,
+            json!({"aws.greengrass.ipc.mqttproxy": {"t:1": {
+                "operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["up/#"]},
+                "t:2": {"operations": ["aws.greengrass#SubscribeToIoTCore"], "resources": ["down/+"]}}}),
+        )
+        .unwrap();
+    let token = handle.component_token(component);
+    let ipc = lichen_ipc::IpcClient::connect(node.ipc().socket_path(), &token)
+        .await
+        .unwrap();
+
+    let (observer, mut up) = Client::connect(ConnectOptions::new(m.tcp.to_string(), "observer"))
+        .await
+        .unwrap();
+    observer
+        .subscribe_one("up/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+
+    // Component → cloud, every property of the request.
+    ipc.call(
+        "PublishToIoTCore",
+        &json!({"topicName": "up/telemetry", "qos": "1", "payload": B64.encode(b"21.5"),
+                "retain": false, "userProperties": [{"key": "unit", "value": "C"}],
+                "messageExpiryIntervalSeconds": 60, "correlationData": B64.encode(b"req-1"),
+                "responseTopic": "down/answers", "payloadFormat": "1", "contentType": "text/plain"}),
+    )
+    .await
+    .unwrap();
+    let got = up.recv_timeout(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(&*got.topic, "up/telemetry");
+    assert_eq!(&got.payload[..], b"21.5");
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    let p = &got.properties;
+    assert_eq!(
+        p.user_properties,
+        vec![("unit".to_string(), "C".to_string())]
+    );
+    assert!(p.message_expiry_interval.is_some_and(|e| e <= 60 && e > 0));
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"req-1"[..]));
+    assert_eq!(p.response_topic.as_deref(), Some("down/answers"));
+    assert_eq!(p.payload_format_indicator, Some(1));
+    assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+
+    // Cloud → component as IoTCoreMessage events.
+    let mut events = ipc
+        .subscribe(
+            "SubscribeToIoTCore",
+            &json!({"topicName": "down/+", "qos": "1"}),
+        )
+        .await
+        .unwrap();
+    let mut msg = lichen_mqtt_client::Message::new("down/answers", "ok", QoS::AtLeastOnce);
+    msg.properties.user_properties = vec![("k".into(), "v".into())];
+    msg.properties.correlation_data = Some(lichen_mqtt_client::Bytes::from_static(b"req-1"));
+    msg.properties.content_type = Some("text/plain".into());
+    observer.publish_message(msg).await.unwrap();
+    let (shape, ev) = tokio::time::timeout(Duration::from_secs(5), events.next_event())
+        .await
+        .expect("event in time")
+        .expect("stream open")
+        .expect("an event");
+    assert_eq!(shape, "aws.greengrass#IoTCoreMessage");
+    let m2 = &ev["message"];
+    assert_eq!(m2["topicName"], "down/answers");
+    assert_eq!(B64.decode(m2["payload"].as_str().unwrap()).unwrap(), b"ok");
+    assert_eq!(m2["userProperties"], json!([{"key": "k", "value": "v"}]));
+    assert_eq!(
+        B64.decode(m2["correlationData"].as_str().unwrap()).unwrap(),
+        b"req-1"
+    );
+    assert_eq!(m2["contentType"], "text/plain");
+
+    // Deny unless allowed: another topic, another operation's resource.
+    for (op, body) in [
+        (
+            "PublishToIoTCore",
+            json!({"topicName": "elsewhere", "qos": "0", "payload": ""}),
+        ),
+        (
+            "SubscribeToIoTCore",
+            json!({"topicName": "up/#", "qos": "0"}),
+        ),
+    ] {
+        let e = ipc.call(op, &body).await.unwrap_err();
+        assert_eq!(e.shape(), Some("UnauthorizedError"), "{op}: {e}");
+    }
+    // Bad input names the field.
+    let e = ipc
+        .call(
+            "PublishToIoTCore",
+            &json!({"topicName": "up/x", "qos": "2"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("qos"), "{e}");
 
     node.shutdown().await;
     observer.disconnect().await.unwrap();

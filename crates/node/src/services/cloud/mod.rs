@@ -31,7 +31,9 @@ use super::broker::BrokerService;
 use super::provisioning::{Identity, PROVISIONING_TIMEOUT, ensure_identity};
 use crate::service::{Service, ServiceContext, ServiceError};
 
+mod ipc;
 mod link;
+pub use ipc::event as iot_core_event;
 pub use link::{CloudLink, LinkError, LinkState, MAX_SUBSCRIPTIONS, SUBSCRIPTION_CAPACITY};
 
 /// Connectivity entries reported at most (interfaces × listeners).
@@ -73,7 +75,8 @@ pub struct CloudService {
     options: CloudOptions,
     broker: Option<Arc<BrokerService>>,
     status: Arc<Mutex<Option<CloudStatus>>>,
-    link: Mutex<Option<CloudLink>>,
+    /// Shared with the IoT Core IPC operations, registered before the link exists.
+    link: Arc<Mutex<Option<CloudLink>>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -88,7 +91,7 @@ impl CloudService {
             options,
             broker,
             status: Arc::new(Mutex::new(None)),
-            link: Mutex::new(None),
+            link: Arc::new(Mutex::new(None)),
             running: tokio::sync::Mutex::new(None),
         }
     }
@@ -160,6 +163,10 @@ impl Service for CloudService {
 
     fn control_service(&self) -> Option<ControlService> {
         Some(ControlService::Cloud)
+    }
+
+    fn ipc_operations(&self) -> Vec<lichen_ipc::Operation> {
+        ipc::operations(self.link.clone())
     }
 
     fn control<'a>(
