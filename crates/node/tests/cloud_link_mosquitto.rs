@@ -277,6 +277,12 @@ async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscription
     );
     assert_eq!(*link.state().borrow(), LinkState::Connected);
 
+    // The status the control channel serves counts the registration.
+    let status = cloud.status().unwrap();
+    assert_eq!(status.subscriptions, 1);
+    assert_eq!(status.messages_dropped, 0);
+    assert!(status.spool.is_none(), "no spool yet");
+
     // Half-open: the proxy stops forwarding, sockets stay open.
     forward_tx.send_replace(false);
     let took = wait_link(&link, false, Duration::from_secs(10)).await;
@@ -291,6 +297,14 @@ async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscription
         }
         other => panic!("{other:?}"),
     }
+    let status = cloud.status().unwrap();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("keep alive")),
+        "{status:?}"
+    );
     let e = link
         .publish("up/2", "while down", QoS::AtLeastOnce)
         .await

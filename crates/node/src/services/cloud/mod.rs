@@ -105,7 +105,12 @@ impl CloudService {
 
     /// The connection's status, `None` without a `cloud` section.
     pub fn status(&self) -> Option<CloudStatus> {
-        self.status.lock().ok().and_then(|s| s.clone())
+        let mut status = self.status.lock().ok().and_then(|s| s.clone())?;
+        if let Some(link) = self.link() {
+            status.subscriptions = link.subscriptions() as u64;
+            status.messages_dropped = link.dropped();
+        }
+        Some(status)
     }
 }
 
@@ -136,6 +141,9 @@ impl Service for CloudService {
                 state: CloudConnectionState::Connecting,
                 last_error: None,
                 provisioned: identity.provisioned,
+                subscriptions: 0,
+                messages_dropped: 0,
+                spool: None,
             };
             *self
                 .status
