@@ -13,7 +13,8 @@
 //! [`CloudOptions::backoff_cap`] (60 s), each wait drawn uniformly from its upper half;
 //! addresses re-checked every [`CloudOptions::connectivity_interval`] (10 s); at most
 //! [`MAX_CONNECTIVITY_ENTRIES`] entries reported; the last error kept is at most 512 bytes.
-//! Issue 11 (spool, offline boot) builds on this loop.
+//! [`CloudLink`] (link.rs) is the handle on the connection other code uses; ipc.rs serves
+//! PublishToIoTCore / SubscribeToIoTCore over it. Issue 11 (spool, offline boot) builds on this loop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
