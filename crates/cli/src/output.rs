@@ -146,6 +146,19 @@ pub fn core_status(s: &lichen_core::control::CoreStatus) {
             if let Some(e) = &c.last_error {
                 println!("Cloud error:   {e}");
             }
+            println!(
+                "Cloud subs:    {} (messages dropped at full subscribers: {})",
+                c.subscriptions, c.messages_dropped
+            );
+            match &c.spool {
+                None => println!("Cloud spool:   none (QoS 1 publishes fail while disconnected)"),
+                Some(sp) => println!(
+                    "Cloud spool:   {} messages, {} queued, {} dropped",
+                    sp.depth,
+                    human_bytes(sp.bytes),
+                    sp.dropped
+                ),
+            }
         }
     }
     match &s.disk {

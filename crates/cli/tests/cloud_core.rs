@@ -52,6 +52,10 @@ fn a_bundle_starts_a_core_that_connects_and_shows_online_until_its_certificate_i
         (c["state"] == "connected").then_some(c)
     });
     assert_eq!(status["thingName"], "gw-bundle", "{status}");
+    // The link's counters are part of the status; no spool is built in yet.
+    assert_eq!(status["subscriptions"], 0, "{status}");
+    assert_eq!(status["messagesDropped"], 0, "{status}");
+    assert!(status.get("spool").is_none(), "{status}");
     assert_eq!(
         status["endpoint"], cloud.ready["iotDataEndpoint"],
         "{status}"

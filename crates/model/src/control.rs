@@ -263,6 +263,27 @@ pub struct CloudStatus {
     /// Whether the identity came from fleet provisioning by claim.
     #[serde(default)]
     pub provisioned: bool,
+    /// Subscriptions registered on the link (restored after every reconnect).
+    #[serde(default)]
+    pub subscriptions: u64,
+    /// Messages from the cloud dropped because a subscriber's bounded receiver was full.
+    #[serde(default)]
+    pub messages_dropped: u64,
+    /// The disk spool's depth and drops; `None` while the link has no spool (QoS 1
+    /// publishes then fail while disconnected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<CloudSpoolStatus>,
+}
+
+/// The cloud link's spool, as `lichen core status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudSpoolStatus {
+    /// Messages stored and not yet acknowledged by the cloud.
+    pub depth: u64,
+    pub bytes: u64,
+    /// Messages dropped or refused because the spool was full.
+    pub dropped: u64,
 }
 
 /// Free space on the filesystem holding the core's root.
@@ -656,6 +677,13 @@ mod tests {
                     state: CloudConnectionState::Error,
                     last_error: Some("refused".into()),
                     provisioned: true,
+                    subscriptions: 3,
+                    messages_dropped: 1,
+                    spool: Some(CloudSpoolStatus {
+                        depth: 10,
+                        bytes: 5120,
+                        dropped: 2,
+                    }),
                 }),
             ),
         ];

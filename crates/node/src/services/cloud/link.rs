@@ -120,6 +120,15 @@ impl CloudLink {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// Subscriptions registered now (receivers still held).
+    pub fn subscriptions(&self) -> usize {
+        self.shared
+            .registrations
+            .lock()
+            .map(|r| r.iter().filter(|r| !r.tx.is_closed()).count())
+            .unwrap_or(0)
+    }
+
     fn client(&self) -> Option<Client> {
         self.shared.client.lock().ok().and_then(|c| c.clone())
     }

@@ -13,7 +13,8 @@
 //! [`CloudOptions::backoff_cap`] (60 s), each wait drawn uniformly from its upper half;
 //! addresses re-checked every [`CloudOptions::connectivity_interval`] (10 s); at most
 //! [`MAX_CONNECTIVITY_ENTRIES`] entries reported; the last error kept is at most 512 bytes.
-//! Issue 11 (spool, offline boot) builds on this loop.
+//! [`CloudLink`] (link.rs) is the handle on the connection other code uses; ipc.rs serves
+//! PublishToIoTCore / SubscribeToIoTCore over it. Issue 11 (spool, offline boot) builds on this loop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,9 @@ use super::broker::BrokerService;
 use super::provisioning::{Identity, PROVISIONING_TIMEOUT, ensure_identity};
 use crate::service::{Service, ServiceContext, ServiceError};
 
+mod ipc;
 mod link;
+pub use ipc::event as iot_core_event;
 pub use link::{CloudLink, LinkError, LinkState, MAX_SUBSCRIPTIONS, SUBSCRIPTION_CAPACITY};
 
 /// Connectivity entries reported at most (interfaces × listeners).
@@ -73,7 +76,8 @@ pub struct CloudService {
     options: CloudOptions,
     broker: Option<Arc<BrokerService>>,
     status: Arc<Mutex<Option<CloudStatus>>>,
-    link: Mutex<Option<CloudLink>>,
+    /// Shared with the IoT Core IPC operations, registered before the link exists.
+    link: Arc<Mutex<Option<CloudLink>>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -88,7 +92,7 @@ impl CloudService {
             options,
             broker,
             status: Arc::new(Mutex::new(None)),
-            link: Mutex::new(None),
+            link: Arc::new(Mutex::new(None)),
             running: tokio::sync::Mutex::new(None),
         }
     }
@@ -102,7 +106,12 @@ impl CloudService {
 
     /// The connection's status, `None` without a `cloud` section.
     pub fn status(&self) -> Option<CloudStatus> {
-        self.status.lock().ok().and_then(|s| s.clone())
+        let mut status = self.status.lock().ok().and_then(|s| s.clone())?;
+        if let Some(link) = self.link() {
+            status.subscriptions = link.subscriptions() as u64;
+            status.messages_dropped = link.dropped();
+        }
+        Some(status)
     }
 }
 
@@ -133,6 +142,9 @@ impl Service for CloudService {
                 state: CloudConnectionState::Connecting,
                 last_error: None,
                 provisioned: identity.provisioned,
+                subscriptions: 0,
+                messages_dropped: 0,
+                spool: None,
             };
             *self
                 .status
@@ -160,6 +172,10 @@ impl Service for CloudService {
 
     fn control_service(&self) -> Option<ControlService> {
         Some(ControlService::Cloud)
+    }
+
+    fn ipc_operations(&self) -> Vec<lichen_ipc::Operation> {
+        ipc::operations(self.link.clone())
     }
 
     fn control<'a>(
