@@ -520,6 +520,7 @@ impl Log for DiskLog {
         let mut cursor = cursor.max(self.floor);
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut warned = false;
         let start_key = self
             .segments
             .range(..=cursor)
@@ -557,12 +558,16 @@ impl Log for DiskLog {
                         }
                     }
                     _ => {
-                        tracing::warn!(
-                            segment = key,
-                            offset,
-                            "unreadable spool record; skipping the rest of the segment"
-                        );
-                        break;
+                        // Corrupt bytes (open counted them): resync on the next valid record.
+                        if !warned {
+                            tracing::warn!(
+                                segment = key,
+                                offset,
+                                "unreadable spool record; skipping to the next valid one"
+                            );
+                            warned = true;
+                        }
+                        offset += 1;
                     }
                 }
             }

@@ -117,6 +117,12 @@ impl SpoolConfig {
     }
 
     fn check(&self) -> Result<(), SpoolError> {
+        if self.dir.is_none() {
+            return Ok(()); // memory mode has no segments
+        }
+        if self.dir.is_none() {
+            return Ok(()); // memory mode has no segments
+        }
         if self.segment_bytes < 4096 {
             return Err(SpoolError::BadConfig(format!(
                 "segment_bytes {} is below 4096",
