@@ -38,11 +38,14 @@ fn config(dir: &std::path::Path, fsync: FsyncPolicy, max_bytes: u64) -> SpoolCon
     c
 }
 
-/// Durable appends from `threads` threads for `duration`; returns appends per second.
+/// Durable appends from `threads` threads for `duration`; each thread is `window`
+/// publishers: it appends `window` records, then waits until the last is durable (as an
+/// async publisher awaiting its QoS 1 acks would). Returns appends per second.
 fn durable_rate(
     dir: &std::path::Path,
     fsync: FsyncPolicy,
     threads: usize,
+    window: u64,
     duration: Duration,
 ) -> f64 {
     let _ = std::fs::remove_dir_all(dir);
@@ -55,8 +58,12 @@ fn durable_rate(
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while start.elapsed() < duration {
-                    spool.append_durable(record(n)).expect("append");
-                    n += 1;
+                    let mut last = 0;
+                    for _ in 0..window {
+                        last = spool.append(record(n)).expect("append");
+                        n += 1;
+                    }
+                    spool.wait_durable(last).expect("wait durable");
                 }
                 done.fetch_add(n, Ordering::Relaxed);
             })
@@ -87,17 +94,27 @@ fn main() {
     let group = FsyncPolicy::GroupCommit {
         max_delay: Duration::from_millis(10),
     };
-    let group_rate = durable_rate(&base.join("group"), group, threads, Duration::from_secs(5));
     let always_rate = durable_rate(
         &base.join("always"),
         FsyncPolicy::Always,
         threads,
+        1,
         Duration::from_secs(5),
     );
-    println!(
-        "durable appends/s: group commit {group_rate:.0}, fsync per append {always_rate:.0}, ratio {:.1}x",
-        group_rate / always_rate
-    );
+    for window in [1, 16, 64] {
+        let group_rate = durable_rate(
+            &base.join("group"),
+            group,
+            threads,
+            window,
+            Duration::from_secs(5),
+        );
+        println!(
+            "durable appends/s, {} waiting publishers: group commit {group_rate:.0}, fsync per append {always_rate:.0}, ratio {:.1}x",
+            threads as u64 * window,
+            group_rate / always_rate
+        );
+    }
 
     // RSS: empty spool (after a warm-up append/drain) vs SPOOL_MB spooled, then drain.
     let dir = base.join("rss");
