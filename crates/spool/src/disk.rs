@@ -309,6 +309,15 @@ impl DiskLog {
                     return Ok(());
                 }
             }
+            // The QoS 0 records left may all be in the active segment: seal it and try it.
+            let active = self.active_first;
+            if self.segments.get(&active).is_some_and(|s| s.unacked > 0) {
+                self.rotate()?;
+                self.drop_qos0_in(active)?;
+                if self.total_bytes + need <= self.max_bytes {
+                    return Ok(());
+                }
+            }
         }
         self.rejected += 1;
         Err(SpoolError::Full {

@@ -243,6 +243,12 @@ pub struct Spool {
     flusher: Option<std::thread::JoinHandle<()>>,
 }
 
+// The cloud link and the stream manager share one spool between threads.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Spool>();
+};
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves counters, not torn data: keep going.
     m.lock().unwrap_or_else(|p| p.into_inner())

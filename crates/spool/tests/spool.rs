@@ -362,3 +362,34 @@ fn memory_mode_round_trip_with_out_of_order_acks() {
     assert!(!seqs.contains(&0) && !seqs.contains(&49) && !seqs.contains(&11));
     assert_eq!(spool.stats().depth_records, 45);
 }
+
+#[test]
+fn drop_oldest_qos0_reaches_qos0_records_in_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = full_config(Some(dir.path()), WhenFull::DropOldestQos0);
+    cfg.segment_bytes = 8192; // two segments fill the spool
+    let spool = Spool::open(cfg).unwrap();
+    // QoS 1 fills the first segment, QoS 0 the active one.
+    let mut qos1 = Vec::new();
+    while spool.stats().segments < 2 {
+        qos1.push(spool.append(rec("a", 0, 1, 200)).unwrap());
+    }
+    let mut n = 0;
+    while spool.stats().dropped_qos0 == 0 {
+        spool.append(rec("a", n, 0, 200)).unwrap();
+        n += 1;
+        assert!(
+            n < 1000,
+            "QoS 0 records were never dropped: {:?}",
+            spool.stats()
+        );
+    }
+    let left = read_all(&spool);
+    for seq in qos1 {
+        assert!(
+            left.iter().any(|e| e.seq == seq),
+            "QoS 1 record {seq} was dropped"
+        );
+    }
+    assert!(spool.stats().depth_bytes <= 16 * 1024);
+}
