@@ -366,7 +366,9 @@ impl DiskLog {
         atomic::write_atomic(&path, &kept, atomic::PRIVATE)?;
         if let Some(s) = self.segments.get_mut(&key) {
             self.total_bytes = self.total_bytes - s.size + kept.len() as u64;
-            self.unacked -= s.unacked - kept_count;
+            self.unacked = self
+                .unacked
+                .saturating_sub(s.unacked.saturating_sub(kept_count));
             s.size = kept.len() as u64;
             s.unacked = kept_count;
         }
