@@ -328,6 +328,47 @@ macro_rules! impl_backend {
                     )
                 }))
             }
+            fn current_deployment(
+                &self,
+                target: &DeploymentTarget,
+            ) -> impl Future<Output = Result<Option<FleetDeployment>>> + Send {
+                let target = target.clone();
+                self.run(op(move |tx| {
+                    Box::pin(async move { fleet::current_deployment(tx, &target).await })
+                }))
+            }
+            fn create_fleet_deployment(
+                &self,
+                write: &FleetDeploymentWrite,
+            ) -> impl Future<Output = Result<Vec<String>>> + Send {
+                let write = write.clone();
+                self.run(op(move |tx| {
+                    Box::pin(fleet::create_fleet_deployment(tx, write))
+                }))
+            }
+            fn cancel_job_and_executions(
+                &self,
+                job_id: &str,
+                now_secs: i64,
+            ) -> impl Future<Output = Result<Vec<String>>> + Send {
+                let job_id = job_id.to_owned();
+                self.run(op(move |tx| {
+                    Box::pin(async move { fleet::cancel_job(tx, &job_id, now_secs).await })
+                }))
+            }
+            fn cancel_job_execution(
+                &self,
+                job_id: &str,
+                thing: &str,
+                now_secs: i64,
+            ) -> impl Future<Output = Result<bool>> + Send {
+                let (job_id, thing) = (job_id.to_owned(), thing.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(
+                        async move { fleet::cancel_execution(tx, &job_id, &thing, now_secs).await },
+                    )
+                }))
+            }
             fn get_shadow(
                 &self,
                 thing: &str,

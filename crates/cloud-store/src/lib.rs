@@ -213,6 +213,33 @@ pub trait Backend: Send + Sync {
         version: &str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
+    /// The target's current deployment, if any.
+    fn current_deployment(
+        &self,
+        target: &DeploymentTarget,
+    ) -> impl Future<Output = Result<Option<FleetDeployment>>> + Send;
+    /// One transaction: cancels `write.cancel_job` (job and its non-terminal executions),
+    /// creates the job and its executions, writes the shadow, and replaces the target's
+    /// deployment. VersionConflict when the target's deployment is no longer
+    /// `write.replaces`. Returns the things whose jobs or shadow changed (to notify).
+    fn create_fleet_deployment(
+        &self,
+        write: &FleetDeploymentWrite,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Job CANCELED and its QUEUED/IN_PROGRESS executions CANCELED; returns those things.
+    fn cancel_job_and_executions(
+        &self,
+        job_id: &str,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// One thing's QUEUED/IN_PROGRESS execution of a job CANCELED; whether there was one.
+    fn cancel_job_execution(
+        &self,
+        job_id: &str,
+        thing: &str,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     // ---- shadows ----
     /// `name` is `""` for the classic shadow.
     fn get_shadow(

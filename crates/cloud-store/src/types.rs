@@ -187,6 +187,23 @@ pub struct FleetDeployment {
     pub created_at: String,
 }
 
+/// Everything one fleet deployment writes, for [`crate::Backend::create_fleet_deployment`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetDeploymentWrite {
+    pub deployment: FleetDeployment,
+    /// The target's deployment id this one replaces, as read before (None: none).
+    pub replaces: Option<String>,
+    /// The replaced deployment's job, to cancel (group targets).
+    pub cancel_job: Option<String>,
+    /// The new job (group targets) and one execution per member.
+    pub job: Option<Job>,
+    pub executions: Vec<JobExecution>,
+    /// The deployment shadow to write and the version expected (thing targets).
+    pub shadow: Option<(ShadowRecord, Option<i64>)>,
+    /// Unix seconds, for the canceled executions' `last_updated_at`.
+    pub now_secs: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {

@@ -3,6 +3,7 @@
 
 pub(crate) mod certs;
 pub(crate) mod components;
+pub(crate) mod fleet;
 pub(crate) mod jobs;
 pub(crate) mod registry;
 pub(crate) mod shadows;
