@@ -62,6 +62,25 @@ impl DeviceEndpoint for EndpointHooks {
             }
         })
     }
+
+    fn jobs_changed<'a>(&'a self, thing: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.0.read().await.as_ref() {
+                handle.notify_jobs(thing).await;
+            }
+        })
+    }
+
+    /// The endpoint has no shadow push yet (`EndpointHandle::shadow_updated` is the endpoint
+    /// helper's): the device reads its deployment shadow when it (re)connects and subscribes
+    /// to its delta; its jobs are notified as usual.
+    fn shadow_changed<'a>(&'a self, thing: &'a str, _shadow_name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.0.read().await.as_ref() {
+                handle.notify_jobs(thing).await;
+            }
+        })
+    }
 }
 
 /// The one place the device endpoint (`lichen-cloud-endpoint`: mTLS MQTT, shadows, jobs,
