@@ -243,7 +243,19 @@ fn fleet_components(req: &CreateDeployment) -> ApiResult<BTreeMap<String, FleetC
     }
     let mut out = BTreeMap::new();
     for (name, spec) in &req.components {
-        check(validate::name("components", name).map_err(|e| format!("components: {e}")))?;
+        // Component names are the component store's (`com.example.Name`): no path or
+        // control characters, at most 128 bytes.
+        if name.is_empty()
+            || name.len() > 128
+            || name
+                .chars()
+                .any(|ch| ch.is_control() || ch == '/' || ch == '\\')
+        {
+            return Err(ApiError::invalid(
+                "components",
+                format!("{name:?} is not a component name"),
+            ));
+        }
         if spec.component_version.is_empty() || spec.component_version.len() > 64 {
             return Err(ApiError::invalid(
                 &format!("components.{name}.componentVersion"),
