@@ -227,8 +227,9 @@ impl<B: Backend + 'static> EndpointHandle<B> {
         n
     }
 
-    /// Publishes `jobs/notify` and `jobs/notify-next` to `thing` (call after queueing
-    /// executions for it).
+    /// Publishes `jobs/notify` and `jobs/notify-next` to `thing` for its un-namespaced jobs,
+    /// and `notify[-next]-namespace-N` for each jobs namespace N of its executions (call after
+    /// queueing, canceling or removing executions for it).
     pub async fn notify_jobs(&self, thing: &str) {
         jobs::notify(&self.inner, thing).await;
     }

@@ -1,0 +1,129 @@
+//! The endpoint's side of fleet deployments, with paho-mqtt over mTLS on SQLite and
+//! PostgreSQL: namespaced jobs notifications (`notify-namespace-N`, `notify-next-namespace-N`)
+//! next to the plain ones, and shadow updates made by the control plane reaching the device.
+
+mod common;
+
+use common::*;
+use lichen_cloud_store::{Backend, Job, JobExecution, JobExecutionStatus, JobStatus};
+use serde_json::{Value, json};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn queue_job(cloud: &Cloud, id: &str, thing: &str, namespace: Option<&str>) {
+    cloud
+        .store
+        .create_job(&Job {
+            id: id.into(),
+            document: json!({"job": id}),
+            status: JobStatus::InProgress,
+            targets: vec![thing.into()],
+            namespace: namespace.map(str::to_string),
+            created_at: "2026-12-02T00:00:00Z".into(),
+            updated_at: "2026-12-02T00:00:00Z".into(),
+        })
+        .await
+        .unwrap();
+    cloud
+        .store
+        .put_job_execution(
+            &JobExecution {
+                job_id: id.into(),
+                thing: thing.into(),
+                status: JobExecutionStatus::Queued,
+                status_details: Default::default(),
+                version_number: 1,
+                execution_number: 1,
+                queued_at: now(),
+                started_at: None,
+                last_updated_at: now(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+fn payload(ev: &Value) -> Value {
+    serde_json::from_str(ev["payload"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+async fn namespaced_notify(db: Db) {
+    let py = need!(python(), "python venv with paho-mqtt");
+    let cloud = need!(Cloud::start(db).await, "PostgreSQL (initdb)");
+    let creds = cloud.device("gg-1").await;
+    let mut dev = cloud.agent(&py, "5", "gg-1", &creds);
+    assert_eq!(dev.expect("connack", |_| true).await["rc"], 0);
+    let ns = "aws-gg-deployment";
+    for f in [
+        format!("$aws/things/gg-1/jobs/notify-namespace-{ns}"),
+        format!("$aws/things/gg-1/jobs/notify-next-namespace-{ns}"),
+        "$aws/things/gg-1/jobs/notify".to_string(),
+        "$aws/things/gg-1/jobs/notify-next".to_string(),
+    ] {
+        assert_eq!(dev.subscribe(&f, 1).await, vec![1], "{f}");
+    }
+    queue_job(&cloud, "fleet-1", "gg-1", Some(ns)).await;
+    queue_job(&cloud, "plain-1", "gg-1", None).await;
+    cloud.endpoint.notify_jobs("gg-1").await;
+
+    // Published in this order: the plain pair, then each namespace's pair.
+    let plain = dev
+        .expect("message", |v| {
+            v["topic"] == "$aws/things/gg-1/jobs/notify-next"
+        })
+        .await;
+    assert_eq!(payload(&plain)["execution"]["jobId"], "plain-1");
+
+    let notify_ns = dev
+        .expect("message", |v| {
+            v["topic"] == format!("$aws/things/gg-1/jobs/notify-namespace-{ns}")
+        })
+        .await;
+    let p = payload(&notify_ns);
+    let queued: Vec<&str> = p["jobs"]["QUEUED"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|j| j["jobId"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(queued, vec!["fleet-1"], "namespaced notify: {p}");
+    let next_ns = dev
+        .expect("message", |v| {
+            v["topic"] == format!("$aws/things/gg-1/jobs/notify-next-namespace-{ns}")
+        })
+        .await;
+    let p = payload(&next_ns);
+    assert_eq!(p["execution"]["jobId"], "fleet-1", "{p}");
+    assert_eq!(p["execution"]["jobDocument"], json!({"job": "fleet-1"}));
+    // The namespaced job ends: its namespace hears that nothing is pending there.
+    let mut done = cloud
+        .store
+        .get_job_execution("fleet-1", "gg-1")
+        .await
+        .unwrap()
+        .unwrap();
+    done.status = JobExecutionStatus::Canceled;
+    done.version_number += 1;
+    cloud.store.put_job_execution(&done, Some(1)).await.unwrap();
+    cloud.endpoint.notify_jobs("gg-1").await;
+    let empty = dev
+        .expect("message", |v| {
+            v["topic"] == format!("$aws/things/gg-1/jobs/notify-next-namespace-{ns}")
+        })
+        .await;
+    assert!(
+        payload(&empty).get("execution").is_none_or(Value::is_null),
+        "{:?}",
+        payload(&empty)
+    );
+    dev.quit().await;
+    cloud.endpoint.shutdown().await;
+}
+both!(
+    namespaced_jobs_are_notified_on_their_own_topics,
+    namespaced_notify
+);
