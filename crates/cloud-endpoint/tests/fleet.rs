@@ -127,3 +127,88 @@ both!(
     namespaced_jobs_are_notified_on_their_own_topics,
     namespaced_notify
 );
+
+async fn control_plane_shadow(db: Db) {
+    let py = need!(python(), "python venv with paho-mqtt");
+    let cloud = need!(Cloud::start(db).await, "PostgreSQL (initdb)");
+    let creds = cloud.device("gg-2").await;
+    let mut dev = cloud.agent(&py, "5", "gg-2", &creds);
+    assert_eq!(dev.expect("connack", |_| true).await["rc"], 0);
+    let base = "$aws/things/gg-2/shadow/name/AWSManagedGreengrassV2Deployment/update";
+    assert_eq!(dev.subscribe(&format!("{base}/+"), 1).await, vec![1]);
+    let shadow = "AWSManagedGreengrassV2Deployment";
+    // The device reports first, as a core does.
+    dev.publish(base, r#"{"state":{"reported":{"fleet":"old"}}}"#, 1)
+        .await;
+    dev.expect("message", |v| v["topic"] == format!("{base}/accepted"))
+        .await;
+    dev.expect("message", |v| v["topic"] == format!("{base}/documents"))
+        .await;
+    // The control plane sets desired: the device sees accepted, documents and delta.
+    cloud
+        .endpoint
+        .update_shadow(
+            "gg-2",
+            shadow,
+            &json!({"state": {"desired": {"fleet": "new"}}, "clientToken": "cloud"}),
+        )
+        .await
+        .expect("accepted");
+    let docs = dev
+        .expect("message", |v| v["topic"] == format!("{base}/documents"))
+        .await;
+    let d = payload(&docs);
+    assert_eq!(d["previous"]["state"]["reported"]["fleet"], "old", "{d}");
+    assert_eq!(d["current"]["state"]["desired"]["fleet"], "new", "{d}");
+    let delta = dev
+        .expect("message", |v| v["topic"] == format!("{base}/delta"))
+        .await;
+    let d = payload(&delta);
+    assert_eq!(d["state"], json!({"fleet": "new"}), "{d}");
+    assert_eq!(d["version"], 2);
+    // A stale version is rejected to the caller and to the device.
+    let err = cloud
+        .endpoint
+        .update_shadow(
+            "gg-2",
+            shadow,
+            &json!({"state": {"desired": {"fleet": "x"}}, "version": 1}),
+        )
+        .await
+        .expect_err("stale version");
+    assert_eq!(err["code"], 409, "{err}");
+    dev.expect("message", |v| v["topic"] == format!("{base}/rejected"))
+        .await;
+
+    // Written to the store directly: shadow_updated publishes the whole delta.
+    let mut rec = cloud
+        .store
+        .get_shadow("gg-2", shadow)
+        .await
+        .unwrap()
+        .unwrap();
+    let old_version = rec.version;
+    rec.document["state"]["desired"]["fleet"] = json!("direct");
+    rec.document["version"] = json!(old_version + 1);
+    rec.version = old_version + 1;
+    cloud
+        .store
+        .put_shadow(&rec, Some(old_version))
+        .await
+        .unwrap();
+    assert!(cloud.endpoint.shadow_updated("gg-2", shadow).await);
+    let delta = dev
+        .expect("message", |v| v["topic"] == format!("{base}/delta"))
+        .await;
+    let d = payload(&delta);
+    assert_eq!(d["state"], json!({"fleet": "direct"}), "{d}");
+    assert_eq!(d["version"], json!(old_version + 1));
+    // Nothing to say for a shadow that does not exist.
+    assert!(!cloud.endpoint.shadow_updated("gg-2", "nope").await);
+    dev.quit().await;
+    cloud.endpoint.shutdown().await;
+}
+both!(
+    control_plane_shadow_updates_reach_the_device,
+    control_plane_shadow
+);
