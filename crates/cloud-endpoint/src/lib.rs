@@ -60,6 +60,7 @@
 mod authz;
 pub mod connectivity;
 mod events;
+pub mod fleet_status;
 mod gate;
 mod jobs;
 mod provisioning;

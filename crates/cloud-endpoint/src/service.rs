@@ -80,6 +80,12 @@ async fn handle<B: Backend>(inner: &Inner<B>, m: InboundPublish) {
         }
         return;
     }
+    if let Some(thing) = thing
+        && topic == lichen_model::fleet::fleet_status_topic(thing)
+    {
+        crate::fleet_status::ingest(inner, thing, &m.payload).await;
+        return;
+    }
     match ReservedTopic::parse(topic) {
         Ok(ReservedTopic::Shadow(t)) if t.reply.is_none() && Some(t.thing.as_str()) == thing => {
             let _ = crate::shadow::handle(inner, &t, &m.payload).await;

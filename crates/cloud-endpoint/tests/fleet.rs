@@ -212,3 +212,79 @@ both!(
     control_plane_shadow_updates_reach_the_device,
     control_plane_shadow
 );
+
+async fn fleet_status(db: Db) {
+    let py = need!(python(), "python venv with paho-mqtt");
+    let cloud = need!(Cloud::start(db).await, "PostgreSQL (initdb)");
+    let creds = cloud.device("gg-3").await;
+    let mut dev = cloud.agent(&py, "5", "gg-3", &creds);
+    assert_eq!(dev.expect("connack", |_| true).await["rc"], 0);
+    let topic = "$aws/things/gg-3/greengrassv2/health/json";
+    // Connecting alone marks it seen.
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = cloud.store.get_device_status("gg-3").await.unwrap();
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let seen = seen.expect("last seen after connect");
+    assert_eq!((seen.sequence, seen.message.is_none()), (0, true));
+    // Junk is dropped, the connection lives on.
+    dev.publish(topic, "{not json", 1).await;
+    let status = json!({
+        "ggcVersion": "2.12.0", "platform": "linux", "architecture": "amd64", "thing": "gg-3",
+        "overallDeviceStatus": "UNHEALTHY", "sequenceNumber": 7, "timestamp": 1_796_000_000_000u64,
+        "messageType": "COMPLETE", "trigger": "THING_GROUP_DEPLOYMENT",
+        "components": [{"componentName": "com.example.Hello", "version": "1.0.0",
+            "fleetConfigArns": [], "statusDetails": {"errorCodes": ["COMPONENT_BROKEN"]},
+            "isRoot": true, "state": "BROKEN"}],
+        "deploymentInformation": {"status": "FAILED",
+            "fleetConfigurationArnForStatus": "arn:lichen:greengrass:::configuration:thinggroup/line-1:3",
+            "statusDetails": {"detailedStatus": "FAILED_ROLLBACK_COMPLETE",
+                "failureCause": "com.example.Hello is broken"}}
+    });
+    dev.publish(topic, &status.to_string(), 1).await;
+    let mut got = None;
+    for _ in 0..50 {
+        let s = cloud
+            .store
+            .get_device_status("gg-3")
+            .await
+            .unwrap()
+            .unwrap();
+        if s.sequence == 1 {
+            got = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = got.expect("fleet status stored");
+    assert_eq!(got.message.as_ref(), Some(&status));
+    assert!(got.received_at.is_some());
+    assert!(got.last_seen >= seen.last_seen);
+    // Another thing cannot speak for it.
+    let other = cloud.device("gg-4").await;
+    let mut o = cloud.agent(&py, "5", "gg-4", &other);
+    assert_eq!(o.expect("connack", |_| true).await["rc"], 0);
+    let mut forged = status.clone();
+    forged["overallDeviceStatus"] = json!("HEALTHY");
+    o.publish(topic, &forged.to_string(), 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let still = cloud
+        .store
+        .get_device_status("gg-3")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.sequence, 1);
+    assert_eq!(still.message.as_ref(), Some(&status));
+    o.quit().await;
+    dev.quit().await;
+    cloud.endpoint.shutdown().await;
+}
+both!(
+    fleet_status_messages_are_stored_for_their_own_thing,
+    fleet_status
+);

@@ -6,6 +6,7 @@ pub(crate) mod components;
 pub(crate) mod jobs;
 pub(crate) mod registry;
 pub(crate) mod shadows;
+pub(crate) mod status;
 
 use std::time::SystemTime;
 
