@@ -142,6 +142,43 @@ macro_rules! impl_backend {
                     Box::pin(async move { registry::get_presence(tx, &thing).await })
                 }))
             }
+            fn record_fleet_status(
+                &self,
+                thing: &str,
+                message: &serde_json::Value,
+                at: &str,
+            ) -> impl Future<Output = Result<DeviceStatus>> + Send {
+                let (thing, message, at) = (thing.to_owned(), message.clone(), at.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(status::record_fleet_status(tx, thing, message, at))
+                }))
+            }
+            fn touch_device(
+                &self,
+                thing: &str,
+                at: &str,
+            ) -> impl Future<Output = Result<()>> + Send {
+                let (thing, at) = (thing.to_owned(), at.to_owned());
+                self.run(op(move |tx| Box::pin(status::touch_device(tx, thing, at))))
+            }
+            fn get_device_status(
+                &self,
+                thing: &str,
+            ) -> impl Future<Output = Result<Option<DeviceStatus>>> + Send {
+                let thing = thing.to_owned();
+                self.run(op(move |tx| {
+                    Box::pin(async move { status::get_device_status(tx, &thing).await })
+                }))
+            }
+            fn list_device_statuses(
+                &self,
+                page: &Page,
+            ) -> impl Future<Output = Result<Vec<DeviceStatus>>> + Send {
+                let page = page.clone();
+                self.run(op(move |tx| {
+                    Box::pin(status::list_device_statuses(tx, page))
+                }))
+            }
             fn put_certificate(
                 &self,
                 cert: &CertificateRecord,

@@ -120,6 +120,26 @@ pub trait Backend: Send + Sync {
     fn set_presence(&self, presence: &Presence) -> impl Future<Output = Result<()>> + Send;
     fn get_presence(&self, thing: &str) -> impl Future<Output = Result<Option<Presence>>> + Send;
 
+    // ---- device status ----
+    /// Stores a thing's fleet status message (≤ [`MAX_FLEET_STATUS_BYTES`] of JSON) as its
+    /// last, counts it, and marks the thing seen at `at`.
+    fn record_fleet_status(
+        &self,
+        thing: &str,
+        message: &serde_json::Value,
+        at: &str,
+    ) -> impl Future<Output = Result<DeviceStatus>> + Send;
+    /// Marks a thing seen at `at` (connect, disconnect, any message).
+    fn touch_device(&self, thing: &str, at: &str) -> impl Future<Output = Result<()>> + Send;
+    fn get_device_status(
+        &self,
+        thing: &str,
+    ) -> impl Future<Output = Result<Option<DeviceStatus>>> + Send;
+    fn list_device_statuses(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<DeviceStatus>>> + Send;
+
     // ---- certificates ----
     fn put_certificate(&self, cert: &CertificateRecord) -> impl Future<Output = Result<()>> + Send;
     /// By fingerprint (lowercase hex sha256 of the DER).

@@ -75,6 +75,24 @@ pub struct Presence {
     pub at: String,
 }
 
+/// The longest fleet status message stored (its JSON text); Greengrass's own are far smaller
+/// (one entry per component).
+pub const MAX_FLEET_STATUS_BYTES: usize = 256 * 1024;
+
+/// What the cloud last heard from a thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    pub thing: String,
+    /// The last fleet status message, as the thing sent it (`None` before its first).
+    pub message: Option<serde_json::Value>,
+    pub received_at: Option<String>,
+    /// How many fleet status messages were stored.
+    pub sequence: i64,
+    /// Its last connect, disconnect or message.
+    pub last_seen: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CertificateStatus {

@@ -71,13 +71,12 @@ impl DeviceEndpoint for EndpointHooks {
         })
     }
 
-    /// The endpoint has no shadow push yet (`EndpointHandle::shadow_updated` is the endpoint
-    /// helper's): the device reads its deployment shadow when it (re)connects and subscribes
-    /// to its delta; its jobs are notified as usual.
-    fn shadow_changed<'a>(&'a self, thing: &'a str, _shadow_name: &'a str) -> BoxFuture<'a, ()> {
+    /// Publishes the shadow's delta to the device (it also re-reads the shadow when it
+    /// connects).
+    fn shadow_changed<'a>(&'a self, thing: &'a str, shadow_name: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Some(handle) = self.0.read().await.as_ref() {
-                handle.notify_jobs(thing).await;
+                handle.shadow_updated(thing, shadow_name).await;
             }
         })
     }

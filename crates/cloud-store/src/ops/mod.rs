@@ -7,6 +7,7 @@ pub(crate) mod fleet;
 pub(crate) mod jobs;
 pub(crate) mod registry;
 pub(crate) mod shadows;
+pub(crate) mod status;
 
 use std::time::SystemTime;
 
