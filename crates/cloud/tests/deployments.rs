@@ -380,3 +380,67 @@ async fn bad_deployments_store_nothing(c: &Cloud) {
         .await;
 }
 on_both_backends!(bad_deployments_store_nothing);
+
+/// The transaction refuses a write whose view of the target is stale, and leaves nothing.
+async fn stale_writes_leave_nothing(c: &Cloud) {
+    use lichen_cloud_store::{
+        DeploymentTarget, FleetDeployment, FleetDeploymentWrite, Job, JobStatus,
+    };
+    thing(c, "s-1").await;
+    let write = FleetDeploymentWrite {
+        deployment: FleetDeployment {
+            id: "dep-stale".into(),
+            target: DeploymentTarget::Thing("s-1".into()),
+            components: Default::default(),
+            document: json!({}),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+        },
+        replaces: Some("someone-else".into()),
+        cancel_job: None,
+        job: Some(Job {
+            id: "job-stale".into(),
+            document: json!({}),
+            status: JobStatus::InProgress,
+            targets: vec!["s-1".into()],
+            namespace: Some("aws-gg-deployment".into()),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+        }),
+        executions: vec![],
+        shadow: None,
+        now_secs: 0,
+    };
+    assert!(matches!(
+        c.store.create_fleet_deployment(&write).await,
+        Err(lichen_cloud_store::StoreError::VersionConflict { .. })
+    ));
+    assert!(c.store.get_job("job-stale").await.is_err());
+    // A failure after the job was written (an execution for a thing that does not exist)
+    // rolls the job back too.
+    let mut write = write;
+    write.replaces = None;
+    write.executions = vec![lichen_cloud_store::JobExecution {
+        job_id: "job-stale".into(),
+        thing: "no-such-thing".into(),
+        status: JobExecutionStatus::Queued,
+        status_details: Default::default(),
+        version_number: 1,
+        execution_number: 1,
+        queued_at: 0,
+        started_at: None,
+        last_updated_at: 0,
+    }];
+    assert!(matches!(
+        c.store.create_fleet_deployment(&write).await,
+        Err(lichen_cloud_store::StoreError::NotFound { .. })
+    ));
+    assert!(c.store.get_job("job-stale").await.is_err());
+    assert!(
+        c.store
+            .list_deployments(&Page::first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+on_both_backends!(stale_writes_leave_nothing);
