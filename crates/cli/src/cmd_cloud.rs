@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::Global;
 use crate::cmd_cloud_certs::{CertCommand, ClaimCommand, TemplateCommand, TokenCommand};
 use crate::cmd_cloud_component::ComponentCommand;
+use crate::cmd_cloud_deployment::DeploymentCommand;
 use crate::cmd_cloud_registry::{GroupCommand, ThingCommand};
 
 /// Run a lichen cloud, or manage one: things, groups, certificates, provisioning templates,
@@ -101,6 +102,11 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: ComponentCommand,
     },
+    /// Fleet deployments to thing groups and things: create, list, describe, status, cancel.
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
 }
 
 /// Run a lichen cloud in the foreground (the HTTPS API and the device endpoint) on --data
@@ -158,6 +164,9 @@ pub fn run(global: &Global, args: CloudArgs) -> anyhow::Result<ExitCode> {
         }
         CloudCommand::Component { command } => {
             crate::cmd_cloud_component::component(global, &args.conn, command)
+        }
+        CloudCommand::Deployment { command } => {
+            crate::cmd_cloud_deployment::deployment(global, &args.conn, command)
         }
     }
 }

@@ -29,6 +29,10 @@ impl Presence {
                 if let Err(e) = inner.store.set_presence(&p).await {
                     tracing::warn!(thing = %p.thing, error = %e, "presence not stored");
                 }
+                // last_seen follows every connect and disconnect.
+                if let Err(e) = inner.store.touch_device(&p.thing, &p.at).await {
+                    tracing::warn!(thing = %p.thing, error = %e, "last seen not stored");
+                }
             }
         });
         Arc::new(Presence {

@@ -78,21 +78,63 @@ fn internal(message: &str) -> JobsError {
     JobsError::new(JobsErrorCode::InternalError, message, None)
 }
 
-/// The thing's pending (QUEUED or IN_PROGRESS) executions.
-async fn pending<B: Backend>(inner: &Inner<B>, thing: &str) -> Result<Vec<Execution>, JobsError> {
+/// A job's jobs namespace (`None` for an un-namespaced job or one that is gone).
+async fn namespace_of<B: Backend>(
+    inner: &Inner<B>,
+    job_id: &str,
+) -> Result<Option<String>, JobsError> {
+    match inner.store.get_job(job_id).await {
+        Ok(j) => Ok(j.namespace),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => {
+            tracing::error!(job = %job_id, error = %e, "job unreadable");
+            Err(internal("Internal service failure"))
+        }
+    }
+}
+
+/// The thing's executions with one of `statuses` (all when empty) whose job is in
+/// `namespace` (`None`: un-namespaced jobs), each with that namespace. Bounded by one page.
+async fn executions_in<B: Backend>(
+    inner: &Inner<B>,
+    thing: &str,
+    statuses: &[StoreStatus],
+    namespace: Option<Option<&str>>,
+) -> Result<Vec<(Execution, Option<String>)>, JobsError> {
     let list = inner
         .store
-        .list_job_executions_for_thing(
-            thing,
-            &[StoreStatus::Queued, StoreStatus::InProgress],
-            &Page::first(MAX_PAGE),
-        )
+        .list_job_executions_for_thing(thing, statuses, &Page::first(MAX_PAGE))
         .await
         .map_err(|e| {
             tracing::error!(%thing, error = %e, "job executions unreadable");
             internal("Internal service failure")
         })?;
-    Ok(list.iter().map(to_iot).collect())
+    let mut out = Vec::with_capacity(list.len());
+    for e in &list {
+        let ns = namespace_of(inner, &e.job_id).await?;
+        if namespace.is_none_or(|want| want == ns.as_deref()) {
+            out.push((to_iot(e), ns));
+        }
+    }
+    Ok(out)
+}
+
+/// The thing's pending (QUEUED or IN_PROGRESS) executions: a namespaced request
+/// (`$next/namespace-N/get`) sees only namespace N's jobs, a plain one sees all (AWS has no
+/// namespaced get-pending or start-next, so those must reach every job).
+async fn pending<B: Backend>(
+    inner: &Inner<B>,
+    thing: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<Execution>, JobsError> {
+    let list = executions_in(
+        inner,
+        thing,
+        &[StoreStatus::Queued, StoreStatus::InProgress],
+        namespace.map(Some),
+    )
+    .await?;
+    Ok(list.into_iter().map(|(e, _)| e).collect())
 }
 
 /// A job's document (`None` when the job is gone).
@@ -111,8 +153,9 @@ async fn document<B: Backend>(inner: &Inner<B>, job_id: &str) -> Result<Option<V
 async fn next<B: Backend>(
     inner: &Inner<B>,
     thing: &str,
+    namespace: Option<&str>,
 ) -> Result<Option<(Execution, Value)>, JobsError> {
-    let all = pending(inner, thing).await?;
+    let all = pending(inner, thing, namespace).await?;
     let Some(n) = jobs::next_pending(&all).cloned() else {
         return Ok(None);
     };
@@ -189,18 +232,19 @@ async fn run<B: Backend>(
     payload: &[u8],
     now: u64,
 ) -> Result<Answer, JobsError> {
+    let namespace = topic.namespace.as_deref();
     match &topic.request {
         JobsRequest::GetPending => {
-            let all = pending(inner, thing).await?;
+            let all = pending(inner, thing, namespace).await?;
             jobs::get_pending(&all, payload, now).map(Answer::Accepted)
         }
         JobsRequest::DescribeNext => {
-            let n = next(inner, thing).await?;
+            let n = next(inner, thing, namespace).await?;
             jobs::describe(n.as_ref().map(|(e, d)| (e, d)), true, "$next", payload, now)
                 .map(Answer::Accepted)
         }
         JobsRequest::StartNext => {
-            let n = next(inner, thing).await?;
+            let n = next(inner, thing, namespace).await?;
             let out = jobs::start_next(n.as_ref().map(|(e, d)| (e, d)), payload, now)?;
             if let (Some(changed), Some((old, _))) = (&out.changed, &n)
                 && !store_execution(inner, changed, old.version_number).await?
@@ -246,29 +290,47 @@ async fn run<B: Backend>(
     }
 }
 
-/// Publishes `jobs/notify` and `jobs/notify-next` for `thing`.
+/// Publishes `jobs/notify` and `jobs/notify-next` for `thing`: the plain topics for its
+/// un-namespaced jobs, and `notify-namespace-N` / `notify-next-namespace-N` for every
+/// namespace N one of its executions (any status, so a finished or canceled one's namespace
+/// still hears that nothing is pending) belongs to.
 pub async fn notify<B: Backend>(inner: &Inner<B>, thing: &str) {
     let now = now_secs();
-    let all = match pending(inner, thing).await {
+    let all = match executions_in(inner, thing, &[], None).await {
         Ok(a) => a,
         Err(_) => return,
     };
-    let notify_topic = JobsTopic::request(thing, JobsRequest::Notify).to_string();
-    inner.reply(&notify_topic, &jobs::notify_payload(&all, now));
-    let next = match jobs::next_pending(&all) {
-        Some(n) => {
-            let doc = document(inner, &n.job_id)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(Value::Null);
-            Some((n.clone(), doc))
-        }
-        None => None,
-    };
-    let topic = JobsTopic::request(thing, JobsRequest::NotifyNext).to_string();
-    inner.reply(
-        &topic,
-        &jobs::notify_next_payload(next.as_ref().map(|(e, d)| (e, d)), now),
-    );
+    let mut namespaces: std::collections::BTreeSet<Option<String>> =
+        all.iter().map(|(_, ns)| ns.clone()).collect();
+    namespaces.insert(None);
+    for namespace in namespaces {
+        let pending: Vec<Execution> = all
+            .iter()
+            .filter(|(e, ns)| *ns == namespace && !e.status.is_terminal())
+            .map(|(e, _)| e.clone())
+            .collect();
+        let topic_for = |request| JobsTopic {
+            namespace: namespace.clone(),
+            ..JobsTopic::request(thing, request)
+        };
+        inner.reply(
+            &topic_for(JobsRequest::Notify).to_string(),
+            &jobs::notify_payload(&pending, now),
+        );
+        let next = match jobs::next_pending(&pending) {
+            Some(n) => {
+                let doc = document(inner, &n.job_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Value::Null);
+                Some((n.clone(), doc))
+            }
+            None => None,
+        };
+        inner.reply(
+            &topic_for(JobsRequest::NotifyNext).to_string(),
+            &jobs::notify_next_payload(next.as_ref().map(|(e, d)| (e, d)), now),
+        );
+    }
 }

@@ -60,6 +60,7 @@
 mod authz;
 pub mod connectivity;
 mod events;
+pub mod fleet_status;
 mod gate;
 mod jobs;
 mod provisioning;
@@ -227,10 +228,43 @@ impl<B: Backend + 'static> EndpointHandle<B> {
         n
     }
 
-    /// Publishes `jobs/notify` and `jobs/notify-next` to `thing` (call after queueing
-    /// executions for it).
+    /// Publishes `jobs/notify` and `jobs/notify-next` to `thing` for its un-namespaced jobs,
+    /// and `notify[-next]-namespace-N` for each jobs namespace N of its executions (call after
+    /// queueing, canceling or removing executions for it).
     pub async fn notify_jobs(&self, thing: &str) {
         jobs::notify(&self.inner, thing).await;
+    }
+
+    /// Applies a shadow update request (the body a device would publish on `…/update`) for
+    /// the control plane, exactly as a device-initiated one: stored with the same optimistic
+    /// version check, and `update/accepted`, `update/documents` and `update/delta` published
+    /// to the device. `Err` carries AWS's rejection payload (`code`, `message`).
+    pub async fn update_shadow(
+        &self,
+        thing: &str,
+        shadow_name: &str,
+        request: &serde_json::Value,
+    ) -> Result<(), serde_json::Value> {
+        let topic = lichen_iot::topic::ShadowTopic {
+            thing: thing.to_string(),
+            shadow: (!shadow_name.is_empty()).then(|| shadow_name.to_string()),
+            op: lichen_iot::topic::ShadowOp::Update,
+            reply: None,
+        };
+        shadow::handle(&self.inner, &topic, request.to_string().as_bytes()).await
+    }
+
+    /// After a shadow's desired state was written to the store directly: publishes its
+    /// `update/delta` (the whole desired-vs-reported difference). Returns whether there was
+    /// one. Prefer [`Self::update_shadow`], which also publishes `documents` and `accepted`.
+    pub async fn shadow_updated(&self, thing: &str, shadow_name: &str) -> bool {
+        match shadow::publish_delta(&self.inner, thing, shadow_name).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::error!(%thing, shadow = %shadow_name, error = %e, "shadow unreadable; delta not published");
+                false
+            }
+        }
     }
 
     /// Presence updates dropped because their queue was full.

@@ -80,9 +80,15 @@ async fn handle<B: Backend>(inner: &Inner<B>, m: InboundPublish) {
         }
         return;
     }
+    if let Some(thing) = thing
+        && topic == lichen_model::fleet::fleet_status_topic(thing)
+    {
+        crate::fleet_status::ingest(inner, thing, &m.payload).await;
+        return;
+    }
     match ReservedTopic::parse(topic) {
         Ok(ReservedTopic::Shadow(t)) if t.reply.is_none() && Some(t.thing.as_str()) == thing => {
-            crate::shadow::handle(inner, &t, &m.payload).await;
+            let _ = crate::shadow::handle(inner, &t, &m.payload).await;
         }
         Ok(ReservedTopic::Jobs(t))
             if t.reply.is_none() && !t.is_notification() && Some(t.thing.as_str()) == thing =>

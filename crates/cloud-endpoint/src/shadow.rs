@@ -51,37 +51,46 @@ async fn save<B: Backend>(
     inner.store.put_shadow(&record, expected).await
 }
 
-pub async fn handle<B: Backend>(inner: &Inner<B>, topic: &ShadowTopic, payload: &[u8]) {
+/// Applies a request on a shadow topic and publishes its replies. Returns the rejection
+/// payload when it was rejected (the control plane's [`crate::EndpointHandle::update_shadow`]
+/// hands it back to its caller).
+pub async fn handle<B: Backend>(
+    inner: &Inner<B>,
+    topic: &ShadowTopic,
+    payload: &[u8],
+) -> Result<(), Value> {
     let address = topic.address();
     let thing = address.thing.as_str();
     let name = address.shadow.as_deref().unwrap_or("");
     let limits = &inner.config.shadow;
     let reply = |r: ShadowReply, body: &Value| inner.reply(&topic.with_reply(r).to_string(), body);
+    let reject = |body: Value| {
+        reply(ShadowReply::Rejected, &body);
+        Err(body)
+    };
     for _ in 0..SHADOW_RETRIES {
         let now = now_secs();
         let (stored, expected) = match load(inner, thing, name).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(%thing, shadow = %name, error = %e, "shadow read failed");
-                reply(ShadowReply::Rejected, &internal(now));
-                return;
+                return reject(internal(now));
             }
         };
         match topic.op {
             ShadowOp::Get => {
-                match shadow::get(stored.as_ref(), payload, &address, now, limits) {
-                    Ok(doc) => reply(ShadowReply::Accepted, &doc),
-                    Err(e) => reply(ShadowReply::Rejected, &e.payload(now)),
-                }
-                return;
+                return match shadow::get(stored.as_ref(), payload, &address, now, limits) {
+                    Ok(doc) => {
+                        reply(ShadowReply::Accepted, &doc);
+                        Ok(())
+                    }
+                    Err(e) => reject(e.payload(now)),
+                };
             }
             ShadowOp::Update => {
                 let out = match shadow::apply_update(stored.as_ref(), payload, now, limits) {
                     Ok(o) => o,
-                    Err(e) => {
-                        reply(ShadowReply::Rejected, &e.payload(now));
-                        return;
-                    }
+                    Err(e) => return reject(e.payload(now)),
                 };
                 match save(inner, thing, name, &out.stored, expected).await {
                     Ok(()) => {
@@ -90,42 +99,69 @@ pub async fn handle<B: Backend>(inner: &Inner<B>, topic: &ShadowTopic, payload: 
                         if let Some(delta) = &out.delta {
                             reply(ShadowReply::Delta, delta);
                         }
-                        return;
+                        return Ok(());
                     }
                     Err(StoreError::VersionConflict { .. }) => continue,
                     Err(e) => {
                         tracing::error!(%thing, shadow = %name, error = %e, "shadow write failed");
-                        reply(ShadowReply::Rejected, &internal(now));
-                        return;
+                        return reject(internal(now));
                     }
                 }
             }
             ShadowOp::Delete => {
                 let out = match shadow::delete(stored.as_ref(), payload, &address, now, limits) {
                     Ok(o) => o,
-                    Err(e) => {
-                        reply(ShadowReply::Rejected, &e.payload(now));
-                        return;
-                    }
+                    Err(e) => return reject(e.payload(now)),
                 };
                 match save(inner, thing, name, &out.tombstone, expected).await {
                     Ok(()) => {
                         reply(ShadowReply::Accepted, &out.accepted);
-                        return;
+                        return Ok(());
                     }
                     Err(StoreError::VersionConflict { .. }) => continue,
                     Err(e) => {
                         tracing::error!(%thing, shadow = %name, error = %e, "shadow delete failed");
-                        reply(ShadowReply::Rejected, &internal(now));
-                        return;
+                        return reject(internal(now));
                     }
                 }
             }
         }
     }
     tracing::warn!(%thing, shadow = %name, "shadow kept changing; request rejected");
-    reply(
-        ShadowReply::Rejected,
-        &json!({"code": 409, "message": "Version conflict", "timestamp": now_secs()}),
+    reject(json!({"code": 409, "message": "Version conflict", "timestamp": now_secs()}))
+}
+
+/// After the store's copy of a shadow was written by someone other than this service:
+/// publishes `update/delta` with the whole of desired-vs-reported (what a device that missed
+/// the update would need), nothing when they agree. `documents` needs the previous state,
+/// which only [`handle`] has: writers that want it go through `update_shadow`.
+pub async fn publish_delta<B: Backend>(
+    inner: &Inner<B>,
+    thing: &str,
+    name: &str,
+) -> Result<bool, String> {
+    let (stored, _) = load(inner, thing, name).await?;
+    let Some(doc) = stored.filter(|d| !d.deleted) else {
+        return Ok(false);
+    };
+    let Some(delta) = doc.delta() else {
+        return Ok(false);
+    };
+    let topic = ShadowTopic {
+        thing: thing.to_string(),
+        shadow: (!name.is_empty()).then(|| name.to_string()),
+        op: ShadowOp::Update,
+        reply: Some(ShadowReply::Delta),
+    };
+    let meta = doc.metadata.desired.clone().unwrap_or_default();
+    inner.reply(
+        &topic.to_string(),
+        &json!({
+            "version": doc.version,
+            "timestamp": now_secs(),
+            "state": Value::Object(delta),
+            "metadata": Value::Object(meta),
+        }),
     );
+    Ok(true)
 }

@@ -142,6 +142,43 @@ macro_rules! impl_backend {
                     Box::pin(async move { registry::get_presence(tx, &thing).await })
                 }))
             }
+            fn record_fleet_status(
+                &self,
+                thing: &str,
+                message: &serde_json::Value,
+                at: &str,
+            ) -> impl Future<Output = Result<DeviceStatus>> + Send {
+                let (thing, message, at) = (thing.to_owned(), message.clone(), at.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(status::record_fleet_status(tx, thing, message, at))
+                }))
+            }
+            fn touch_device(
+                &self,
+                thing: &str,
+                at: &str,
+            ) -> impl Future<Output = Result<()>> + Send {
+                let (thing, at) = (thing.to_owned(), at.to_owned());
+                self.run(op(move |tx| Box::pin(status::touch_device(tx, thing, at))))
+            }
+            fn get_device_status(
+                &self,
+                thing: &str,
+            ) -> impl Future<Output = Result<Option<DeviceStatus>>> + Send {
+                let thing = thing.to_owned();
+                self.run(op(move |tx| {
+                    Box::pin(async move { status::get_device_status(tx, &thing).await })
+                }))
+            }
+            fn list_device_statuses(
+                &self,
+                page: &Page,
+            ) -> impl Future<Output = Result<Vec<DeviceStatus>>> + Send {
+                let page = page.clone();
+                self.run(op(move |tx| {
+                    Box::pin(status::list_device_statuses(tx, page))
+                }))
+            }
             fn put_certificate(
                 &self,
                 cert: &CertificateRecord,
@@ -325,6 +362,47 @@ macro_rules! impl_backend {
                 self.run(op(move |tx| {
                     Box::pin(
                         async move { components::deployments_using(tx, &name, &version).await },
+                    )
+                }))
+            }
+            fn current_deployment(
+                &self,
+                target: &DeploymentTarget,
+            ) -> impl Future<Output = Result<Option<FleetDeployment>>> + Send {
+                let target = target.clone();
+                self.run(op(move |tx| {
+                    Box::pin(async move { fleet::current_deployment(tx, &target).await })
+                }))
+            }
+            fn create_fleet_deployment(
+                &self,
+                write: &FleetDeploymentWrite,
+            ) -> impl Future<Output = Result<Vec<String>>> + Send {
+                let write = write.clone();
+                self.run(op(move |tx| {
+                    Box::pin(fleet::create_fleet_deployment(tx, write))
+                }))
+            }
+            fn cancel_job_and_executions(
+                &self,
+                job_id: &str,
+                now_secs: i64,
+            ) -> impl Future<Output = Result<Vec<String>>> + Send {
+                let job_id = job_id.to_owned();
+                self.run(op(move |tx| {
+                    Box::pin(async move { fleet::cancel_job(tx, &job_id, now_secs).await })
+                }))
+            }
+            fn cancel_job_execution(
+                &self,
+                job_id: &str,
+                thing: &str,
+                now_secs: i64,
+            ) -> impl Future<Output = Result<bool>> + Send {
+                let (job_id, thing) = (job_id.to_owned(), thing.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(
+                        async move { fleet::cancel_execution(tx, &job_id, &thing, now_secs).await },
                     )
                 }))
             }

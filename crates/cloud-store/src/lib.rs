@@ -120,6 +120,26 @@ pub trait Backend: Send + Sync {
     fn set_presence(&self, presence: &Presence) -> impl Future<Output = Result<()>> + Send;
     fn get_presence(&self, thing: &str) -> impl Future<Output = Result<Option<Presence>>> + Send;
 
+    // ---- device status ----
+    /// Stores a thing's fleet status message (≤ [`MAX_FLEET_STATUS_BYTES`] of JSON) as its
+    /// last, counts it, and marks the thing seen at `at`.
+    fn record_fleet_status(
+        &self,
+        thing: &str,
+        message: &serde_json::Value,
+        at: &str,
+    ) -> impl Future<Output = Result<DeviceStatus>> + Send;
+    /// Marks a thing seen at `at` (connect, disconnect, any message).
+    fn touch_device(&self, thing: &str, at: &str) -> impl Future<Output = Result<()>> + Send;
+    fn get_device_status(
+        &self,
+        thing: &str,
+    ) -> impl Future<Output = Result<Option<DeviceStatus>>> + Send;
+    fn list_device_statuses(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<DeviceStatus>>> + Send;
+
     // ---- certificates ----
     fn put_certificate(&self, cert: &CertificateRecord) -> impl Future<Output = Result<()>> + Send;
     /// By fingerprint (lowercase hex sha256 of the DER).
@@ -212,6 +232,33 @@ pub trait Backend: Send + Sync {
         name: &str,
         version: &str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// The target's current deployment, if any.
+    fn current_deployment(
+        &self,
+        target: &DeploymentTarget,
+    ) -> impl Future<Output = Result<Option<FleetDeployment>>> + Send;
+    /// One transaction: cancels `write.cancel_job` (job and its non-terminal executions),
+    /// creates the job and its executions, writes the shadow, and replaces the target's
+    /// deployment. VersionConflict when the target's deployment is no longer
+    /// `write.replaces`. Returns the things whose jobs or shadow changed (to notify).
+    fn create_fleet_deployment(
+        &self,
+        write: &FleetDeploymentWrite,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Job CANCELED and its QUEUED/IN_PROGRESS executions CANCELED; returns those things.
+    fn cancel_job_and_executions(
+        &self,
+        job_id: &str,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// One thing's QUEUED/IN_PROGRESS execution of a job CANCELED; whether there was one.
+    fn cancel_job_execution(
+        &self,
+        job_id: &str,
+        thing: &str,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     // ---- shadows ----
     /// `name` is `""` for the classic shadow.

@@ -137,6 +137,16 @@ CREATE TABLE admin_tokens (
     created_at TEXT NOT NULL
 );
 "#,
+    // 2: the last fleet status message each thing sent, and when it was last heard of.
+    r#"
+CREATE TABLE device_status (
+    thing {key} PRIMARY KEY REFERENCES things(name) ON DELETE CASCADE,
+    message TEXT,
+    received_at TEXT,
+    sequence BIGINT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

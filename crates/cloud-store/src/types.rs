@@ -75,6 +75,24 @@ pub struct Presence {
     pub at: String,
 }
 
+/// The longest fleet status message stored (its JSON text); Greengrass's own are far smaller
+/// (one entry per component).
+pub const MAX_FLEET_STATUS_BYTES: usize = 256 * 1024;
+
+/// What the cloud last heard from a thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    pub thing: String,
+    /// The last fleet status message, as the thing sent it (`None` before its first).
+    pub message: Option<serde_json::Value>,
+    pub received_at: Option<String>,
+    /// How many fleet status messages were stored.
+    pub sequence: i64,
+    /// Its last connect, disconnect or message.
+    pub last_seen: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CertificateStatus {
@@ -185,6 +203,23 @@ pub struct FleetDeployment {
     /// The whole deployment document, as the fleet-deployment issue defines it.
     pub document: serde_json::Value,
     pub created_at: String,
+}
+
+/// Everything one fleet deployment writes, for [`crate::Backend::create_fleet_deployment`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetDeploymentWrite {
+    pub deployment: FleetDeployment,
+    /// The target's deployment id this one replaces, as read before (None: none).
+    pub replaces: Option<String>,
+    /// The replaced deployment's job, to cancel (group targets).
+    pub cancel_job: Option<String>,
+    /// The new job (group targets) and one execution per member.
+    pub job: Option<Job>,
+    pub executions: Vec<JobExecution>,
+    /// The deployment shadow to write and the version expected (thing targets).
+    pub shadow: Option<(ShadowRecord, Option<i64>)>,
+    /// Unix seconds, for the canceled executions' `last_updated_at`.
+    pub now_secs: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

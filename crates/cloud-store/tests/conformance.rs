@@ -173,6 +173,7 @@ conformance!(
     paging,
     groups_and_membership,
     connectivity_and_presence,
+    device_status,
     certificates,
     templates_and_ownership_tokens,
     components_and_deployments,

@@ -62,6 +62,24 @@ impl DeviceEndpoint for EndpointHooks {
             }
         })
     }
+
+    fn jobs_changed<'a>(&'a self, thing: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.0.read().await.as_ref() {
+                handle.notify_jobs(thing).await;
+            }
+        })
+    }
+
+    /// Publishes the shadow's delta to the device (it also re-reads the shadow when it
+    /// connects).
+    fn shadow_changed<'a>(&'a self, thing: &'a str, shadow_name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.0.read().await.as_ref() {
+                handle.shadow_updated(thing, shadow_name).await;
+            }
+        })
+    }
 }
 
 /// The one place the device endpoint (`lichen-cloud-endpoint`: mTLS MQTT, shadows, jobs,

@@ -287,6 +287,21 @@ pub(crate) async fn put_deployment(tx: &mut dyn Tx, deployment: FleetDeployment)
     Ok(())
 }
 
+/// The deployment a target currently has (there is at most one).
+pub(crate) async fn deployment_for_target(
+    tx: &mut dyn Tx,
+    target: &DeploymentTarget,
+) -> Result<Option<FleetDeployment>> {
+    let (kind, name) = target_columns(target);
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE target_kind = $1 AND target_name = $2"
+    );
+    query_opt(tx, &sql, &[kind.into(), name.into()])
+        .await?
+        .map(|row| deployment_from(&row))
+        .transpose()
+}
+
 pub(crate) async fn get_deployment(tx: &mut dyn Tx, id: &str) -> Result<FleetDeployment> {
     let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1");
     match query_opt(tx, &sql, &[id.into()]).await? {

@@ -3,9 +3,11 @@
 
 pub(crate) mod certs;
 pub(crate) mod components;
+pub(crate) mod fleet;
 pub(crate) mod jobs;
 pub(crate) mod registry;
 pub(crate) mod shadows;
+pub(crate) mod status;
 
 use std::time::SystemTime;
 

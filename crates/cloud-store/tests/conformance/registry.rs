@@ -577,3 +577,56 @@ pub(crate) async fn delete_thing_cascades<B: Backend + Clone + 'static>(store: &
         StoreError::Invalid { .. }
     );
 }
+
+pub(crate) async fn device_status<B: Backend + Clone + 'static>(store: &B) {
+    store.create_thing(&thing("gg1")).await.unwrap();
+    store.create_thing(&thing("gg2")).await.unwrap();
+    assert_eq!(store.get_device_status("gg1").await.unwrap(), None);
+    store
+        .touch_device("gg1", "2026-12-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    let s = store.get_device_status("gg1").await.unwrap().unwrap();
+    assert_eq!((s.sequence, s.message, s.received_at), (0, None, None));
+    let m1 = json!({"thing": "gg1", "overallDeviceStatus": "HEALTHY"});
+    let m2 = json!({"thing": "gg1", "overallDeviceStatus": "UNHEALTHY"});
+    store
+        .record_fleet_status("gg1", &m1, "2026-12-01T00:00:01.000Z")
+        .await
+        .unwrap();
+    let s = store
+        .record_fleet_status("gg1", &m2, "2026-12-01T00:00:02.000Z")
+        .await
+        .unwrap();
+    assert_eq!(s.sequence, 2);
+    assert_eq!(s.message, Some(m2.clone()));
+    assert_eq!(s.received_at.as_deref(), Some("2026-12-01T00:00:02.000Z"));
+    // A later connect moves last_seen only.
+    store
+        .touch_device("gg1", "2026-12-01T00:00:09.000Z")
+        .await
+        .unwrap();
+    let s = store.get_device_status("gg1").await.unwrap().unwrap();
+    assert_eq!(s.last_seen, "2026-12-01T00:00:09.000Z");
+    assert_eq!((s.sequence, s.message), (2, Some(m2)));
+    assert_eq!(s.received_at.as_deref(), Some("2026-12-01T00:00:02.000Z"));
+    // Bounded, and only for things that exist.
+    let big = json!({"pad": "x".repeat(MAX_FLEET_STATUS_BYTES)});
+    assert_err!(
+        store.record_fleet_status("gg2", &big, "t").await,
+        StoreError::Invalid { .. }
+    );
+    assert_err!(
+        store.touch_device("ghost", "t").await,
+        StoreError::NotFound { .. }
+    );
+    store
+        .touch_device("gg2", "2026-12-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    let all = store.list_device_statuses(&Page::first(10)).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.thing.as_str()).collect();
+    assert_eq!(names, ["gg1", "gg2"]);
+    store.delete_thing("gg1").await.unwrap();
+    assert_eq!(store.get_device_status("gg1").await.unwrap(), None);
+}

@@ -185,6 +185,8 @@ async fn add<S: Backend>(
     group_name(&name)?;
     check(validate::name("thingName", &thing))?;
     state.store.add_to_group(&name, &thing).await?;
+    // A new member gets the group's current deployment.
+    super::deployments::catch_up(&state, &name, &thing).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -195,5 +197,6 @@ async fn remove_member<S: Backend>(
     group_name(&name)?;
     check(validate::name("thingName", &thing))?;
     state.store.remove_from_group(&name, &thing).await?;
+    super::deployments::leave(&state, &name, &thing).await?;
     Ok(StatusCode::NO_CONTENT)
 }

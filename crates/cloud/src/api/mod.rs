@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod certificates;
+pub mod deployments;
 pub mod error;
 pub mod groups;
 pub mod meta;
@@ -43,6 +44,12 @@ pub trait DeviceEndpoint: Send + Sync {
     /// A certificate was revoked: close its connections (the endpoint refuses its next
     /// handshake by itself). The API answers only once this is done.
     fn certificate_revoked<'a>(&'a self, fingerprint: &'a str) -> BoxFuture<'a, ()>;
+    /// A thing's job executions changed (a deployment queued or canceled one): the endpoint
+    /// publishes `$aws/things/<thing>/jobs/notify(-next)` to it.
+    fn jobs_changed<'a>(&'a self, thing: &'a str) -> BoxFuture<'a, ()>;
+    /// The API wrote a thing's named shadow (the deployment shadow): the endpoint tells the
+    /// device, which also re-reads it whenever it connects.
+    fn shadow_changed<'a>(&'a self, thing: &'a str, shadow_name: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// A boxed future, as [`DeviceEndpoint`]'s methods return (the trait stays object-safe).
@@ -175,6 +182,7 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
     all.extend(certificates::routes());
     all.extend(templates::routes());
     all.extend(tokens::routes());
+    all.extend(deployments::routes());
     all
 }
 

@@ -23,6 +23,23 @@ impl DeviceEndpoint for RevocationRecorder {
         self.0.lock().unwrap().push(fingerprint.to_string());
         Box::pin(async {})
     }
+
+    fn jobs_changed<'a>(&'a self, thing: &'a str) -> lichen_cloud::api::BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(format!("jobs:{thing}"));
+        Box::pin(async {})
+    }
+
+    fn shadow_changed<'a>(
+        &'a self,
+        thing: &'a str,
+        shadow_name: &'a str,
+    ) -> lichen_cloud::api::BoxFuture<'a, ()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("shadow:{thing}/{shadow_name}"));
+        Box::pin(async {})
+    }
 }
 
 pub struct Cloud {
