@@ -219,6 +219,9 @@ pub fn schemas() -> Map<String, Value> {
         "CreateAdminToken",
         json!({"type": "object", "additionalProperties": false, "properties": {"description": string()}}),
     );
+    for (name, schema) in crate::api::devices::schemas() {
+        put(name, schema);
+    }
     s
 }
 

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod certificates;
+pub mod devices;
 pub mod error;
 pub mod groups;
 pub mod meta;
@@ -175,6 +176,7 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
     all.extend(certificates::routes());
     all.extend(templates::routes());
     all.extend(tokens::routes());
+    all.extend(devices::routes());
     all
 }
 
