@@ -9,6 +9,7 @@
 pub mod body;
 pub mod certificates;
 pub mod deployments;
+pub mod devices;
 pub mod error;
 pub mod groups;
 pub mod meta;
@@ -183,6 +184,7 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
     all.extend(templates::routes());
     all.extend(tokens::routes());
     all.extend(deployments::routes());
+    all.extend(devices::routes());
     all
 }
 
