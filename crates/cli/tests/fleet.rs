@@ -1,0 +1,303 @@
+//! Fleet deployments end to end (issue 10, "Tests (real processes)"): a real `lichen cloud
+//! run` and three real `lichen core run` processes started from the bundles `lichen cloud thing
+//! create --out` writes. Components are published with `lichen cloud component create` (with
+//! artifacts, which the cores download over HTTPS with their device certificates), deployed
+//! with `lichen cloud deployment create`, and followed with `lichen cloud deployment status`.
+//!
+//! One suite, run on SQLite and on PostgreSQL (skipped with a message when PostgreSQL is not
+//! installed, unless `LICHEN_TEST_REQUIRE_ALL=1`). The scenarios share the cloud and the cores,
+//! in this order:
+//! 1. a group deployment, then a thing deployment to one core: that core runs the union;
+//! 2. a failing component (install exits 1) in a thing deployment with ROLLBACK: FAILED on
+//!    that device only, with the cause, its previous components still running;
+//! 3. a cancellation of a deployment to a device that is offline: CANCELED, never applied;
+//! 4. a replacement group deployment: every member updated, the old job CANCELED; one member
+//!    is stopped (SIGTERM) in the middle of it and catches up when restarted;
+//! 5. a device added to the group later gets the group's deployment;
+//! 6. a tampered artifact (the cloud's stored file corrupted after publishing) fails the
+//!    deployment on the device with a digest mismatch.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::cloud::RunningCloud;
+use common::fleet::*;
+use lichen_cloud_store::{Backend, JobStatus, Store};
+use serde_json::{Value, json};
+
+/// The two backends' suites share the machine's two cores: one at a time keeps the timing
+/// windows (stability, SIGTERM mid-deployment) meaningful.
+static ONE_SUITE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const WAIT: Duration = Duration::from_secs(90);
+
+const BASE: &str = "com.example.fleet.Base";
+const EXTRA: &str = "com.example.fleet.Extra";
+const BROKEN: &str = "com.example.fleet.Broken";
+const TAMPERED: &str = "com.example.fleet.Tampered";
+const GROUP: &str = "line";
+
+/// The run script of Base and Extra: records the version it was started as in its work
+/// directory (proof that the downloaded artifact ran), then stays up.
+const RUN_SCRIPT: &[u8] = b"echo \"$1\" > started\nexec sleep 600\n";
+
+#[test]
+fn fleet_deployments_on_sqlite() {
+    let _one = ONE_SUITE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    suite(None);
+}
+
+#[test]
+fn fleet_deployments_on_postgresql() {
+    let _one = ONE_SUITE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let Some(cluster) = lichen_cloud_store::testing::PgCluster::shared()
+        .expect("starting the test PostgreSQL cluster")
+    else {
+        eprintln!("skipped: PostgreSQL (initdb, pg_ctl) is not installed");
+        return;
+    };
+    let url = runtime()
+        .block_on(cluster.create_database())
+        .expect("creating a database");
+    suite(Some(url));
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn publish_components(cloud: &RunningCloud) -> Value {
+    let run = |version: &str| json!({"Run": format!("sh {{artifacts:path}}/run.sh {version}")});
+    publish(
+        cloud,
+        &Component {
+            name: BASE,
+            version: "1.0.0",
+            lifecycle: run("1.0.0"),
+            artifacts: &[("run.sh", RUN_SCRIPT)],
+        },
+    );
+    // 2.0.0 takes a few seconds to install: long enough to stop a core in the middle of it.
+    let mut slow = run("2.0.0");
+    slow["Install"] = json!("sleep 3");
+    publish(
+        cloud,
+        &Component {
+            name: BASE,
+            version: "2.0.0",
+            lifecycle: slow,
+            artifacts: &[("run.sh", RUN_SCRIPT)],
+        },
+    );
+    publish(
+        cloud,
+        &Component {
+            name: EXTRA,
+            version: "1.0.0",
+            lifecycle: run("extra"),
+            artifacts: &[("run.sh", RUN_SCRIPT)],
+        },
+    );
+    publish(
+        cloud,
+        &Component {
+            name: BROKEN,
+            version: "1.0.0",
+            lifecycle: json!({"Install": "exit 1", "Run": "sleep 600"}),
+            artifacts: &[],
+        },
+    );
+    publish(
+        cloud,
+        &Component {
+            name: TAMPERED,
+            version: "1.0.0",
+            lifecycle: json!({"Run": "sh {artifacts:path}/payload.sh"}),
+            artifacts: &[("payload.sh", b"echo genuine > started\nexec sleep 600\n")],
+        },
+    )
+}
+
+fn suite(database: Option<String>) {
+    let started = Instant::now();
+    let backend = if database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let cloud = match &database {
+        Some(url) => RunningCloud::start_with(&["--database", url]),
+        None => RunningCloud::start(),
+    };
+    let tampered_recipe = publish_components(&cloud);
+    cloud.json(&["group", "create", GROUP]);
+    let (mut gw1, mut gw2, mut gw3) = std::thread::scope(|s| {
+        let a = s.spawn(|| start_core(&cloud, "gw-1", &[GROUP]));
+        let b = s.spawn(|| start_core(&cloud, "gw-2", &[GROUP]));
+        let c = s.spawn(|| start_core(&cloud, "gw-3", &[]));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    eprintln!("{backend}: cloud and 3 cores up after {:?}", started.elapsed());
+
+    // 1. A group deployment reaches both members; a thing deployment to gw-1 adds to it.
+    let d1 = deploy(&cloud, &format!("group:{GROUP}"), &[(BASE, "1.0.0")]);
+    let d1_id = id_of(&d1);
+    for core in [&gw1, &gw2] {
+        let st = wait_device(&cloud, &d1_id, core, "SUCCEEDED", WAIT);
+        assert_eq!(
+            st["statusDetails"]["detailed-deployment-status"], "SUCCESSFUL",
+            "{st}"
+        );
+        core.assert_running(BASE, "1.0.0");
+        assert_eq!(marker(core, BASE, "started").trim(), "1.0.0");
+    }
+    assert_eq!(status(&cloud, &d1_id)["counts"], json!({"SUCCEEDED": 2}));
+    assert!(gw3.components().is_empty(), "gw-3 is in no group yet");
+
+    let t1 = deploy(&cloud, "thing:gw-1", &[(EXTRA, "1.0.0")]);
+    let t1_id = id_of(&t1);
+    wait_device(&cloud, &t1_id, &gw1, "SUCCEEDED", WAIT);
+    assert_eq!(gw1.components(), vec![BASE.to_string(), EXTRA.to_string()]);
+    gw1.assert_running(BASE, "1.0.0");
+    gw1.assert_running(EXTRA, "1.0.0");
+    assert_eq!(gw2.components(), vec![BASE.to_string()], "the union is gw-1's");
+    eprintln!("{backend}: union after {:?}", started.elapsed());
+
+    // 2. A failing component rolls back on gw-1 only, with the cause reported.
+    let base_pid = gw1.component(BASE).unwrap()["pid"].clone();
+    let t2 = deploy_file(
+        &cloud,
+        "thing:gw-1",
+        &json!({
+            "components": {
+                EXTRA: {"componentVersion": "1.0.0"},
+                BROKEN: {"componentVersion": "1.0.0"},
+            },
+            "deploymentPolicies": {"failureHandlingPolicy": "ROLLBACK"},
+        }),
+    );
+    let t2_id = id_of(&t2);
+    let failed = wait_device(&cloud, &t2_id, &gw1, "FAILED", WAIT);
+    let details = &failed["statusDetails"];
+    assert_eq!(
+        details["detailed-deployment-status"], "FAILED_ROLLBACK_COMPLETE",
+        "{failed}"
+    );
+    let cause = details["deployment-failure-cause"].as_str().unwrap_or("");
+    assert!(cause.contains(BROKEN), "the cause names the component: {failed}");
+    assert_eq!(gw1.components(), vec![BASE.to_string(), EXTRA.to_string()]);
+    gw1.assert_running(BASE, "1.0.0");
+    gw1.assert_running(EXTRA, "1.0.0");
+    assert_eq!(
+        gw1.component(BASE).unwrap()["pid"],
+        base_pid,
+        "Base was not touched"
+    );
+    assert_eq!(
+        device_status(&cloud, &d1_id, "gw-2")["status"],
+        "SUCCEEDED",
+        "gw-2 is not affected"
+    );
+    gw2.assert_running(BASE, "1.0.0");
+    eprintln!("{backend}: rollback after {:?}", started.elapsed());
+
+    // 3. A deployment to an offline device, canceled before it connects: CANCELED, and never
+    // applied (checked once gw-3 has taken a later deployment, in 5).
+    gw3.stop();
+    let t3 = deploy(&cloud, "thing:gw-3", &[(EXTRA, "1.0.0")]);
+    let t3_id = id_of(&t3);
+    assert_eq!(device_status(&cloud, &t3_id, "gw-3")["status"], "QUEUED");
+    let canceled = cloud.json(&["deployment", "cancel", &t3_id]);
+    assert_eq!(canceled["deploymentStatus"], "CANCELED", "{canceled}");
+    assert_eq!(device_status(&cloud, &t3_id, "gw-3")["status"], "CANCELED");
+    gw3.restart();
+
+    // 4. A replacement: both members move to Base 2.0.0 and the old job is canceled. gw-2 is
+    // stopped while it applies it, and catches up when it comes back.
+    let d2 = deploy(&cloud, &format!("group:{GROUP}"), &[(BASE, "2.0.0")]);
+    let d2_id = id_of(&d2);
+    wait_device(&cloud, &d2_id, &gw2, "IN_PROGRESS", WAIT);
+    // Into the 3 s install of 2.0.0.
+    std::thread::sleep(Duration::from_millis(1500));
+    gw2.stop();
+    wait_device(&cloud, &d2_id, &gw1, "SUCCEEDED", WAIT);
+    gw1.assert_running(BASE, "2.0.0");
+    gw1.assert_running(EXTRA, "1.0.0");
+    assert_eq!(marker(&gw1, BASE, "started").trim(), "2.0.0");
+    let old_job = d1["jobId"].as_str().expect("a group deployment has a job");
+    let job = runtime().block_on(async {
+        let store = Store::open(&cloud.data(), database.as_deref())
+            .await
+            .expect("opening the cloud's store");
+        store.get_job(old_job).await.expect("the old job")
+    });
+    assert_eq!(job.status, JobStatus::Canceled, "the replaced job: {job:?}");
+    assert_eq!(
+        device_status(&cloud, &d2_id, "gw-2")["status"],
+        "IN_PROGRESS",
+        "gw-2 was stopped before it finished"
+    );
+    gw2.restart();
+    wait_device(&cloud, &d2_id, &gw2, "SUCCEEDED", WAIT);
+    gw2.assert_running(BASE, "2.0.0");
+    assert_eq!(marker(&gw2, BASE, "started").trim(), "2.0.0");
+    assert_eq!(gw2.components(), vec![BASE.to_string()]);
+    eprintln!("{backend}: replacement and catch-up after {:?}", started.elapsed());
+
+    // 5. gw-3 joins the group and gets its deployment; the canceled one never ran.
+    cloud.json(&["group", "add", GROUP, "gw-3"]);
+    wait_device(&cloud, &d2_id, &gw3, "SUCCEEDED", WAIT);
+    gw3.assert_running(BASE, "2.0.0");
+    assert_eq!(gw3.components(), vec![BASE.to_string()], "T3 was canceled");
+    assert_eq!(status(&cloud, &d2_id)["counts"], json!({"SUCCEEDED": 3}));
+    assert_eq!(device_status(&cloud, &t3_id, "gw-3")["status"], "CANCELED");
+
+    // 6. The cloud's copy of an artifact is corrupted after publishing: the device refuses it.
+    let digest = tampered_recipe["Manifests"][0]["Artifacts"][0]["Digest"]
+        .as_str()
+        .expect("the stored recipe carries the digest")
+        .to_string();
+    let sha_hex = hex_of_b64(&digest);
+    let stored = stored_artifact(&cloud, &sha_hex);
+    let mut bytes = std::fs::read(&stored)
+        .unwrap_or_else(|e| panic!("the stored artifact {}: {e}", stored.display()));
+    // Same length, different content: only the digest can tell.
+    bytes[0] ^= 0x20;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&stored, &bytes).unwrap();
+    let t4 = deploy(&cloud, "thing:gw-3", &[(TAMPERED, "1.0.0")]);
+    let t4_id = id_of(&t4);
+    let failed = wait_device(&cloud, &t4_id, &gw3, "FAILED", WAIT);
+    let cause = failed["statusDetails"]["deployment-failure-cause"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        cause.contains("digest mismatch") && cause.contains(TAMPERED),
+        "{failed}"
+    );
+    assert!(gw3.component(TAMPERED).is_none(), "nothing of it installed");
+    gw3.assert_running(BASE, "2.0.0");
+    eprintln!("{backend}: suite done after {:?}", started.elapsed());
+
+    drop((gw1, gw2, gw3));
+    cloud.stop();
+}
+
+/// Lowercase hex of a base64 SHA-256 digest.
+fn hex_of_b64(digest: &str) -> String {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(digest)
+        .unwrap_or_else(|e| panic!("digest {digest:?}: {e}"));
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
