@@ -140,7 +140,7 @@ fn suite(database: Option<String>) {
     };
     let tampered_recipe = publish_components(&cloud);
     cloud.json(&["group", "create", GROUP]);
-    let (mut gw1, mut gw2, mut gw3) = std::thread::scope(|s| {
+    let (gw1, mut gw2, mut gw3) = std::thread::scope(|s| {
         let a = s.spawn(|| start_core(&cloud, "gw-1", &[GROUP]));
         let b = s.spawn(|| start_core(&cloud, "gw-2", &[GROUP]));
         let c = s.spawn(|| start_core(&cloud, "gw-3", &[]));

@@ -218,9 +218,16 @@ pub fn id_of(deployment: &Value) -> String {
         .to_string()
 }
 
-/// `lichen cloud deployment status ID --json`.
+/// `lichen cloud deployment status ID --json` (which exits 1 when a device FAILED).
 pub fn status(cloud: &RunningCloud, id: &str) -> Value {
-    cloud.json(&["deployment", "status", id])
+    let out = cloud.cli(&["deployment", "status", id, "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "deployment status {id}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// One device's entry of the deployment's status (Null when it has none).

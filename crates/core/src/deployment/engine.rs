@@ -652,8 +652,8 @@ pub(crate) async fn boot(rt: &Arc<Runtime>) -> Result<(), String> {
             r.status = super::model::DeploymentStatus::Failed;
             r.detailed_status = Some(DetailedStatus::FailedRollbackComplete);
             r.failure_cause = Some("the core stopped while this deployment was being applied; the previous state was restored".into());
-            r.error_stack = status::error_stack("CORE_RESTARTED");
-            r.error_types = status::error_types("CORE_RESTARTED");
+            r.error_stack = status::error_stack(status::CORE_RESTARTED);
+            r.error_types = status::error_types(status::CORE_RESTARTED);
             r.progress = None;
         });
         OngoingMarker::clear(&marker_path).map_err(|e| e.to_string())?;

@@ -5,6 +5,9 @@
 
 /// The first code of every failed deployment's error stack.
 pub const DEPLOYMENT_FAILURE: &str = "DEPLOYMENT_FAILURE";
+/// The code of a deployment the core stopped in while applying it (rolled back at the next
+/// start). The fleet agent runs such a deployment again.
+pub const CORE_RESTARTED: &str = "CORE_RESTARTED";
 
 /// The error stack of a failure whose specific code is `code`.
 pub fn error_stack(code: &str) -> Vec<String> {

@@ -12,6 +12,11 @@
 //! - A job that leaves `$next` while in flight, or `desiredStatus: CANCELED`, cancels the
 //!   core deployment (the core refuses once it is applying; the result is then reported).
 //! - A report that cannot be published (offline) is kept and sent on the next connect.
+//! - A deployment the core stopped in while applying it (SIGTERM, power cut: rolled back at
+//!   the next start, `CORE_RESTARTED`) is still IN_PROGRESS in the cloud; it is run again
+//!   under the core id `<deploymentId>:retry<N>`, at most [`MAX_INTERRUPTED_RETRIES`] times,
+//!   so a device that was stopped mid-deployment catches up instead of reporting a failure
+//!   it did not have, and one that dies in every attempt still ends.
 //!
 //! Bounds: documents at most [`MAX_DOCUMENT_BYTES`]; a malformed one is reported FAILED with
 //! the field named; [`MAX_REMEMBERED_JOBS`] finished jobs remembered for re-delivery; a core
@@ -21,6 +26,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use lichen_core::CoreHandle;
+use lichen_model::deployment::{DeploymentRecord, DeploymentStatus};
 use lichen_model::fleet::{
     DEPLOYMENT_JOBS_NAMESPACE, DEPLOYMENT_SHADOW_NAME, DESIRED_STATUS_CANCELED, FleetConfiguration,
     ShadowDeploymentDesired, ShadowDeploymentReported, fleet_status_topic,
@@ -39,6 +45,8 @@ use crate::services::cloud::{CloudLink, LinkState};
 pub const MAX_DOCUMENT_BYTES: usize = 128 * 1024;
 /// Finished job ids remembered so that a re-delivery re-reports instead of redeploying.
 pub const MAX_REMEMBERED_JOBS: usize = 64;
+/// Times a fleet deployment interrupted by a core stop is run again (see the module docs).
+pub const MAX_INTERRUPTED_RETRIES: u32 = 2;
 /// How often a running core deployment is checked.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -622,21 +630,41 @@ fn parse_work(
     }
 }
 
-/// The core deployment made for fleet deployment `fleet_id`, if any. The core keeps each
-/// deployment's request, fleet id included, so this survives restarts without a file of
-/// its own. (The core may give the deployment its own id.)
-fn core_deployment_of(core: &CoreHandle, fleet_id: &str) -> Option<String> {
-    core.list_deployments()
-        .into_iter()
-        .find(|r| {
-            r.request.deployment_id.as_deref() == Some(fleet_id) || r.deployment_id == fleet_id
-        })
-        .map(|r| r.deployment_id)
+/// The core deployment id of attempt `attempt` of fleet deployment `fleet_id` (0: the first).
+fn attempt_id(fleet_id: &str, attempt: u32) -> String {
+    if attempt == 0 {
+        fleet_id.to_string()
+    } else {
+        format!("{fleet_id}:retry{attempt}")
+    }
+}
+
+/// The latest core deployment made for fleet deployment `fleet_id` and its attempt number, if
+/// any. The core keeps each deployment's request, fleet id included, so this survives
+/// restarts without a file of its own.
+fn core_deployment_of(core: &CoreHandle, fleet_id: &str) -> Option<(String, u32)> {
+    let records = core.list_deployments();
+    (0..=MAX_INTERRUPTED_RETRIES).rev().find_map(|attempt| {
+        let id = attempt_id(fleet_id, attempt);
+        records
+            .iter()
+            .find(|r| r.request.deployment_id.as_deref() == Some(&id) || r.deployment_id == id)
+            .map(|r| (r.deployment_id.clone(), attempt))
+    })
+}
+
+/// Whether the core stopped while applying `record` (and put the previous state back).
+fn interrupted_by_core_stop(record: &DeploymentRecord) -> bool {
+    record.status == DeploymentStatus::Failed
+        && record
+            .error_stack
+            .iter()
+            .any(|c| c == lichen_core::deployment::status::CORE_RESTARTED)
 }
 
 /// Cancels the core deployment of fleet deployment `fleet_id` (refused once it is applying).
 async fn cancel(core: &CoreHandle, fleet_id: &str) {
-    let Some(id) = core_deployment_of(core, fleet_id) else {
+    let Some((id, _)) = core_deployment_of(core, fleet_id) else {
         tracing::info!(deployment = %fleet_id, "canceled before it reached the core");
         return;
     };
@@ -657,45 +685,51 @@ async fn run_deployment(
     timeout: Duration,
 ) -> Outcome {
     let fleet_id = config.deployment_id.clone();
-    let id = match core_deployment_of(core, &fleet_id) {
-        Some(id) => {
-            tracing::info!(deployment = %fleet_id, core_deployment = %id, "deployment seen before; waiting for its result");
-            id
-        }
-        None => {
-            let (recipe_dir, artifact_dir) = match staging {
-                Some(staging) => {
-                    let roots = config
-                        .components
-                        .iter()
-                        .map(|(n, c)| (n.as_str(), c.version.as_str()));
-                    if let Err(e) = staging.fetch(roots).await {
-                        return Outcome::failed(e.to_string());
-                    }
-                    (Some(staging.recipe_dir()), Some(staging.dir.clone()))
-                }
-                None => (None, None),
-            };
-            let request = match config.to_request(recipe_dir, artifact_dir) {
-                Ok(r) => r,
-                Err(e) => return Outcome::failed(e.to_string()),
-            };
-            match core.create_deployment(request).await {
-                Ok(id) => {
-                    tracing::info!(deployment = %fleet_id, core_deployment = %id, "fleet deployment submitted");
-                    id
-                }
-                Err(e) => {
-                    return Outcome::failed(format!(
-                        "deployment {fleet_id} refused by the core: {e}"
-                    ));
-                }
+    let attempt = match core_deployment_of(core, &fleet_id) {
+        None => 0,
+        Some((id, attempt)) => match core.deployment(&id) {
+            Ok(record) if interrupted_by_core_stop(&record) && attempt < MAX_INTERRUPTED_RETRIES => {
+                tracing::info!(deployment = %fleet_id, core_deployment = %id, "the core stopped while applying this deployment; running it again");
+                attempt + 1
             }
-        }
+            _ => {
+                tracing::info!(deployment = %fleet_id, core_deployment = %id, "deployment seen before; waiting for its result");
+                return wait_result(core, &fleet_id, &id, timeout).await;
+            }
+        },
     };
+    let (recipe_dir, artifact_dir) = match staging {
+        Some(staging) => {
+            let roots = config
+                .components
+                .iter()
+                .map(|(n, c)| (n.as_str(), c.version.as_str()));
+            if let Err(e) = staging.fetch(roots).await {
+                return Outcome::failed(e.to_string());
+            }
+            (Some(staging.recipe_dir()), Some(staging.dir.clone()))
+        }
+        None => (None, None),
+    };
+    let mut request = match config.to_request(recipe_dir, artifact_dir) {
+        Ok(r) => r,
+        Err(e) => return Outcome::failed(e.to_string()),
+    };
+    request.deployment_id = Some(attempt_id(&fleet_id, attempt));
+    match core.create_deployment(request).await {
+        Ok(id) => {
+            tracing::info!(deployment = %fleet_id, core_deployment = %id, attempt, "fleet deployment submitted");
+            wait_result(core, &fleet_id, &id, timeout).await
+        }
+        Err(e) => Outcome::failed(format!("deployment {fleet_id} refused by the core: {e}")),
+    }
+}
+
+/// Waits for core deployment `id` (of fleet deployment `fleet_id`) to end.
+async fn wait_result(core: &CoreHandle, fleet_id: &str, id: &str, timeout: Duration) -> Outcome {
     let deadline = Instant::now() + timeout;
     loop {
-        match core.deployment(&id) {
+        match core.deployment(id) {
             Ok(record) if record.status.is_final() => return Outcome::of_record(&record),
             Ok(_) => {}
             Err(e) => return Outcome::failed(format!("deployment {fleet_id}: {e}")),
