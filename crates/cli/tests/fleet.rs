@@ -146,7 +146,10 @@ fn suite(database: Option<String>) {
         let c = s.spawn(|| start_core(&cloud, "gw-3", &[]));
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
-    eprintln!("{backend}: cloud and 3 cores up after {:?}", started.elapsed());
+    eprintln!(
+        "{backend}: cloud and 3 cores up after {:?}",
+        started.elapsed()
+    );
 
     // 1. A group deployment reaches both members; a thing deployment to gw-1 adds to it.
     let d1 = deploy(&cloud, &format!("group:{GROUP}"), &[(BASE, "1.0.0")]);
@@ -169,7 +172,11 @@ fn suite(database: Option<String>) {
     assert_eq!(gw1.components(), vec![BASE.to_string(), EXTRA.to_string()]);
     gw1.assert_running(BASE, "1.0.0");
     gw1.assert_running(EXTRA, "1.0.0");
-    assert_eq!(gw2.components(), vec![BASE.to_string()], "the union is gw-1's");
+    assert_eq!(
+        gw2.components(),
+        vec![BASE.to_string()],
+        "the union is gw-1's"
+    );
     eprintln!("{backend}: union after {:?}", started.elapsed());
 
     // 2. A failing component rolls back on gw-1 only, with the cause reported.
@@ -193,7 +200,10 @@ fn suite(database: Option<String>) {
         "{failed}"
     );
     let cause = details["deployment-failure-cause"].as_str().unwrap_or("");
-    assert!(cause.contains(BROKEN), "the cause names the component: {failed}");
+    assert!(
+        cause.contains(BROKEN),
+        "the cause names the component: {failed}"
+    );
     assert_eq!(gw1.components(), vec![BASE.to_string(), EXTRA.to_string()]);
     gw1.assert_running(BASE, "1.0.0");
     gw1.assert_running(EXTRA, "1.0.0");
@@ -251,7 +261,10 @@ fn suite(database: Option<String>) {
     gw2.assert_running(BASE, "2.0.0");
     assert_eq!(marker(&gw2, BASE, "started").trim(), "2.0.0");
     assert_eq!(gw2.components(), vec![BASE.to_string()]);
-    eprintln!("{backend}: replacement and catch-up after {:?}", started.elapsed());
+    eprintln!(
+        "{backend}: replacement and catch-up after {:?}",
+        started.elapsed()
+    );
 
     // 5. gw-3 joins the group and gets its deployment; the canceled one never ran.
     cloud.json(&["group", "add", GROUP, "gw-3"]);

@@ -20,7 +20,13 @@ pub struct FleetCore {
 /// config is used as written, plus a short stability window (the harness adds `posixUser`).
 pub fn start_core(cloud: &RunningCloud, thing: &str, groups: &[&str]) -> FleetCore {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["thing", "create", thing, "--out", dir.path().to_str().unwrap()];
+    let mut args = vec![
+        "thing",
+        "create",
+        thing,
+        "--out",
+        dir.path().to_str().unwrap(),
+    ];
     for g in groups {
         args.extend(["--group", g]);
     }
@@ -257,7 +263,10 @@ pub fn wait_device(
         if st == want {
             return d;
         }
-        let final_status = matches!(st.as_str(), "SUCCEEDED" | "FAILED" | "CANCELED" | "REJECTED");
+        let final_status = matches!(
+            st.as_str(),
+            "SUCCEEDED" | "FAILED" | "CANCELED" | "REJECTED"
+        );
         assert!(
             !final_status,
             "{} reported {st} for {id}, expected {want}: {d}\n{}",

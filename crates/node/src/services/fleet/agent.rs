@@ -688,7 +688,9 @@ async fn run_deployment(
     let attempt = match core_deployment_of(core, &fleet_id) {
         None => 0,
         Some((id, attempt)) => match core.deployment(&id) {
-            Ok(record) if interrupted_by_core_stop(&record) && attempt < MAX_INTERRUPTED_RETRIES => {
+            Ok(record)
+                if interrupted_by_core_stop(&record) && attempt < MAX_INTERRUPTED_RETRIES =>
+            {
                 tracing::info!(deployment = %fleet_id, core_deployment = %id, "the core stopped while applying this deployment; running it again");
                 attempt + 1
             }
