@@ -236,8 +236,19 @@ fn suite(database: Option<String>) {
     let d2 = deploy(&cloud, &format!("group:{GROUP}"), &[(BASE, "2.0.0")]);
     let d2_id = id_of(&d2);
     wait_device(&cloud, &d2_id, &gw2, "IN_PROGRESS", WAIT);
-    // Into the 3 s install of 2.0.0.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stopped while the core applies it (in the 3 s install of 2.0.0, after the ongoing
+    // marker): the next start rolls it back, and the agent must run it again.
+    wait_for(
+        "gw-2 to start applying the replacement",
+        WAIT,
+        || {
+            let out = gw2.core.cli(&["deployment", "status", &d2_id, "--json"]);
+            let record: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let progress = record["progress"].as_str().unwrap_or("");
+            progress.starts_with("starting components").then_some(())
+        },
+        || tail(&gw2.core.stderr(), 40),
+    );
     gw2.stop();
     wait_device(&cloud, &d2_id, &gw1, "SUCCEEDED", WAIT);
     gw1.assert_running(BASE, "2.0.0");
@@ -261,6 +272,13 @@ fn suite(database: Option<String>) {
     gw2.assert_running(BASE, "2.0.0");
     assert_eq!(marker(&gw2, BASE, "started").trim(), "2.0.0");
     assert_eq!(gw2.components(), vec![BASE.to_string()]);
+    let interrupted = gw2.core.json(&["deployment", "status", &d2_id]);
+    assert_eq!(interrupted["status"], "FAILED", "{interrupted}");
+    assert_eq!(interrupted["errorStack"][1], "CORE_RESTARTED", "{interrupted}");
+    let retried = gw2
+        .core
+        .json(&["deployment", "status", &format!("{d2_id}:retry1")]);
+    assert_eq!(retried["status"], "SUCCEEDED", "{retried}");
     eprintln!(
         "{backend}: replacement and catch-up after {:?}",
         started.elapsed()
