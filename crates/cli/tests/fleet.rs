@@ -274,7 +274,10 @@ fn suite(database: Option<String>) {
     assert_eq!(gw2.components(), vec![BASE.to_string()]);
     let interrupted = gw2.core.json(&["deployment", "status", &d2_id]);
     assert_eq!(interrupted["status"], "FAILED", "{interrupted}");
-    assert_eq!(interrupted["errorStack"][1], "CORE_RESTARTED", "{interrupted}");
+    assert_eq!(
+        interrupted["errorStack"][1], "CORE_RESTARTED",
+        "{interrupted}"
+    );
     let retried = gw2
         .core
         .json(&["deployment", "status", &format!("{d2_id}:retry1")]);
