@@ -772,6 +772,26 @@ mod tests {
     }
 
     #[test]
+    fn only_a_deployment_the_core_stopped_in_is_run_again() {
+        assert_eq!(attempt_id("d-1", 0), "d-1");
+        assert_eq!(attempt_id("d-1", 2), "d-1:retry2");
+        let mut record: DeploymentRecord = serde_json::from_value(json!({
+            "deploymentId": "d-1", "status": "FAILED", "createdOn": 0,
+            "errorStack": ["DEPLOYMENT_FAILURE", "CORE_RESTARTED"], "request": {}
+        }))
+        .unwrap();
+        assert!(interrupted_by_core_stop(&record));
+        record.error_stack = vec!["DEPLOYMENT_FAILURE".into(), "COMPONENT_UPDATE_ERROR".into()];
+        assert!(
+            !interrupted_by_core_stop(&record),
+            "a real failure is reported"
+        );
+        record.error_stack = vec!["DEPLOYMENT_FAILURE".into(), "CORE_RESTARTED".into()];
+        record.status = DeploymentStatus::Succeeded;
+        assert!(!interrupted_by_core_stop(&record));
+    }
+
+    #[test]
     fn a_malformed_document_names_the_field_and_keeps_its_id() {
         let doc = json!({"deploymentId": "d-9", "configurationArn": "arn:x", "components": 3});
         let work = parse_work(Source::Job("j".into()), Some(&doc), 100, |d| {
