@@ -611,7 +611,8 @@ fn print_summary(
         core.core_log().display(),
         core.logs_dir().display()
     );
-    println!("Try:         lichen cloud --data {data} thing describe {THING}");
+    println!("Try:         lichen cloud --data {data} device list");
+    println!("             lichen cloud --data {data} device status {THING}");
     println!("             lichen cloud --data {data} deployment status {id}");
     println!("             lichen cloud --data {data} component list");
     println!("             lichen --root {root} component list");

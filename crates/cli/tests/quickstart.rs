@@ -42,7 +42,12 @@ impl Quickstart {
         let mut child = Command::new(BIN)
             .arg("quickstart")
             .arg(dir)
-            .args(["--api-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--timeout", "240"])
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -101,7 +106,10 @@ impl Quickstart {
                 assert!(status.success(), "quickstart exited with {status}");
                 break;
             }
-            assert!(Instant::now() < deadline, "quickstart did not stop on {signal}");
+            assert!(
+                Instant::now() < deadline,
+                "quickstart did not stop on {signal}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         self.lines
@@ -162,11 +170,29 @@ fn quickstart_deploys_the_examples_from_its_cloud_and_stops_both_cleanly() {
     assert_eq!(devices[0]["status"], "SUCCEEDED", "{status}");
     let published = cloud_json(&data, &["component", "list"]);
     for c in EXAMPLES {
-        assert!(published.to_string().contains(c), "{c} not published: {published}");
+        assert!(
+            published.to_string().contains(c),
+            "{c} not published: {published}"
+        );
     }
     assert_eq!(
         cloud_json(&data, &["thing", "describe", "lichen-demo-core"])["online"],
         true
+    );
+    // The core's fleet status reaches the cloud, as `cloud device list|status` show it.
+    let listed = cloud_json(&data, &["device", "list"]);
+    assert_eq!(listed[0]["thing"], "lichen-demo-core", "{listed}");
+    eventually(
+        "the examples in the device's fleet status",
+        Duration::from_secs(30),
+        || {
+            let d = cloud_json(&data, &["device", "status", "lichen-demo-core"]);
+            EXAMPLES.iter().all(|c| {
+                d["components"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|x| x["componentName"] == *c))
+            })
+        },
     );
 
     // The examples run on the core, from what the core fetched from the cloud.
@@ -185,8 +211,8 @@ fn quickstart_deploys_the_examples_from_its_cloud_and_stops_both_cleanly() {
     // Secrets are 0600.
     assert_eq!(mode(&data.join("admin.token")), 0o600);
     assert_eq!(mode(&dir.join("device/thing.private.key")), 0o600);
-    let fingerprint = cloud_json(&data, &["thing", "describe", "lichen-demo-core"])
-        ["certificates"][0]["id"]
+    let fingerprint = cloud_json(&data, &["thing", "describe", "lichen-demo-core"])["certificates"]
+        [0]["id"]
         .clone();
 
     let rest = qs.stop(Signal::SIGTERM);
@@ -194,9 +220,11 @@ fn quickstart_deploys_the_examples_from_its_cloud_and_stops_both_cleanly() {
     eventually("the cloud stopped", Duration::from_secs(5), || {
         !pid_alive(cloud_pid)
     });
-    eventually("the heartbeat daemon stopped", Duration::from_secs(5), || {
-        !pid_alive(daemon)
-    });
+    eventually(
+        "the heartbeat daemon stopped",
+        Duration::from_secs(5),
+        || !pid_alive(daemon),
+    );
     let cloud_log = read(&dir.join("cloud.log"));
     assert!(cloud_log.contains("stopping the cloud"), "{cloud_log}");
 
