@@ -49,6 +49,8 @@ const CLOUD_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the cloud gets to stop on SIGTERM before it is killed.
 const CLOUD_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(300);
+/// The cloud's ready line is one small JSON object.
+const MAX_READY_LINE: u64 = 64 * 1024;
 
 #[derive(clap::Args)]
 pub struct QuickstartArgs {
@@ -243,9 +245,11 @@ impl CloudProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         // The ready line is read on a thread so that a cloud that hangs cannot hang us.
         std::thread::spawn(move || {
+            use std::io::Read;
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let read = reader.read_line(&mut line);
+            // One short JSON line; bounded so that a confused child cannot grow it.
+            let read = reader.by_ref().take(MAX_READY_LINE).read_line(&mut line);
             let _ = tx.send((read.map(|_| line), reader));
         });
         let answer = rx.recv_timeout(CLOUD_START_TIMEOUT);
@@ -487,7 +491,7 @@ async fn publish(
     }
 }
 
-/// Steps 5–6: waits for the core to be online, deploys the examples to the group, and
+/// Steps 4–6: waits for the core to be online, deploys the examples to the group, and
 /// follows the device's status (and the core's own progress) until it is final. Returns
 /// the deployment id once the device reports SUCCEEDED.
 async fn deploy_and_wait(
@@ -502,6 +506,7 @@ async fn deploy_and_wait(
     loop {
         let thing: Value = client.call("GET", &thing_path, None).await?;
         if thing["online"] == true {
+            steps.inc(1);
             break;
         }
         if Instant::now() >= deadline {
