@@ -1,4 +1,4 @@
-//! `lichen core run` and `lichen quickstart`: run a device (composed by `lichen-node`) until
+//! `lichen core run` and `lichen quickstart --local`: run a device (composed by `lichen-node`) until
 //! SIGTERM or SIGINT.
 
 use std::path::{Path, PathBuf};
@@ -38,13 +38,6 @@ pub struct RunArgs {
     thing_name: Option<String>,
 }
 
-#[derive(clap::Args)]
-pub struct QuickstartArgs {
-    /// Where the demo core keeps its state (default ./lichen-demo, or --root).
-    #[arg(value_name = "DIR")]
-    dir: Option<PathBuf>,
-}
-
 fn load_settings(args: &RunArgs) -> anyhow::Result<Settings> {
     let mut settings = match &args.config {
         Some(path) => Settings::load(path)?,
@@ -80,8 +73,13 @@ fn status(global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Logs go to stderr and to `logs/lichen.log` (size-rotated).
-fn init_logging(layout: &RootLayout, settings: &Settings) -> anyhow::Result<()> {
+/// Logs go to stderr and to `logs/lichen.log` (size-rotated). `quiet`: only warnings and
+/// errors on stderr (the quickstart draws its progress there).
+pub(crate) fn init_logging(
+    layout: &RootLayout,
+    settings: &Settings,
+    quiet: bool,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(layout.logs_dir())
         .with_context(|| format!("creating {}", layout.logs_dir().display()))?;
     let file = RotatingLog::open(
@@ -93,18 +91,25 @@ fn init_logging(layout: &RootLayout, settings: &Settings) -> anyhow::Result<()> 
     let filter = EnvFilter::try_from_env("LICHEN_LOG")
         .or_else(|_| EnvFilter::try_new(&settings.logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr_level = if quiet {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::TRACE
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         // Input (names, paths, peer strings) reaches log messages: no line may be forged.
         .with_writer(
-            (|| EscapingWriter(std::io::stderr())).and(move || EscapingWriter(file.clone())),
+            (|| EscapingWriter(std::io::stderr()))
+                .with_max_level(stderr_level)
+                .and(move || EscapingWriter(file.clone())),
         )
         .try_init();
     Ok(())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // Two workers are enough for the control plane and keep the idle footprint small.
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -115,7 +120,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A device on `root`, composed by `lichen-node` with its default services.
-async fn start_node(root: &Path, settings: Settings) -> anyhow::Result<lichen_node::Node> {
+pub(crate) async fn start_node(
+    root: &Path,
+    settings: Settings,
+) -> anyhow::Result<lichen_node::Node> {
     let options = lichen_node::NodeOptions {
         root: root.to_path_buf(),
         settings,
@@ -125,13 +133,13 @@ async fn start_node(root: &Path, settings: Settings) -> anyhow::Result<lichen_no
 
 /// SIGTERM and SIGINT, installed before anything starts so that a signal arriving during
 /// start-up still leads to a clean stop.
-struct StopSignals {
+pub(crate) struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    fn install() -> anyhow::Result<StopSignals> {
+    pub(crate) fn install() -> anyhow::Result<StopSignals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(StopSignals {
             term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
@@ -139,7 +147,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(&mut self) -> &'static str {
+    pub(crate) async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
@@ -156,7 +164,7 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
     let root = global.root();
     let settings = load_settings(&args)?;
     let layout = RootLayout::new(&root);
-    init_logging(&layout, &settings)?;
+    init_logging(&layout, &settings, false)?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
         let node = start_node(&root, settings).await?;
@@ -176,13 +184,13 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
 
 /// The user running the CLI, from the owner of `/proc/self`; `None` (the core's default
 /// user then applies) when /proc is not there.
-fn current_uid() -> Option<u32> {
+pub(crate) fn current_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// Example components, compiled in so quickstart works from any directory.
-const EXAMPLES: &[(&str, &str)] = &[
+pub(crate) const EXAMPLES: &[(&str, &str)] = &[
     (
         "com.example.HelloWorld-1.0.0.yaml",
         include_str!("../../../examples/recipes/com.example.HelloWorld-1.0.0.yaml"),
@@ -201,7 +209,7 @@ const EXAMPLE_ARTIFACTS: &[(&str, &str)] = &[(
     include_str!("../../../examples/artifacts/com.example.HelloWorld/1.0.0/hello.sh"),
 )];
 
-fn write_examples(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub(crate) fn write_examples(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let recipes = dir.join("recipes");
     let artifacts = dir.join("artifacts");
     std::fs::create_dir_all(&recipes)?;
@@ -218,11 +226,9 @@ fn write_examples(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((recipes, artifacts))
 }
 
-pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
-    let root = args
-        .dir
-        .or_else(|| global.root.clone())
-        .unwrap_or_else(|| PathBuf::from("lichen-demo"));
+/// `lichen quickstart --local`: one core on `root`, the examples deployed to it locally (no
+/// cloud).
+pub fn quickstart_local(root: PathBuf) -> anyhow::Result<ExitCode> {
     let layout = RootLayout::new(&root);
     // The demo runs in the user's own directory, which the default component user (as root:
     // ggc_user or nobody) may not be able to reach: its components run as whoever ran it.
@@ -230,7 +236,7 @@ pub fn quickstart(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitC
         posix_user: current_uid().map(|u| u.to_string()).unwrap_or_default(),
         ..Settings::default()
     };
-    init_logging(&layout, &settings)?;
+    init_logging(&layout, &settings, false)?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
         let node = start_node(layout.root(), settings).await?;

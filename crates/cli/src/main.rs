@@ -4,6 +4,7 @@ mod cmd_cloud;
 mod cmd_cloud_certs;
 mod cmd_cloud_component;
 mod cmd_cloud_deployment;
+mod cmd_cloud_device;
 mod cmd_cloud_registry;
 mod cmd_component;
 mod cmd_core;
@@ -12,6 +13,7 @@ mod cmd_device;
 mod cmd_logs;
 mod cmd_recipe;
 mod output;
+mod quickstart;
 
 use std::path::PathBuf;
 
@@ -54,8 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: cmd_core::CoreCommand,
     },
-    /// Start a demo core in ./lichen-demo with example components deployed.
-    Quickstart(cmd_core::QuickstartArgs),
+    /// Start a demo cloud and core in ./lichen-demo, the example components deployed from
+    /// the one to the other (`--local`: a core alone).
+    Quickstart(quickstart::QuickstartArgs),
     /// Create, inspect and cancel deployments.
     Deployment {
         #[command(subcommand)]
@@ -86,7 +89,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Core { command } => cmd_core::run(&cli.global, command),
-        Command::Quickstart(args) => cmd_core::quickstart(&cli.global, args),
+        Command::Quickstart(args) => quickstart::run(&cli.global, args),
         Command::Deployment { command } => cmd_deployment::run(&cli.global, command),
         Command::Component { command } => cmd_component::run(&cli.global, command),
         Command::Device { command } => cmd_device::run(&cli.global, command),

@@ -136,10 +136,10 @@ fn control_channel_refuses_other_users() {
 }
 
 #[test]
-fn quickstart_runs_examples_and_stops_cleanly() {
+fn quickstart_local_runs_examples_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .arg("quickstart")
+        .args(["quickstart", "--local"])
         .arg(dir.path().join("demo"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
