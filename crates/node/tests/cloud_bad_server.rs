@@ -121,7 +121,7 @@ async fn a_misbehaving_cloud_is_disconnected_logged_and_retried_while_the_core_s
                     let reply = match p {
                         Packet::Subscribe(sub) => Packet::SubAck(SubAck {
                             packet_id: sub.packet_id,
-                            reason_codes: vec![ReasonCode::GrantedQoS1; sub.filters.len()],
+                            reason_codes: vec![ReasonCode::GrantedQos1; sub.filters.len()],
                             properties: Properties::default(),
                         }),
                         Packet::PingReq => Packet::PingResp,
@@ -138,7 +138,7 @@ async fn a_misbehaving_cloud_is_disconnected_logged_and_retried_while_the_core_s
             tokio::time::sleep(Duration::from_millis(300)).await;
             s.write_all(&bad).await.unwrap();
             let mut disconnect = None;
-            let mut closed = false;
+            let closed;
             loop {
                 match read_packet(&mut s, &mut buf, Duration::from_secs(5)).await {
                     Some(Packet::Disconnect(d)) => disconnect = Some(d.reason_code),
@@ -146,7 +146,7 @@ async fn a_misbehaving_cloud_is_disconnected_logged_and_retried_while_the_core_s
                         // Answered, so the SUBACK the misdeed sends is the only odd one.
                         let ack = Packet::SubAck(SubAck {
                             packet_id: sub.packet_id,
-                            reason_codes: vec![ReasonCode::GrantedQoS1; sub.filters.len()],
+                            reason_codes: vec![ReasonCode::GrantedQos1; sub.filters.len()],
                             properties: Properties::default(),
                         });
                         let _ = s.write_all(&bytes(&ack)).await;

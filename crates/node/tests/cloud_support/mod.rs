@@ -265,7 +265,7 @@ pub struct Sub(Option<std::process::Child>);
 impl Sub {
     pub fn start(addr: SocketAddr, topic: &str, count: usize, extra: &[&str]) -> Sub {
         let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", "mqttv5", "-q", "1", "-v"])
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", "mqttv5", "-q", "1"])
             .args(["-t", topic, "-C", &count.to_string(), "-W", "20"])
             .args(extra)
             .stdout(Stdio::piped())
