@@ -27,7 +27,10 @@ fn python() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("skipping: {} missing (scripts/setup-test-deps)", p.display());
+        eprintln!(
+            "skipping: {} missing (scripts/setup-test-deps)",
+            p.display()
+        );
         None
     }
 }
@@ -133,7 +136,13 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     // The cloud, once: the thing and its bundle, the component the fleet will deploy.
     let cloud = Cloud::start(&data, api, mqtt);
     let core_dir = tempfile::tempdir().unwrap();
-    cloud.json(&["thing", "create", "gw-offline", "--out", core_dir.path().to_str().unwrap()]);
+    cloud.json(&[
+        "thing",
+        "create",
+        "gw-offline",
+        "--out",
+        core_dir.path().to_str().unwrap(),
+    ]);
     let late = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": "com.example.Late",
@@ -143,7 +152,12 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     });
     let late_file = cloud_dir.path().join("late.json");
     std::fs::write(&late_file, late.to_string()).unwrap();
-    cloud.json(&["component", "create", "--recipe", late_file.to_str().unwrap()]);
+    cloud.json(&[
+        "component",
+        "create",
+        "--recipe",
+        late_file.to_str().unwrap(),
+    ]);
     cloud.stop();
 
     // The core, with its cloud down.
@@ -161,10 +175,14 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
         "the core waited for its cloud: {:?}",
         started.elapsed()
     );
-    let status = wait_for("a failed connection attempt", Duration::from_secs(20), || {
-        let c = core.json(&["core", "status"])["cloud"].clone();
-        (!c["lastError"].is_null()).then_some(c)
-    });
+    let status = wait_for(
+        "a failed connection attempt",
+        Duration::from_secs(20),
+        || {
+            let c = core.json(&["core", "status"])["cloud"].clone();
+            (!c["lastError"].is_null()).then_some(c)
+        },
+    );
     assert_ne!(status["state"], "connected", "{status}");
     assert_eq!(status["thingName"], "gw-offline", "{status}");
     let human = core.cli(&["core", "status"]);
@@ -211,7 +229,12 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     let d = core.deploy(
         &recipes,
         Some(&artifacts),
-        &["-m", "com.test.Offline=1.0.0", "-m", "com.example.Late=1.0.0"],
+        &[
+            "-m",
+            "com.test.Offline=1.0.0",
+            "-m",
+            "com.example.Late=1.0.0",
+        ],
     );
     assert_eq!(d["status"], "SUCCEEDED", "{d}\n{}", core.stderr());
     assert!(
@@ -221,9 +244,11 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     );
     // IPC is served: the component subscribed over it.
     let work = core.work("com.test.Offline");
-    eventually("the component subscribed over IPC", Duration::from_secs(30), || {
-        work.join("ready").exists()
-    });
+    eventually(
+        "the component subscribed over IPC",
+        Duration::from_secs(30),
+        || work.join("ready").exists(),
+    );
     assert_eq!(core.state("com.example.Late"), "RUNNING");
     // The local broker answers (a device outside any policy is refused by it, not by a
     // missing listener).
@@ -231,7 +256,9 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     let addr = broker["listeners"][0]["addr"].as_str().unwrap().to_string();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let out = Command::new("mosquitto_pub")
-        .args(["-h", host, "-p", port, "-V", "mqttv5", "-i", "stranger", "-t", "x", "-m", "x"])
+        .args([
+            "-h", host, "-p", port, "-V", "mqttv5", "-i", "stranger", "-t", "x", "-m", "x",
+        ])
         .output()
         .expect("mosquitto_pub (Debian package mosquitto-clients)");
     let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
@@ -270,24 +297,32 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     });
     assert_eq!(status["thingName"], "gw-offline");
     // The deployment arrives and succeeds; the cloud hears it.
-    let record = wait_for("the fleet deployment on the core", Duration::from_secs(60), || {
-        let list = core.json(&["deployment", "list"]);
-        list.as_array()?
-            .iter()
-            .find(|r| {
-                r["deploymentId"] == fleet_id.as_str()
-                    || r["request"]["deploymentId"] == fleet_id.as_str()
-            })
-            .filter(|r| r["status"] == "SUCCEEDED" || r["status"] == "FAILED")
-            .cloned()
-    });
+    let record = wait_for(
+        "the fleet deployment on the core",
+        Duration::from_secs(60),
+        || {
+            let list = core.json(&["deployment", "list"]);
+            list.as_array()?
+                .iter()
+                .find(|r| {
+                    r["deploymentId"] == fleet_id.as_str()
+                        || r["request"]["deploymentId"] == fleet_id.as_str()
+                })
+                .filter(|r| r["status"] == "SUCCEEDED" || r["status"] == "FAILED")
+                .cloned()
+        },
+    );
     assert_eq!(record["status"], "SUCCEEDED", "{record}\n{}", core.stderr());
     let details = core.json(&["component", "details", "com.example.Late"]);
     assert_eq!(details["configuration"]["mode"], "fleet", "{details}");
-    wait_for("the cloud to see it succeeded", Duration::from_secs(30), || {
-        let st = cloud.json(&["deployment", "status", &fleet_id]);
-        (st["counts"]["SUCCEEDED"] == 1).then_some(st)
-    });
+    wait_for(
+        "the cloud to see it succeeded",
+        Duration::from_secs(30),
+        || {
+            let st = cloud.json(&["deployment", "status", &fleet_id]);
+            (st["counts"]["SUCCEEDED"] == 1).then_some(st)
+        },
+    );
     drop(core);
     cloud.stop();
 }

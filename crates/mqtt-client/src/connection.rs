@@ -85,7 +85,8 @@ impl Connection {
         if self.protocol == Protocol::V5
             && let Some(reason) = disconnect_reason(&error)
         {
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.write_disconnect(reason)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.write_disconnect(reason)).await;
         }
         if matches!(error, ClientError::Disconnected) {
             tracing::debug!("MQTT connection closed by the client");

@@ -138,10 +138,26 @@ async fn the_client_tells_an_mqtt5_server_why_it_leaves() {
     )
     .unwrap();
     let cases: Vec<(Protocol, Vec<u8>, Option<ReasonCode>)> = vec![
-        (Protocol::V5, vec![0x00, 0x00], Some(ReasonCode::MalformedPacket)),
-        (Protocol::V5, connack(Protocol::V5, ReasonCode::Success, None), Some(ReasonCode::ProtocolError)),
-        (Protocol::V5, suback_unknown, Some(ReasonCode::ProtocolError)),
-        (Protocol::V5, vec![0x30, 0x80, 0x80, 0x80, 0x60], Some(ReasonCode::PacketTooLarge)),
+        (
+            Protocol::V5,
+            vec![0x00, 0x00],
+            Some(ReasonCode::MalformedPacket),
+        ),
+        (
+            Protocol::V5,
+            connack(Protocol::V5, ReasonCode::Success, None),
+            Some(ReasonCode::ProtocolError),
+        ),
+        (
+            Protocol::V5,
+            suback_unknown,
+            Some(ReasonCode::ProtocolError),
+        ),
+        (
+            Protocol::V5,
+            vec![0x30, 0x80, 0x80, 0x80, 0x60],
+            Some(ReasonCode::PacketTooLarge),
+        ),
         (Protocol::V311, vec![0x00, 0x00], None),
     ];
     for (protocol, bad, expected) in cases {

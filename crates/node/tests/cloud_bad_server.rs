@@ -106,9 +106,13 @@ async fn a_misbehaving_cloud_is_disconnected_logged_and_retried_while_the_core_s
     tokio::spawn(async move {
         let mut misdeeds = misdeeds.into_iter();
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let accepted_at = Instant::now();
-            let Ok(mut s) = tls.accept(tcp).await else { continue };
+            let Ok(mut s) = tls.accept(tcp).await else {
+                continue;
+            };
             let mut buf = Vec::new();
             match read_packet(&mut s, &mut buf, Duration::from_secs(5)).await {
                 Some(Packet::Connect(_)) => {}
@@ -195,10 +199,22 @@ async fn a_misbehaving_cloud_is_disconnected_logged_and_retried_while_the_core_s
         .unwrap();
 
     let expected = [
-        ("oversized", ReasonCode::PacketTooLarge, "maximum packet size"),
+        (
+            "oversized",
+            ReasonCode::PacketTooLarge,
+            "maximum packet size",
+        ),
         ("malformed", ReasonCode::MalformedPacket, "malformed"),
-        ("second CONNACK", ReasonCode::ProtocolError, "protocol violation"),
-        ("SUBACK for an unknown id", ReasonCode::ProtocolError, "unknown packet id"),
+        (
+            "second CONNACK",
+            ReasonCode::ProtocolError,
+            "protocol violation",
+        ),
+        (
+            "SUBACK for an unknown id",
+            ReasonCode::ProtocolError,
+            "unknown packet id",
+        ),
     ];
     let mut previous_end: Option<Instant> = None;
     for (i, (name, code, error)) in expected.iter().enumerate() {
@@ -214,14 +230,19 @@ async fn a_misbehaving_cloud_is_disconnected_logged_and_retried_while_the_core_s
             // Each connection was lost right after it was made: the next attempt waits at
             // least half the base backoff (full jitter).
             let gap = seen.accepted_at.saturating_duration_since(prev);
-            assert!(gap >= Duration::from_millis(150), "{name}: reconnected after {gap:?}");
+            assert!(
+                gap >= Duration::from_millis(150),
+                "{name}: reconnected after {gap:?}"
+            );
         }
         previous_end = Some(ended);
         // The reason is the link's last error (what `core status` and the log show).
         let last_error = || cloud.status().unwrap().last_error.unwrap_or_default();
-        eventually(&format!("{name}: the reason as the last error"), Duration::from_secs(5), || {
-            last_error().contains(error)
-        })
+        eventually(
+            &format!("{name}: the reason as the last error"),
+            Duration::from_secs(5),
+            || last_error().contains(error),
+        )
         .await;
         // The core is up: IPC answers.
         let reply = ipc

@@ -23,7 +23,8 @@ use lichen_node::{BridgeService, BrokerService, CloudService, Node, Service};
 use lichen_pki::LocalCa;
 use serde_json::{Value, json};
 
-const BROKER: &str = "posixUser: root\nbroker:\n  listeners:\n    - { kind: tcp, bind: \"127.0.0.1:0\" }\n";
+const BROKER: &str =
+    "posixUser: root\nbroker:\n  listeners:\n    - { kind: tcp, bind: \"127.0.0.1:0\" }\n";
 
 struct Device {
     node: Node,
@@ -176,7 +177,9 @@ async fn awsiotsdk_component_talks_to_iot_core_with_mqtt5_properties_and_needs_m
     );
 
     // Component → cloud, every property the SDK sets.
-    let lines = tokio::task::spawn_blocking(move || up.lines()).await.unwrap();
+    let lines = tokio::task::spawn_blocking(move || up.lines())
+        .await
+        .unwrap();
     assert_eq!(lines.len(), 1, "{lines:?}");
     let fields: Vec<&str> = lines[0].split('|').collect();
     assert_eq!(fields[0], "up/telemetry");
@@ -188,9 +191,11 @@ async fn awsiotsdk_component_talks_to_iot_core_with_mqtt5_properties_and_needs_m
     assert_eq!(fields[5], "down/answers");
     assert_eq!(fields[6], "1", "payload format indicator");
     // Outside its policy's resources.
-    eventually("the forbidden publish answered", Duration::from_secs(10), || {
-        work.join("published.json").exists()
-    })
+    eventually(
+        "the forbidden publish answered",
+        Duration::from_secs(10),
+        || work.join("published.json").exists(),
+    )
     .await;
     assert_eq!(
         read_json(&work.join("published.json")).unwrap()["forbidden"],
@@ -204,10 +209,31 @@ async fn awsiotsdk_component_talks_to_iot_core_with_mqtt5_properties_and_needs_m
         "down/answers",
         "ok",
         &[
-            "-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type",
-            "application/json", "-D", "publish", "correlation-data", "req-1", "-D", "publish",
-            "response-topic", "up/replies", "-D", "publish", "payload-format-indicator", "1",
-            "-D", "publish", "message-expiry-interval", "90",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+            "-D",
+            "publish",
+            "content-type",
+            "application/json",
+            "-D",
+            "publish",
+            "correlation-data",
+            "req-1",
+            "-D",
+            "publish",
+            "response-topic",
+            "up/replies",
+            "-D",
+            "publish",
+            "payload-format-indicator",
+            "1",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "90",
         ],
     );
     let received = work.join("received.jsonl");
@@ -235,15 +261,23 @@ async fn awsiotsdk_component_talks_to_iot_core_with_mqtt5_properties_and_needs_m
 
     // No mqttproxy policy: both operations refused.
     let dwork = layout.work_dir(denied);
-    eventually("the denied component tried", Duration::from_secs(30), || {
-        dwork.join("denied.json").exists()
-    })
+    eventually(
+        "the denied component tried",
+        Duration::from_secs(30),
+        || dwork.join("denied.json").exists(),
+    )
     .await;
     let out = read_json(&dwork.join("denied.json")).unwrap();
     assert_eq!(out["publish"], "UnauthorizedError", "{out}");
     assert_eq!(out["subscribe"], "UnauthorizedError", "{out}");
 
-    assert_eq!(d.bridge.stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        d.bridge
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     d.node.shutdown().await;
 }
 
@@ -288,14 +322,19 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
         .unwrap();
     let local = local_broker(&d.broker).await;
     // The node applies configuration asynchronously: wait for both cloud subscriptions.
-    eventually("the bridge's cloud subscriptions", Duration::from_secs(15), || {
-        link.subscriptions() >= 2
-    })
+    eventually(
+        "the bridge's cloud subscriptions",
+        Duration::from_secs(15),
+        || link.subscriptions() >= 2,
+    )
     .await;
     // A component on the bus (IotCore → Pubsub arrives here, Pubsub → IotCore leaves here).
     let bus = handle.bus().clone();
     let from_cloud = bus
-        .subscribe(lichen_bus::SubscribeOptions::new("cloud/#", "component:test"))
+        .subscribe(lichen_bus::SubscribeOptions::new(
+            "cloud/#",
+            "component:test",
+        ))
         .unwrap();
 
     for round in ["before", "after"] {
@@ -316,8 +355,14 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
             &format!("21-{round}"),
             &["-D", "publish", "user-property", "unit", "C"],
         );
-        let lines = tokio::task::spawn_blocking(move || up.lines()).await.unwrap();
-        assert_eq!(lines, [format!("fleet/sensors/s1/temp|21-{round}|unit:C")], "{round}");
+        let lines = tokio::task::spawn_blocking(move || up.lines())
+            .await
+            .unwrap();
+        assert_eq!(
+            lines,
+            [format!("fleet/sensors/s1/temp|21-{round}|unit:C")],
+            "{round}"
+        );
 
         // IotCore → LocalMqtt, and not back to the cloud through the `echo` mapping.
         let down = Sub::start(local, "cmd/#", 1, &["-F", "%t|%p|%P"]);
@@ -330,9 +375,17 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
             &format!("now-{round}"),
             &["-D", "publish", "user-property", "by", "ops"],
         );
-        let lines = tokio::task::spawn_blocking(move || down.lines()).await.unwrap();
-        assert_eq!(lines, [format!("cmd/s1/reboot|now-{round}|by:ops")], "{round}");
-        let echoed = tokio::task::spawn_blocking(move || echo.lines()).await.unwrap();
+        let lines = tokio::task::spawn_blocking(move || down.lines())
+            .await
+            .unwrap();
+        assert_eq!(
+            lines,
+            [format!("cmd/s1/reboot|now-{round}|by:ops")],
+            "{round}"
+        );
+        let echoed = tokio::task::spawn_blocking(move || echo.lines())
+            .await
+            .unwrap();
         assert_eq!(
             echoed,
             [format!("cmd/s1/reboot|now-{round}")],
@@ -340,13 +393,22 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
         );
 
         // IotCore → Pubsub, with the prefix.
-        publish(m.tcp, "cloud-app", "app/in/config", &format!("cfg-{round}"), &[]);
+        publish(
+            m.tcp,
+            "cloud-app",
+            "app/in/config",
+            &format!("cfg-{round}"),
+            &[],
+        );
         let got = tokio::time::timeout(Duration::from_secs(10), from_cloud.recv())
             .await
             .expect("IotCore → Pubsub in time")
             .unwrap();
         assert_eq!(&*got.topic, "cloud/app/in/config");
-        assert_eq!(&got.payload.to_bytes()[..], format!("cfg-{round}").as_bytes());
+        assert_eq!(
+            &got.payload.to_bytes()[..],
+            format!("cfg-{round}").as_bytes()
+        );
         assert_eq!(&*got.origin, lichen_node::services::cloud::IOTCORE_ORIGIN);
 
         // Pubsub → IotCore.
@@ -358,7 +420,9 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
             "component:test",
         ))
         .unwrap();
-        let lines = tokio::task::spawn_blocking(move || out.lines()).await.unwrap();
+        let lines = tokio::task::spawn_blocking(move || out.lines())
+            .await
+            .unwrap();
         assert_eq!(lines, [format!("app/out/result|res-{round}")], "{round}");
     }
     let stats = d.bridge.stats();
@@ -375,14 +439,18 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
             Value::Null,
         )
         .unwrap();
-    eventually("the bridge's cloud subscriptions dropped", Duration::from_secs(10), || {
-        link.subscriptions() == 0
-    })
+    eventually(
+        "the bridge's cloud subscriptions dropped",
+        Duration::from_secs(10),
+        || link.subscriptions() == 0,
+    )
     .await;
     let up = Sub::start(m.tcp, "fleet/#", 1, &["-W", "2"]);
     tokio::time::sleep(Duration::from_millis(400)).await;
     publish(local, "sensor-1", "sensors/s1/temp", "late", &[]);
-    let lines = tokio::task::spawn_blocking(move || up.lines()).await.unwrap();
+    let lines = tokio::task::spawn_blocking(move || up.lines())
+        .await
+        .unwrap();
     assert!(lines.is_empty(), "{lines:?}");
     d.node.shutdown().await;
 }

@@ -191,7 +191,11 @@ pub async fn wait_link(link: &CloudLink, connected: bool, within: Duration) -> D
     assert!(
         matches!(ok, Ok(Ok(_))),
         "link never {}: {:?}",
-        if connected { "connected" } else { "disconnected" },
+        if connected {
+            "connected"
+        } else {
+            "disconnected"
+        },
         *link.state().borrow()
     );
     started.elapsed()
@@ -253,7 +257,10 @@ pub fn python() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("skipping: {} missing (scripts/setup-test-deps)", p.display());
+        eprintln!(
+            "skipping: {} missing (scripts/setup-test-deps)",
+            p.display()
+        );
         None
     }
 }
@@ -265,7 +272,16 @@ pub struct Sub(Option<std::process::Child>);
 impl Sub {
     pub fn start(addr: SocketAddr, topic: &str, count: usize, extra: &[&str]) -> Sub {
         let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", "mqttv5", "-q", "1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+            ])
             .args(["-t", topic, "-C", &count.to_string(), "-W", "20"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -296,7 +312,16 @@ impl Drop for Sub {
 /// `mosquitto_pub` of one message (QoS 1, MQTT 5) with extra arguments; asserts success.
 pub fn publish(addr: SocketAddr, client_id: &str, topic: &str, payload: &str, extra: &[&str]) {
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", "mqttv5", "-q", "1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+        ])
         .args(["-i", client_id, "-t", topic, "-m", payload])
         .args(extra)
         .output()

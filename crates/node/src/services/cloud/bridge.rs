@@ -65,7 +65,12 @@ impl BridgeStats {
     fn drop_one(&self, mapping: &str, topic: &str, why: &str) {
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 || n.is_multiple_of(DROP_LOG_EVERY) {
-            tracing::warn!(mapping, topic, dropped_total = n, "bridge message to or from IotCore dropped: {why}");
+            tracing::warn!(
+                mapping,
+                topic,
+                dropped_total = n,
+                "bridge message to or from IotCore dropped: {why}"
+            );
         }
     }
 }
@@ -145,7 +150,8 @@ impl BridgeService {
     }
 
     async fn reconcile(&self, ctx: &ServiceContext) {
-        let mappings = match cloud_mappings(ctx.core.get_configuration(BRIDGE_COMPONENT, &[]).ok()) {
+        let mappings = match cloud_mappings(ctx.core.get_configuration(BRIDGE_COMPONENT, &[]).ok())
+        {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(component = BRIDGE_COMPONENT, error = %e, "IotCore bridge mappings not applied");
@@ -171,12 +177,19 @@ impl BridgeService {
             return;
         }
         let Some(link) = self.cloud.link() else {
-            tracing::warn!(component = BRIDGE_COMPONENT, mappings = mappings.len(),
-                "IotCore bridge mappings are inactive: the core config has no cloud section");
+            tracing::warn!(
+                component = BRIDGE_COMPONENT,
+                mappings = mappings.len(),
+                "IotCore bridge mappings are inactive: the core config has no cloud section"
+            );
             return;
         };
         let tasks = self.start_legs(&mappings, &link, &ctx.bus, broker.as_ref());
-        tracing::info!(mappings = mappings.len(), local_broker = broker.is_some(), "IotCore bridge legs started");
+        tracing::info!(
+            mappings = mappings.len(),
+            local_broker = broker.is_some(),
+            "IotCore bridge legs started"
+        );
         *active = Some(Active {
             mappings,
             broker,
@@ -207,7 +220,9 @@ impl BridgeService {
                             link.clone(),
                             self.stats.clone(),
                         ))),
-                        Err(e) => tracing::error!(mapping = %name, error = %e, "bridge cannot subscribe to the bus"),
+                        Err(e) => {
+                            tracing::error!(mapping = %name, error = %e, "bridge cannot subscribe to the bus")
+                        }
                     }
                 }
                 (Endpoint::IotCore, target) => {
@@ -241,9 +256,15 @@ impl BridgeService {
                         tx,
                         stats: self.stats.clone(),
                     })));
-                    tasks.push(tokio::spawn(devices_to_cloud(rx, link.clone(), self.stats.clone())));
+                    tasks.push(tokio::spawn(devices_to_cloud(
+                        rx,
+                        link.clone(),
+                        self.stats.clone(),
+                    )));
                 }
-                None => tracing::warn!("LocalMqtt → IotCore is inactive: the MQTT broker is not running"),
+                None => tracing::warn!(
+                    "LocalMqtt → IotCore is inactive: the MQTT broker is not running"
+                ),
             }
         }
         tasks
@@ -271,7 +292,9 @@ fn cloud_mappings(config: Option<Value>) -> Result<Vec<(String, BridgeMapping)>,
 async fn publish_to_cloud(link: &CloudLink, stats: &BridgeStats, mapping: &str, message: Message) {
     let topic = message.topic.clone();
     match link.publish_message(message).await {
-        Ok(code) if code.is_error() => stats.drop_one(mapping, &topic, &format!("the cloud answered {code:?}")),
+        Ok(code) if code.is_error() => {
+            stats.drop_one(mapping, &topic, &format!("the cloud answered {code:?}"))
+        }
         Ok(_) => {
             stats.to_cloud.fetch_add(1, Ordering::Relaxed);
         }
@@ -279,7 +302,11 @@ async fn publish_to_cloud(link: &CloudLink, stats: &BridgeStats, mapping: &str, 
     }
 }
 
-async fn devices_to_cloud(mut rx: mpsc::Receiver<Outbound>, link: CloudLink, stats: Arc<BridgeStats>) {
+async fn devices_to_cloud(
+    mut rx: mpsc::Receiver<Outbound>,
+    link: CloudLink,
+    stats: Arc<BridgeStats>,
+) {
     while let Some(out) = rx.recv().await {
         let mut message = Message::new(out.topic, out.payload, QoS::AtLeastOnce);
         message.properties = out.properties;
@@ -337,7 +364,11 @@ fn deliver(mapping: &str, prefix: &str, p: Publish, to: &Target, stats: &BridgeS
                 .map_err(|e| e.to_string())
         }
         Target::Bus(bus) => bus
-            .publish(BusMessage::new(topic.clone(), Payload::Binary(p.payload), IOTCORE_ORIGIN))
+            .publish(BusMessage::new(
+                topic.clone(),
+                Payload::Binary(p.payload),
+                IOTCORE_ORIGIN,
+            ))
             .map(|_| ())
             .map_err(|e| e.to_string()),
     };
@@ -413,7 +444,10 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let (tx, _rx) = mpsc::channel(1);
         let stats = Arc::new(BridgeStats::default());
-        let leg = CloudLeg { tx, stats: stats.clone() };
+        let leg = CloudLeg {
+            tx,
+            stats: stats.clone(),
+        };
         let p = Properties::default();
         leg.forward("m", "t/1".into(), Bytes::from_static(b"1"), &p);
         leg.forward("m", "t/2".into(), Bytes::from_static(b"2"), &p);
