@@ -158,6 +158,26 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
         "--recipe",
         late_file.to_str().unwrap(),
     ]);
+    // Made before the core ever connected: it can only arrive by the core catching up.
+    let fleet = cloud.json(&[
+        "deployment",
+        "create",
+        "--target",
+        "thing:gw-offline",
+        "--file",
+        &{
+            let f = cloud_dir.path().join("deployment.json");
+            std::fs::write(
+                &f,
+                json!({"components": {"com.example.Late": {"componentVersion": "1.0.0",
+                    "configurationUpdate": {"merge": "{\"mode\":\"fleet\"}"}}}})
+                .to_string(),
+            )
+            .unwrap();
+            f.display().to_string()
+        },
+    ]);
+    let fleet_id = fleet["deploymentId"].as_str().unwrap().to_string();
     cloud.stop();
 
     // The core, with its cloud down.
@@ -269,27 +289,8 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     let c = core.json(&["core", "status"])["cloud"].clone();
     assert_ne!(c["state"], "connected", "{c}");
 
-    // The cloud comes back; a fleet deployment is made while the core is still away.
+    // The cloud comes back, holding the fleet deployment made while the core was away.
     let cloud = Cloud::start(&data, api, mqtt);
-    let fleet = cloud.json(&[
-        "deployment",
-        "create",
-        "--target",
-        "thing:gw-offline",
-        "--file",
-        &{
-            let f = cloud_dir.path().join("deployment.json");
-            std::fs::write(
-                &f,
-                json!({"components": {"com.example.Late": {"componentVersion": "1.0.0",
-                    "configurationUpdate": {"merge": "{\"mode\":\"fleet\"}"}}}})
-                .to_string(),
-            )
-            .unwrap();
-            f.display().to_string()
-        },
-    ]);
-    let fleet_id = fleet["deploymentId"].as_str().unwrap().to_string();
     // The core reconnects on its own (its backoff is capped at 60 s).
     let status = wait_for("the core to connect", Duration::from_secs(90), || {
         let c = core.json(&["core", "status"])["cloud"].clone();
