@@ -8,7 +8,7 @@
 //! - `LocalMqtt → IotCore`: a device message matching `topic` is handed, renamed, to the
 //!   embedder's [`CloudBridge`] (`BrokerHandle::set_cloud_bridge`); the other `IotCore` legs
 //!   are the embedder's entirely (`lichen-node`'s cloud bridge). Without a cloud bridge
-//!   `IotCore` legs are logged as inactive.
+//!   `IotCore` legs are only logged.
 //!
 //! Loops are impossible: bus messages from the bridge carry its origin and its own bus
 //! subscriptions skip them; messages the bridge injects into the broker are flagged and never
@@ -113,8 +113,8 @@ pub fn start(
             if has_cloud {
                 continue;
             }
-            tracing::warn!(mapping = %name, source = ?m.source, target = ?m.target,
-                "bridge leg to IotCore is inactive: no cloud connection yet");
+            tracing::info!(mapping = %name, source = ?m.source, target = ?m.target,
+                "bridge leg to IotCore: relayed by the embedder's cloud bridge, when it has one");
             continue;
         }
         if m.source != Endpoint::Pubsub || m.target != Endpoint::LocalMqtt {

@@ -57,13 +57,19 @@ pub struct BridgeStats {
     pub to_cloud: AtomicU64,
     /// Messages from the cloud delivered to the broker or the bus.
     pub from_cloud: AtomicU64,
-    /// Messages not relayed (queue full, link down, refused).
+    /// Messages not relayed or not acknowledged: queue full, link down, refused, or the
+    /// connection lost before the PUBACK (then the message may still have arrived).
     pub dropped: AtomicU64,
+    /// Why the last one was not (mapping, topic, reason), for status and tests.
+    pub last_drop: std::sync::Mutex<Option<String>>,
 }
 
 impl BridgeStats {
     fn drop_one(&self, mapping: &str, topic: &str, why: &str) {
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut last) = self.last_drop.lock() {
+            *last = Some(format!("{mapping}: {topic}: {why}"));
+        }
         if n == 1 || n.is_multiple_of(DROP_LOG_EVERY) {
             tracing::warn!(
                 mapping,
@@ -392,8 +398,10 @@ impl Service for BridgeService {
         })
     }
 
+    /// Every client-device component (Bridge among them): deploying any of them may start
+    /// the broker, whose handle the LocalMqtt legs need.
     fn follows(&self) -> &[&str] {
-        &[BRIDGE_COMPONENT]
+        lichen_broker::BUILTIN_COMPONENTS
     }
 
     fn apply_configuration<'a>(
