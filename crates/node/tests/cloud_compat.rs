@@ -6,8 +6,8 @@
 //!   `aws.greengrass.ipc.mqttproxy` policy is refused (UnauthorizedError);
 //! - the MQTT bridge's IotCore leg: LocalMqtt → IotCore, IotCore → LocalMqtt, Pubsub → IotCore,
 //!   IotCore → Pubsub, with mosquitto_pub/sub on the local broker and on the cloud;
-//! - after the cloud restarts (every session lost), the subscriptions are back and messages
-//!   flow both ways.
+//! - after the cloud restarts (every session lost), the subscriptions (the bridge's and a
+//!   component's SubscribeToIoTCore stream) are back and messages flow both ways.
 //!
 //! Skips with a message when mosquitto or the .venv python is missing.
 
@@ -122,7 +122,7 @@ async fn awsiotsdk_component_talks_to_iot_core_with_mqtt5_properties_and_needs_m
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ca = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
-    let Some(m) = Mosquitto::start(dir.path(), &ca) else {
+    let Some(mut m) = Mosquitto::start(dir.path(), &ca) else {
         return;
     };
     let d = device(dir.path(), &ca, m.tls, "gw-sdk").await;
@@ -258,6 +258,30 @@ async fn awsiotsdk_component_talks_to_iot_core_with_mqtt5_properties_and_needs_m
     assert_eq!(first["payloadFormat"], "1");
     let e = first["messageExpiryIntervalSeconds"].as_u64().unwrap();
     assert!(e > 0 && e <= 90, "{e}");
+
+    // The cloud restarts (its sessions gone): the component's IPC stream still delivers, as
+    // the link subscribed again.
+    m.stop();
+    wait_link(&link, false, Duration::from_secs(10)).await;
+    m.restart();
+    wait_link(&link, true, Duration::from_secs(20)).await;
+    publish(m.tcp, "cloud-app", "down/after-restart", "again", &[]);
+    eventually(
+        "the component received after the restart",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&received).is_ok_and(|s| s.matches('\n').count() >= 2),
+    )
+    .await;
+    let second: Value = serde_json::from_str(
+        std::fs::read_to_string(&received)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(second["topic"], "down/after-restart");
+    assert_eq!(second["payload"], "again");
 
     // No mqttproxy policy: both operations refused.
     let dwork = layout.work_dir(denied);
