@@ -32,10 +32,10 @@ use super::broker::BrokerService;
 use super::provisioning::{Identity, PROVISIONING_TIMEOUT, ensure_identity};
 use crate::service::{Service, ServiceContext, ServiceError};
 
+pub use bridge::{BRIDGE_COMPONENT, BridgeService, BridgeStats, FORWARD_QUEUE, IOTCORE_ORIGIN};
 mod bridge;
 mod ipc;
 mod link;
-pub use bridge::{BRIDGE_COMPONENT, BridgeService, BridgeStats, FORWARD_QUEUE, IOTCORE_ORIGIN};
 pub use ipc::event as iot_core_event;
 pub use link::{CloudLink, LinkError, LinkState, MAX_SUBSCRIPTIONS, SUBSCRIPTION_CAPACITY};
 
