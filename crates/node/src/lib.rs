@@ -29,11 +29,10 @@ use lichen_ipc::{IpcError, IpcServer, Operations};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+pub use crate::services::cloud::BridgeService;
 pub use service::{Service, ServiceContext, ServiceError};
 pub use services::broker::BrokerService;
-pub use services::cloud::{
-    BridgeService, CloudLink, CloudOptions, CloudService, LinkError, LinkState,
-};
+pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 pub use services::fleet::{AgentOptions, FleetService};
 
 /// Why a node could not start.
