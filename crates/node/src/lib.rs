@@ -33,6 +33,7 @@ pub use crate::services::cloud::BridgeService;
 pub use service::{Service, ServiceContext, ServiceError};
 pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
+pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
 
 /// Why a node could not start.
