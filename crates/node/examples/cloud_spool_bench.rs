@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use lichen_core::settings::Settings;
 use lichen_mqtt_client::{Message, QoS};
 use lichen_node::{
-    CloudOptions, CloudService, CloudSpool, LinkState, Node, NodeOptions, Service,
-    SpoolerSettings,
+    CloudOptions, CloudService, CloudSpool, LinkState, Node, NodeOptions, Service, SpoolerSettings,
 };
 use lichen_pki::LocalCa;
 

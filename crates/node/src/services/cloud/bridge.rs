@@ -16,10 +16,11 @@
 //! - `IotCore → Pubsub`: the same subscription, published on the bus with origin
 //!   [`IOTCORE_ORIGIN`], which the `Pubsub → IotCore` legs skip (no loop).
 //!
-//! Messages to the cloud go out one at a time per leg, in order (each QoS 1 publish waits for
-//! its PUBACK). While the link is down, a publish fails and the message is dropped, counted
-//! ([`BridgeStats`]) and logged (every [`DROP_LOG_EVERY`]th) — the link's spool, once routed
-//! into `CloudLink::publish`, takes them instead.
+//! Messages to the cloud go through the link's spool (`CloudLink::publish_spooled`), one at a
+//! time per leg, in order: each QoS 1 message is durably spooled (also while the link is down)
+//! and the spool's drain delivers it, removed after the cloud's PUBACK. A message the spool
+//! or the link refuses (spool full with `reject`, invalid topic, over the server's limits) is
+//! dropped, counted ([`BridgeStats`]) and logged (the first, then every [`DROP_LOG_EVERY`]th).
 //!
 //! Bounds: device messages waiting for the cloud ≤ [`FORWARD_QUEUE`] (full → dropped,
 //! counted); bus messages waiting: the bus subscription's own bound (1,024 messages, 8 MiB,
@@ -53,12 +54,11 @@ pub const DROP_LOG_EVERY: u64 = 100;
 /// What the IotCore legs did since the core started.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
-    /// Messages published to the cloud.
+    /// Messages handed to the cloud (QoS 1: durably spooled).
     pub to_cloud: AtomicU64,
     /// Messages from the cloud delivered to the broker or the bus.
     pub from_cloud: AtomicU64,
-    /// Messages not relayed or not acknowledged: queue full, link down, refused, or the
-    /// connection lost before the PUBACK (then the message may still have arrived).
+    /// Messages not relayed: queue full, spool full, refused by the link or the broker.
     pub dropped: AtomicU64,
     /// Why the last one was not (mapping, topic, reason), for status and tests.
     pub last_drop: std::sync::Mutex<Option<String>>,
@@ -297,11 +297,10 @@ fn cloud_mappings(config: Option<Value>) -> Result<Vec<(String, BridgeMapping)>,
 
 async fn publish_to_cloud(link: &CloudLink, stats: &BridgeStats, mapping: &str, message: Message) {
     let topic = message.topic.clone();
-    match link.publish_message(message).await {
-        Ok(code) if code.is_error() => {
-            stats.drop_one(mapping, &topic, &format!("the cloud answered {code:?}"))
-        }
-        Ok(_) => {
+    // Through the spool, as PublishToIoTCore: QoS 1 is durable once this returns, delivered
+    // after the link is back (and removed after the cloud's PUBACK).
+    match link.publish_spooled(message).await {
+        Ok(()) => {
             stats.to_cloud.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => stats.drop_one(mapping, &topic, &e.to_string()),

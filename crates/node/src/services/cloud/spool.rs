@@ -86,7 +86,8 @@ impl Default for SpoolerSettings {
 
 fn as_u64(v: &Value) -> Option<u64> {
     // Greengrass configurations often carry numbers as strings.
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 fn as_bool(v: &Value) -> Option<bool> {
@@ -309,11 +310,9 @@ impl CloudSpool {
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|e| {
-                        SpoolError::Io {
-                            context: format!("creating {}", dir.display()),
-                            source: e,
-                        }
+                    .map_err(|e| SpoolError::Io {
+                        context: format!("creating {}", dir.display()),
+                        source: e,
                     })?;
                 Some(dir.to_path_buf())
             }
@@ -397,8 +396,11 @@ impl CloudSpool {
     pub fn count_offline_drop(&self, topic: &str) {
         let n = self.dropped_offline.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 || n % 1000 == 0 {
-            tracing::warn!(topic, dropped_total = n,
-                "QoS 0 cloud publish dropped while offline (mqtt.spooler.keepQos0WhenOffline is false)");
+            tracing::warn!(
+                topic,
+                dropped_total = n,
+                "QoS 0 cloud publish dropped while offline (mqtt.spooler.keepQos0WhenOffline is false)"
+            );
         }
     }
 
@@ -492,7 +494,11 @@ impl CloudSpool {
                     Ok(Some(m)) => m,
                     Ok(None) => {
                         let n = self.expired.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(seq, expired_total = n, "spooled cloud publish expired before it could be sent; dropped");
+                        tracing::warn!(
+                            seq,
+                            expired_total = n,
+                            "spooled cloud publish expired before it could be sent; dropped"
+                        );
                         self.ack(seq);
                         continue;
                     }
@@ -625,7 +631,10 @@ mod tests {
         let mut d = Drain::new(2);
         assert!(d.wants_read(0));
         d.fill(vec![entry(5, "a"), entry(6, "b"), entry(7, "a")]);
-        assert_eq!(d.cursor, 8, "the next read starts after the last record read");
+        assert_eq!(
+            d.cursor, 8,
+            "the next read starts after the last record read"
+        );
         assert!(!d.wants_read(0), "no read while the batch holds records");
         let order: Vec<Seq> = std::iter::from_fn(|| d.next()).map(|e| e.seq).collect();
         assert_eq!(order, [5, 6, 7], "handed out in spool order");
@@ -658,8 +667,14 @@ mod tests {
         assert_eq!(&back.payload[..], b"21.5");
         assert!(back.retain);
         assert_eq!(back.properties.message_expiry_interval, Some(40));
-        assert_eq!(back.properties.user_properties, m.properties.user_properties);
-        assert_eq!(back.properties.correlation_data, m.properties.correlation_data);
+        assert_eq!(
+            back.properties.user_properties,
+            m.properties.user_properties
+        );
+        assert_eq!(
+            back.properties.correlation_data,
+            m.properties.correlation_data
+        );
         assert_eq!(back.properties.response_topic, m.properties.response_topic);
         assert_eq!(back.properties.payload_format_indicator, Some(1));
         assert_eq!(back.properties.content_type, m.properties.content_type);
@@ -694,7 +709,10 @@ mod tests {
         for (bad, key) in [
             (json!({"storageType": "Tape"}), "spooler.storageType"),
             (json!({"maxSizeInBytes": 10}), "spooler.maxSizeInBytes"),
-            (json!({"keepQos0WhenOffline": "maybe"}), "spooler.keepQos0WhenOffline"),
+            (
+                json!({"keepQos0WhenOffline": "maybe"}),
+                "spooler.keepQos0WhenOffline",
+            ),
             (json!({"fullStrategy": "panic"}), "spooler.fullStrategy"),
             (json!({"fsyncMaxDelayMs": 0}), "spooler.fsyncMaxDelayMs"),
             (json!({"pluginName": "x"}), "not supported"),
