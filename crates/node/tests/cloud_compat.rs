@@ -34,9 +34,22 @@ struct Device {
 }
 
 async fn device(dir: &Path, ca: &LocalCa, endpoint: std::net::SocketAddr, thing: &str) -> Device {
+    device_with(dir, ca, endpoint, thing, 30).await
+}
+
+async fn device_with(
+    dir: &Path,
+    ca: &LocalCa,
+    endpoint: std::net::SocketAddr,
+    thing: &str,
+    keep_alive_secs: u16,
+) -> Device {
     let config = bundle(dir, ca, thing, endpoint, BROKER);
     let broker = Arc::new(BrokerService::new());
-    let cloud = Arc::new(CloudService::with_options(Some(broker.clone()), fast(30)));
+    let cloud = Arc::new(CloudService::with_options(
+        Some(broker.clone()),
+        fast(keep_alive_secs),
+    ));
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
     let services: Vec<Arc<dyn Service>> = vec![broker.clone(), cloud.clone(), bridge.clone()];
     let node = start_node(&dir.join("root"), &config, services).await;
@@ -496,5 +509,104 @@ async fn bridge_iotcore_legs_relay_both_ways_and_resubscribe_after_a_cloud_resta
         .await
         .unwrap();
     assert!(lines.is_empty(), "{lines:?}");
+    d.node.shutdown().await;
+}
+
+/// Half-open: a proxy between the core and the cloud stops forwarding (sockets stay open).
+/// The core notices within its keep-alive bound, device messages bridged to IotCore meanwhile
+/// are spooled, and they arrive, in order, once the proxy forwards again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_link_spools_bridged_messages_and_drains_them_when_it_forwards_again() {
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
+    let Some(m) = Mosquitto::start(dir.path(), &ca) else {
+        return;
+    };
+    let (forward_tx, forward_rx) = tokio::sync::watch::channel(true);
+    let endpoint = proxy(m.tls, forward_rx).await;
+    let keep_alive = Duration::from_secs(2);
+    let d = device_with(dir.path(), &ca, endpoint, "gw-halfopen", 2).await;
+    let link = d.cloud.link().unwrap();
+    wait_link(&link, true, Duration::from_secs(15)).await;
+    let handle = d.node.handle().clone();
+    handle
+        .update_configuration(
+            "aws.greengrass.clientdevices.Auth",
+            &["deviceGroups".into()],
+            1,
+            allow_all_devices(),
+        )
+        .unwrap();
+    handle
+        .update_configuration(
+            "aws.greengrass.clientdevices.mqtt.Bridge",
+            &["mqttTopicMapping".into()],
+            1,
+            json!({"toCloud": {"topic": "sensors/#", "source": "LocalMqtt", "target": "IotCore"}}),
+        )
+        .unwrap();
+    let local = local_broker(&d.broker).await;
+    let stats = d.bridge.stats();
+    // The leg is up once a device message reaches the cloud.
+    let first = Sub::start(m.tcp, "sensors/#", 1, &["-F", "%t|%p"]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut attempts = 0;
+    while stats.to_cloud.load(Ordering::Relaxed) == 0 {
+        attempts += 1;
+        assert!(attempts < 100, "the bridge leg never started");
+        publish(local, "sensor-1", "sensors/probe", "probe", &[]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = tokio::task::spawn_blocking(move || first.lines())
+        .await
+        .unwrap();
+    assert_eq!(lines[0], "sensors/probe|probe");
+
+    forward_tx.send_replace(false);
+    let took = wait_link(&link, false, Duration::from_secs(10)).await;
+    assert!(
+        took <= keep_alive.mul_f64(1.5) + Duration::from_millis(500),
+        "half-open noticed after {took:?}"
+    );
+    let status = d.cloud.status().unwrap();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("keep alive")),
+        "{status:?}"
+    );
+    // Devices keep publishing; the bridge spools for the cloud.
+    let before = stats.to_cloud.load(Ordering::Relaxed);
+    for i in 0..5 {
+        publish(local, "sensor-1", "sensors/s1/temp", &format!("t{i}"), &[]);
+    }
+    eventually("the bridge spooled five", Duration::from_secs(10), || {
+        stats.to_cloud.load(Ordering::Relaxed) >= before + 5
+    })
+    .await;
+    assert_eq!(
+        stats.dropped.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        stats.last_drop.lock().unwrap()
+    );
+    let spooled = d.cloud.status().unwrap();
+    assert!(
+        spooled.spool.as_ref().is_some_and(|s| s.depth >= 5),
+        "{spooled:?}"
+    );
+
+    let after = Sub::start(m.tcp, "sensors/s1/temp", 5, &["-F", "%t|%p"]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    forward_tx.send_replace(true);
+    wait_link(&link, true, Duration::from_secs(25)).await;
+    let lines = tokio::task::spawn_blocking(move || after.lines())
+        .await
+        .unwrap();
+    let want: Vec<String> = (0..5).map(|i| format!("sensors/s1/temp|t{i}")).collect();
+    assert_eq!(lines, want, "every spooled message, in order");
     d.node.shutdown().await;
 }
