@@ -246,7 +246,7 @@ async fn reject_when_full_names_the_bound_and_what_was_accepted_survives_a_resta
     let mut accepted = Vec::new();
     let error = loop {
         let n = accepted.len() as u64;
-        let topic = if n % 2 == 0 { "up/a" } else { "up/b" };
+        let topic = if n.is_multiple_of(2) { "up/a" } else { "up/b" };
         match ipc.call("PublishToIoTCore", &body(topic, "1", n)).await {
             Ok(_) => accepted.push((topic.to_string(), n)),
             Err(e) => break e,

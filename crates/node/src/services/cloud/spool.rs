@@ -395,7 +395,7 @@ impl CloudSpool {
     /// A QoS 0 message dropped while offline (`keepQos0WhenOffline` false).
     pub fn count_offline_drop(&self, topic: &str) {
         let n = self.dropped_offline.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == 1 || n % 1000 == 0 {
+        if n == 1 || n.is_multiple_of(1000) {
             tracing::warn!(
                 topic,
                 dropped_total = n,
