@@ -8,7 +8,11 @@
 //! | GET | `/components[?name=&after=&limit=]` | list versions (no recipes) |
 //! | GET | `/components/{name}/versions/{version}` | describe, with the stored recipe |
 //! | DELETE | `/components/{name}/versions/{version}` | delete (409 while deployed) |
-//! | GET | `/components/{name}/versions/{version}/artifacts/{uri}` | download (URI percent-encoded, or the file name) |
+//! | GET | `/components/{name}/versions/{version}/artifacts/{uri}` | download (URI percent-encoded, or the file name; one `Range: bytes=N-[M]` → 206 + `Content-Range`, past the end → 416) |
+//!
+//! The device fragment ([`device_router`], nested at `/device/v1` behind the device
+//! certificate) serves `GET /components/{name}/versions/{version}/recipe` (the stored recipe
+//! JSON) and the same artifact download.
 //!
 //! Errors are `{"error":{"code":"…","message":"…"}}` with the status of
 //! [`ComponentError::status`].
@@ -119,8 +123,13 @@ where
         .with_state(components)
 }
 
-/// The device-facing fragment: only artifact downloads, for the mTLS listener (whose layer
-/// authenticates the device).
+/// The device recipe path (OpenAPI form), relative to the device API's nest point
+/// (`/device/v1`).
+pub const RECIPE_PATH: &str = "/components/{name}/versions/{version}/recipe";
+
+/// The device-facing fragment: a version's stored recipe and its artifact downloads (with
+/// `Range`), for the control plane to nest under `/device/v1` behind its device-certificate
+/// layer (which authenticates and authorizes the device; nothing here does).
 pub fn device_router<B, A, S>(components: Components<B, A>) -> Router<S>
 where
     B: Backend + 'static,
@@ -128,8 +137,46 @@ where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
+        .route(RECIPE_PATH, get(recipe::<B, A>))
         .route(ARTIFACT_ROUTE, get(artifact::<B, A>))
         .with_state(components)
+}
+
+/// The stored recipe (JSON, with the digests injected at publish), as-is.
+async fn recipe<B: Backend + 'static, A: ArtifactStore + 'static>(
+    State(components): State<Components<B, A>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<axum::Json<serde_json::Value>, ComponentError> {
+    let component = bounded("reading the recipe", components.describe(&name, &version)).await?;
+    Ok(axum::Json(component.recipe))
+}
+
+/// What a `Range` header asks for. Only one `bytes=` range is honoured (a resumed download
+/// sends `bytes=N-`); anything else is ignored and the whole content is sent, as RFC 9110
+/// allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    /// Inclusive, when given.
+    pub end: Option<u64>,
+}
+
+pub fn parse_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let start = start.trim().parse::<u64>().ok()?;
+    let end = match end.trim() {
+        "" => None,
+        e => Some(e.parse::<u64>().ok()?),
+    };
+    if end.is_some_and(|e| e < start) {
+        return None;
+    }
+    Some(ByteRange { start, end })
 }
 
 impl IntoResponse for ComponentError {
@@ -320,23 +367,62 @@ async fn delete<B: Backend + 'static, A: ArtifactStore + 'static>(
 async fn artifact<B: Backend + 'static, A: ArtifactStore + 'static>(
     State(components): State<Components<B, A>>,
     Path((name, version, uri)): Path<(String, String, String)>,
+    request_headers: HeaderMap,
 ) -> Result<Response, ComponentError> {
-    let (artifact, content) = bounded(
+    let range = parse_range(&request_headers);
+    let offset = range.map(|r| r.start).unwrap_or(0);
+    let opened = bounded(
         "opening the artifact",
-        components.artifact(&name, &version, &uri),
+        components.artifact_from(&name, &version, &uri, offset),
     )
-    .await?;
-    let mut response = Response::new(Body::from_stream(ReaderStream::new(content.reader)));
+    .await;
+    let (artifact, content) = match opened {
+        Ok(o) => o,
+        Err(ComponentError::Store(lichen_cloud_store::StoreError::Invalid {
+            field: "range",
+            ..
+        })) if range.is_some() => {
+            // Past the end: 416 with the size, so the client can start over.
+            let (artifact, _) = bounded(
+                "opening the artifact",
+                components.artifact(&name, &version, &uri),
+            )
+            .await?;
+            return Ok(unsatisfiable(artifact.size));
+        }
+        Err(e) => return Err(e),
+    };
+    let size = artifact.size;
+    let (status, len) = match range {
+        // A range starting at the end of the content (or past it) is unsatisfiable.
+        Some(r) if r.start >= size => return Ok(unsatisfiable(size)),
+        Some(r) => {
+            let last = r.end.map(|e| e.min(size - 1)).unwrap_or(size - 1);
+            (StatusCode::PARTIAL_CONTENT, Some((r.start, last)))
+        }
+        None => (StatusCode::OK, None),
+    };
+    let body_len = len.map(|(a, b)| b - a + 1).unwrap_or(size);
+    let reader = content.reader.take(body_len);
+    let mut response = Response::new(Body::from_stream(ReaderStream::new(reader)));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(artifact.size));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some((first, last)) = len
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{size}"))
+    {
+        headers.insert(header::CONTENT_RANGE, v);
+    }
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", artifact.sha256)) {
         headers.insert(header::ETAG, etag);
     }
-    // RFC 9530: lets a client verify the download without the recipe.
+    // RFC 9530: lets a client verify the download without the recipe (the whole
+    // representation's digest, also on a 206).
     if let Ok(raw) = hex::decode(&artifact.sha256) {
         let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
         if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{b64}:")) {
@@ -344,4 +430,17 @@ async fn artifact<B: Backend + 'static, A: ArtifactStore + 'static>(
         }
     }
     Ok(response)
+}
+
+fn unsatisfiable(size: u64) -> Response {
+    let mut response = ComponentError::invalid(
+        "Range",
+        format!("the artifact has {size} bytes; a range must start before its end"),
+    )
+    .into_response();
+    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    response
 }

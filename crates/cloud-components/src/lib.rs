@@ -26,6 +26,6 @@ mod service;
 pub mod upload;
 
 pub use error::{ComponentError, Result};
-pub use http::{ARTIFACT_PATH, ROUTES, device_router, router};
+pub use http::{ARTIFACT_PATH, RECIPE_PATH, ROUTES, device_router, router};
 pub use openapi::{openapi_paths, openapi_schemas};
 pub use service::{Components, Limits};

@@ -424,12 +424,24 @@ impl<B: Backend + 'static, A: ArtifactStore + 'static> Components<B, A> {
         version: &str,
         uri: &str,
     ) -> Result<(StoredArtifact, ArtifactReader)> {
+        self.artifact_from(name, version, uri, 0).await
+    }
+
+    /// As [`Components::artifact`], the reader positioned `offset` bytes in (a resumed
+    /// download). The artifact's `size` is the whole content's.
+    pub async fn artifact_from(
+        &self,
+        name: &str,
+        version: &str,
+        uri: &str,
+        offset: u64,
+    ) -> Result<(StoredArtifact, ArtifactReader)> {
         let component = self.describe(name, version).await?;
         let artifact =
             find_artifact(&component.artifacts, uri).ok_or_else(|| ComponentError::NotFound {
                 what: format!("artifact {uri:?} of component {name}@{version}"),
             })?;
-        match self.inner.blobs.open(&artifact.sha256).await {
+        match self.inner.blobs.open_at(&artifact.sha256, offset).await {
             Ok(reader) => {
                 let mut artifact = artifact.clone();
                 artifact.size = reader.size;

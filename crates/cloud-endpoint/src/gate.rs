@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use lichen_broker::hooks::BoxFuture;
 use lichen_broker::{Admission, ConnectInfo, ConnectionGate, GateDecision};
-use lichen_cloud_store::{Backend, CertificateKind, CertificateStatus, MAX_PAGE, Page, StoreError};
+use lichen_cloud_store::{Backend, CertificateKind, MAX_PAGE, Page, StoreError};
 
 use crate::Inner;
 use crate::authz::{Principal, claim_thing_name, client_id_allowed};
@@ -42,23 +42,13 @@ async fn decide<B: Backend>(inner: &Inner<B>, info: &ConnectInfo) -> Result<Prin
     let Some(fingerprint) = info.fingerprint.as_deref() else {
         return Err("no client certificate".into());
     };
-    let cert = match inner.store.get_certificate(fingerprint).await {
-        Ok(c) => c,
-        Err(StoreError::NotFound { .. }) => {
-            return Err(format!("certificate {fingerprint} is not registered"));
-        }
-        Err(e) => return Err(format!("certificate lookup failed: {e}")),
-    };
-    if cert.status != CertificateStatus::Active {
-        return Err(format!("certificate {fingerprint} is revoked"));
-    }
+    // The rule is the store's, shared with the device HTTPS API.
+    let cert = lichen_cloud_store::active_certificate(&inner.store, fingerprint)
+        .await
+        .map_err(|e| e.to_string())?;
     match cert.kind {
         CertificateKind::Device => {
-            let Some(thing) = cert.thing else {
-                return Err(format!(
-                    "certificate {fingerprint} is not attached to a thing"
-                ));
-            };
+            let thing = cert.device_thing().map_err(|e| e.to_string())?.to_owned();
             if !client_id_allowed(&thing, &info.client_id) {
                 return Err(format!(
                     "client id {:?} is neither thing {thing:?} nor \"{thing}#…\"",

@@ -58,6 +58,14 @@ pub trait ArtifactStore: Send + Sync {
     ) -> impl Future<Output = Result<ArtifactInfo>> + Send;
     /// NotFound (kind `artifact`) when absent.
     fn open(&self, sha256: &str) -> impl Future<Output = Result<ArtifactReader>> + Send;
+    /// As [`ArtifactStore::open`], the reader positioned `offset` bytes in (a resumed
+    /// download); `size` stays the whole content's. An offset past the end is Invalid
+    /// `range`.
+    fn open_at(
+        &self,
+        sha256: &str,
+        offset: u64,
+    ) -> impl Future<Output = Result<ArtifactReader>> + Send;
     /// The stored size, or None when absent.
     fn size(&self, sha256: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// Whether it was there. Callers check `Backend::artifact_referenced` first.
@@ -258,6 +266,35 @@ impl ArtifactStore for FsArtifactStore {
             Err(e) => return Err(io_error(&path, e)),
         };
         let size = file.metadata().await.map_err(|e| io_error(&path, e))?.len();
+        Ok(ArtifactReader {
+            size,
+            reader: Box::pin(file),
+        })
+    }
+
+    async fn open_at(&self, sha256: &str, offset: u64) -> Result<ArtifactReader> {
+        use tokio::io::AsyncSeekExt as _;
+        let path = self.path_of(sha256)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    kind: "artifact",
+                    key: sha256.to_owned(),
+                });
+            }
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let size = file.metadata().await.map_err(|e| io_error(&path, e))?.len();
+        if offset > size {
+            return Err(StoreError::Invalid {
+                field: "range",
+                message: format!("starts at byte {offset}, past the end ({size} bytes)"),
+            });
+        }
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_error(&path, e))?;
         Ok(ArtifactReader {
             size,
             reader: Box::pin(file),

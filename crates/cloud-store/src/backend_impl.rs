@@ -374,6 +374,15 @@ macro_rules! impl_backend {
                     Box::pin(async move { fleet::current_deployment(tx, &target).await })
                 }))
             }
+            fn deployments_for_thing(
+                &self,
+                thing: &str,
+            ) -> impl Future<Output = Result<Vec<FleetDeployment>>> + Send {
+                let thing = thing.to_owned();
+                self.run(op(move |tx| {
+                    Box::pin(async move { fleet::deployments_for_thing(tx, &thing).await })
+                }))
+            }
             fn create_fleet_deployment(
                 &self,
                 write: &FleetDeploymentWrite,

@@ -13,6 +13,7 @@
 //! Times are RFC 3339 strings in UTC (`lichen_sys::time` formats them) or, where AWS uses
 //! them, Unix epoch seconds.
 
+pub mod admission;
 pub mod artifacts;
 mod backend_impl;
 mod db;
@@ -27,6 +28,7 @@ pub mod types;
 
 use std::future::Future;
 
+pub use admission::{CertificateRefusal, active_certificate, device_thing};
 pub use artifacts::{ArtifactInfo, ArtifactReader, ArtifactStore, FsArtifactStore};
 pub use ops::components::version_sort_key;
 pub use postgres::PostgresBackend;
@@ -238,6 +240,13 @@ pub trait Backend: Send + Sync {
         &self,
         target: &DeploymentTarget,
     ) -> impl Future<Output = Result<Option<FleetDeployment>>> + Send;
+    /// The current deployment (canceled ones included) of the thing's own target and of
+    /// each of its groups, thing first; NotFound when the thing does not exist. What the
+    /// device API authorizes downloads against.
+    fn deployments_for_thing(
+        &self,
+        thing: &str,
+    ) -> impl Future<Output = Result<Vec<FleetDeployment>>> + Send;
     /// One transaction: cancels `write.cancel_job` (job and its non-terminal executions),
     /// creates the job and its executions, writes the shadow, and replaces the target's
     /// deployment. VersionConflict when the target's deployment is no longer

@@ -67,10 +67,31 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
+    /// Response headers, names lowercase, in order.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
+pub(crate) fn header_pairs(map: &hyper::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 impl Answer {
+    /// The first value of a header (`name` lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
@@ -132,12 +153,24 @@ impl CloudClient {
     /// A client for the API at `url` (`https://HOST:PORT`) trusting the CA certificates in
     /// `ca_pem`, authenticating with `token` when given.
     pub fn new(url: &str, ca_pem: &str, token: Option<String>) -> Result<CloudClient, ClientError> {
+        CloudClient::new_with_identity(url, ca_pem, token, None)
+    }
+
+    /// As [`CloudClient::new`], presenting a client certificate (a device's, for
+    /// `/device/v1`) when `identity` is given.
+    pub fn new_with_identity(
+        url: &str,
+        ca_pem: &str,
+        token: Option<String>,
+        identity: Option<&crate::tls::ClientIdentity>,
+    ) -> Result<CloudClient, ClientError> {
         let (host, port) = parse_url(url)?;
         let server_name = ServerName::try_from(host.clone()).map_err(|e| ClientError::Url {
             url: url.to_string(),
             message: format!("host: {e}"),
         })?;
-        let tls = crate::tls::client_config(ca_pem).map_err(|e| ClientError::Ca(e.to_string()))?;
+        let tls = crate::tls::client_config_with(ca_pem, identity)
+            .map_err(|e| ClientError::Ca(e.to_string()))?;
         Ok(CloudClient {
             url: url.trim_end_matches('/').to_string(),
             host,
@@ -215,6 +248,7 @@ impl CloudClient {
                 .map_err(|e| e.to_string())?;
             let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
+            let headers = header_pairs(resp.headers());
             let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
@@ -224,6 +258,7 @@ impl CloudClient {
             driver.abort();
             Ok::<_, String>(Answer {
                 status,
+                headers,
                 body: bytes,
             })
         };

@@ -31,7 +31,8 @@ pub async fn start_cloud(config: &CloudConfig) -> Result<CloudHandle, CloudError
 }
 
 /// The API routes other crates add: the component store (`lichen-cloud-components`), its
-/// artifacts under `<data>/artifacts`.
+/// artifacts under `<data>/artifacts`, on `/v1` for administrators and on `/device/v1`
+/// (recipes and artifacts) for devices.
 pub fn extensions(
     store: &Arc<Store>,
     config: &CloudConfig,
@@ -43,6 +44,7 @@ pub fn extensions(
         lichen_cloud_components::Limits::default(),
     );
     Ok(vec![ApiExtension {
+        device_router: Some(lichen_cloud_components::device_router(components.clone())),
         router: axum::Router::new().nest("/v1", lichen_cloud_components::router(components)),
         openapi_paths: lichen_cloud_components::openapi_paths("/v1"),
         openapi_schemas: lichen_cloud_components::openapi_schemas(),

@@ -5,6 +5,8 @@
 //!   `lichen_cloud_store::Backend`.
 //! - [`server`]: `lichen cloud run` — data directory, CA, TLS accept loop, first admin
 //!   token, `api.json`, and the one seam where the device endpoint starts.
+//! - [`device_api`]: `/device/v1` on the same listener, for cores' fleet agents: recipes and
+//!   artifacts of what is deployed to them, authenticated by their thing certificates.
 //! - [`client`]: the HTTPS client the CLI and the tests use.
 //! - [`bundle`]: provisioning bundles (key generated locally, only the CSR sent).
 //!
@@ -14,6 +16,7 @@ pub mod api;
 pub mod bundle;
 pub mod client;
 pub mod compose;
+pub mod device_api;
 pub mod openapi;
 pub mod server;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! Running the control plane: the data directory, the CA, the API's TLS listener (an accept
-//! loop over tokio-rustls and hyper, bounded), the first admin token, `api.json`, and the
+//! loop over tokio-rustls and hyper, bounded; it hands each request the connection's verified
+//! client certificate, if any, as [`PeerCertificate`]), the first admin token, `api.json`, and the
 //! device endpoint seam. [`start`] composes them; [`CloudHandle::shutdown`] stops them.
 //!
 //! Bounds: [`MAX_CONNECTIONS`] concurrent API connections (further ones wait in the kernel's
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::CloudError;
 use crate::api::{ApiExtension, AppState, BoxFuture, DeviceEndpoint, Endpoints};
+use crate::device_api::PeerCertificate;
 use crate::tls::{ServerCert, server_config, server_names};
 
 pub const MAX_CONNECTIONS: usize = 256;
@@ -175,7 +177,10 @@ where
 
     let names = server_names(&config.hostnames);
     let cert = ServerCert::issue(&ca, &names)?;
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(cert.clone())?));
+    let ca_der = ca
+        .cert_der()
+        .map_err(|e| CloudError::Tls(format!("cloud CA: {e}")))?;
+    let acceptor = TlsAcceptor::from(Arc::new(server_config(cert.clone(), &ca_der)?));
     let listener = TcpListener::bind(config.api_listen)
         .await
         .map_err(|e| CloudError::Listen {
@@ -329,12 +334,28 @@ async fn serve(
                     return;
                 }
             };
+            // The verified client certificate, if any, goes with every request of this
+            // connection: /device/v1 authenticates by it, the admin routes refuse it.
+            let peer_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| PeerCertificate::from_der(der.as_ref()));
+            let service =
+                tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(p) = &peer_cert {
+                        req.extensions_mut().insert(p.clone());
+                    }
+                    tower::ServiceExt::oneshot(app.clone(), req)
+                });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES);
-            let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+            let conn =
+                builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -1,6 +1,7 @@
 //! The rustls side of the API: the server certificate the cloud CA issues for the API's host
-//! names (replaced in place when it nears expiry), and the client configuration that trusts
-//! the cloud CA.
+//! names (replaced in place when it nears expiry), the optional client certificate devices
+//! present, and the client configuration that trusts the cloud CA (with an optional client
+//! identity).
 
 use std::sync::{Arc, RwLock};
 
@@ -106,19 +107,56 @@ impl ResolvesServerCert for ServerCert {
     }
 }
 
-/// The API's TLS configuration: no client certificates (admin tokens authenticate), HTTP/1.1.
-pub fn server_config(cert: Arc<ServerCert>) -> Result<rustls::ServerConfig, CloudError> {
+/// The API's TLS configuration, HTTP/1.1. A client certificate is asked for but OPTIONAL:
+/// one that is sent must chain to the cloud CA (`ca_der`) and be for client auth, and is
+/// what `/device/v1` authenticates devices by; administrators send none and authenticate
+/// with tokens. Whether a certificate is still ACTIVE is the store's to say, per request.
+pub fn server_config(
+    cert: Arc<ServerCert>,
+    ca_der: &[u8],
+) -> Result<rustls::ServerConfig, CloudError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .map_err(|e| tls_err("cloud CA")(e.to_string()))?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls_err("client certificate verifier")(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("TLS versions")(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
 
+/// A client certificate chain and key (PEM) the client presents: a device's identity.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    // The key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").finish_non_exhaustive()
+    }
+}
+
 /// A client configuration that trusts only the CA(s) in `ca_pem`.
 pub fn client_config(ca_pem: &str) -> Result<rustls::ClientConfig, CloudError> {
+    client_config_with(ca_pem, None)
+}
+
+/// As [`client_config`], presenting `identity` when given.
+pub fn client_config_with(
+    ca_pem: &str,
+    identity: Option<&ClientIdentity>,
+) -> Result<rustls::ClientConfig, CloudError> {
     let mut roots = rustls::RootCertStore::empty();
     let mut found = 0;
     let mut rest = ca_pem;
@@ -141,11 +179,29 @@ pub fn client_config(ca_pem: &str) -> Result<rustls::ClientConfig, CloudError> {
             "CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
         ));
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("TLS versions")(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        None => cfg.with_no_client_auth(),
+        Some(id) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CloudError::Tls(format!("client certificate: {e}")))?;
+            if chain.is_empty() {
+                return Err(CloudError::Tls(
+                    "client certificate: no PEM certificate".into(),
+                ));
+            }
+            // Only the kind of failure is reported, never the key's bytes.
+            let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                .map_err(|_| CloudError::Tls("client key: no usable PEM private key".into()))?;
+            cfg.with_client_auth_cert(chain, key)
+                .map_err(|e| CloudError::Tls(format!("client certificate and key: {e}")))?
+        }
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

@@ -117,3 +117,23 @@ pub(crate) async fn current_deployment(
 ) -> Result<Option<FleetDeployment>> {
     deployment_for_target(tx, target).await
 }
+
+/// The current deployment of every target `thing` belongs to: its own (`thing/<T>`) first,
+/// then its groups' in name order; canceled ones included (the caller reads
+/// `deploymentStatus`). One transaction, so a membership change cannot interleave. NotFound
+/// when the thing does not exist. Bounded by the thing's groups (the registry bounds them).
+pub(crate) async fn deployments_for_thing(
+    tx: &mut dyn Tx,
+    thing: &str,
+) -> Result<Vec<FleetDeployment>> {
+    let groups = crate::ops::registry::groups_of(tx, thing).await?;
+    let mut out = Vec::with_capacity(groups.len() + 1);
+    let targets = std::iter::once(DeploymentTarget::Thing(thing.to_owned()))
+        .chain(groups.into_iter().map(DeploymentTarget::ThingGroup));
+    for target in targets {
+        if let Some(d) = deployment_for_target(tx, &target).await? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}

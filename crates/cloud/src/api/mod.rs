@@ -2,7 +2,8 @@
 //! ([`router`]) and the OpenAPI document ([`crate::openapi::document`]) are built, so the two
 //! cannot drift apart.
 //!
-//! Every route but `/healthz` and `/openapi.json` requires an admin bearer token. Bounds:
+//! Every route but `/healthz` and `/openapi.json` requires an admin bearer token and no
+//! client certificate (devices use `/device/v1`, [`crate::device_api`]). Bounds:
 //! JSON bodies [`body::MAX_JSON_BODY`] (1 MiB, 413 beyond), a whole request
 //! [`REQUEST_TIMEOUT`]; connections and header timeouts are the server's (`crate::server`).
 
@@ -194,6 +195,9 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
 /// own requests (an upload of gigabytes takes longer than any fixed bound).
 pub struct ApiExtension {
     pub router: Router,
+    /// Routes for devices, nested under `/device/v1` behind the device-certificate check and
+    /// the deployment authorization of [`crate::device_api`] instead of the admin token.
+    pub device_router: Option<Router>,
     /// OpenAPI `paths` object, paths relative to `/v1` already prefixed (`/v1/components`).
     pub openapi_paths: serde_json::Value,
     pub openapi_schemas: serde_json::Value,
@@ -223,6 +227,9 @@ pub fn router<S: Backend + 'static>(state: AppState<S>, extensions: Vec<ApiExten
     // bounded by idle time rather than by REQUEST_TIMEOUT for the whole.
     for ext in extensions {
         app = app.merge(ext.router.route_layer(auth.clone()));
+        if let Some(device) = ext.device_router {
+            app = app.merge(crate::device_api::router(state.clone(), device));
+        }
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -275,6 +282,18 @@ async fn authenticate<S: Backend>(
     req: Request,
     next: Next,
 ) -> Response {
+    // A device certificate authenticates on /device/v1 only: a request that carries one is
+    // a device's, and no device may use the admin API, whatever token it sends.
+    if req
+        .extensions()
+        .get::<crate::device_api::PeerCertificate>()
+        .is_some()
+    {
+        return ApiError::unauthorized(
+            "client certificates are accepted on /device/v1 only; admin routes take an admin token and no client certificate",
+        )
+        .into_response();
+    }
     let Some(header) = req.headers().get(axum::http::header::AUTHORIZATION) else {
         return ApiError::unauthorized(
             "missing admin token: send `Authorization: Bearer <token>` (see DIR/admin.token)",

@@ -135,6 +135,7 @@ impl CloudClient {
             .await
             .map_err(|e| transport(e.to_string()))?;
         let status = resp.status().as_u16();
+        let headers = super::header_pairs(resp.headers());
         let bytes = tokio::time::timeout(
             REQUEST_TIMEOUT,
             Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect(),
@@ -147,6 +148,7 @@ impl CloudClient {
         driver.abort();
         Ok(Answer {
             status,
+            headers,
             body: bytes,
         })
     }

@@ -90,6 +90,19 @@ pub async fn database_url(backend: Backend) -> Result<Option<String>, ()> {
 }
 
 pub async fn start_on(dir: tempfile::TempDir, config: CloudConfig) -> Cloud {
+    start_with(dir, config, false).await
+}
+
+/// A cloud with the component store mounted as `lichen cloud run` mounts it (`/v1/components`
+/// and the device routes under `/device/v1`).
+pub async fn start_with_components(backend: Backend) -> Option<Cloud> {
+    let url = database_url(backend).await.ok()?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), url);
+    Some(start_with(dir, config, true).await)
+}
+
+pub async fn start_with(dir: tempfile::TempDir, config: CloudConfig, components: bool) -> Cloud {
     let ca = lichen_cloud::server::prepare_data_dir(&config.data_dir).unwrap();
     let store = Arc::new(
         Store::open(&config.data_dir, config.database_url.as_deref())
@@ -103,7 +116,11 @@ pub async fn start_on(dir: tempfile::TempDir, config: CloudConfig) -> Cloud {
         &config,
         store.clone(),
         ca,
-        Vec::new(),
+        if components {
+            lichen_cloud::compose::extensions(&store, &config).unwrap()
+        } else {
+            Vec::new()
+        },
         |_s, _ca| async move {
             Ok(Some(StartedEndpoint {
                 hooks,
