@@ -5,9 +5,8 @@
 //! address: the core connects by itself, and a fleet deployment made while it was away
 //! arrives and succeeds.
 //!
-//! Until the cloud's device HTTPS API is merged, the core resolves fleet components from its
-//! own store (the bundle's `apiEndpoint` is left out), so the fleet deployment names a
-//! component a local deployment installed, with a configuration of its own.
+//! The fleet deployment names a component the core has never seen: its recipe comes from the
+//! cloud's device HTTPS API (the bundle's `apiEndpoint`) once the core is back online.
 
 mod common;
 
@@ -181,11 +180,8 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
     cloud.stop();
 
     // The core, with its cloud down.
-    let config: String = read(&core_dir.path().join("config.yaml"))
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("apiEndpoint:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let config = read(&core_dir.path().join("config.yaml"));
+    assert!(config.contains("apiEndpoint:"), "{config}");
     let config =
         format!("{config}broker:\n  listeners:\n    - {{ kind: tcp, bind: \"127.0.0.1:0\" }}\n");
     let started = Instant::now();
@@ -212,8 +208,7 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
         "the human status names the last error: {text}"
     );
 
-    // A local deployment completes without the cloud: an awsiotsdk component (IPC) and the
-    // component the fleet deployment will configure later.
+    // A local deployment completes without the cloud: an awsiotsdk component (IPC).
     let base = core.dir.path();
     let artifacts = base.join("artifacts");
     let art = artifacts.join("com.test.Offline/1.0.0");
@@ -237,24 +232,12 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
             "Artifacts": [{"URI": "s3://test/com.test.Offline/bridge_echo.py"}]
         }]
     });
-    let recipes = recipe_dir(
-        base,
-        "recipes",
-        &[
-            ("offline.json", &offline.to_string()),
-            ("late.json", &late.to_string()),
-        ],
-    );
+    let recipes = recipe_dir(base, "recipes", &[("offline.json", &offline.to_string())]);
     let deploy_started = Instant::now();
     let d = core.deploy(
         &recipes,
         Some(&artifacts),
-        &[
-            "-m",
-            "com.test.Offline=1.0.0",
-            "-m",
-            "com.example.Late=1.0.0",
-        ],
+        &["-m", "com.test.Offline=1.0.0"],
     );
     assert_eq!(d["status"], "SUCCEEDED", "{d}\n{}", core.stderr());
     assert!(
@@ -269,7 +252,6 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
         Duration::from_secs(30),
         || work.join("ready").exists(),
     );
-    assert_eq!(core.state("com.example.Late"), "RUNNING");
     // The local broker answers (a device outside any policy is refused by it, not by a
     // missing listener).
     let broker = core.json(&["device", "broker"]);
@@ -314,6 +296,8 @@ fn a_core_boots_and_works_with_its_cloud_down_then_catches_up_when_it_returns() 
         },
     );
     assert_eq!(record["status"], "SUCCEEDED", "{record}\n{}", core.stderr());
+    // Fetched from the cloud, installed and running, with the fleet's configuration.
+    core.wait_state("com.example.Late", "RUNNING", Duration::from_secs(30));
     let details = core.json(&["component", "details", "com.example.Late"]);
     assert_eq!(details["configuration"]["mode"], "fleet", "{details}");
     wait_for(
