@@ -5,7 +5,10 @@
 //!   on the bus as `targetTopicPrefix + topic` with origin [`BRIDGE_ORIGIN`].
 //! - `Pubsub → LocalMqtt`: a bus subscription on `topic` (subscriber [`BRIDGE_ORIGIN`],
 //!   `no_local`) republishes to devices as `targetTopicPrefix + topic`, QoS 1.
-//! - `IotCore` legs are accepted and logged as inactive until the cloud link exists.
+//! - `LocalMqtt → IotCore`: a device message matching `topic` is handed, renamed, to the
+//!   embedder's [`CloudBridge`] (`BrokerHandle::set_cloud_bridge`); the other `IotCore` legs
+//!   are the embedder's entirely (`lichen-node`'s cloud bridge). Without a cloud bridge
+//!   `IotCore` legs are only logged.
 //!
 //! Loops are impossible: bus messages from the bridge carry its origin and its own bus
 //! subscriptions skip them; messages the bridge injects into the broker are flagged and never
@@ -78,16 +81,40 @@ pub fn to_bus(bus: &Bus, mappings: &[(String, BridgeMapping)], msg: &Msg) {
     }
 }
 
+/// The embedder's side of `LocalMqtt → IotCore` mappings: the broker knows no cloud.
+pub trait CloudBridge: Send + Sync + 'static {
+    /// A device message matched `mapping`; `topic` already has its `targetTopicPrefix`.
+    /// Called on the routing path: must not block (queue, bounded, and return).
+    fn forward(&self, mapping: &str, topic: String, payload: bytes::Bytes, properties: &Properties);
+}
+
+/// Hands a device message to the cloud bridge for every matching `LocalMqtt → IotCore` mapping.
+pub fn to_cloud(cloud: &dyn CloudBridge, mappings: &[(String, BridgeMapping)], msg: &Msg) {
+    for (name, m) in mappings {
+        if m.source != Endpoint::LocalMqtt || m.target != Endpoint::IotCore {
+            continue;
+        }
+        if lichen_mqtt::topic::topic_matches(&m.topic, &msg.topic) {
+            let topic = format!("{}{}", m.target_topic_prefix, msg.topic);
+            cloud.forward(name, topic, msg.payload.clone(), &msg.properties);
+        }
+    }
+}
+
 /// Starts the bus-side legs; returns their tasks (aborted when mappings change).
 pub fn start(
     shared: &Arc<Shared>,
     mappings: &[(String, BridgeMapping)],
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    let has_cloud = crate::broker::read(&shared.cloud_bridge).is_some();
     for (name, m) in mappings {
         if crate::config::is_cloud(m.source) || crate::config::is_cloud(m.target) {
-            tracing::warn!(mapping = %name, source = ?m.source, target = ?m.target,
-                "bridge leg to IotCore is inactive: no cloud connection yet");
+            if has_cloud {
+                continue;
+            }
+            tracing::info!(mapping = %name, source = ?m.source, target = ?m.target,
+                "bridge leg to IotCore: relayed by the embedder's cloud bridge, when it has one");
             continue;
         }
         if m.source != Endpoint::Pubsub || m.target != Endpoint::LocalMqtt {

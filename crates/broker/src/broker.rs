@@ -38,6 +38,8 @@ pub struct Shared {
     pub trusted_cas: AtomicBool,
     pub device_gen: AtomicU64,
     pub bridge: RwLock<Arc<Vec<(String, BridgeMapping)>>>,
+    /// The embedder's `LocalMqtt → IotCore` leg (the broker knows no cloud).
+    pub cloud_bridge: RwLock<Option<Arc<dyn bridge::CloudBridge>>>,
     pub bus: Bus,
     pub store: Option<Store>,
     pub connections: AtomicUsize,
@@ -105,6 +107,7 @@ impl Shared {
             trusted_cas: AtomicBool::new(false),
             device_gen: AtomicU64::new(1),
             bridge: RwLock::new(Arc::new(Vec::new())),
+            cloud_bridge: RwLock::new(None),
             bus,
             store,
             connections: AtomicUsize::new(0),
@@ -139,6 +142,9 @@ impl Shared {
             let mappings = read(&self.bridge).clone();
             if !mappings.is_empty() {
                 bridge::to_bus(&self.bus, &mappings, &msg);
+                if let Some(cloud) = read(&self.cloud_bridge).as_ref() {
+                    bridge::to_cloud(cloud.as_ref(), &mappings, &msg);
+                }
             }
         }
         struct Target {

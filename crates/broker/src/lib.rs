@@ -76,7 +76,7 @@ mod store;
 mod tls;
 mod topic;
 
-pub use bridge::{BRIDGE_ORIGIN, BridgeMapping, Endpoint};
+pub use bridge::{BRIDGE_ORIGIN, BridgeMapping, CloudBridge, Endpoint};
 pub use config::{
     BUILTIN_COMPONENTS, BrokerConfig, Limits, ListenerConfig, ListenerKind, TlsConfig,
     config_from_components,

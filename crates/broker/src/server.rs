@@ -576,6 +576,36 @@ impl BrokerHandle {
         Ok(())
     }
 
+    /// Sets (or with `None` clears) the embedder's `LocalMqtt → IotCore` leg: device messages
+    /// matching such a mapping go to it from then on.
+    pub fn set_cloud_bridge(&self, cloud: Option<Arc<dyn bridge::CloudBridge>>) {
+        *write(&self.shared.cloud_bridge) = cloud;
+    }
+
+    /// Publishes a message the embedder's bridge brought in (`IotCore → LocalMqtt`): routed to
+    /// matching subscribers like [`BrokerHandle::publish`], with its MQTT 5 properties, but
+    /// never bridged again (no loop back to the bus or the cloud). Returns how many sessions got it.
+    pub fn publish_bridged(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: lichen_mqtt::QoS,
+        properties: lichen_mqtt::Properties,
+    ) -> Result<usize, BrokerError> {
+        let mut msg = self.server_msg(topic, payload, qos, false)?;
+        if let Some(m) = Arc::get_mut(&mut msg) {
+            let mut properties = properties;
+            properties.topic_alias = None;
+            properties.subscription_identifiers.clear();
+            m.expires_at = properties
+                .message_expiry_interval
+                .and_then(|s| Instant::now().checked_add(Duration::from_secs(u64::from(s))));
+            m.properties = properties;
+            m.from_bridge = true;
+        }
+        Ok(self.shared.route(msg).matched)
+    }
+
     /// Replaces the bridge mappings (Greengrass `mqttTopicMapping`).
     pub fn set_bridge_mappings(
         &self,

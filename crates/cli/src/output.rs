@@ -153,10 +153,16 @@ pub fn core_status(s: &lichen_core::control::CoreStatus) {
             match &c.spool {
                 None => println!("Cloud spool:   none (QoS 1 publishes fail while disconnected)"),
                 Some(sp) => println!(
-                    "Cloud spool:   {} messages, {} queued, {} dropped",
+                    "Cloud spool:   {} messages, {} of {} ({}), {} dropped ({} refused full){}",
                     sp.depth,
                     human_bytes(sp.bytes),
-                    sp.dropped
+                    human_bytes(sp.max_bytes),
+                    sp.storage,
+                    sp.dropped,
+                    sp.rejected,
+                    sp.oldest_unsent_secs
+                        .map(|s| format!(", oldest unsent {s} s"))
+                        .unwrap_or_default()
                 ),
             }
         }

@@ -52,12 +52,13 @@ fn a_bundle_starts_a_core_that_connects_and_shows_online_until_its_certificate_i
         (c["state"] == "connected").then_some(c)
     });
     assert_eq!(status["thingName"], "gw-bundle", "{status}");
-    // The link's counters are part of the status; no spool is built in yet. The fleet
+    // The link's counters are part of the status, with the (empty, disk) spool. The fleet
     // deployment agent holds the link's only subscriptions: the three jobs topics of the
     // aws-gg-deployment namespace and the three of the deployment shadow.
     assert_eq!(status["subscriptions"], 6, "{status}");
     assert_eq!(status["messagesDropped"], 0, "{status}");
-    assert!(status.get("spool").is_none(), "{status}");
+    assert_eq!(status["spool"]["depth"], 0, "{status}");
+    assert_eq!(status["spool"]["storage"], "disk", "{status}");
     assert_eq!(
         status["endpoint"], cloud.ready["iotDataEndpoint"],
         "{status}"

@@ -114,6 +114,10 @@ impl RootLayout {
     pub fn broker_dir(&self) -> PathBuf {
         self.root.join("broker")
     }
+    /// The cloud link's disk spool (QoS 1 publishes kept until the cloud's PUBACK).
+    pub fn cloud_spool_dir(&self) -> PathBuf {
+        self.root.join("cloud").join("spool")
+    }
     pub fn secrets_dir(&self) -> PathBuf {
         self.root.join("secrets")
     }

@@ -269,21 +269,34 @@ pub struct CloudStatus {
     /// Messages from the cloud dropped because a subscriber's bounded receiver was full.
     #[serde(default)]
     pub messages_dropped: u64,
-    /// The disk spool's depth and drops; `None` while the link has no spool (QoS 1
-    /// publishes then fail while disconnected).
+    /// The spool's depth and drops (QoS 1 publishes wait in it for the cloud's PUBACK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool: Option<CloudSpoolStatus>,
 }
 
-/// The cloud link's spool, as `lichen core status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The cloud link's spool, as `lichen core status` shows it. Counters are since the core
+/// started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CloudSpoolStatus {
     /// Messages stored and not yet acknowledged by the cloud.
     pub depth: u64,
     pub bytes: u64,
-    /// Messages dropped or refused because the spool was full.
+    /// Messages dropped: the spool full (both strategies), QoS 0 while offline without
+    /// `keepQos0WhenOffline`, refused by the cloud, or expired before they were sent.
     pub dropped: u64,
+    /// `disk` or `memory` (`mqtt.spooler.storageType`).
+    #[serde(default)]
+    pub storage: String,
+    /// The size bound (`mqtt.spooler.maxSizeInBytes`).
+    #[serde(default)]
+    pub max_bytes: u64,
+    /// Of `dropped`: publishes refused because the spool was full.
+    #[serde(default)]
+    pub rejected: u64,
+    /// Age of the oldest message not yet acknowledged by the cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unsent_secs: Option<u64>,
 }
 
 /// Free space on the filesystem holding the core's root.
@@ -683,6 +696,10 @@ mod tests {
                         depth: 10,
                         bytes: 5120,
                         dropped: 2,
+                        storage: "disk".into(),
+                        max_bytes: 1 << 26,
+                        rejected: 1,
+                        oldest_unsent_secs: Some(7),
                     }),
                 }),
             ),

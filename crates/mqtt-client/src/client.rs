@@ -192,6 +192,36 @@ impl Client {
             .await?
     }
 
+    /// Queues a publish and returns (once it is queued) a future for its outcome, as
+    /// [`Client::publish_message`] answers it. The connection task takes commands in order,
+    /// so publishes queued one after the other go on the wire in that order: a caller can
+    /// keep several in flight (up to the window) without losing their order, as the cloud
+    /// spool's drain does.
+    pub async fn publish_queued(
+        &self,
+        message: Message,
+    ) -> Result<
+        impl std::future::Future<Output = Result<ReasonCode, ClientError>> + Send + 'static,
+        ClientError,
+    > {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Publish { message, reply })
+            .await
+            .is_err()
+        {
+            return Err(self.closed().await);
+        }
+        let this = self.clone();
+        Ok(async move {
+            match rx.await {
+                Ok(v) => v,
+                Err(_) => Err(this.closed().await),
+            }
+        })
+    }
+
     /// Subscribes; returns one reason code per filter (granted QoS, or the failure).
     pub async fn subscribe(
         &self,

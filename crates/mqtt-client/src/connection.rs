@@ -80,6 +80,14 @@ impl Connection {
             Ok(()) => ClientError::Disconnected,
             Err(e) => e,
         };
+        // MQTT 5 (4.13): a client that ends the connection over the server's bad packet says
+        // why in its DISCONNECT before closing (best effort, bounded by write_disconnect).
+        if self.protocol == Protocol::V5
+            && let Some(reason) = disconnect_reason(&error)
+        {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.write_disconnect(reason)).await;
+        }
         if matches!(error, ClientError::Disconnected) {
             tracing::debug!("MQTT connection closed by the client");
         } else {
@@ -543,6 +551,18 @@ fn check_count(what: &str, asked: usize, got: usize) -> Result<(), ClientError> 
         Err(ClientError::Protocol(format!(
             "{what} carries {got} reason codes for {asked} filters"
         )))
+    }
+}
+
+/// The DISCONNECT reason for a connection the client ends because of the server's packet.
+fn disconnect_reason(error: &ClientError) -> Option<ReasonCode> {
+    match error {
+        ClientError::Malformed(DecodeError::PacketTooLarge { .. }) => {
+            Some(ReasonCode::PacketTooLarge)
+        }
+        ClientError::Malformed(_) => Some(ReasonCode::MalformedPacket),
+        ClientError::Protocol(_) => Some(ReasonCode::ProtocolError),
+        _ => None,
     }
 }
 

@@ -123,6 +123,74 @@ async fn a_server_closing_mid_flight_fails_the_pending_publish_and_says_so() {
     assert!(matches!(e, ClientError::ConnectionClosed { .. }), "{e}");
 }
 
+/// MQTT 5: a client ending the connection over the server's bad packet says why in its
+/// DISCONNECT — Malformed Packet, Protocol Error (an unexpected packet), Packet too large —
+/// and MQTT 3.1.1 (which has no reason codes) just closes.
+#[tokio::test]
+async fn the_client_tells_an_mqtt5_server_why_it_leaves() {
+    let suback_unknown = to_vec(
+        &Packet::SubAck(lichen_mqtt::SubAck {
+            packet_id: 77,
+            reason_codes: vec![ReasonCode::Success],
+            properties: Properties::default(),
+        }),
+        Protocol::V5,
+    )
+    .unwrap();
+    let cases: Vec<(Protocol, Vec<u8>, Option<ReasonCode>)> = vec![
+        (
+            Protocol::V5,
+            vec![0x00, 0x00],
+            Some(ReasonCode::MalformedPacket),
+        ),
+        (
+            Protocol::V5,
+            connack(Protocol::V5, ReasonCode::Success, None),
+            Some(ReasonCode::ProtocolError),
+        ),
+        (
+            Protocol::V5,
+            suback_unknown,
+            Some(ReasonCode::ProtocolError),
+        ),
+        (
+            Protocol::V5,
+            vec![0x30, 0x80, 0x80, 0x80, 0x60],
+            Some(ReasonCode::PacketTooLarge),
+        ),
+        (Protocol::V311, vec![0x00, 0x00], None),
+    ];
+    for (protocol, bad, expected) in cases {
+        let (l, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_packet(&mut s, protocol, &mut buf).await;
+            s.write_all(&connack(protocol, ReasonCode::Success, None))
+                .await
+                .unwrap();
+            s.write_all(&bad).await.unwrap();
+            match read_packet(&mut s, protocol, &mut buf).await {
+                Some(Packet::Disconnect(d)) => Some(d.reason_code),
+                _ => None,
+            }
+        });
+        let (c, _in) = Client::connect(opts(addr, protocol)).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(3), c.closed())
+            .await
+            .expect("the client ends the connection");
+        assert!(
+            matches!(e, ClientError::Malformed(_) | ClientError::Protocol(_)),
+            "{e}"
+        );
+        let said = tokio::time::timeout(Duration::from_secs(3), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(said, expected, "{protocol:?} after {e}");
+    }
+}
+
 #[tokio::test]
 async fn a_silent_server_times_out_at_connect_and_at_keep_alive() {
     let (l, addr) = listener().await;

@@ -29,9 +29,11 @@ use lichen_ipc::{IpcError, IpcServer, Operations};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+pub use crate::services::cloud::BridgeService;
 pub use service::{Service, ServiceContext, ServiceError};
 pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
+pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
 
 /// Why a node could not start.
@@ -65,7 +67,9 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let broker = Arc::new(BrokerService::new());
     let cloud = Arc::new(CloudService::new(Some(broker.clone())));
     let fleet = Arc::new(FleetService::new(cloud.clone()));
-    vec![broker, cloud, fleet]
+    // After the broker and the cloud: it joins the two (the bridge's IotCore leg).
+    let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
+    vec![broker, cloud, fleet, bridge]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

@@ -281,7 +281,8 @@ async fn half_open_link_is_replaced_within_the_keep_alive_bound_and_subscription
     let status = cloud.status().unwrap();
     assert_eq!(status.subscriptions, 1);
     assert_eq!(status.messages_dropped, 0);
-    assert!(status.spool.is_none(), "no spool yet");
+    let spool = status.spool.expect("the link has a spool");
+    assert_eq!((spool.depth, spool.dropped), (0, 0), "{spool:?}");
 
     // Half-open: the proxy stops forwarding, sockets stay open.
     forward_tx.send_replace(false);

@@ -120,9 +120,6 @@ impl SpoolConfig {
         if self.dir.is_none() {
             return Ok(()); // memory mode has no segments
         }
-        if self.dir.is_none() {
-            return Ok(()); // memory mode has no segments
-        }
         if self.segment_bytes < 4096 {
             return Err(SpoolError::BadConfig(format!(
                 "segment_bytes {} is below 4096",

@@ -7,6 +7,8 @@
 //! `deviceGroups`, Bridge's `mqttTopicMapping`) is applied whenever a deployment changes it.
 //! `device.*` control operations (`lichen device add|remove|list`) are served here.
 
+use std::sync::Arc;
+
 use lichen_broker::{BUILTIN_COMPONENTS, BrokerConfig, BrokerHandle};
 use lichen_core::control::{
     BrokerInfo, ControlReply, ControlRequest, ControlService, DeviceInfo, DeviceRemoved,
@@ -22,7 +24,7 @@ use crate::service::{Service, ServiceContext, ServiceError};
 /// The embedded MQTT broker as a node service. Starts on demand (see the module docs).
 #[derive(Default)]
 pub struct BrokerService {
-    broker: Mutex<Option<BrokerHandle>>,
+    broker: Mutex<Option<Arc<BrokerHandle>>>,
 }
 
 impl BrokerService {
@@ -53,7 +55,7 @@ impl BrokerService {
                         for l in handle.local_addrs() {
                             tracing::info!(kind = ?l.kind, addr = %l.addr, "MQTT broker listening");
                         }
-                        *guard = Some(handle);
+                        *guard = Some(Arc::new(handle));
                     }
                     Err(e) => tracing::error!(error = %e, "the MQTT broker could not start"),
                 },
@@ -193,6 +195,11 @@ impl Service for BrokerService {
 }
 
 impl BrokerService {
+    /// The running broker (`None` while it is not running), for the cloud bridge.
+    pub async fn handle(&self) -> Option<Arc<BrokerHandle>> {
+        self.broker.lock().await.clone()
+    }
+
     /// Where the broker listens; empty while it is not running.
     pub async fn local_addrs(&self) -> Vec<lichen_broker::ListenerAddr> {
         match self.broker.lock().await.as_ref() {

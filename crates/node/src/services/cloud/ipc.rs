@@ -4,9 +4,11 @@
 //! "0"/"1", `contentType`), authorized by `aws.greengrass.ipc.mqttproxy` on the topic (MQTT
 //! wildcards in policies match, deny unless allowed).
 //!
-//! PublishToIoTCore answers once the link wrote the message (QoS 0) or the cloud's PUBACK
-//! arrived (QoS 1); while disconnected it fails with ServiceError "not connected" (the disk
-//! spool is not built in yet). SubscribeToIoTCore streams `IoTCoreMessage` events from the
+//! PublishToIoTCore goes through the spool ([`CloudLink::publish_spooled`]): QoS 1 answers
+//! once the message is durably spooled, connected or not (a full spool is a ServiceError
+//! naming `maxSizeInBytes`); QoS 0 answers once written when connected, and while
+//! disconnected is spooled (`keepQos0WhenOffline`) or dropped with ServiceError "not
+//! connected". SubscribeToIoTCore streams `IoTCoreMessage` events from the
 //! link's bounded receiver ([`super::SUBSCRIPTION_CAPACITY`]; full → dropped and logged);
 //! the subscription is restored after every reconnect.
 
@@ -160,7 +162,7 @@ pub(super) fn operations(slot: LinkSlot) -> Vec<Operation> {
                 let req: PublishRequest = call.parse()?;
                 let message = message_from(req)?;
                 let link = current(&slot)?;
-                link.publish_message(message).await.map_err(link_error)?;
+                link.publish_spooled(message).await.map_err(link_error)?;
                 Ok(Reply::empty())
             })
         }),

@@ -8,9 +8,12 @@
 //!   the registration; the server-side subscription stays until the next reconnect (its
 //!   messages are discarded), since another registration may share the filter.
 //! - [`CloudLink::publish`] / [`CloudLink::publish_message`] wait for the PUBACK at QoS 1;
-//!   while disconnected they fail with [`LinkError::NotConnected`] (the disk spool, when it
-//!   lands, takes QoS 1 instead). A publish larger than the server's Maximum Packet Size is
-//!   refused with [`LinkError::Refused`] and logged; the connection stays up.
+//!   while disconnected they fail with [`LinkError::NotConnected`]. A publish larger than the
+//!   server's Maximum Packet Size is refused with [`LinkError::Refused`] and logged; the
+//!   connection stays up.
+//! - [`CloudLink::publish_spooled`] (PublishToIoTCore) goes through the spool (spool.rs):
+//!   QoS 1 returns once durably spooled, connected or not; QoS 0 is sent now when connected,
+//!   else spooled (`keepQos0WhenOffline`) or dropped and counted.
 //! - [`CloudLink::state`] watches [`LinkState`].
 //!
 //! Bounds: [`MAX_SUBSCRIPTIONS`] registrations; each receiver holds [`SUBSCRIPTION_CAPACITY`]
@@ -18,12 +21,14 @@
 //! logged — a slow consumer never stalls the connection or the other subscribers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use lichen_mqtt_client::{
     Client, ClientError, Message, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 use tokio::sync::{mpsc, watch};
+
+use super::spool::{AppendError, CloudSpool};
 
 /// Messages buffered per subscription receiver.
 pub const SUBSCRIPTION_CAPACITY: usize = 64;
@@ -57,6 +62,9 @@ pub enum LinkError {
     /// The connection broke while the operation was pending.
     #[error("the cloud connection broke: {0}")]
     ConnectionLost(ClientError),
+    /// The spool refused the message (full: the message names the bound) or failed.
+    #[error("{0}")]
+    Spool(String),
 }
 
 impl From<ClientError> for LinkError {
@@ -83,6 +91,7 @@ pub(crate) struct Shared {
     registrations: Mutex<Vec<Registration>>,
     next_id: AtomicU64,
     dropped: AtomicU64,
+    spool: OnceLock<Arc<CloudSpool>>,
 }
 
 /// A cloneable handle on the cloud connection (see the module documentation).
@@ -102,6 +111,7 @@ impl CloudLink {
                 registrations: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 dropped: AtomicU64::new(0),
+                spool: OnceLock::new(),
             }),
         }
     }
@@ -168,6 +178,61 @@ impl CloudLink {
                 Err(e)
             }
         }
+    }
+
+    /// The spool publishes go through (set once when the service starts).
+    pub fn spool(&self) -> Option<&Arc<CloudSpool>> {
+        self.shared.spool.get()
+    }
+
+    pub(crate) fn set_spool(&self, spool: Arc<CloudSpool>) {
+        let _ = self.shared.spool.set(spool);
+    }
+
+    /// Publishes through the spool (what PublishToIoTCore does): QoS 1 returns once the
+    /// message is durably spooled (the drain sends it and removes it after the PUBACK);
+    /// QoS 0 is sent now when connected, else spooled when `keepQos0WhenOffline`, else
+    /// dropped (counted) with [`LinkError::NotConnected`]. Without a spool, as
+    /// [`CloudLink::publish_message`].
+    pub async fn publish_spooled(&self, message: Message) -> Result<(), LinkError> {
+        lichen_mqtt_client::topic::validate_topic_name(&message.topic).map_err(|e| {
+            LinkError::Refused(ClientError::InvalidArgument {
+                field: "topic",
+                reason: format!("{:?}: {e}", message.topic),
+            })
+        })?;
+        let Some(spool) = self.spool().cloned() else {
+            return self.publish_message(message).await.map(|_| ());
+        };
+        let spool_error = |e: AppendError| match e {
+            AppendError::Full(m) => LinkError::Spool(m),
+            other => LinkError::Spool(other.to_string()),
+        };
+        if message.qos != QoS::AtMostOnce {
+            // The IPC operation offers QoS 0 and 1; the spool stores QoS 1.
+            let mut message = message;
+            message.qos = QoS::AtLeastOnce;
+            spool.append(&message, true).await.map_err(spool_error)?;
+            return Ok(());
+        }
+        let topic = message.topic.clone();
+        let message = match self.client() {
+            Some(client) => match client.publish_message(message.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if !e.is_connection_error() => {
+                    tracing::warn!(topic = %topic, error = %e, "cloud publish refused");
+                    return Err(LinkError::Refused(e));
+                }
+                Err(_) => message,
+            },
+            None => message,
+        };
+        if spool.settings().keep_qos0_when_offline {
+            spool.append(&message, false).await.map_err(spool_error)?;
+            return Ok(());
+        }
+        spool.count_offline_drop(&topic);
+        Err(self.not_connected())
     }
 
     /// Registers `filter` and returns its messages. Subscribed now when connected (a refusal

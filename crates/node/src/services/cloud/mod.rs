@@ -14,7 +14,8 @@
 //! addresses re-checked every [`CloudOptions::connectivity_interval`] (10 s); at most
 //! [`MAX_CONNECTIVITY_ENTRIES`] entries reported; the last error kept is at most 512 bytes.
 //! [`CloudLink`] (link.rs) is the handle on the connection other code uses; ipc.rs serves
-//! PublishToIoTCore / SubscribeToIoTCore over it. Issue 11 (spool, offline boot) builds on this loop.
+//! PublishToIoTCore / SubscribeToIoTCore over it; spool.rs keeps PublishToIoTCore messages
+//! (on disk by default, `mqtt.spooler`) and drains them while connected.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -32,10 +33,14 @@ use super::broker::BrokerService;
 use super::provisioning::{Identity, PROVISIONING_TIMEOUT, ensure_identity};
 use crate::service::{Service, ServiceContext, ServiceError};
 
+pub use bridge::{BRIDGE_COMPONENT, BridgeService, BridgeStats, FORWARD_QUEUE, IOTCORE_ORIGIN};
+mod bridge;
 mod ipc;
 mod link;
+mod spool;
 pub use ipc::event as iot_core_event;
 pub use link::{CloudLink, LinkError, LinkState, MAX_SUBSCRIPTIONS, SUBSCRIPTION_CAPACITY};
+pub use spool::{CloudSpool, SpoolerSettings, StorageType};
 
 /// Connectivity entries reported at most (interfaces × listeners).
 pub const MAX_CONNECTIVITY_ENTRIES: usize = 64;
@@ -110,6 +115,7 @@ impl CloudService {
         if let Some(link) = self.link() {
             status.subscriptions = link.subscriptions() as u64;
             status.messages_dropped = link.dropped();
+            status.spool = link.spool().map(|s| s.status());
         }
         Some(status)
     }
@@ -151,6 +157,7 @@ impl Service for CloudService {
                 .lock()
                 .map_err(|_| ServiceError::new("cloud", "status lock poisoned"))? = Some(status);
             let handle = CloudLink::new(identity.thing_name.clone());
+            handle.set_spool(open_spool(ctx).await?);
             if let Ok(mut l) = self.link.lock() {
                 *l = Some(handle.clone());
             }
@@ -201,6 +208,11 @@ impl Service for CloudService {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(spool) = self.link().and_then(|l| l.spool().cloned()) {
+                tokio::task::spawn_blocking(move || spool.flush())
+                    .await
+                    .ok();
+            }
             if let Some(running) = self.running.lock().await.take() {
                 let _ = running.stop.send(true);
                 let mut task = running.task;
@@ -214,6 +226,25 @@ impl Service for CloudService {
             }
         })
     }
+}
+
+/// Opens the spool `mqtt.spooler` describes (see spool.rs), under `<root>/cloud/spool`.
+async fn open_spool(ctx: &ServiceContext) -> Result<Arc<CloudSpool>, ServiceError> {
+    let deployed = ctx
+        .core
+        .get_configuration("aws.greengrass.Nucleus", &["mqtt".into(), "spooler".into()])
+        .ok();
+    let settings = SpoolerSettings::resolve(&ctx.settings, deployed)
+        .map_err(|e| ServiceError::new("cloud", e))?;
+    let dir = ctx.layout.cloud_spool_dir();
+    tracing::info!(storage = ?settings.storage, max_bytes = settings.max_bytes,
+        keep_qos0_when_offline = settings.keep_qos0_when_offline, when_full = ?settings.when_full,
+        fsync = ?settings.fsync, dir = %dir.display(), "cloud spool");
+    let spool = tokio::task::spawn_blocking(move || CloudSpool::open(settings, &dir))
+        .await
+        .map_err(|e| ServiceError::new("cloud", format!("opening the spool: {e}")))?
+        .map_err(|e| ServiceError::new("cloud", format!("opening the spool: {e}")))?;
+    Ok(Arc::new(spool))
 }
 
 fn connect_options(
@@ -347,8 +378,18 @@ impl Link {
         let topic = connectivity_topic(&self.identity.thing_name);
         let mut reported: Option<Vec<ConnectivityEntry>> = None;
         let mut tick = tokio::time::interval(self.options.connectivity_interval);
+        // The spool goes out on every connection, from its first unacked message.
+        let spool = self.handle.spool().cloned();
+        let drain = async {
+            match &spool {
+                Some(s) => s.drain(client).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(drain);
         loop {
             tokio::select! {
+                e = &mut drain => return Some(e.to_string()),
                 _ = tick.tick() => {
                     let now = self.connectivity().await;
                     let changed = reported.as_ref() != Some(&now);
