@@ -14,7 +14,7 @@ use crate::bridge::{self, BridgeMapping};
 use crate::config::Limits;
 use crate::hooks::{ActiveHooks, ClientIdentity};
 use crate::policy::PolicySet;
-use crate::session::{DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SubRecord};
+use crate::session::{DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SessionState, SubRecord};
 use crate::store::{Store, StoreOp};
 use crate::topic::{SubEntry, SubTree, split_shared};
 
@@ -287,22 +287,67 @@ impl Shared {
             }
             return seq;
         }
-        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.count_drops(
+            &session.client_id,
+            &mut st,
+            1,
+            "session queue full; messages dropped",
+        );
+        0
+    }
+
+    /// Counts `n` messages dropped for a session (here and broker-wide) and logs the drops at
+    /// most every `DROP_LOG_INTERVAL_MS` per session. A persistent session's count reaches the
+    /// store within a second (`persist_drop_counts`).
+    pub fn count_drops(&self, client_id: &str, st: &mut SessionState, n: u64, why: &'static str) {
+        if n == 0 {
+            return;
+        }
+        self.dropped.fetch_add(n, Ordering::Relaxed);
         let now = self.now_ms();
         let o = st.overflow_mut();
-        o.dropped += 1;
-        o.unlogged += 1;
+        o.dropped += n;
+        o.unlogged += n;
         if o.last_log_ms == 0 || now.saturating_sub(o.last_log_ms) >= DROP_LOG_INTERVAL_MS {
             tracing::warn!(
-                client = %session.client_id,
+                client = %client_id,
                 dropped = o.unlogged,
                 dropped_total = o.dropped,
-                "session queue full; messages dropped"
+                "{why}"
             );
             o.unlogged = 0;
             o.last_log_ms = now.max(1);
         }
-        0
+    }
+
+    /// Sends the drop count of a persistent session to the store if it changed since last sent.
+    fn persist_dropped(&self, client_id: &Arc<str>, st: &mut SessionState) {
+        if st.expiry == 0 || self.store.is_none() {
+            return;
+        }
+        if let Some(o) = st.overflow.as_mut()
+            && o.dropped != o.persisted_dropped
+        {
+            o.persisted_dropped = o.dropped;
+            let dropped = o.dropped;
+            self.persist(StoreOp::SetDropped {
+                client_id: client_id.clone(),
+                dropped,
+            });
+        }
+    }
+
+    /// Stores the changed drop counts of every persistent session (each second, and at
+    /// shutdown), so they survive a restart.
+    pub fn persist_drop_counts(&self) {
+        if self.store.is_none() {
+            return;
+        }
+        let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in all {
+            let mut st = s.lock();
+            self.persist_dropped(&s.client_id, &mut st);
+        }
     }
 
     /// Updates the retained store; returns the store sequence number of the change (or 0).
@@ -524,8 +569,9 @@ impl Shared {
             st.offline_since = Some(Instant::now());
             let expiry = st.expiry;
             let protocol = st.protocol;
-            drop(st);
             self.persist_session(&session.client_id, expiry, protocol);
+            self.persist_dropped(&session.client_id, &mut st);
+            drop(st);
         }
     }
 
@@ -550,6 +596,8 @@ impl Shared {
             tracing::debug!(client = %s.client_id, "session expired");
             self.drop_session(&s);
         }
+        drop(sessions);
+        self.persist_drop_counts();
     }
 
     /// Milliseconds since the broker started: the clock of keepalive checks.

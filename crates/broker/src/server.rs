@@ -278,6 +278,11 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
             for (_, d) in s.queued {
                 st.push_queued(d, &shared.queued_bytes);
             }
+            if s.dropped > 0 {
+                let o = st.overflow_mut();
+                o.dropped = s.dropped;
+                o.persisted_dropped = s.dropped;
+            }
             if s.spilled > 0 {
                 let o = st.overflow_mut();
                 o.spilled = s.spilled;
@@ -653,6 +658,7 @@ impl BrokerHandle {
             t.abort();
         }
         if let Some(store) = &self.shared.store {
+            self.shared.persist_drop_counts();
             store.flush();
             store.close();
         }

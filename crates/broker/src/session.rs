@@ -68,6 +68,9 @@ pub struct Overflow {
     /// Messages dropped for this session (QoS 0 over the bound, QoS 1/2 of a session without
     /// persistence, or over the store bound).
     pub dropped: u64,
+    /// The `dropped` value last sent to the store (persistent sessions keep their count across
+    /// restarts; see `Shared::persist_drop_counts`).
+    pub persisted_dropped: u64,
     /// Drops not yet reported in the log (reported at most every `DROP_LOG_INTERVAL_MS`).
     pub unlogged: u64,
     pub last_log_ms: u64,

@@ -207,11 +207,38 @@ impl<S: super::Transport> Conn<S> {
             properties: Properties::default(),
         }));
         if !retained.is_empty() {
-            let mut st = self.session.lock();
-            for d in retained {
+            self.queue_retained(retained);
+        }
+    }
+
+    /// Queues the retained messages a SUBSCRIBE matched, within
+    /// `limits.max_retained_bytes_per_subscribe` and the session's and the broker's memory
+    /// bounds; those that do not fit are not sent, and counted and logged as drops.
+    fn queue_retained(&mut self, retained: Vec<Delivery>) {
+        let limits = &self.shared.limits;
+        let mut budget = limits.max_retained_bytes_per_subscribe;
+        let mut skipped = 0u64;
+        let mut st = self.session.lock();
+        for d in retained {
+            let size = d.mem_size();
+            let fits = size <= budget
+                && st.queue.len() < limits.max_queued_per_session
+                && st.mem_bytes + size <= limits.max_queued_bytes_per_session
+                && self.shared.queued_bytes.load(Ordering::Relaxed) + size
+                    <= limits.max_queued_bytes_total;
+            if fits {
+                budget -= size;
                 st.push_queued(d, &self.shared.queued_bytes);
+            } else {
+                skipped += 1;
             }
         }
+        self.shared.count_drops(
+            &self.client_id,
+            &mut st,
+            skipped,
+            "retained messages over the SUBSCRIBE bound not sent",
+        );
     }
 
     /// Moves queued deliveries into the write buffer while the in-flight window allows.
