@@ -56,6 +56,8 @@ pub struct Shared {
     /// Connected clients by client id, kept only when `hooks.track` (for events and
     /// disconnects by thing or certificate).
     pub connected: Mutex<HashMap<Arc<str>, ClientIdentity>>,
+    /// Idle plain TCP connections without a task (None: they keep their tasks).
+    pub(crate) parking: Option<crate::conn::Parking>,
 }
 
 pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -118,6 +120,16 @@ impl Shared {
             epoch: Instant::now(),
             hooks,
             connected: Mutex::new(HashMap::new()),
+            parking: crate::conn::Parking::new(),
+        }
+    }
+
+    /// Wakes the connection attached to `session`: it runs its loop again (work queued, a kick,
+    /// a takeover), resumed first if it is parked.
+    pub fn wake(&self, session: &Session) {
+        session.wake.notify_one();
+        if let Some(p) = &self.parking {
+            p.unpark(session);
         }
     }
 
@@ -255,7 +267,7 @@ impl Shared {
             st.push_queued(d, &self.queued_bytes);
             drop(st);
             if was_empty && session.is_online() {
-                session.wake.notify_one();
+                self.wake(session);
             }
             return seq;
         }
@@ -283,7 +295,7 @@ impl Shared {
                 tracing::info!(client = %session.client_id, "subscriber does not keep up; disconnecting it, its session continues offline");
                 st.kick = Some(ReasonCode::QuotaExceeded);
                 drop(st);
-                session.wake.notify_one();
+                self.wake(session);
             }
             return seq;
         }
@@ -495,7 +507,7 @@ impl Shared {
                 }
             }
             if was_online {
-                old.wake.notify_one();
+                self.wake(&old);
             }
             if !clean_start {
                 old.online.store(true, Ordering::Release);
@@ -605,22 +617,33 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Closes connections silent for more than 1.5 × their keep alive. One sweep over all
-    /// sessions replaces a timer per connection, which keeps idle connections small.
+    /// Closes connections silent for more than 1.5 × their keep alive, and wakes connections
+    /// idle on their tasks for `PARK_AFTER_MS` so that they park. One sweep over all sessions
+    /// replaces a timer per connection (parked ones included), which keeps idle connections
+    /// small.
     pub fn check_keepalives(&self) {
         let now = self.now_ms();
-        let late: Vec<Arc<Session>> = lock(&self.sessions)
-            .values()
-            .filter(|s| {
-                let ka = s.keepalive_ms.load(Ordering::Relaxed);
-                s.is_online()
-                    && ka > 0
-                    && now.saturating_sub(s.last_rx_ms.load(Ordering::Relaxed)) > ka
-            })
-            .cloned()
-            .collect();
+        let mut late = Vec::new();
+        let mut to_park = Vec::new();
+        for s in lock(&self.sessions).values() {
+            if !s.is_online() {
+                continue;
+            }
+            let ka = s.keepalive_ms.load(Ordering::Relaxed);
+            let silent = now.saturating_sub(s.last_rx_ms.load(Ordering::Relaxed));
+            if ka > 0 && silent > ka {
+                late.push(s.clone());
+            } else if silent >= crate::conn::PARK_AFTER_MS
+                && s.park_wanted.swap(false, Ordering::Relaxed)
+            {
+                to_park.push(s.clone());
+            }
+        }
         for s in late {
             self.kick(&s, ReasonCode::KeepAliveTimeout);
+        }
+        for s in to_park {
+            s.wake.notify_one();
         }
     }
 
@@ -633,7 +656,7 @@ impl Shared {
             }
             st.kick = Some(code);
         }
-        session.wake.notify_one();
+        self.wake(session);
     }
 
     /// Closes every connection with `code` (shutdown).

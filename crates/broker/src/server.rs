@@ -51,6 +51,8 @@ pub struct BrokerStats {
     pub queued_bytes: usize,
     /// Messages dropped for any session since start (queues over their bounds).
     pub dropped: u64,
+    /// Idle plain TCP connections parked without a task (counted in `connections` too).
+    pub parked: usize,
 }
 
 /// Handle to a running broker. Dropping it does not stop the broker; call
@@ -192,6 +194,7 @@ pub async fn start_with_hooks(
         )));
     }
 
+    tasks.push(tokio::spawn(conn::run_parking(shared.clone())));
     let sweeper = shared.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick: u64 = 0;
@@ -626,6 +629,7 @@ impl BrokerHandle {
             retained: read(&self.shared.retained).len(),
             queued_bytes: self.shared.queued_bytes.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            parked: self.shared.parking.as_ref().map_or(0, |p| p.len()),
         }
     }
 

@@ -144,6 +144,12 @@ pub struct Session {
     pub last_rx_ms: AtomicU64,
     /// 1.5 × the connection's keep alive in ms; 0 = none. Enforced by the broker's sweeper.
     pub keepalive_ms: AtomicU64,
+    /// Token of the parked connection (see `conn::park`); 0 while it runs on a task. Whoever
+    /// swaps it to 0 resumes the connection.
+    pub parked: AtomicU64,
+    /// The connection waits idle on its task and would park once idle long enough: the sweeper
+    /// wakes it then (`conn::park::PARK_AFTER_MS`).
+    pub park_wanted: AtomicBool,
 }
 
 impl Session {
@@ -168,6 +174,8 @@ impl Session {
             online: AtomicBool::new(false),
             last_rx_ms: AtomicU64::new(0),
             keepalive_ms: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            park_wanted: AtomicBool::new(false),
         })
     }
 

@@ -22,15 +22,39 @@ use crate::session::{Session, Stage};
 use crate::store::StoreOp;
 
 mod flow;
+mod park;
+
+pub(crate) use park::{PARK_AFTER_MS, Parking, run as run_parking};
 
 /// A connection's byte stream.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether an idle connection on this transport may park (see `park`).
+    const PARKABLE: bool;
+
     /// Resolves when a read would not block, so that an idle connection waits without a read
     /// buffer. May resolve early (the read that follows then waits as usual).
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_;
+
+    /// A duplicate of the socket for parking (None: this transport does not park).
+    fn try_clone_std(&self) -> Option<std::net::TcpStream> {
+        None
+    }
 }
 
 impl Transport for tokio::net::TcpStream {
+    const PARKABLE: bool = true;
+
+    fn try_clone_std(&self) -> Option<std::net::TcpStream> {
+        use std::os::fd::AsFd;
+        match self.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(std::net::TcpStream::from(fd)),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot duplicate a socket to park it");
+                None
+            }
+        }
+    }
+
     /// Polls readiness directly: the socket keeps the waker, so the waiting future holds only
     /// a reference (a `readable()` future would carry a waiter node in every idle task).
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
@@ -43,6 +67,9 @@ impl<T> Transport for Box<tokio_rustls::server::TlsStream<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// TLS state (and any decrypted bytes it holds) stays with its task.
+    const PARKABLE: bool = false;
+
     /// TLS may already hold decrypted bytes the socket no longer shows: let the read wait.
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
         std::future::ready(())
@@ -120,6 +147,17 @@ struct Conn<S> {
     /// MQTT 5 QoS 1 PUBLISHes received whose PUBACK is not written to the socket yet (bounded
     /// by our Receive Maximum).
     unacked_qos1: u16,
+    /// When the write buffer was last sent (ms on `Shared::now_ms`), for the idle time.
+    last_tx_ms: u64,
+    /// Park as soon as idle (fresh, or back from a long park), not after `PARK_AFTER_MS`.
+    park_soon: bool,
+}
+
+/// How the serving loop stops.
+enum Exit {
+    Close(Close),
+    /// Idle: the connection parks (plain TCP only).
+    Park,
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
@@ -173,11 +211,37 @@ where
     let counter = shared.clone();
     let setup = Box::pin(establish(shared, stream, identity, peer));
     async move {
-        if let Some((mut conn, keep_alive)) = setup.await {
-            let close = conn.serve(keep_alive).await;
-            Box::pin(conn.finish(close)).await;
+        match setup.await {
+            Some((mut conn, keep_alive)) => {
+                conn.start(keep_alive);
+                drive(conn).await;
+            }
+            None => {
+                counter.connections.fetch_sub(1, Ordering::AcqRel);
+            }
         }
-        counter.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves an established connection until it closes (then uncounts it) or parks (it stays
+/// counted; `park` resumes it through this function on a new task).
+async fn drive<S: Transport>(mut conn: Conn<S>) {
+    loop {
+        match conn.serve().await {
+            Exit::Close(close) => {
+                let shared = conn.shared.clone();
+                Box::pin(conn.finish(close)).await;
+                shared.connections.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            Exit::Park => match conn.park() {
+                Ok(()) => return,
+                Err(c) => {
+                    conn = c;
+                    conn.park_soon = false;
+                }
+            },
+        }
     }
 }
 
@@ -390,6 +454,8 @@ where
             .map_or(usize::MAX, |m| m as usize),
         durable: 0,
         unacked_qos1: 0,
+        last_tx_ms: shared.now_ms(),
+        park_soon: true,
     };
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
@@ -466,6 +532,7 @@ impl<S: Transport> Conn<S> {
         }
         // Free the buffer: idle connections hold none.
         self.wbuf = Vec::new();
+        self.last_tx_ms = self.shared.now_ms();
         self.unacked_qos1 = 0;
         Ok(())
     }
@@ -483,17 +550,29 @@ impl<S: Transport> Conn<S> {
         st.kick.take()
     }
 
-    async fn serve(&mut self, keep_alive: Duration) -> Close {
+    /// What a new connection does once before serving.
+    fn start(&mut self, keep_alive: Duration) {
         self.resend_inflight();
-        let shared = self.shared.clone();
-        let session = self.session.clone();
-        session.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
-        session
+        self.session
+            .last_rx_ms
+            .store(self.shared.now_ms(), Ordering::Relaxed);
+        self.session
             .keepalive_ms
             .store(keep_alive.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    async fn serve(&mut self) -> Exit {
+        let shared = self.shared.clone();
+        let session = self.session.clone();
+        let exit = self.serve_loop(&shared, &session).await;
+        session.park_wanted.store(false, Ordering::Relaxed);
+        exit
+    }
+
+    async fn serve_loop(&mut self, shared: &Arc<Shared>, session: &Arc<Session>) -> Exit {
         loop {
             if shared.closing.load(Ordering::Acquire) {
-                return Close::Server(ReasonCode::ServerShuttingDown);
+                return Exit::Close(Close::Server(ReasonCode::ServerShuttingDown));
             }
             if self.should_refill() {
                 // Rare: boxed so the idle task does not carry this future's space.
@@ -501,23 +580,31 @@ impl<S: Transport> Conn<S> {
             }
             let more = match self.pump() {
                 Ok(more) => more,
-                Err(code) => return Close::Server(code),
+                Err(code) => return Exit::Close(Close::Server(code)),
             };
             // The busy paths run in boxed futures, allocated only while they run, so the task
             // of an idle connection holds just the state of the wait below.
             if !self.wbuf.is_empty()
                 && let Err(c) = Box::pin(self.flush()).await
             {
-                return c;
+                return Exit::Close(c);
             }
             if self.rbuf.is_empty() && !more {
                 // Idle: wait until the socket has bytes without holding a read buffer (a plain
                 // TCP stream tells readiness; a TLS stream resolves at once and its read waits).
                 self.rbuf = BytesMut::new();
+                if self.may_park() {
+                    return Exit::Park;
+                }
                 tokio::select! {
                     biased;
-                    _ = session.wake.notified() => continue,
-                    _ = self.stream.readable() => {}
+                    _ = session.wake.notified() => {
+                        session.park_wanted.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    _ = self.stream.readable() => {
+                        session.park_wanted.store(false, Ordering::Relaxed);
+                    }
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 32 {
@@ -534,7 +621,7 @@ impl<S: Transport> Conn<S> {
                 _ = session.wake.notified() => continue,
                 r = self.stream.read_buf(&mut self.rbuf) => {
                     let n = match r {
-                        Ok(0) | Err(_) => return Close::Lost,
+                        Ok(0) | Err(_) => return Exit::Close(Close::Lost),
                         Ok(n) => n,
                     };
                     session.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
@@ -544,7 +631,7 @@ impl<S: Transport> Conn<S> {
                         self.read_cap = (self.read_cap / 2).max(MIN_READ);
                     }
                     if let Err(c) = Box::pin(self.process()).await {
-                        return c;
+                        return Exit::Close(c);
                     }
                     if self.rbuf.is_empty() {
                         self.rbuf = BytesMut::new();
