@@ -436,7 +436,9 @@ impl<S: super::Transport> Conn<S> {
         }
         // Bounded: a client that does not read cannot hold the connection open.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.flush().await;
+            // Not cut short by a wake: the connection is ending anyway (a takeover's wake
+            // would otherwise drop the DISCONNECT that says so).
+            let _ = self.flush_with(false).await;
             let _ = self.stream.shutdown().await;
         })
         .await;

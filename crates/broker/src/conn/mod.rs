@@ -497,6 +497,12 @@ impl<S: Transport> Conn<S> {
     }
 
     async fn flush(&mut self) -> Result<(), Close> {
+        self.flush_with(true).await
+    }
+
+    /// Sends the write buffer; with `wakeable`, a wake that ends the connection (a kick or a
+    /// takeover) stops a write the client does not take.
+    async fn flush_with(&mut self, wakeable: bool) -> Result<(), Close> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
@@ -518,7 +524,7 @@ impl<S: Transport> Conn<S> {
                     Ok(0) | Err(_) => return Err(Close::Lost),
                     Ok(n) => sent += n,
                 },
-                _ = self.session.wake.notified() => {
+                _ = self.session.wake.notified(), if wakeable => {
                     if let Some(code) = self.ended() {
                         self.wbuf.drain(..sent);
                         return Err(Close::Server(code));
