@@ -14,7 +14,9 @@ use crate::bridge::{self, BridgeMapping};
 use crate::config::Limits;
 use crate::hooks::{ActiveHooks, ClientIdentity};
 use crate::policy::PolicySet;
-use crate::session::{DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SessionState, SubRecord};
+use crate::session::{
+    DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SessionMap, SessionState, SubRecord,
+};
 use crate::store::{Store, StoreOp};
 use crate::topic::{SubEntry, SubTree, split_shared};
 
@@ -27,7 +29,7 @@ pub struct DeviceRecord {
 
 pub struct Shared {
     pub limits: Limits,
-    pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    pub sessions: Mutex<SessionMap>,
     pub subs: RwLock<SubTree>,
     pub retained: RwLock<HashMap<Arc<str>, Arc<Msg>>>,
     pub policies: RwLock<Arc<PolicySet>>,
@@ -98,7 +100,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             limits,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(SessionMap::default()),
             subs: RwLock::new(SubTree::default()),
             retained: RwLock::new(HashMap::new()),
             policies: RwLock::new(Arc::new(policies)),
@@ -238,7 +240,7 @@ impl Shared {
         let persistent = qos != QoS::AtMostOnce && self.store.is_some() && st.expiry > 0;
         // Over its own bounds the subscriber is not keeping up; over the total, the broker as a
         // whole is short of memory (then nobody is disconnected for it).
-        let over_own = st.queue.len() >= limits.max_queued_per_session
+        let over_own = st.flow().queue.len() >= limits.max_queued_per_session
             || st.mem_bytes + size > limits.max_queued_bytes_per_session;
         let fits_memory = st.spilled() == 0
             && !over_own
@@ -263,7 +265,7 @@ impl Shared {
             // Wake the connection only when its queue stops being empty: with anything queued it
             // is already busy (sending, or waiting for acks that come by reads), and a wake per
             // message would make a stalled subscriber's task spin on its pending write.
-            let was_empty = st.queue.is_empty();
+            let was_empty = st.flow().queue.is_empty();
             st.push_queued(d, &self.queued_bytes);
             drop(st);
             if was_empty && session.is_online() {
@@ -512,6 +514,7 @@ impl Shared {
             if !clean_start {
                 old.online.store(true, Ordering::Release);
                 self.persist_session(&old.client_id, expiry, protocol);
+                old.lock().persisted = true;
                 return Ok((old, true));
             }
             sessions.remove(&**client_id);
@@ -526,10 +529,15 @@ impl Shared {
             let mut st = session.lock();
             st.conn = conn;
             st.offline_since = None;
+            // A new session that ends with its connection has nothing in the store (restore
+            // loaded every stored session, and this client id had none): no store work.
+            st.persisted = expiry > 0;
         }
         session.online.store(true, Ordering::Release);
-        sessions.insert(session.client_id.clone(), session.clone());
-        self.persist_session(&session.client_id, expiry, protocol);
+        sessions.insert(session.clone());
+        if expiry > 0 {
+            self.persist_session(&session.client_id, expiry, protocol);
+        }
         Ok((session, false))
     }
 
@@ -550,11 +558,17 @@ impl Shared {
     /// Removes a session's subscriptions and stored state (the caller removed it from the map).
     pub fn drop_session(&self, session: &Arc<Session>) {
         write(&self.subs).remove_session(session);
-        session.lock().release_all(&self.queued_bytes);
+        let persisted = {
+            let mut st = session.lock();
+            st.release_all(&self.queued_bytes);
+            st.persisted
+        };
         session.online.store(false, Ordering::Release);
-        self.persist(StoreOp::DelSession {
-            client_id: session.client_id.clone(),
-        });
+        if persisted {
+            self.persist(StoreOp::DelSession {
+                client_id: session.client_id.clone(),
+            });
+        }
     }
 
     /// Detaches connection `conn`; ends the session if its expiry is 0.
@@ -629,7 +643,7 @@ impl Shared {
             if !s.is_online() {
                 continue;
             }
-            let ka = s.keepalive_ms.load(Ordering::Relaxed);
+            let ka = u64::from(s.keepalive_ms.load(Ordering::Relaxed));
             let silent = now.saturating_sub(s.last_rx_ms.load(Ordering::Relaxed));
             if ka > 0 && silent > ka {
                 late.push(s.clone());

@@ -242,6 +242,7 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
         let session = Session::new(Arc::from(s.client_id.as_str()), s.protocol, s.expiry);
         {
             let mut st = session.lock();
+            st.persisted = true;
             st.offline_since = Some(
                 now.checked_sub(Duration::from_secs(s.offline_for))
                     .unwrap_or(now),
@@ -269,15 +270,17 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
             }
             for (packet_id, stage, delivery) in s.inflight {
                 st.push_queued(delivery, &shared.queued_bytes);
-                if let Some(delivery) = st.queue.pop_back() {
-                    st.inflight.push_back(crate::session::Inflight {
+                if let Some(delivery) = st.flow_mut().queue.pop_back() {
+                    st.flow_mut().inflight.push_back(crate::session::Inflight {
                         packet_id,
                         stage,
                         delivery,
                     });
                 }
             }
-            st.incoming_qos2 = s.incoming_qos2;
+            if !s.incoming_qos2.is_empty() {
+                st.flow_mut().incoming_qos2 = s.incoming_qos2;
+            }
             for (_, d) in s.queued {
                 st.push_queued(d, &shared.queued_bytes);
             }
@@ -293,7 +296,7 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
                 o.spill_after = s.spill_after;
             }
         }
-        sessions.insert(session.client_id.clone(), session);
+        sessions.insert(session);
     }
     tracing::info!(
         sessions = sessions.len(),

@@ -83,10 +83,7 @@ async fn idle_connections_park_and_resume_on_packets_and_deliveries() {
     wait_parked(&h, 51, Duration::from_secs(4)).await;
     let closer = tokio::spawn(async move { sub.closed_with().await });
     h.shutdown().await;
-    assert_eq!(
-        closer.await.unwrap(),
-        Some(ReasonCode::ServerShuttingDown)
-    );
+    assert_eq!(closer.await.unwrap(), Some(ReasonCode::ServerShuttingDown));
     assert_eq!(h.stats().connections, 0);
     assert_eq!(h.stats().parked, 0);
 }
@@ -108,10 +105,7 @@ async fn parked_connections_keep_their_deadlines_and_sessions() {
         Some(ReasonCode::KeepAliveTimeout)
     );
     let took = start.elapsed();
-    assert!(
-        took < Duration::from_millis(2500),
-        "closed after {took:?}"
-    );
+    assert!(took < Duration::from_millis(2500), "closed after {took:?}");
 
     // A takeover resumes the parked connection to close it.
     let mut c = connect_packet(Protocol::V5, "twice");

@@ -562,9 +562,10 @@ impl<S: Transport> Conn<S> {
         self.session
             .last_rx_ms
             .store(self.shared.now_ms(), Ordering::Relaxed);
-        self.session
-            .keepalive_ms
-            .store(keep_alive.as_millis() as u64, Ordering::Relaxed);
+        self.session.keepalive_ms.store(
+            u32::try_from(keep_alive.as_millis()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     async fn serve(&mut self) -> Exit {
@@ -727,7 +728,7 @@ impl<S: Transport> Conn<S> {
                     Some(i) => {
                         let mut st = self.session.lock();
                         let mut stored = 0;
-                        if let Some(inf) = st.inflight.get_mut(i) {
+                        if let Some(inf) = st.flow_mut().inflight.get_mut(i) {
                             inf.stage = Stage::Comp;
                             stored = inf.delivery.store_id;
                         }
@@ -756,8 +757,13 @@ impl<S: Transport> Conn<S> {
             Packet::PubRel(r) => {
                 let known = {
                     let mut st = self.session.lock();
-                    let pos = st.incoming_qos2.iter().position(|id| *id == r.packet_id);
-                    pos.map(|i| st.incoming_qos2.swap_remove(i)).is_some()
+                    let pos = st
+                        .flow()
+                        .incoming_qos2
+                        .iter()
+                        .position(|id| *id == r.packet_id);
+                    pos.map(|i| st.flow_mut().incoming_qos2.swap_remove(i))
+                        .is_some()
                 };
                 if known && self.persistent_qos2() {
                     // PUBCOMP once the release is stored, so a later PUBLISH reusing the packet
@@ -823,8 +829,8 @@ impl<S: Transport> Conn<S> {
     fn on_ack(&mut self, packet_id: u16, stage: Stage) {
         let mut st = self.session.lock();
         if let Some(i) = st.find_inflight(packet_id)
-            && st.inflight[i].stage == stage
-            && let Some(done) = st.inflight.remove(i)
+            && st.flow().inflight[i].stage == stage
+            && let Some(done) = st.flow_mut().inflight.remove(i)
         {
             st.release(&done.delivery, &self.shared.queued_bytes);
             drop(st);

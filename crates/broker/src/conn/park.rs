@@ -43,6 +43,8 @@ pub(crate) struct Parked {
     expiry: u32,
     /// The client's Maximum Packet Size (u32::MAX: none given).
     client_max_packet: u32,
+    /// When it parked, in tenths of a second on `Shared::now_ms` (fits the padding).
+    parked_at_ds: u32,
     session: Arc<Session>,
     conn_id: u64,
     thing: Arc<str>,
@@ -51,7 +53,6 @@ pub(crate) struct Parked {
     grants_gen: u64,
     will: Option<Box<Will>>,
     aliases: Option<Box<Aliases>>,
-    parked_at_ms: u64,
 }
 
 /// The slab of parked connections and the epoll instance their sockets are in.
@@ -197,7 +198,7 @@ impl Parking {
 /// True when the session has something for its connection to do (checked after parking).
 fn has_work(session: &Session, conn_id: u64) -> bool {
     let st = session.lock();
-    !st.queue.is_empty() || st.kick.is_some() || st.conn != conn_id
+    !st.flow().queue.is_empty() || st.kick.is_some() || st.conn != conn_id
 }
 
 /// The epoll fd as `AsyncFd` wants it (the `Parking` owns it).
@@ -306,7 +307,7 @@ fn resume(shared: &Arc<Shared>, p: Parked) {
         unacked_qos1: 0,
         last_tx_ms: now,
         // A connection that was parked a while parks again as soon as it is idle.
-        park_soon: now.saturating_sub(p.parked_at_ms) >= PARK_AFTER_MS,
+        park_soon: now.saturating_sub(u64::from(p.parked_at_ds) * 100) >= PARK_AFTER_MS,
     };
     tokio::spawn(super::drive(conn));
 }
@@ -329,8 +330,8 @@ impl<S: super::Transport> Conn<S> {
             let st = self.session.lock();
             if st.conn != self.conn_id
                 || st.kick.is_some()
-                || !st.queue.is_empty()
-                || !st.inflight.is_empty()
+                || !st.flow().queue.is_empty()
+                || !st.flow().inflight.is_empty()
                 || st.spilled() != 0
             {
                 return false;
@@ -351,6 +352,7 @@ impl<S: super::Transport> Conn<S> {
         let Some(sock) = self.stream.try_clone_std() else {
             return Err(self);
         };
+        self.session.lock().shrink();
         // From here the duplicate is the connection's socket: dropping the stream below only
         // deregisters it from tokio's reactor and closes the original descriptor.
         let Conn {
@@ -387,7 +389,7 @@ impl<S: super::Transport> Conn<S> {
             grants_gen,
             will,
             aliases,
-            parked_at_ms: shared.now_ms(),
+            parked_at_ds: u32::try_from(shared.now_ms() / 100).unwrap_or(u32::MAX),
         };
         let refused = match shared.parking.as_ref() {
             Some(parking) => parking.park(p).err(),
@@ -398,5 +400,23 @@ impl<S: super::Transport> Conn<S> {
             resume(&shared, p);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle plain TCP connection keeps (see ARCHITECTURE.md, crates/broker): these
+    /// sizes are its memory budget, so growing them must be a decision.
+    #[test]
+    fn a_parked_connection_stays_small() {
+        let parked = std::mem::size_of::<Parked>();
+        let session = std::mem::size_of::<Session>();
+        eprintln!("Parked {parked} B, Session {session} B");
+        // 120 + malloc's 8 fills a 128-byte chunk.
+        assert!(parked <= 120, "Parked is {parked} B");
+        // + 16 for the Arc counts, + 8 for malloc: a 192-byte chunk.
+        assert!(session <= 168, "Session is {session} B");
     }
 }
