@@ -125,10 +125,18 @@ async fn parked_connections_keep_their_deadlines_and_sessions() {
     p.publish("s/x", b"after takeover", QoS::AtLeastOnce, false, 1)
         .await;
     assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
-    assert_eq!(
-        &second.next_publish().await.unwrap().payload[..],
-        b"after takeover"
-    );
+    let m = second.next_publish().await.unwrap();
+    assert_eq!(&m.payload[..], b"after takeover");
+    // Unacknowledged, it is in flight: the connection does not park.
+    wait_parked(&h, 1, Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(h.stats().parked, 1, "only the publisher parked");
+    second
+        .send(&Packet::PubAck(PubResp::new(
+            m.packet_id,
+            ReasonCode::Success,
+        )))
+        .await;
 
     // An admin disconnect reaches a parked client.
     wait_parked(&h, 2, Duration::from_secs(4)).await;
