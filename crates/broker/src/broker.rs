@@ -489,7 +489,7 @@ impl Shared {
         conn: u64,
     ) -> Result<(Arc<Session>, bool), ReasonCode> {
         let mut sessions = lock(&self.sessions);
-        if let Some(old) = sessions.get(&**client_id).cloned() {
+        if let Some(old) = sessions.get(client_id).cloned() {
             let was_online;
             {
                 let mut st = old.lock();
@@ -517,7 +517,7 @@ impl Shared {
                 old.lock().persisted = true;
                 return Ok((old, true));
             }
-            sessions.remove(&**client_id);
+            sessions.remove(client_id);
             self.drop_session(&old);
         }
         if sessions.len() >= self.limits.max_sessions {

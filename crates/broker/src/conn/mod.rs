@@ -235,8 +235,8 @@ async fn drive<S: Transport>(mut conn: Conn<S>) {
                 return;
             }
             Exit::Park => match conn.park() {
-                Ok(()) => return,
-                Err(c) => {
+                None => return,
+                Some(c) => {
                     conn = c;
                     conn.park_soon = false;
                 }

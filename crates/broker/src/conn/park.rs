@@ -348,9 +348,9 @@ impl<S: super::Transport> Conn<S> {
 
     /// Parks the connection. Gives it back if its socket cannot be duplicated (it then keeps
     /// its task).
-    pub(super) fn park(self) -> Result<(), Self> {
+    pub(super) fn park(self) -> Option<Self> {
         let Some(sock) = self.stream.try_clone_std() else {
-            return Err(self);
+            return Some(self);
         };
         self.session.lock().shrink();
         // From here the duplicate is the connection's socket: dropping the stream below only
@@ -399,7 +399,7 @@ impl<S: super::Transport> Conn<S> {
             // Rare (epoll_ctl failed): it runs on, on a new task.
             resume(&shared, p);
         }
-        Ok(())
+        None
     }
 }
 
