@@ -196,9 +196,10 @@ async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol,
 /// Runs a connection to its end. The caller counted it in `shared.connections`; this
 /// uncounts it when done.
 ///
-/// The CONNECT phase and the close run in boxed futures and the arguments are moved into the
-/// first one, so the long-lived task holds only the serving loop: this keeps an idle
-/// connection's memory small.
+/// The CONNECT phase runs in a boxed future, and the established connection is served on a
+/// task of its own whose future is just [`drive`]'s (the one awaiting `run` ends): this keeps a
+/// connection's long-lived memory small (an awaited inner future would sit beside the outer
+/// one's copy of the connection).
 pub fn run<S>(
     shared: Arc<Shared>,
     stream: S,
@@ -214,7 +215,7 @@ where
         match setup.await {
             Some((mut conn, keep_alive)) => {
                 conn.start(keep_alive);
-                drive(conn).await;
+                tokio::spawn(drive(conn));
             }
             None => {
                 counter.connections.fetch_sub(1, Ordering::AcqRel);
