@@ -8,6 +8,10 @@
 //! Keep-alive needs no timer here: the broker's sweeper checks every session's last packet
 //! time and kicks the late ones, which resumes them to close.
 //!
+//! Bounds: the slab holds at most one record per connection (`limits.max_connections`); its
+//! capacity stays at the peak. The resume queue holds each parked connection at most once (a
+//! token is claimed once).
+//!
 //! Ownership of a parked connection is decided by `Session::parked`: whoever swaps its token
 //! to 0 (a waker, or the registry on readiness) resumes it; the slab and the epoll set change
 //! only under one lock, so a socket is never left registered after its record was taken.
