@@ -14,7 +14,9 @@ use crate::bridge::{self, BridgeMapping};
 use crate::config::Limits;
 use crate::hooks::{ActiveHooks, ClientIdentity};
 use crate::policy::PolicySet;
-use crate::session::{DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SubRecord};
+use crate::session::{
+    DROP_LOG_INTERVAL_MS, Delivery, Msg, Session, SessionMap, SessionState, SubRecord,
+};
 use crate::store::{Store, StoreOp};
 use crate::topic::{SubEntry, SubTree, split_shared};
 
@@ -27,7 +29,7 @@ pub struct DeviceRecord {
 
 pub struct Shared {
     pub limits: Limits,
-    pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    pub sessions: Mutex<SessionMap>,
     pub subs: RwLock<SubTree>,
     pub retained: RwLock<HashMap<Arc<str>, Arc<Msg>>>,
     pub policies: RwLock<Arc<PolicySet>>,
@@ -58,6 +60,8 @@ pub struct Shared {
     /// Connected clients by client id, kept only when `hooks.track` (for events and
     /// disconnects by thing or certificate).
     pub connected: Mutex<HashMap<Arc<str>, ClientIdentity>>,
+    /// Idle plain TCP connections without a task (None: they keep their tasks).
+    pub(crate) parking: Option<crate::conn::Parking>,
 }
 
 pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -98,7 +102,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             limits,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(SessionMap::default()),
             subs: RwLock::new(SubTree::default()),
             retained: RwLock::new(HashMap::new()),
             policies: RwLock::new(Arc::new(policies)),
@@ -121,6 +125,16 @@ impl Shared {
             epoch: Instant::now(),
             hooks,
             connected: Mutex::new(HashMap::new()),
+            parking: crate::conn::Parking::new(),
+        }
+    }
+
+    /// Wakes the connection attached to `session`: it runs its loop again (work queued, a kick,
+    /// a takeover), resumed first if it is parked.
+    pub fn wake(&self, session: &Session) {
+        session.wake.notify_one();
+        if let Some(p) = &self.parking {
+            p.unpark(session);
         }
     }
 
@@ -232,7 +246,7 @@ impl Shared {
         let persistent = qos != QoS::AtMostOnce && self.store.is_some() && st.expiry > 0;
         // Over its own bounds the subscriber is not keeping up; over the total, the broker as a
         // whole is short of memory (then nobody is disconnected for it).
-        let over_own = st.queue.len() >= limits.max_queued_per_session
+        let over_own = st.flow().queue.len() >= limits.max_queued_per_session
             || st.mem_bytes + size > limits.max_queued_bytes_per_session;
         let fits_memory = st.spilled() == 0
             && !over_own
@@ -257,11 +271,11 @@ impl Shared {
             // Wake the connection only when its queue stops being empty: with anything queued it
             // is already busy (sending, or waiting for acks that come by reads), and a wake per
             // message would make a stalled subscriber's task spin on its pending write.
-            let was_empty = st.queue.is_empty();
+            let was_empty = st.flow().queue.is_empty();
             st.push_queued(d, &self.queued_bytes);
             drop(st);
             if was_empty && session.is_online() {
-                session.wake.notify_one();
+                self.wake(session);
             }
             return seq;
         }
@@ -289,26 +303,71 @@ impl Shared {
                 tracing::info!(client = %session.client_id, "subscriber does not keep up; disconnecting it, its session continues offline");
                 st.kick = Some(ReasonCode::QuotaExceeded);
                 drop(st);
-                session.wake.notify_one();
+                self.wake(session);
             }
             return seq;
         }
-        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.count_drops(
+            &session.client_id,
+            &mut st,
+            1,
+            "session queue full; messages dropped",
+        );
+        0
+    }
+
+    /// Counts `n` messages dropped for a session (here and broker-wide) and logs the drops at
+    /// most every `DROP_LOG_INTERVAL_MS` per session. A persistent session's count reaches the
+    /// store within a second (`persist_drop_counts`).
+    pub fn count_drops(&self, client_id: &str, st: &mut SessionState, n: u64, why: &'static str) {
+        if n == 0 {
+            return;
+        }
+        self.dropped.fetch_add(n, Ordering::Relaxed);
         let now = self.now_ms();
         let o = st.overflow_mut();
-        o.dropped += 1;
-        o.unlogged += 1;
+        o.dropped += n;
+        o.unlogged += n;
         if o.last_log_ms == 0 || now.saturating_sub(o.last_log_ms) >= DROP_LOG_INTERVAL_MS {
             tracing::warn!(
-                client = %session.client_id,
+                client = %client_id,
                 dropped = o.unlogged,
                 dropped_total = o.dropped,
-                "session queue full; messages dropped"
+                "{why}"
             );
             o.unlogged = 0;
             o.last_log_ms = now.max(1);
         }
-        0
+    }
+
+    /// Sends the drop count of a persistent session to the store if it changed since last sent.
+    fn persist_dropped(&self, client_id: &Arc<str>, st: &mut SessionState) {
+        if st.expiry == 0 || self.store.is_none() {
+            return;
+        }
+        if let Some(o) = st.overflow.as_mut()
+            && o.dropped != o.persisted_dropped
+        {
+            o.persisted_dropped = o.dropped;
+            let dropped = o.dropped;
+            self.persist(StoreOp::SetDropped {
+                client_id: client_id.clone(),
+                dropped,
+            });
+        }
+    }
+
+    /// Stores the changed drop counts of every persistent session (each second, and at
+    /// shutdown), so they survive a restart.
+    pub fn persist_drop_counts(&self) {
+        if self.store.is_none() {
+            return;
+        }
+        let all: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in all {
+            let mut st = s.lock();
+            self.persist_dropped(&s.client_id, &mut st);
+        }
     }
 
     /// Updates the retained store; returns the store sequence number of the change (or 0).
@@ -436,7 +495,7 @@ impl Shared {
         conn: u64,
     ) -> Result<(Arc<Session>, bool), ReasonCode> {
         let mut sessions = lock(&self.sessions);
-        if let Some(old) = sessions.get(&**client_id).cloned() {
+        if let Some(old) = sessions.get(client_id).cloned() {
             let was_online;
             {
                 let mut st = old.lock();
@@ -456,14 +515,15 @@ impl Shared {
                 }
             }
             if was_online {
-                old.wake.notify_one();
+                self.wake(&old);
             }
             if !clean_start {
                 old.online.store(true, Ordering::Release);
                 self.persist_session(&old.client_id, expiry, protocol);
+                old.lock().persisted = true;
                 return Ok((old, true));
             }
-            sessions.remove(&**client_id);
+            sessions.remove(client_id);
             self.drop_session(&old);
         }
         if sessions.len() >= self.limits.max_sessions {
@@ -475,10 +535,15 @@ impl Shared {
             let mut st = session.lock();
             st.conn = conn;
             st.offline_since = None;
+            // A new session that ends with its connection has nothing in the store (restore
+            // loaded every stored session, and this client id had none): no store work.
+            st.persisted = expiry > 0;
         }
         session.online.store(true, Ordering::Release);
-        sessions.insert(session.client_id.clone(), session.clone());
-        self.persist_session(&session.client_id, expiry, protocol);
+        sessions.insert(session.clone());
+        if expiry > 0 {
+            self.persist_session(&session.client_id, expiry, protocol);
+        }
         Ok((session, false))
     }
 
@@ -499,11 +564,17 @@ impl Shared {
     /// Removes a session's subscriptions and stored state (the caller removed it from the map).
     pub fn drop_session(&self, session: &Arc<Session>) {
         write(&self.subs).remove_session(session);
-        session.lock().release_all(&self.queued_bytes);
+        let persisted = {
+            let mut st = session.lock();
+            st.release_all(&self.queued_bytes);
+            st.persisted
+        };
         session.online.store(false, Ordering::Release);
-        self.persist(StoreOp::DelSession {
-            client_id: session.client_id.clone(),
-        });
+        if persisted {
+            self.persist(StoreOp::DelSession {
+                client_id: session.client_id.clone(),
+            });
+        }
     }
 
     /// Detaches connection `conn`; ends the session if its expiry is 0.
@@ -530,8 +601,9 @@ impl Shared {
             st.offline_since = Some(Instant::now());
             let expiry = st.expiry;
             let protocol = st.protocol;
-            drop(st);
             self.persist_session(&session.client_id, expiry, protocol);
+            self.persist_dropped(&session.client_id, &mut st);
+            drop(st);
         }
     }
 
@@ -556,6 +628,8 @@ impl Shared {
             tracing::debug!(client = %s.client_id, "session expired");
             self.drop_session(&s);
         }
+        drop(sessions);
+        self.persist_drop_counts();
     }
 
     /// Milliseconds since the broker started: the clock of keepalive checks.
@@ -563,22 +637,33 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Closes connections silent for more than 1.5 × their keep alive. One sweep over all
-    /// sessions replaces a timer per connection, which keeps idle connections small.
+    /// Closes connections silent for more than 1.5 × their keep alive, and wakes connections
+    /// idle on their tasks for `PARK_AFTER_MS` so that they park. One sweep over all sessions
+    /// replaces a timer per connection (parked ones included), which keeps idle connections
+    /// small.
     pub fn check_keepalives(&self) {
         let now = self.now_ms();
-        let late: Vec<Arc<Session>> = lock(&self.sessions)
-            .values()
-            .filter(|s| {
-                let ka = s.keepalive_ms.load(Ordering::Relaxed);
-                s.is_online()
-                    && ka > 0
-                    && now.saturating_sub(s.last_rx_ms.load(Ordering::Relaxed)) > ka
-            })
-            .cloned()
-            .collect();
+        let mut late = Vec::new();
+        let mut to_park = Vec::new();
+        for s in lock(&self.sessions).values() {
+            if !s.is_online() {
+                continue;
+            }
+            let ka = u64::from(s.keepalive_ms.load(Ordering::Relaxed));
+            let silent = now.saturating_sub(s.last_rx_ms.load(Ordering::Relaxed));
+            if ka > 0 && silent > ka {
+                late.push(s.clone());
+            } else if silent >= crate::conn::PARK_AFTER_MS
+                && s.park_wanted.swap(false, Ordering::Relaxed)
+            {
+                to_park.push(s.clone());
+            }
+        }
         for s in late {
             self.kick(&s, ReasonCode::KeepAliveTimeout);
+        }
+        for s in to_park {
+            s.wake.notify_one();
         }
     }
 
@@ -591,7 +676,7 @@ impl Shared {
             }
             st.kick = Some(code);
         }
-        session.wake.notify_one();
+        self.wake(session);
     }
 
     /// Closes every connection with `code` (shutdown).

@@ -120,6 +120,13 @@ pub struct Limits {
     pub outgoing_topic_aliases: u16,
     /// Retained messages kept. Default 100,000. Beyond it new retained topics are not stored.
     pub max_retained: usize,
+    /// Bytes of retained messages one SUBSCRIBE packet queues for its client (counted as the
+    /// queues count them: payload + topic + 160 each). Default 4 MiB; at least
+    /// `max_packet_size`. They also never take the session beyond its own memory bounds or the
+    /// broker beyond its total. Retained messages that do not fit are not sent: they are
+    /// counted as drops of the session ([`crate::BrokerHandle::dropped_for`]) and logged at
+    /// most every 10 s. The client gets them by subscribing again once it has read the others.
+    pub max_retained_bytes_per_subscribe: usize,
     /// Subscriptions per session. Default 1,000.
     pub max_subscriptions_per_session: usize,
     /// Sessions kept (online and offline). Default 100,000.
@@ -149,6 +156,7 @@ impl Default for Limits {
             topic_alias_maximum: 64,
             outgoing_topic_aliases: 64,
             max_retained: 100_000,
+            max_retained_bytes_per_subscribe: 4 << 20,
             max_subscriptions_per_session: 1_000,
             max_sessions: 100_000,
             max_session_expiry: 7 * 24 * 3600,
@@ -221,6 +229,11 @@ impl BrokerConfig {
         if l.max_queued_bytes_per_session < l.max_packet_size as usize {
             return Err(BrokerError::Config(
                 "limits.max_queued_bytes_per_session must be >= limits.max_packet_size".into(),
+            ));
+        }
+        if l.max_retained_bytes_per_subscribe < l.max_packet_size as usize {
+            return Err(BrokerError::Config(
+                "limits.max_retained_bytes_per_subscribe must be >= limits.max_packet_size".into(),
             ));
         }
         if l.max_queued_bytes_total < l.max_queued_bytes_per_session {

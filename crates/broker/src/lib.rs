@@ -58,7 +58,8 @@
 //! | session expiry | `limits.max_session_expiry` (7 days) |
 //! | CONNECT + TLS handshake time | `limits.connect_timeout_secs` (10 s) |
 //! | read buffer per connection | none while idle on plain TCP (waits on readiness), 64 B idle on TLS; grows ×2 to 64 KiB under load, freed when drained |
-//! | idle connection | one task with no timer (keepalive is checked by a 250 ms sweep over sessions); about 1.8 KiB on plain TCP, measured by `scripts/bench-broker` |
+//! | idle connection | plain TCP: parked — no task, no buffers, no reactor registration; a 120 B record in one slab and the socket in one epoll set watched by one task (`conn::park`), resumed on a new task when readable or woken; about 570 B in all (mosquitto: ~730 B), measured by `scripts/bench-broker`. TLS: one task with no timer. Keep-alive for both is checked by a 250 ms sweep over sessions |
+//! | retained messages per SUBSCRIBE | `limits.max_retained_bytes_per_subscribe` (4 MiB) and the session's memory bounds; the rest not sent, counted as drops |
 //! | write buffer per connection | flushed at 256 KiB, freed after each flush; a client that stops reading is still disconnected by a kick or takeover, and gets 5 s to take its last bytes |
 //! | store writer batch | 4,096 operations per transaction |
 //! | topic handler queue | `TopicRoute::queue_capacity` (1,024) per worker, 1..=64 workers; full: dropped, counted ([`BrokerHandle::route_drops`]), MQTT 5 QoS 1/2 answered Quota exceeded |

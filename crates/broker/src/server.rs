@@ -51,6 +51,8 @@ pub struct BrokerStats {
     pub queued_bytes: usize,
     /// Messages dropped for any session since start (queues over their bounds).
     pub dropped: u64,
+    /// Idle plain TCP connections parked without a task (counted in `connections` too).
+    pub parked: usize,
 }
 
 /// Handle to a running broker. Dropping it does not stop the broker; call
@@ -192,6 +194,7 @@ pub async fn start_with_hooks(
         )));
     }
 
+    tasks.push(tokio::spawn(conn::run_parking(shared.clone())));
     let sweeper = shared.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick: u64 = 0;
@@ -239,6 +242,7 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
         let session = Session::new(Arc::from(s.client_id.as_str()), s.protocol, s.expiry);
         {
             let mut st = session.lock();
+            st.persisted = true;
             st.offline_since = Some(
                 now.checked_sub(Duration::from_secs(s.offline_for))
                     .unwrap_or(now),
@@ -266,17 +270,24 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
             }
             for (packet_id, stage, delivery) in s.inflight {
                 st.push_queued(delivery, &shared.queued_bytes);
-                if let Some(delivery) = st.queue.pop_back() {
-                    st.inflight.push_back(crate::session::Inflight {
+                if let Some(delivery) = st.flow_mut().queue.pop_back() {
+                    st.flow_mut().inflight.push_back(crate::session::Inflight {
                         packet_id,
                         stage,
                         delivery,
                     });
                 }
             }
-            st.incoming_qos2 = s.incoming_qos2;
+            if !s.incoming_qos2.is_empty() {
+                st.flow_mut().incoming_qos2 = s.incoming_qos2;
+            }
             for (_, d) in s.queued {
                 st.push_queued(d, &shared.queued_bytes);
+            }
+            if s.dropped > 0 {
+                let o = st.overflow_mut();
+                o.dropped = s.dropped;
+                o.persisted_dropped = s.dropped;
             }
             if s.spilled > 0 {
                 let o = st.overflow_mut();
@@ -285,7 +296,7 @@ fn restore(shared: &Arc<Shared>, l: crate::store::Loaded) {
                 o.spill_after = s.spill_after;
             }
         }
-        sessions.insert(session.client_id.clone(), session);
+        sessions.insert(session);
     }
     tracing::info!(
         sessions = sessions.len(),
@@ -651,6 +662,7 @@ impl BrokerHandle {
             retained: read(&self.shared.retained).len(),
             queued_bytes: self.shared.queued_bytes.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            parked: self.shared.parking.as_ref().map_or(0, |p| p.len()),
         }
     }
 
@@ -683,6 +695,7 @@ impl BrokerHandle {
             t.abort();
         }
         if let Some(store) = &self.shared.store {
+            self.shared.persist_drop_counts();
             store.flush();
             store.close();
         }

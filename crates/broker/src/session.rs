@@ -2,7 +2,7 @@
 //! directions. A session outlives its connection when its expiry interval is non-zero.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -68,6 +68,9 @@ pub struct Overflow {
     /// Messages dropped for this session (QoS 0 over the bound, QoS 1/2 of a session without
     /// persistence, or over the store bound).
     pub dropped: u64,
+    /// The `dropped` value last sent to the store (persistent sessions keep their count across
+    /// restarts; see `Shared::persist_drop_counts`).
+    pub persisted_dropped: u64,
     /// Drops not yet reported in the log (reported at most every `DROP_LOG_INTERVAL_MS`).
     pub unlogged: u64,
     pub last_log_ms: u64,
@@ -109,6 +112,28 @@ pub struct SubRecord {
     pub subscription_id: Option<u32>,
 }
 
+/// A session's messages: queued, in flight to the client, and QoS 2 ids from it.
+#[derive(Default)]
+pub struct Flow {
+    pub queue: VecDeque<Delivery>,
+    pub inflight: VecDeque<Inflight>,
+    /// QoS 2 packet ids received from the client and not yet released.
+    pub incoming_qos2: Vec<u16>,
+}
+
+impl Flow {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_empty() && self.incoming_qos2.is_empty()
+    }
+}
+
+/// What [`SessionState::flow`] shows while none is allocated.
+static NO_FLOW: Flow = Flow {
+    queue: VecDeque::new(),
+    inflight: VecDeque::new(),
+    incoming_qos2: Vec::new(),
+};
+
 pub struct SessionState {
     /// Connection generation attached to the session; 0 when offline.
     pub conn: u64,
@@ -120,15 +145,18 @@ pub struct SessionState {
     pub offline_since: Option<Instant>,
     /// Full filter (including any `$share/` prefix) → options.
     pub subs: BTreeMap<Arc<str>, SubRecord>,
-    pub queue: VecDeque<Delivery>,
-    pub inflight: VecDeque<Inflight>,
+    /// Messages and QoS state, allocated on first use and freed when the connection parks
+    /// with all of it empty (see [`SessionState::shrink`]): an idle session carries 8 bytes
+    /// for them, not 88.
+    pub flow: Option<Box<Flow>>,
     pub next_packet_id: u16,
-    /// QoS 2 packet ids received from the client and not yet released.
-    pub incoming_qos2: Vec<u16>,
     /// Bytes of `queue` and `inflight`, as counted by [`Delivery::mem_size`]; also counted in
     /// the broker-wide total.
     pub mem_bytes: usize,
     pub overflow: Option<Box<Overflow>>,
+    /// The store may hold this session (it was persistent at some point): ending it deletes
+    /// it there.
+    pub persisted: bool,
 }
 
 pub struct Session {
@@ -139,8 +167,15 @@ pub struct Session {
     pub online: AtomicBool,
     /// Last time a packet arrived, in ms since the broker started (see `Shared::now_ms`).
     pub last_rx_ms: AtomicU64,
-    /// 1.5 × the connection's keep alive in ms; 0 = none. Enforced by the broker's sweeper.
-    pub keepalive_ms: AtomicU64,
+    /// 1.5 × the connection's keep alive in ms (at most 98,302,500: it fits 32 bits); 0 =
+    /// none. Enforced by the broker's sweeper.
+    pub keepalive_ms: AtomicU32,
+    /// Token of the parked connection (see `conn::park`); 0 while it runs on a task. Whoever
+    /// swaps it to 0 resumes the connection.
+    pub parked: AtomicU64,
+    /// The connection waits idle on its task and would park once idle long enough: the sweeper
+    /// wakes it then (`conn::park::PARK_AFTER_MS`).
+    pub park_wanted: AtomicBool,
 }
 
 impl Session {
@@ -154,17 +189,18 @@ impl Session {
                 expiry,
                 offline_since: Some(Instant::now()),
                 subs: BTreeMap::new(),
-                queue: VecDeque::new(),
-                inflight: VecDeque::new(),
+                flow: None,
                 next_packet_id: 1,
-                incoming_qos2: Vec::new(),
                 mem_bytes: 0,
                 overflow: None,
+                persisted: false,
             }),
             wake: Notify::new(),
             online: AtomicBool::new(false),
             last_rx_ms: AtomicU64::new(0),
-            keepalive_ms: AtomicU64::new(0),
+            keepalive_ms: AtomicU32::new(0),
+            parked: AtomicU64::new(0),
+            park_wanted: AtomicBool::new(false),
         })
     }
 
@@ -178,6 +214,22 @@ impl Session {
 }
 
 impl SessionState {
+    /// The session's messages (empty ones if none were allocated).
+    pub fn flow(&self) -> &Flow {
+        self.flow.as_deref().unwrap_or(&NO_FLOW)
+    }
+
+    pub fn flow_mut(&mut self) -> &mut Flow {
+        self.flow.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the message state while it is empty (the connection parks).
+    pub fn shrink(&mut self) {
+        if self.flow.as_ref().is_some_and(|f| f.is_empty()) {
+            self.flow = None;
+        }
+    }
+
     pub fn overflow_mut(&mut self) -> &mut Overflow {
         self.overflow.get_or_insert_with(Default::default)
     }
@@ -195,7 +247,7 @@ impl SessionState {
         let size = d.mem_size();
         self.mem_bytes += size;
         total.fetch_add(size, Ordering::Relaxed);
-        self.queue.push_back(d);
+        self.flow_mut().queue.push_back(d);
     }
 
     /// Uncounts a delivery that left the queue or the in-flight window.
@@ -216,7 +268,7 @@ impl SessionState {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
+            if !self.flow().inflight.iter().any(|i| i.packet_id == id) {
                 return id;
             }
         }
@@ -224,6 +276,64 @@ impl SessionState {
 
     /// Position of the in-flight message with `packet_id` (usually the first).
     pub fn find_inflight(&self, packet_id: u16) -> Option<usize> {
-        self.inflight.iter().position(|i| i.packet_id == packet_id)
+        self.flow()
+            .inflight
+            .iter()
+            .position(|i| i.packet_id == packet_id)
+    }
+}
+
+/// The broker's sessions by client id: a set of sessions keyed by their own client id, so an
+/// entry is one pointer (a map would hold the id a second time beside it).
+#[derive(Default)]
+pub struct SessionMap(std::collections::HashSet<ById>);
+
+struct ById(Arc<Session>);
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
+impl std::hash::Hash for ById {
+    // As `str` hashes: lookups by `&str` must find it.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (*self.0.client_id).hash(h);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for ById {}
+
+impl SessionMap {
+    pub fn get(&self, client_id: &str) -> Option<&Arc<Session>> {
+        self.0.get(client_id).map(|b| &b.0)
+    }
+
+    /// Adds (or replaces) the session of its client id.
+    pub fn insert(&mut self, session: Arc<Session>) {
+        self.0.replace(ById(session));
+    }
+
+    pub fn remove(&mut self, client_id: &str) -> Option<Arc<Session>> {
+        self.0.take(client_id).map(|b| b.0)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.0.iter().map(|b| &b.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }

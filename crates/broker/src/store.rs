@@ -41,6 +41,11 @@ pub enum StoreOp {
     DelSession {
         client_id: Arc<str>,
     },
+    /// The messages dropped for a persistent session so far (kept across restarts).
+    SetDropped {
+        client_id: Arc<str>,
+        dropped: u64,
+    },
     PutSub {
         client_id: Arc<str>,
         filter: String,
@@ -119,6 +124,8 @@ pub struct LoadedSession {
     pub spilled: usize,
     pub spilled_bytes: u64,
     pub spill_after: u64,
+    /// Messages dropped for this session before (see `StoreOp::SetDropped`).
+    pub dropped: u64,
 }
 
 /// How much of the stored queues `Store::open` loads into memory.
@@ -227,6 +234,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // sent, awaiting PUBCOMP). NULL while queued.
     ("queued", "packet_id", "INTEGER"),
     ("queued", "stage", "INTEGER"),
+    // Messages dropped for the session (queue bounds, retained over the subscribe bound).
+    ("sessions", "dropped", "INTEGER"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -442,17 +451,18 @@ fn load(conn: &Connection, budget: QueueBudget) -> rusqlite::Result<Loaded> {
         }
     }
     let mut sessions = Vec::new();
-    let mut st = conn.prepare("SELECT client_id, expiry, protocol, seen FROM sessions")?;
+    let mut st = conn.prepare("SELECT client_id, expiry, protocol, seen, dropped FROM sessions")?;
     let rows = st.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
             r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
         ))
     })?;
     for row in rows {
-        let (client_id, expiry, protocol, seen) = row?;
+        let (client_id, expiry, protocol, seen, dropped) = row?;
         sessions.push(LoadedSession {
             client_id,
             expiry: expiry as u32,
@@ -469,6 +479,7 @@ fn load(conn: &Connection, budget: QueueBudget) -> rusqlite::Result<Loaded> {
             spilled: 0,
             spilled_bytes: 0,
             spill_after: 0,
+            dropped: dropped.unwrap_or(0).max(0) as u64,
         });
     }
     let mut max_queued_id = 0;
@@ -575,9 +586,23 @@ fn apply(
             expiry,
             protocol,
         } => {
+            // An upsert, not a replace: the row's drop count stays.
             tx.execute(
-                "INSERT OR REPLACE INTO sessions (client_id, expiry, protocol, seen) VALUES (?1, ?2, ?3, ?4)",
-                params![&*client_id, i64::from(expiry), i64::from(protocol.level()), unix_now() as i64],
+                "INSERT INTO sessions (client_id, expiry, protocol, seen) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (client_id) DO UPDATE SET expiry = excluded.expiry, \
+                 protocol = excluded.protocol, seen = excluded.seen",
+                params![
+                    &*client_id,
+                    i64::from(expiry),
+                    i64::from(protocol.level()),
+                    unix_now() as i64
+                ],
+            )?;
+        }
+        StoreOp::SetDropped { client_id, dropped } => {
+            tx.execute(
+                "UPDATE sessions SET dropped = ?2 WHERE client_id = ?1",
+                params![&*client_id, dropped.min(i64::MAX as u64) as i64],
             )?;
         }
         StoreOp::DelSession { client_id } => {

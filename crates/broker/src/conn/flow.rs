@@ -50,8 +50,13 @@ impl<S: super::Transport> Conn<S> {
         if !p.properties.subscription_identifiers.is_empty() {
             return Err(Close::Server(ReasonCode::ProtocolError));
         }
-        let qos2_dup =
-            p.qos == QoS::ExactlyOnce && self.session.lock().incoming_qos2.contains(&p.packet_id);
+        let qos2_dup = p.qos == QoS::ExactlyOnce
+            && self
+                .session
+                .lock()
+                .flow()
+                .incoming_qos2
+                .contains(&p.packet_id);
         if qos2_dup {
             self.send(&Packet::PubRec(PubResp::new(
                 p.packet_id,
@@ -63,7 +68,8 @@ impl<S: super::Transport> Conn<S> {
         // ones not completed count against it. v3.1.1 has no such quota for QoS 1; its QoS 2
         // state is bounded the same way.
         if p.qos == QoS::ExactlyOnce || (v5 && p.qos == QoS::AtLeastOnce) {
-            let pending = usize::from(self.unacked_qos1) + self.session.lock().incoming_qos2.len();
+            let pending =
+                usize::from(self.unacked_qos1) + self.session.lock().flow().incoming_qos2.len();
             if pending >= usize::from(self.shared.limits.receive_maximum) {
                 tracing::info!(client = %self.client_id, "Receive Maximum exceeded");
                 return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
@@ -158,7 +164,11 @@ impl<S: super::Transport> Conn<S> {
             QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::new(p.packet_id, code))),
             QoS::ExactlyOnce => {
                 if !code.is_error() {
-                    self.session.lock().incoming_qos2.push(p.packet_id);
+                    self.session
+                        .lock()
+                        .flow_mut()
+                        .incoming_qos2
+                        .push(p.packet_id);
                 }
                 self.send(&Packet::PubRec(PubResp::new(p.packet_id, code)));
             }
@@ -207,11 +217,38 @@ impl<S: super::Transport> Conn<S> {
             properties: Properties::default(),
         }));
         if !retained.is_empty() {
-            let mut st = self.session.lock();
-            for d in retained {
+            self.queue_retained(retained);
+        }
+    }
+
+    /// Queues the retained messages a SUBSCRIBE matched, within
+    /// `limits.max_retained_bytes_per_subscribe` and the session's and the broker's memory
+    /// bounds; those that do not fit are not sent, and counted and logged as drops.
+    fn queue_retained(&mut self, retained: Vec<Delivery>) {
+        let limits = &self.shared.limits;
+        let mut budget = limits.max_retained_bytes_per_subscribe;
+        let mut skipped = 0u64;
+        let mut st = self.session.lock();
+        for d in retained {
+            let size = d.mem_size();
+            let fits = size <= budget
+                && st.flow().queue.len() < limits.max_queued_per_session
+                && st.mem_bytes + size <= limits.max_queued_bytes_per_session
+                && self.shared.queued_bytes.load(Ordering::Relaxed) + size
+                    <= limits.max_queued_bytes_total;
+            if fits {
+                budget -= size;
                 st.push_queued(d, &self.shared.queued_bytes);
+            } else {
+                skipped += 1;
             }
         }
+        self.shared.count_drops(
+            &self.client_id,
+            &mut st,
+            skipped,
+            "retained messages over the SUBSCRIBE bound not sent",
+        );
     }
 
     /// Moves queued deliveries into the write buffer while the in-flight window allows.
@@ -229,9 +266,9 @@ impl<S: super::Transport> Conn<S> {
         }
         let mut moved = 0;
         loop {
-            match st.queue.front() {
+            match st.flow().queue.front() {
                 None => return Ok(false),
-                Some(d) if d.qos != QoS::AtMostOnce && st.inflight.len() >= window => {
+                Some(d) if d.qos != QoS::AtMostOnce && st.flow().inflight.len() >= window => {
                     return Ok(false);
                 }
                 Some(_) => {}
@@ -239,7 +276,7 @@ impl<S: super::Transport> Conn<S> {
             if moved >= PUMP_BATCH || self.wbuf.len() >= WRITE_HIGH_WATER {
                 return Ok(true);
             }
-            let Some(d) = st.queue.pop_front() else {
+            let Some(d) = st.flow_mut().queue.pop_front() else {
                 return Ok(false);
             };
             moved += 1;
@@ -275,7 +312,7 @@ impl<S: super::Transport> Conn<S> {
                     });
                     self.durable = self.durable.max(seq);
                 }
-                st.inflight.push_back(Inflight {
+                st.flow_mut().inflight.push_back(Inflight {
                     packet_id: pid,
                     stage,
                     delivery: d,
@@ -376,7 +413,7 @@ impl<S: super::Transport> Conn<S> {
         let now = Instant::now();
         let session = self.session.clone();
         let st = session.lock();
-        for inf in st.inflight.iter() {
+        for inf in st.flow().inflight.iter() {
             match inf.stage {
                 Stage::Ack | Stage::Rec => {
                     self.encode_delivery(&inf.delivery, inf.packet_id, true, now);
@@ -409,7 +446,9 @@ impl<S: super::Transport> Conn<S> {
         }
         // Bounded: a client that does not read cannot hold the connection open.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.flush().await;
+            // Not cut short by a wake: the connection is ending anyway (a takeover's wake
+            // would otherwise drop the DISCONNECT that says so).
+            let _ = self.flush_with(false).await;
             let _ = self.stream.shutdown().await;
         })
         .await;
@@ -492,7 +531,7 @@ impl<S: super::Transport> Conn<S> {
         st.overflow
             .as_ref()
             .is_some_and(|o| o.spilled > 0 && !o.loading)
-            && st.queue.len() < limits.max_queued_per_session / 2
+            && st.flow().queue.len() < limits.max_queued_per_session / 2
             && st.mem_bytes < limits.max_queued_bytes_per_session / 2
             && self.shared.queued_bytes.load(Ordering::Relaxed) < limits.max_queued_bytes_total
     }
@@ -505,7 +544,9 @@ impl<S: super::Transport> Conn<S> {
         let limits = &self.shared.limits;
         let (after, seq, count, bytes) = {
             let mut st = self.session.lock();
-            let count = limits.max_queued_per_session.saturating_sub(st.queue.len());
+            let count = limits
+                .max_queued_per_session
+                .saturating_sub(st.flow().queue.len());
             let bytes = limits
                 .max_queued_bytes_per_session
                 .saturating_sub(st.mem_bytes);

@@ -22,15 +22,39 @@ use crate::session::{Session, Stage};
 use crate::store::StoreOp;
 
 mod flow;
+mod park;
+
+pub(crate) use park::{PARK_AFTER_MS, Parking, run as run_parking};
 
 /// A connection's byte stream.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether an idle connection on this transport may park (see `park`).
+    const PARKABLE: bool;
+
     /// Resolves when a read would not block, so that an idle connection waits without a read
     /// buffer. May resolve early (the read that follows then waits as usual).
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_;
+
+    /// A duplicate of the socket for parking (None: this transport does not park).
+    fn try_clone_std(&self) -> Option<std::net::TcpStream> {
+        None
+    }
 }
 
 impl Transport for tokio::net::TcpStream {
+    const PARKABLE: bool = true;
+
+    fn try_clone_std(&self) -> Option<std::net::TcpStream> {
+        use std::os::fd::AsFd;
+        match self.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(std::net::TcpStream::from(fd)),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot duplicate a socket to park it");
+                None
+            }
+        }
+    }
+
     /// Polls readiness directly: the socket keeps the waker, so the waiting future holds only
     /// a reference (a `readable()` future would carry a waiter node in every idle task).
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
@@ -43,6 +67,9 @@ impl<T> Transport for Box<tokio_rustls::server::TlsStream<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// TLS state (and any decrypted bytes it holds) stays with its task.
+    const PARKABLE: bool = false;
+
     /// TLS may already hold decrypted bytes the socket no longer shows: let the read wait.
     fn readable(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
         std::future::ready(())
@@ -120,6 +147,17 @@ struct Conn<S> {
     /// MQTT 5 QoS 1 PUBLISHes received whose PUBACK is not written to the socket yet (bounded
     /// by our Receive Maximum).
     unacked_qos1: u16,
+    /// When the write buffer was last sent (ms on `Shared::now_ms`), for the idle time.
+    last_tx_ms: u64,
+    /// Park as soon as idle (fresh, or back from a long park), not after `PARK_AFTER_MS`.
+    park_soon: bool,
+}
+
+/// How the serving loop stops.
+enum Exit {
+    Close(Close),
+    /// Idle: the connection parks (plain TCP only).
+    Park,
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
@@ -158,9 +196,10 @@ async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol,
 /// Runs a connection to its end. The caller counted it in `shared.connections`; this
 /// uncounts it when done.
 ///
-/// The CONNECT phase and the close run in boxed futures and the arguments are moved into the
-/// first one, so the long-lived task holds only the serving loop: this keeps an idle
-/// connection's memory small.
+/// The CONNECT phase runs in a boxed future, and the established connection is served on a
+/// task of its own whose future is just [`drive`]'s (the one awaiting `run` ends): this keeps a
+/// connection's long-lived memory small (an awaited inner future would sit beside the outer
+/// one's copy of the connection).
 pub fn run<S>(
     shared: Arc<Shared>,
     stream: S,
@@ -173,11 +212,37 @@ where
     let counter = shared.clone();
     let setup = Box::pin(establish(shared, stream, identity, peer));
     async move {
-        if let Some((mut conn, keep_alive)) = setup.await {
-            let close = conn.serve(keep_alive).await;
-            Box::pin(conn.finish(close)).await;
+        match setup.await {
+            Some((mut conn, keep_alive)) => {
+                conn.start(keep_alive);
+                tokio::spawn(drive(conn));
+            }
+            None => {
+                counter.connections.fetch_sub(1, Ordering::AcqRel);
+            }
         }
-        counter.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves an established connection until it closes (then uncounts it) or parks (it stays
+/// counted; `park` resumes it through this function on a new task).
+async fn drive<S: Transport>(mut conn: Conn<S>) {
+    loop {
+        match conn.serve().await {
+            Exit::Close(close) => {
+                let shared = conn.shared.clone();
+                Box::pin(conn.finish(close)).await;
+                shared.connections.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            Exit::Park => match conn.park() {
+                None => return,
+                Some(c) => {
+                    conn = c;
+                    conn.park_soon = false;
+                }
+            },
+        }
     }
 }
 
@@ -390,6 +455,8 @@ where
             .map_or(usize::MAX, |m| m as usize),
         durable: 0,
         unacked_qos1: 0,
+        last_tx_ms: shared.now_ms(),
+        park_soon: true,
     };
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
@@ -431,6 +498,12 @@ impl<S: Transport> Conn<S> {
     }
 
     async fn flush(&mut self) -> Result<(), Close> {
+        self.flush_with(true).await
+    }
+
+    /// Sends the write buffer; with `wakeable`, a wake that ends the connection (a kick or a
+    /// takeover) stops a write the client does not take.
+    async fn flush_with(&mut self, wakeable: bool) -> Result<(), Close> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
@@ -452,7 +525,7 @@ impl<S: Transport> Conn<S> {
                     Ok(0) | Err(_) => return Err(Close::Lost),
                     Ok(n) => sent += n,
                 },
-                _ = self.session.wake.notified() => {
+                _ = self.session.wake.notified(), if wakeable => {
                     if let Some(code) = self.ended() {
                         self.wbuf.drain(..sent);
                         return Err(Close::Server(code));
@@ -466,6 +539,7 @@ impl<S: Transport> Conn<S> {
         }
         // Free the buffer: idle connections hold none.
         self.wbuf = Vec::new();
+        self.last_tx_ms = self.shared.now_ms();
         self.unacked_qos1 = 0;
         Ok(())
     }
@@ -483,17 +557,30 @@ impl<S: Transport> Conn<S> {
         st.kick.take()
     }
 
-    async fn serve(&mut self, keep_alive: Duration) -> Close {
+    /// What a new connection does once before serving.
+    fn start(&mut self, keep_alive: Duration) {
         self.resend_inflight();
+        self.session
+            .last_rx_ms
+            .store(self.shared.now_ms(), Ordering::Relaxed);
+        self.session.keepalive_ms.store(
+            u32::try_from(keep_alive.as_millis()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    async fn serve(&mut self) -> Exit {
         let shared = self.shared.clone();
         let session = self.session.clone();
-        session.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
-        session
-            .keepalive_ms
-            .store(keep_alive.as_millis() as u64, Ordering::Relaxed);
+        let exit = self.serve_loop(&shared, &session).await;
+        session.park_wanted.store(false, Ordering::Relaxed);
+        exit
+    }
+
+    async fn serve_loop(&mut self, shared: &Arc<Shared>, session: &Arc<Session>) -> Exit {
         loop {
             if shared.closing.load(Ordering::Acquire) {
-                return Close::Server(ReasonCode::ServerShuttingDown);
+                return Exit::Close(Close::Server(ReasonCode::ServerShuttingDown));
             }
             if self.should_refill() {
                 // Rare: boxed so the idle task does not carry this future's space.
@@ -501,23 +588,31 @@ impl<S: Transport> Conn<S> {
             }
             let more = match self.pump() {
                 Ok(more) => more,
-                Err(code) => return Close::Server(code),
+                Err(code) => return Exit::Close(Close::Server(code)),
             };
             // The busy paths run in boxed futures, allocated only while they run, so the task
             // of an idle connection holds just the state of the wait below.
             if !self.wbuf.is_empty()
                 && let Err(c) = Box::pin(self.flush()).await
             {
-                return c;
+                return Exit::Close(c);
             }
             if self.rbuf.is_empty() && !more {
                 // Idle: wait until the socket has bytes without holding a read buffer (a plain
                 // TCP stream tells readiness; a TLS stream resolves at once and its read waits).
                 self.rbuf = BytesMut::new();
+                if self.may_park() {
+                    return Exit::Park;
+                }
                 tokio::select! {
                     biased;
-                    _ = session.wake.notified() => continue,
-                    _ = self.stream.readable() => {}
+                    _ = session.wake.notified() => {
+                        session.park_wanted.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    _ = self.stream.readable() => {
+                        session.park_wanted.store(false, Ordering::Relaxed);
+                    }
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 32 {
@@ -534,7 +629,7 @@ impl<S: Transport> Conn<S> {
                 _ = session.wake.notified() => continue,
                 r = self.stream.read_buf(&mut self.rbuf) => {
                     let n = match r {
-                        Ok(0) | Err(_) => return Close::Lost,
+                        Ok(0) | Err(_) => return Exit::Close(Close::Lost),
                         Ok(n) => n,
                     };
                     session.last_rx_ms.store(shared.now_ms(), Ordering::Relaxed);
@@ -544,7 +639,7 @@ impl<S: Transport> Conn<S> {
                         self.read_cap = (self.read_cap / 2).max(MIN_READ);
                     }
                     if let Err(c) = Box::pin(self.process()).await {
-                        return c;
+                        return Exit::Close(c);
                     }
                     if self.rbuf.is_empty() {
                         self.rbuf = BytesMut::new();
@@ -634,7 +729,7 @@ impl<S: Transport> Conn<S> {
                     Some(i) => {
                         let mut st = self.session.lock();
                         let mut stored = 0;
-                        if let Some(inf) = st.inflight.get_mut(i) {
+                        if let Some(inf) = st.flow_mut().inflight.get_mut(i) {
                             inf.stage = Stage::Comp;
                             stored = inf.delivery.store_id;
                         }
@@ -663,8 +758,13 @@ impl<S: Transport> Conn<S> {
             Packet::PubRel(r) => {
                 let known = {
                     let mut st = self.session.lock();
-                    let pos = st.incoming_qos2.iter().position(|id| *id == r.packet_id);
-                    pos.map(|i| st.incoming_qos2.swap_remove(i)).is_some()
+                    let pos = st
+                        .flow()
+                        .incoming_qos2
+                        .iter()
+                        .position(|id| *id == r.packet_id);
+                    pos.map(|i| st.flow_mut().incoming_qos2.swap_remove(i))
+                        .is_some()
                 };
                 if known && self.persistent_qos2() {
                     // PUBCOMP once the release is stored, so a later PUBLISH reusing the packet
@@ -730,8 +830,8 @@ impl<S: Transport> Conn<S> {
     fn on_ack(&mut self, packet_id: u16, stage: Stage) {
         let mut st = self.session.lock();
         if let Some(i) = st.find_inflight(packet_id)
-            && st.inflight[i].stage == stage
-            && let Some(done) = st.inflight.remove(i)
+            && st.flow().inflight[i].stage == stage
+            && let Some(done) = st.flow_mut().inflight.remove(i)
         {
             st.release(&done.delivery, &self.shared.queued_bytes);
             drop(st);
