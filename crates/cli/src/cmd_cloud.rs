@@ -17,6 +17,7 @@ use crate::Global;
 use crate::cmd_cloud_certs::{CertCommand, ClaimCommand, TemplateCommand, TokenCommand};
 use crate::cmd_cloud_component::ComponentCommand;
 use crate::cmd_cloud_deployment::DeploymentCommand;
+use crate::cmd_cloud_device::DeviceCommand;
 use crate::cmd_cloud_registry::{GroupCommand, ThingCommand};
 
 /// Run a lichen cloud, or manage one: things, groups, certificates, provisioning templates,
@@ -107,6 +108,11 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: DeploymentCommand,
     },
+    /// Fleet status: each core's presence, last seen, health, components, last deployment.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
 }
 
 /// Run a lichen cloud in the foreground (the HTTPS API and the device endpoint) on --data
@@ -167,6 +173,9 @@ pub fn run(global: &Global, args: CloudArgs) -> anyhow::Result<ExitCode> {
         }
         CloudCommand::Deployment { command } => {
             crate::cmd_cloud_deployment::deployment(global, &args.conn, command)
+        }
+        CloudCommand::Device { command } => {
+            crate::cmd_cloud_device::device(global, &args.conn, command)
         }
     }
 }
