@@ -108,7 +108,7 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: DeploymentCommand,
     },
-    /// The fleet status devices report: list, status.
+    /// Fleet status: each core's presence, last seen, health, components, last deployment.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,

@@ -1,8 +1,9 @@
-//! `lichen cloud device …`: the fleet status devices report (`GET /v1/devices[/{thing}]`):
-//! online, last seen, overall health, the last deployment's result and each component's
-//! state.
+//! `lichen cloud device list|status`: what the cloud last heard from each core — online, when
+//! it was last seen, its overall health, its components and its last deployment's result —
+//! over `GET /v1/devices` and `GET /v1/devices/{thing}`.
 
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use clap::Subcommand;
 use lichen_cloud::client::encode;
@@ -13,81 +14,81 @@ use crate::cmd_cloud::{Connection, call, list_all, print, table, text};
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
-    /// Every device: online, last seen, health, components, last deployment.
+    /// Every thing: online, last seen, health, component count, last deployment and its
+    /// result (every page).
+    ///
+    /// Examples:
+    ///   lichen cloud device list
+    ///   lichen cloud device list --json
+    #[command(verbatim_doc_comment)]
     List,
-    /// One device's fleet status with each component's state.
-    Status {
-        /// The device's thing name.
-        thing: String,
-    },
-}
-
-fn last_deployment(d: &Value) -> String {
-    let l = &d["lastDeployment"];
-    match text(l, "status") {
-        "" => String::new(),
-        s => format!("{s} {}", text(l, "deploymentId"))
-            .trim()
-            .to_string(),
-    }
+    /// One thing's last fleet status: each component's version and state, and the last
+    /// deployment's result with its failure cause.
+    ///
+    /// Example: lichen cloud device status core-1
+    Status { thing: String },
 }
 
 pub fn device(global: &Global, conn: &Connection, cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
+    let now = SystemTime::now();
     match cmd {
         DeviceCommand::List => {
-            let devices = list_all(conn, "/v1/devices", "devices")?;
-            print(global, &Value::Array(devices.clone()), |_| {
-                if devices.is_empty() {
-                    println!("No devices.");
-                    return;
-                }
-                let rows: Vec<Vec<String>> = devices
-                    .iter()
+            let all = Value::Array(list_all(conn, "/v1/devices", "devices")?);
+            print(global, &all, |v| {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
                     .map(|d| {
                         vec![
                             text(d, "thing").to_string(),
-                            if d["online"] == true { "yes" } else { "no" }.to_string(),
-                            text(d, "lastSeen").to_string(),
-                            text(d, "overall").to_string(),
+                            online(d),
+                            ago(d["lastSeen"].as_str(), now),
+                            or_dash(text(d, "overall")),
                             d["componentCount"].as_u64().unwrap_or(0).to_string(),
-                            last_deployment(d),
+                            deployment_line(&d["lastDeployment"]),
                         ]
                     })
                     .collect();
-                table(
-                    &[
-                        "THING",
-                        "ONLINE",
-                        "LAST SEEN",
-                        "HEALTH",
-                        "COMPONENTS",
-                        "LAST DEPLOYMENT",
-                    ],
-                    &rows,
-                );
+                if rows.is_empty() {
+                    println!("No devices.");
+                } else {
+                    table(
+                        &[
+                            "THING",
+                            "ONLINE",
+                            "LAST SEEN",
+                            "HEALTH",
+                            "COMPONENTS",
+                            "LAST DEPLOYMENT",
+                        ],
+                        &rows,
+                    );
+                }
             });
         }
         DeviceCommand::Status { thing } => {
-            let d = call(
+            let v = call(
                 conn,
                 "GET",
                 &format!("/v1/devices/{}", encode(&thing)),
                 None,
             )?;
-            print(global, &d, |d| {
+            print(global, &v, |v| {
+                println!("thing:           {}", text(v, "thing"));
+                println!("online:          {}", online(v));
+                println!("last seen:       {}", ago(v["lastSeen"].as_str(), now));
+                println!("health:          {}", or_dash(text(v, "overall")));
                 println!(
-                    "{}: {}, last seen {}, health {}",
-                    text(d, "thing"),
-                    if d["online"] == true {
-                        "online"
-                    } else {
-                        "offline"
-                    },
-                    text(d, "lastSeen"),
-                    text(d, "overall")
+                    "last status:     {} ({} received)",
+                    ago(v["lastStatusAt"].as_str(), now),
+                    v["statusCount"].as_i64().unwrap_or(0)
                 );
-                println!("last deployment: {}", last_deployment(d));
-                let rows: Vec<Vec<String>> = d["components"]
+                println!("last deployment: {}", deployment_line(&v["lastDeployment"]));
+                if let Some(cause) = v["lastDeployment"]["failureCause"].as_str() {
+                    println!("failure cause:   {cause}");
+                }
+                let rows: Vec<Vec<String>> = v["components"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -96,14 +97,127 @@ pub fn device(global: &Global, conn: &Connection, cmd: DeviceCommand) -> anyhow:
                             text(c, "componentName").to_string(),
                             text(c, "version").to_string(),
                             text(c, "state").to_string(),
+                            if c["isRoot"].as_bool() == Some(true) {
+                                "yes".into()
+                            } else {
+                                "".into()
+                            },
                         ]
                     })
                     .collect();
-                if !rows.is_empty() {
-                    table(&["COMPONENT", "VERSION", "STATE"], &rows);
+                if rows.is_empty() {
+                    println!("No component status reported yet.");
+                } else {
+                    println!();
+                    table(&["COMPONENT", "VERSION", "STATE", "ROOT"], &rows);
                 }
             });
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.into() }
+}
+
+fn online(d: &Value) -> String {
+    if d["online"].as_bool() == Some(true) {
+        "yes".into()
+    } else {
+        "no".into()
+    }
+}
+
+/// `status (detailed status)` of the last deployment, with its id's start; `-` before any.
+fn deployment_line(d: &Value) -> String {
+    if d.is_null() {
+        return "-".into();
+    }
+    let mut out = or_dash(text(d, "status"));
+    if let Some(detail) = d["detailedStatus"].as_str() {
+        out.push_str(&format!(" ({detail})"));
+    }
+    if let Some(id) = d["deploymentId"].as_str() {
+        let short: String = id.chars().take(8).collect();
+        out = format!("{short} {out}");
+    }
+    out
+}
+
+/// "12 s ago", "5 min ago", "3 h ago", "2 d ago" for an RFC 3339 UTC time; the text itself
+/// when it does not parse; "never" when absent.
+pub fn ago(at: Option<&str>, now: SystemTime) -> String {
+    let Some(at) = at else {
+        return "never".into();
+    };
+    let Some(then) = parse_rfc3339_secs(at) else {
+        return at.to_string();
+    };
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let s = (now - then).max(0);
+    match s {
+        0..120 => format!("{s} s ago"),
+        120..7200 => format!("{} min ago", s / 60),
+        7200..172_800 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fff]Z` (what the cloud writes).
+fn parse_rfc3339_secs(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let time = time.split('.').next()?;
+    let mut t = time.splitn(3, ':');
+    let (hh, mm, ss): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm, the
+/// inverse of `lichen_sys::time::civil_from_days`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ages() {
+        let t = parse_rfc3339_secs("2026-12-03T12:00:00.123Z").unwrap();
+        let (y, m, d) = lichen_sys::time::civil_from_days(t.div_euclid(86_400));
+        assert_eq!((y, m, d), (2026, 12, 3));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs((t + 12) as u64);
+        assert_eq!(ago(Some("2026-12-03T12:00:00.123Z"), now), "12 s ago");
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs((t + 3 * 3600) as u64);
+        assert_eq!(ago(Some("2026-12-03T12:00:00Z"), later), "3 h ago");
+        assert_eq!(ago(None, now), "never");
+        assert_eq!(ago(Some("yesterday"), now), "yesterday");
+        assert_eq!(parse_rfc3339_secs("1970-01-01T00:00:00Z"), Some(0));
+    }
 }

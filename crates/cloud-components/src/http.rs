@@ -444,3 +444,45 @@ fn unsatisfiable(size: u64) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> Option<ByteRange> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        parse_range(&h)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            range("bytes=100-"),
+            Some(ByteRange {
+                start: 100,
+                end: None
+            })
+        );
+        assert_eq!(
+            range("bytes=0-9"),
+            Some(ByteRange {
+                start: 0,
+                end: Some(9)
+            })
+        );
+        // Ignored (the whole content is sent): several ranges, suffix ranges, other units,
+        // inverted or malformed ones.
+        for v in [
+            "bytes=0-1,5-6",
+            "bytes=-500",
+            "items=0-1",
+            "bytes=9-3",
+            "bytes=x-",
+            "bytes",
+        ] {
+            assert_eq!(range(v), None, "{v}");
+        }
+        assert_eq!(parse_range(&HeaderMap::new()), None);
+    }
+}

@@ -182,6 +182,7 @@ conformance!(
     jobs_and_executions,
     admin_tokens,
     delete_thing_cascades,
+    device_deployments_and_admission,
 );
 
 #[tokio::test]

@@ -325,6 +325,9 @@ pub fn document<S>(routes: &[Route<S>], extensions: &[ApiExtension]) -> Value {
                 schemas.insert(k.clone(), v.clone());
             }
         }
+        if ext.device_router.is_some() {
+            device_paths(&mut paths);
+        }
     }
     json!({
         "openapi": "3.1.0",
@@ -337,7 +340,63 @@ pub fn document<S>(routes: &[Route<S>], extensions: &[ApiExtension]) -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "deviceCertificate": {"type": "mutualTLS", "description": "The thing's certificate from the cloud CA, ACTIVE and attached to the thing (crate::device_api)."}
+            }
         }
     })
+}
+
+/// `/device/v1` (crate::device_api): the thing's certificate, never the admin token.
+fn device_paths(paths: &mut Map<String, Value>) {
+    let params = |extra: Option<&str>| {
+        let mut p = vec![
+            json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+            json!({"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}),
+        ];
+        if let Some(e) = extra {
+            p.push(
+                json!({"name": e, "in": "path", "required": true, "schema": {"type": "string"},
+                "description": "The artifact's file name (or its URI, percent-encoded)."}),
+            );
+        }
+        p
+    };
+    let refusals = json!({
+        "401": {"description": "No client certificate, or one the store does not know or has revoked."},
+        "403": {"description": "Not a device certificate, or the component version is not deployed to the thing."},
+        "404": {"description": "No such component version or artifact."}
+    });
+    let mut recipe_responses = refusals.clone();
+    recipe_responses["200"] = json!({"description": "The stored recipe (JSON, digests injected).",
+        "content": {"application/json": {"schema": {"type": "object"}}}});
+    let mut artifact_responses = refusals;
+    artifact_responses["200"] = json!({"description": "The artifact's bytes.",
+        "content": {"application/octet-stream": {}}});
+    artifact_responses["206"] =
+        json!({"description": "From the `Range: bytes=N-` offset, with Content-Range."});
+    artifact_responses["416"] = json!({"description": "The range starts at or past the end."});
+    paths.insert(
+        format!(
+            "{}{}",
+            crate::device_api::PREFIX,
+            lichen_cloud_components::RECIPE_PATH
+        ),
+        json!({"get": {"operationId": "deviceGetRecipe", "tags": ["device"],
+            "summary": "A deployed component version's recipe, for the thing's fleet agent",
+            "security": [{"deviceCertificate": []}], "parameters": params(None),
+            "responses": recipe_responses}}),
+    );
+    paths.insert(
+        format!(
+            "{}{}",
+            crate::device_api::PREFIX,
+            lichen_cloud_components::ARTIFACT_PATH
+        ),
+        json!({"get": {"operationId": "deviceGetArtifact", "tags": ["device"],
+            "summary": "An artifact of a deployed component version (resumable with Range)",
+            "security": [{"deviceCertificate": []}], "parameters": params(Some("uri")),
+            "responses": artifact_responses}}),
+    );
 }

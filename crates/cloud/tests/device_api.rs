@@ -392,6 +392,23 @@ async fn tokens_and_certificates_stay_apart(c: &Cloud) {
     // Public routes stay public.
     assert_eq!(get(&dev, "/healthz", &[]).await.status, 200);
 
+    // The document names the device routes and how they authenticate.
+    let doc = c.expect("GET", "/openapi.json", None, 200).await;
+    for p in [
+        "/device/v1/components/{name}/versions/{version}/recipe",
+        "/device/v1/components/{name}/versions/{version}/artifacts/{uri}",
+    ] {
+        assert_eq!(
+            doc["paths"][p]["get"]["security"],
+            json!([{"deviceCertificate": []}]),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["deviceCertificate"]["type"],
+        "mutualTLS"
+    );
+
     // A certificate the CA issued but the store does not know (never registered).
     let ca =
         lichen_pki::LocalCa::load_or_create_named(&c.config.data_dir.join("ca"), "lichen cloud CA")

@@ -602,3 +602,74 @@ pub(crate) async fn admin_tokens<B: Backend + Clone + 'static>(store: &B) {
         StoreError::NotFound { .. }
     );
 }
+
+/// What the device HTTPS API decides on: a thing's deployments (its own, then its groups'),
+/// and which certificates may act as a device.
+pub(crate) async fn device_deployments_and_admission<B: Backend + Clone + 'static>(store: &B) {
+    store.create_thing(&thing("dev")).await.unwrap();
+    for g in ["g1", "g2", "g3"] {
+        store
+            .create_group(&NewThingGroup {
+                name: g.into(),
+                description: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.add_to_group("g2", "dev").await.unwrap();
+    store.add_to_group("g1", "dev").await.unwrap();
+    assert!(store.deployments_for_thing("dev").await.unwrap().is_empty());
+    let at = "2026-12-01T00:00:00.000Z";
+    for (id, target) in [
+        ("d-g1", DeploymentTarget::ThingGroup("g1".into())),
+        ("d-g3", DeploymentTarget::ThingGroup("g3".into())),
+        ("d-dev", DeploymentTarget::Thing("dev".into())),
+    ] {
+        store
+            .put_deployment(&deployment(id, target, &[("c.A", "1.0.0")], at))
+            .await
+            .unwrap();
+    }
+    let ids: Vec<String> = store
+        .deployments_for_thing("dev")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["d-dev", "d-g1"], "own first, then member groups only");
+    assert_err!(
+        store.deployments_for_thing("nobody").await,
+        StoreError::NotFound { .. }
+    );
+
+    store
+        .put_certificate(&cert("f-dev", CertificateKind::Device, Some("dev")))
+        .await
+        .unwrap();
+    store
+        .put_certificate(&cert("f-loose", CertificateKind::Device, None))
+        .await
+        .unwrap();
+    store
+        .put_certificate(&cert("f-claim", CertificateKind::Claim, None))
+        .await
+        .unwrap();
+    assert_eq!(device_thing(store, "f-dev").await.unwrap(), "dev");
+    assert!(matches!(
+        device_thing(store, "f-loose").await,
+        Err(CertificateRefusal::NotAttached(f)) if f == "f-loose"
+    ));
+    assert!(matches!(
+        device_thing(store, "f-claim").await,
+        Err(CertificateRefusal::NotDevice(_))
+    ));
+    assert!(matches!(
+        device_thing(store, "f-none").await,
+        Err(CertificateRefusal::NotRegistered(_))
+    ));
+    store.revoke_certificate("f-dev", at).await.unwrap();
+    let refused = device_thing(store, "f-dev").await.unwrap_err();
+    assert!(matches!(refused, CertificateRefusal::Revoked(_)));
+    assert_eq!(refused.to_string(), "certificate f-dev is revoked");
+}

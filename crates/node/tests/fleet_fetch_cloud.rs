@@ -1,0 +1,215 @@
+//! The core's fleet fetcher (`lichen_node::services::fleet::fetch`) against a real
+//! in-process cloud (`lichen_cloud::compose::start_cloud`, SQLite): the thing's certificate
+//! from a CSR, a component published over the admin API and deployed to the thing, then the
+//! recipe and artifact fetched over mTLS from `/device/v1`, a resumed download, a corrupt
+//! partial file caught by the digest, and a component not deployed refused.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use lichen_cloud::CloudClient;
+use lichen_cloud::server::CloudConfig;
+use lichen_cloud_components::upload::{DeclaredArtifact, UPLOAD_CONTENT_TYPE, UploadHeader};
+use lichen_mqtt_client::TlsFiles;
+use lichen_node::services::fleet::fetch::{FetchError, Fetcher, MAX_ARTIFACT_BYTES, Staging};
+use serde_json::{Value, json};
+
+const NAME: &str = "com.example.Fetched";
+const URI: &str = "s3://bucket/com.example.Fetched/1.0.0/payload.bin";
+
+fn payload() -> Vec<u8> {
+    (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+fn recipe(name: &str, version: &str, artifact: Option<&str>) -> String {
+    let mut text = format!(
+        "RecipeFormatVersion: \"2020-01-25\"\nComponentName: {name}\nComponentVersion: \"{version}\"\n\
+         Manifests:\n  - Platform:\n      os: linux\n    Lifecycle:\n      Run: cat {{artifacts:path}}/payload.bin\n"
+    );
+    if let Some(uri) = artifact {
+        text.push_str(&format!("    Artifacts:\n      - URI: {uri}\n"));
+    }
+    text
+}
+
+async fn publish(admin: &CloudClient, recipe_text: &str, content: Option<&[u8]>) {
+    let header = UploadHeader {
+        recipe: recipe_text.to_string(),
+        artifacts: content
+            .map(|c| {
+                vec![DeclaredArtifact {
+                    uri: URI.to_string(),
+                    size: Some(c.len() as u64),
+                    sha256: None,
+                }]
+            })
+            .unwrap_or_default(),
+    };
+    let mut body = header.encode_prefix();
+    body.extend_from_slice(content.unwrap_or_default());
+    let a = admin
+        .send(
+            "POST",
+            "/v1/components",
+            &[("content-type", UPLOAD_CONTENT_TYPE)],
+            body,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+}
+
+async fn admin_call(admin: &CloudClient, method: &str, path: &str, body: Option<Value>) -> Value {
+    admin.call(method, path, body.as_ref()).await.unwrap()
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(file);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetcher_downloads_from_a_real_cloud() {
+    let data = tempfile::tempdir().unwrap();
+    let config = CloudConfig {
+        data_dir: data.path().to_path_buf(),
+        database_url: None,
+        api_listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        mqtt_listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        hostnames: vec![],
+    };
+    let cloud = lichen_cloud::compose::start_cloud(&config).await.unwrap();
+    let ca_pem = std::fs::read_to_string(&cloud.ca_path).unwrap();
+    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let admin =
+        CloudClient::new(&cloud.local_url, &ca_pem, Some(token.trim().to_string())).unwrap();
+
+    let content = payload();
+    publish(&admin, &recipe(NAME, "1.0.0", Some(URI)), Some(&content)).await;
+    publish(&admin, &recipe("com.example.Other", "1.0.0", None), None).await;
+
+    admin_call(
+        &admin,
+        "POST",
+        "/v1/things",
+        Some(json!({"name": "core-1"})),
+    )
+    .await;
+    let key = lichen_cloud::bundle::new_key_and_csr("core-1").unwrap();
+    let cert = admin_call(
+        &admin,
+        "POST",
+        "/v1/certificates",
+        Some(json!({"csr": key.csr_pem, "thing": "core-1"})),
+    )
+    .await;
+    admin_call(
+        &admin,
+        "POST",
+        "/v1/deployments",
+        Some(
+            json!({"target": "thing/core-1", "components": {NAME: {"componentVersion": "1.0.0"}}}),
+        ),
+    )
+    .await;
+
+    // The files a provisioned core holds.
+    let ids = tempfile::tempdir().unwrap();
+    let files = TlsFiles {
+        ca: write(ids.path(), "ca.pem", &ca_pem),
+        client_cert: Some(write(
+            ids.path(),
+            "thing.cert.pem",
+            cert["pem"].as_str().unwrap(),
+        )),
+        client_key: Some(write(ids.path(), "thing.private.key", &key.key_pem)),
+        server_name: None,
+    };
+    // What the bundle names as cloud.apiEndpoint.
+    let api_endpoint = cloud.endpoints.api_endpoint.clone();
+    let fetch_dir = tempfile::tempdir().unwrap();
+    let staging = Staging {
+        fetcher: Fetcher::new(&api_endpoint, &files).unwrap(),
+        dir: fetch_dir.path().to_path_buf(),
+    };
+    staging.fetch([(NAME, "1.0.0")].into_iter()).await.unwrap();
+    let artifact = fetch_dir
+        .path()
+        .join(NAME)
+        .join("1.0.0")
+        .join("payload.bin");
+    assert_eq!(std::fs::read(&artifact).unwrap(), content);
+    let stored_recipe =
+        std::fs::read_to_string(staging.recipe_dir().join(format!("{NAME}-1.0.0.json"))).unwrap();
+    let stored: Value = serde_json::from_str(&stored_recipe).unwrap();
+    let digest = stored["Manifests"][0]["Artifacts"][0]["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Resumed from a partial file: only the rest is fetched (Range), the whole verifies.
+    let path = format!("/device/v1/components/{NAME}/versions/1.0.0/artifacts/payload.bin");
+    let resumed = fetch_dir.path().join("resumed/payload.bin");
+    std::fs::create_dir_all(resumed.parent().unwrap()).unwrap();
+    std::fs::write(
+        fetch_dir.path().join("resumed/payload.bin.part"),
+        &content[..70_001],
+    )
+    .unwrap();
+    staging
+        .fetcher
+        .artifact(
+            &path,
+            &resumed,
+            MAX_ARTIFACT_BYTES,
+            Some(&digest),
+            "resumed",
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&resumed).unwrap(), content);
+
+    // A partial file that is not a prefix of the content: the appended whole fails the
+    // digest (which shows the cloud sent only the rest) and the part is discarded.
+    let corrupt = fetch_dir.path().join("corrupt/payload.bin");
+    std::fs::create_dir_all(corrupt.parent().unwrap()).unwrap();
+    let part = fetch_dir.path().join("corrupt/payload.bin.part");
+    std::fs::write(&part, vec![0u8; 5_000]).unwrap();
+    let err = staging
+        .fetcher
+        .artifact(
+            &path,
+            &corrupt,
+            MAX_ARTIFACT_BYTES,
+            Some(&digest),
+            "corrupt",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::DigestMismatch { .. }), "{err}");
+    assert!(!part.exists() && !corrupt.exists());
+
+    // Not deployed to this thing: refused.
+    match staging.fetcher.recipe("com.example.Other", "1.0.0").await {
+        Err(FetchError::Status { status, .. }) => assert_eq!(status, 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    // Revoked: the next fetch is refused.
+    let id = cert["id"].as_str().unwrap();
+    admin_call(
+        &admin,
+        "POST",
+        &format!("/v1/certificates/{id}/revoke"),
+        None,
+    )
+    .await;
+    match staging.fetcher.recipe(NAME, "1.0.0").await {
+        Err(FetchError::Status { status, .. }) => assert_eq!(status, 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    cloud.shutdown().await;
+}
