@@ -22,6 +22,14 @@ ipc = GreengrassCoreIPCClientV2()
 failed = []
 
 
+def say(text):
+    # With the core killed, stdout (a pipe to it) is gone too.
+    try:
+        print(text, flush=True)
+    except Exception:
+        pass
+
+
 def last_acked(t):
     try:
         with open("acked-%d" % t) as f:
@@ -44,13 +52,15 @@ def run(t):
                     payload=b"%d:" % n + PAD,
                 )
             except Exception as e:  # the core went away (or refused): exit, be restarted
-                print("publish %d failed: %r" % (n, e), flush=True)
                 failed.append(e)
+                say("publish %d failed: %r" % (n, e))
                 return
             log.write("%d\n" % n)
             n += TOPICS
 
 
+with open("instances", "a") as f:
+    f.write("%d start %s\n" % (os.getpid(), [last_acked(t) for t in range(TOPICS)]))
 threads = [threading.Thread(target=run, args=(t,)) for t in range(TOPICS)]
 for th in threads:
     th.start()
@@ -59,6 +69,6 @@ for th in threads:
 if failed:
     os._exit(1)
 with open("done", "w") as f:
-    f.write("done")
-print("all %d acknowledged" % TOTAL, flush=True)
+    f.write("done by %d" % os.getpid())
+say("all %d acknowledged" % TOTAL)
 threading.Event().wait()
