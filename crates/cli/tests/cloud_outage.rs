@@ -76,7 +76,8 @@ impl Mosquitto {
             ca = ca.cert_path.display(),
             d = dir.display()
         );
-        let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
         if root {
             conf.push_str("user root\n");
         }
@@ -241,16 +242,20 @@ fn every_acknowledged_message_arrives_in_order_per_topic_after_a_kill_9_during_a
     let work = core.work("com.test.IotPublisher");
 
     // Midway, kill -9; the restarted core restarts the component, which continues.
-    eventually("half the messages acknowledged", Duration::from_secs(120), || {
-        acked_count(&work) >= TOTAL / 2
-    });
+    eventually(
+        "half the messages acknowledged",
+        Duration::from_secs(120),
+        || acked_count(&work) >= TOTAL / 2,
+    );
     core.kill9();
     let at_kill = acked_count(&work);
     assert!(at_kill < TOTAL, "the kill came too late to test anything");
     core.spawn();
-    eventually("every message acknowledged", Duration::from_secs(240), || {
-        work.join("done").exists()
-    });
+    eventually(
+        "every message acknowledged",
+        Duration::from_secs(240),
+        || work.join("done").exists(),
+    );
     let instances = read(&work.join("instances"));
     assert!(
         instances.lines().count() >= 2 && !instances.lines().nth(1).unwrap().contains("-1"),
@@ -328,14 +333,23 @@ fn every_acknowledged_message_arrives_in_order_per_topic_after_a_kill_9_during_a
             "topic {t}: first arrivals out of order"
         );
         for n in ns {
-            assert!(seen.contains(&(*t, *n)), "acknowledged {t}/{n} never arrived");
+            assert!(
+                seen.contains(&(*t, *n)),
+                "acknowledged {t}/{n} never arrived"
+            );
         }
     }
     eventually("the spool empties", Duration::from_secs(30), || {
         core.json(&["core", "status"])["cloud"]["spool"]["depth"] == 0
     });
     let log = core.stderr() + &read(&core.root.join("logs/lichen.log"));
-    assert!(log.contains("cloud spool recovered"), "the restart found the spool");
-    assert!(log.contains("draining the cloud spool"), "the drain is logged");
+    assert!(
+        log.contains("cloud spool recovered"),
+        "the restart found the spool"
+    );
+    assert!(
+        log.contains("draining the cloud spool"),
+        "the drain is logged"
+    );
     core.stop();
 }

@@ -246,7 +246,7 @@ async fn reject_when_full_names_the_bound_and_what_was_accepted_survives_a_resta
     let mut accepted = Vec::new();
     let error = loop {
         let n = accepted.len() as u64;
-        let topic = if n % 2 == 0 { "up/a" } else { "up/b" };
+        let topic = if n.is_multiple_of(2) { "up/a" } else { "up/b" };
         match ipc.call("PublishToIoTCore", &body(topic, "1", n)).await {
             Ok(_) => accepted.push((topic.to_string(), n)),
             Err(e) => break e,
@@ -266,7 +266,10 @@ async fn reject_when_full_names_the_bound_and_what_was_accepted_survives_a_resta
         "{status:?}"
     );
     assert_eq!(status.rejected, 1, "{status:?}");
-    assert_eq!(status.dropped, 2, "one QoS 0 offline, one refused full: {status:?}");
+    assert_eq!(
+        status.dropped, 2,
+        "one QoS 0 offline, one refused full: {status:?}"
+    );
     assert_eq!(status.storage, "disk");
     assert!(status.oldest_unsent_secs.is_some(), "{status:?}");
     drop(ipc);
@@ -352,12 +355,7 @@ async fn drop_oldest_qos0_makes_room_from_the_oldest_qos0_and_keeps_every_qos1()
     let (observer, mut up) = cloud.observer().await;
     wait_connected(&service).await;
     let kept_qos0 = (status.depth as usize).saturating_sub(qos1.len());
-    let got = collect(
-        &mut up,
-        qos1.len() + kept_qos0,
-        Duration::from_secs(20),
-    )
-    .await;
+    let got = collect(&mut up, qos1.len() + kept_qos0, Duration::from_secs(20)).await;
     let ones: Vec<u64> = got
         .iter()
         .filter(|(t, _, _)| t == "up/one")

@@ -3,7 +3,8 @@
 Publishes TOTAL QoS 1 messages to IoT Core over IPC, spread over TOPICS topics
 (`outage/<t>`), one thread per topic publishing in order. After each acknowledged publish it
 appends the message's number to ./acked-<t> (so a restarted instance continues after the
-last acknowledged one: the core may be killed and restarted under it). Writes ./done when
+last acknowledged one: the core may be killed and restarted under it; each instance notes
+its start and where it resumed in ./instances). Writes ./done when
 every message was acknowledged. Any IPC failure ends the process; the core restarts it.
 """
 

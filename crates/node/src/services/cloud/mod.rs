@@ -207,7 +207,9 @@ impl Service for CloudService {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if let Some(spool) = self.link().and_then(|l| l.spool().cloned()) {
-                tokio::task::spawn_blocking(move || spool.flush()).await.ok();
+                tokio::task::spawn_blocking(move || spool.flush())
+                    .await
+                    .ok();
             }
             if let Some(running) = self.running.lock().await.take() {
                 let _ = running.stop.send(true);

@@ -22,7 +22,8 @@
 //!   Message Expiry passed while spooled is dropped, counted and logged.
 //! * **Bounds:** the spool's disk (or memory) use ≤ `maxSizeInBytes`; a record ≤
 //!   [`lichen_spool::MAX_RECORD_BYTES`]; the drain holds ≤ [`READ_BATCH_RECORDS`] records /
-//!   [`READ_BATCH_BYTES`] read ahead plus the in-flight window in memory — never the spool.
+//!   [`READ_BATCH_BYTES`] read ahead plus the in-flight window (≤ [`MAX_DRAIN_IN_FLIGHT_BYTES`]
+//!   of payload, at least one message) in memory — never the spool.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -48,6 +49,8 @@ pub const MIN_MAX_BYTES: u64 = 16 * 1024;
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Our bound on publishes in flight while draining (the server's Receive Maximum lowers it).
 pub const MAX_DRAIN_IN_FLIGHT: usize = 64;
+/// Payload bytes in flight while draining (at least one message, whatever its size).
+pub const MAX_DRAIN_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 /// Records read ahead from the spool at once.
 pub const READ_BATCH_RECORDS: usize = 64;
 /// Payload bytes read ahead from the spool at once (at least one record).
@@ -86,7 +89,8 @@ impl Default for SpoolerSettings {
 
 fn as_u64(v: &Value) -> Option<u64> {
     // Greengrass configurations often carry numbers as strings.
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 fn as_bool(v: &Value) -> Option<bool> {
@@ -309,11 +313,9 @@ impl CloudSpool {
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|e| {
-                        SpoolError::Io {
-                            context: format!("creating {}", dir.display()),
-                            source: e,
-                        }
+                    .map_err(|e| SpoolError::Io {
+                        context: format!("creating {}", dir.display()),
+                        source: e,
                     })?;
                 Some(dir.to_path_buf())
             }
@@ -396,9 +398,12 @@ impl CloudSpool {
     /// A QoS 0 message dropped while offline (`keepQos0WhenOffline` false).
     pub fn count_offline_drop(&self, topic: &str) {
         let n = self.dropped_offline.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == 1 || n % 1000 == 0 {
-            tracing::warn!(topic, dropped_total = n,
-                "QoS 0 cloud publish dropped while offline (mqtt.spooler.keepQos0WhenOffline is false)");
+        if n == 1 || n.is_multiple_of(1000) {
+            tracing::warn!(
+                topic,
+                dropped_total = n,
+                "QoS 0 cloud publish dropped while offline (mqtt.spooler.keepQos0WhenOffline is false)"
+            );
         }
     }
 
@@ -469,7 +474,8 @@ impl CloudSpool {
                 "draining the cloud spool"
             );
         }
-        let mut in_flight: JoinSet<(Seq, Result<ReasonCode, ClientError>)> = JoinSet::new();
+        let mut in_flight: JoinSet<(Seq, usize, Result<ReasonCode, ClientError>)> = JoinSet::new();
+        let mut in_flight_bytes = 0usize;
         let mut sent: u64 = 0;
         let mut since = Instant::now();
         loop {
@@ -485,14 +491,20 @@ impl CloudSpool {
                     }
                 }
             }
-            while in_flight.len() < window {
+            while in_flight.len() < window
+                && (in_flight.is_empty() || in_flight_bytes < MAX_DRAIN_IN_FLIGHT_BYTES)
+            {
                 let Some(entry) = drain.next() else { break };
                 let seq = entry.seq;
                 let message = match to_message(entry.record, now_ms()) {
                     Ok(Some(m)) => m,
                     Ok(None) => {
                         let n = self.expired.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(seq, expired_total = n, "spooled cloud publish expired before it could be sent; dropped");
+                        tracing::warn!(
+                            seq,
+                            expired_total = n,
+                            "spooled cloud publish expired before it could be sent; dropped"
+                        );
                         self.ack(seq);
                         continue;
                     }
@@ -504,9 +516,11 @@ impl CloudSpool {
                     }
                 };
                 // Queued one after the other: the wire keeps the spool's order.
+                let bytes = message.payload.len();
                 match client.publish_queued(message).await {
                     Ok(outcome) => {
-                        in_flight.spawn(async move { (seq, outcome.await) });
+                        in_flight_bytes += bytes;
+                        in_flight.spawn(async move { (seq, bytes, outcome.await) });
                     }
                     Err(e) => return e,
                 }
@@ -533,7 +547,8 @@ impl CloudSpool {
             }
             tokio::select! {
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let Ok((seq, result)) = done else { continue };
+                    let Ok((seq, bytes, result)) = done else { continue };
+                    in_flight_bytes -= bytes;
                     match result {
                         Ok(_) => {
                             self.ack(seq);
@@ -625,7 +640,10 @@ mod tests {
         let mut d = Drain::new(2);
         assert!(d.wants_read(0));
         d.fill(vec![entry(5, "a"), entry(6, "b"), entry(7, "a")]);
-        assert_eq!(d.cursor, 8, "the next read starts after the last record read");
+        assert_eq!(
+            d.cursor, 8,
+            "the next read starts after the last record read"
+        );
         assert!(!d.wants_read(0), "no read while the batch holds records");
         let order: Vec<Seq> = std::iter::from_fn(|| d.next()).map(|e| e.seq).collect();
         assert_eq!(order, [5, 6, 7], "handed out in spool order");
@@ -658,8 +676,14 @@ mod tests {
         assert_eq!(&back.payload[..], b"21.5");
         assert!(back.retain);
         assert_eq!(back.properties.message_expiry_interval, Some(40));
-        assert_eq!(back.properties.user_properties, m.properties.user_properties);
-        assert_eq!(back.properties.correlation_data, m.properties.correlation_data);
+        assert_eq!(
+            back.properties.user_properties,
+            m.properties.user_properties
+        );
+        assert_eq!(
+            back.properties.correlation_data,
+            m.properties.correlation_data
+        );
         assert_eq!(back.properties.response_topic, m.properties.response_topic);
         assert_eq!(back.properties.payload_format_indicator, Some(1));
         assert_eq!(back.properties.content_type, m.properties.content_type);
@@ -694,7 +718,10 @@ mod tests {
         for (bad, key) in [
             (json!({"storageType": "Tape"}), "spooler.storageType"),
             (json!({"maxSizeInBytes": 10}), "spooler.maxSizeInBytes"),
-            (json!({"keepQos0WhenOffline": "maybe"}), "spooler.keepQos0WhenOffline"),
+            (
+                json!({"keepQos0WhenOffline": "maybe"}),
+                "spooler.keepQos0WhenOffline",
+            ),
             (json!({"fullStrategy": "panic"}), "spooler.fullStrategy"),
             (json!({"fsyncMaxDelayMs": 0}), "spooler.fsyncMaxDelayMs"),
             (json!({"pluginName": "x"}), "not supported"),
