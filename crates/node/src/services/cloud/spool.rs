@@ -45,8 +45,9 @@ use tokio::task::JoinSet;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Smallest `maxSizeInBytes` accepted (four of the smallest segments).
 pub const MIN_MAX_BYTES: u64 = 16 * 1024;
-/// Largest segment file.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest segment file. Recovery reads one whole segment at a time, so this bounds the
+/// memory an open of a full spool touches.
+const SEGMENT_BYTES: u64 = 2 * 1024 * 1024;
 /// Our bound on publishes in flight while draining (the server's Receive Maximum lowers it).
 pub const MAX_DRAIN_IN_FLIGHT: usize = 64;
 /// Payload bytes in flight while draining (at least one message, whatever its size).
