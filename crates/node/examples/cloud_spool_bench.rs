@@ -52,7 +52,10 @@ async fn rss(mib: u64) {
     let spool = CloudSpool::open(settings.clone(), &spool_dir).unwrap();
     // Warm the buffers and the runtime's blocking pool before the baseline.
     for n in 0..1000 {
-        spool.append(&message(n), n % 100 == 0).await.unwrap();
+        spool
+            .append(&message(n), n.is_multiple_of(100))
+            .await
+            .unwrap();
     }
     let empty = rss_kib();
     let started = Instant::now();

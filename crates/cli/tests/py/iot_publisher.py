@@ -3,7 +3,8 @@
 Publishes TOTAL QoS 1 messages to IoT Core over IPC, spread over TOPICS topics
 (`outage/<t>`), one thread per topic publishing in order. After each acknowledged publish it
 appends the message's number to ./acked-<t> (so a restarted instance continues after the
-last acknowledged one: the core may be killed and restarted under it). Writes ./done when
+last acknowledged one: the core may be killed and restarted under it; each instance notes
+its start and where it resumed in ./instances). Writes ./done when
 every message was acknowledged. Any IPC failure ends the process; the core restarts it.
 """
 
@@ -20,6 +21,14 @@ PAD = b"x" * 64
 
 ipc = GreengrassCoreIPCClientV2()
 failed = []
+
+
+def say(text):
+    # With the core killed, stdout (a pipe to it) is gone too.
+    try:
+        print(text, flush=True)
+    except Exception:
+        pass
 
 
 def last_acked(t):
@@ -44,13 +53,15 @@ def run(t):
                     payload=b"%d:" % n + PAD,
                 )
             except Exception as e:  # the core went away (or refused): exit, be restarted
-                print("publish %d failed: %r" % (n, e), flush=True)
                 failed.append(e)
+                say("publish %d failed: %r" % (n, e))
                 return
             log.write("%d\n" % n)
             n += TOPICS
 
 
+with open("instances", "a") as f:
+    f.write("%d start %s\n" % (os.getpid(), [last_acked(t) for t in range(TOPICS)]))
 threads = [threading.Thread(target=run, args=(t,)) for t in range(TOPICS)]
 for th in threads:
     th.start()
@@ -59,6 +70,6 @@ for th in threads:
 if failed:
     os._exit(1)
 with open("done", "w") as f:
-    f.write("done")
-print("all %d acknowledged" % TOTAL, flush=True)
+    f.write("done by %d" % os.getpid())
+say("all %d acknowledged" % TOTAL)
 threading.Event().wait()

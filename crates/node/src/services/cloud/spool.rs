@@ -22,7 +22,8 @@
 //!   Message Expiry passed while spooled is dropped, counted and logged.
 //! * **Bounds:** the spool's disk (or memory) use ≤ `maxSizeInBytes`; a record ≤
 //!   [`lichen_spool::MAX_RECORD_BYTES`]; the drain holds ≤ [`READ_BATCH_RECORDS`] records /
-//!   [`READ_BATCH_BYTES`] read ahead plus the in-flight window in memory — never the spool.
+//!   [`READ_BATCH_BYTES`] read ahead plus the in-flight window (≤ [`MAX_DRAIN_IN_FLIGHT_BYTES`]
+//!   of payload, at least one message) in memory — never the spool.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -44,10 +45,13 @@ use tokio::task::JoinSet;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Smallest `maxSizeInBytes` accepted (four of the smallest segments).
 pub const MIN_MAX_BYTES: u64 = 16 * 1024;
-/// Largest segment file.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest segment file. Recovery reads one whole segment at a time, so this bounds the
+/// memory an open of a full spool touches.
+const SEGMENT_BYTES: u64 = 2 * 1024 * 1024;
 /// Our bound on publishes in flight while draining (the server's Receive Maximum lowers it).
 pub const MAX_DRAIN_IN_FLIGHT: usize = 64;
+/// Payload bytes in flight while draining (at least one message, whatever its size).
+pub const MAX_DRAIN_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 /// Records read ahead from the spool at once.
 pub const READ_BATCH_RECORDS: usize = 64;
 /// Payload bytes read ahead from the spool at once (at least one record).
@@ -471,7 +475,8 @@ impl CloudSpool {
                 "draining the cloud spool"
             );
         }
-        let mut in_flight: JoinSet<(Seq, Result<ReasonCode, ClientError>)> = JoinSet::new();
+        let mut in_flight: JoinSet<(Seq, usize, Result<ReasonCode, ClientError>)> = JoinSet::new();
+        let mut in_flight_bytes = 0usize;
         let mut sent: u64 = 0;
         let mut since = Instant::now();
         loop {
@@ -487,7 +492,9 @@ impl CloudSpool {
                     }
                 }
             }
-            while in_flight.len() < window {
+            while in_flight.len() < window
+                && (in_flight.is_empty() || in_flight_bytes < MAX_DRAIN_IN_FLIGHT_BYTES)
+            {
                 let Some(entry) = drain.next() else { break };
                 let seq = entry.seq;
                 let message = match to_message(entry.record, now_ms()) {
@@ -510,9 +517,11 @@ impl CloudSpool {
                     }
                 };
                 // Queued one after the other: the wire keeps the spool's order.
+                let bytes = message.payload.len();
                 match client.publish_queued(message).await {
                     Ok(outcome) => {
-                        in_flight.spawn(async move { (seq, outcome.await) });
+                        in_flight_bytes += bytes;
+                        in_flight.spawn(async move { (seq, bytes, outcome.await) });
                     }
                     Err(e) => return e,
                 }
@@ -539,7 +548,8 @@ impl CloudSpool {
             }
             tokio::select! {
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let Ok((seq, result)) = done else { continue };
+                    let Ok((seq, bytes, result)) = done else { continue };
+                    in_flight_bytes -= bytes;
                     match result {
                         Ok(_) => {
                             self.ack(seq);
