@@ -381,3 +381,30 @@ pub async fn notify<B: Backend>(inner: &Inner<B>, thing: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_cache_stays_within_its_bound_and_answers_what_it_holds() {
+        let cache = JobCache::default();
+        let facts = |ns: &str| {
+            Arc::new(JobFacts {
+                namespace: Some(ns.to_string()),
+                document: serde_json::json!({"ns": ns}),
+            })
+        };
+        for i in 0..JOB_CACHE_ENTRIES * 2 + 1 {
+            cache.put(&format!("job-{i}"), facts(&format!("n{i}")));
+            assert!(cache.0.lock().unwrap().len() <= JOB_CACHE_ENTRIES);
+        }
+        let last = format!("job-{}", JOB_CACHE_ENTRIES * 2);
+        let got = cache.get(&last).expect("the newest job is kept");
+        assert_eq!(
+            got.namespace.as_deref(),
+            Some(format!("n{}", JOB_CACHE_ENTRIES * 2).as_str())
+        );
+        assert!(cache.get("job-0").is_none(), "emptied when full");
+    }
+}
