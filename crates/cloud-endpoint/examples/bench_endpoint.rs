@@ -7,15 +7,16 @@
 //! The endpoint runs in a child process (this binary with `serve`), so its peak RSS (VmHWM)
 //! and CPU seconds (utime + stime) are its own; the clients run here. Prints one JSON line.
 
-use std::io::{BufRead, Write};
+mod bench_support;
+
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_support::{Device, Served, arg, proc_stats, register};
 use bytes::BytesMut;
-use lichen_cloud_store::{
-    Backend, CertificateKind, CertificateRecord, CertificateStatus, NewThing, Store,
-};
+use lichen_cloud_store::Store;
 use lichen_mqtt::{
     Connect, Packet, Properties, Protocol, Publish, QoS, Subscribe, SubscriptionOptions,
 };
@@ -23,14 +24,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,79 +56,8 @@ async fn serve() {
         .unwrap();
     println!("port {}", endpoint.mqtt_addr().port());
     std::io::stdout().flush().unwrap();
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin().lock().read_line(&mut line).unwrap_or(0) > 0 {}
-    })
-    .await
-    .unwrap();
+    bench_support::until_stdin_closes().await;
     endpoint.shutdown().await;
-}
-
-struct Device {
-    name: String,
-    cert: CertificateDer<'static>,
-    key: Vec<u8>,
-}
-
-fn proc_stats(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // /proc reports CPU times in USER_HZ, 100 on every architecture Linux supports.
-    (hwm, ticks as f64 / 100.0)
-}
-
-async fn register(store: &Store, ca: &lichen_pki::LocalCa, n: usize) -> Vec<Device> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = format!("bench-{i:05}");
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, &name);
-        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let issued = ca.issue_from_csr(&csr, 30).unwrap();
-        store
-            .create_thing(&NewThing {
-                name: name.clone(),
-                attributes: Default::default(),
-            })
-            .await
-            .unwrap();
-        let fp = lichen_pki::fingerprint(&issued.cert_der);
-        store
-            .put_certificate(&CertificateRecord {
-                fingerprint: fp.clone(),
-                serial: issued.serial.clone(),
-                pem: issued.cert_pem.clone(),
-                kind: CertificateKind::Device,
-                status: CertificateStatus::Active,
-                thing: None,
-                created_at: "2026-01-01T00:00:00Z".into(),
-                not_after: "2036-01-01T00:00:00Z".into(),
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        store.attach_certificate(&fp, &name).await.unwrap();
-        out.push(Device {
-            name,
-            cert: CertificateDer::from(issued.cert_der),
-            key: key.serialize_der(),
-        });
-    }
-    out
 }
 
 struct Client {
@@ -156,8 +78,8 @@ impl Client {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            vec![d.cert.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(d.key.clone())),
+            vec![CertificateDer::from(d.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(d.key_der.clone())),
         )
         .map_err(|e| e.to_string())?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -241,20 +163,19 @@ async fn drive() {
         register(&store, &ca, devices).await
     };
     let register_secs = started.elapsed().as_secs_f64();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = std::process::Command::new(exe)
-        .args(["serve", "--data"])
-        .arg(dir.path())
-        .args(["--database", &url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
+    let served = Served::spawn(&[
+        "serve".as_ref(),
+        "--data".as_ref(),
+        dir.path().as_os_str(),
+        "--database".as_ref(),
+        url.as_ref(),
+    ]);
+    let pid = served.pid;
+    let port: u16 = served
+        .ready_line
+        .trim_start_matches("port ")
+        .parse()
         .unwrap();
-    let pid = child.id();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port: u16 = line.trim().trim_start_matches("port ").parse().unwrap();
     let (rss_idle, cpu_idle) = proc_stats(pid);
 
     let mut roots = rustls::RootCertStore::empty();
@@ -356,6 +277,5 @@ async fn drive() {
         })
     );
     drop(clients);
-    drop(child.stdin.take());
-    let _ = child.wait();
+    served.stop();
 }

@@ -132,6 +132,8 @@ pub(crate) struct Inner<B: Backend> {
     /// Set once the broker runs (the hooks are built before it). Weak: the broker holds the
     /// handler, which holds this.
     pub broker: OnceLock<Weak<BrokerHandle>>,
+    /// Jobs' namespaces and documents, which never change (bounded; see [`jobs::JobCache`]).
+    pub jobs: jobs::JobCache,
 }
 
 impl<B: Backend> Inner<B> {
@@ -160,6 +162,7 @@ pub async fn start<B: Backend + 'static>(
         ca: ca.clone(),
         config: config.clone(),
         broker: OnceLock::new(),
+        jobs: jobs::JobCache::default(),
     });
     let handler = Arc::new(service::Service {
         inner: inner.clone(),
