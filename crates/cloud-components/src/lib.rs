@@ -28,4 +28,4 @@ pub mod upload;
 pub use error::{ComponentError, Result};
 pub use http::{ARTIFACT_PATH, RECIPE_PATH, ROUTES, device_router, router};
 pub use openapi::{openapi_paths, openapi_schemas};
-pub use service::{Components, Limits};
+pub use service::{Components, Limits, SWEEP_GRACE, SWEEP_PAGE};

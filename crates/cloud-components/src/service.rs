@@ -28,6 +28,12 @@ use crate::error::{ComponentError, Result};
 use crate::recipe::PublishedRecipe;
 use crate::upload::{DeclaredArtifact, MAX_ARTIFACTS_PER_VERSION, UploadHeader};
 
+/// Digests a sweep examines per listing of the artifact store.
+pub const SWEEP_PAGE: usize = 1000;
+/// How old unreferenced content must be before the start-up sweep removes it: far longer
+/// than any publish takes, so one in flight on another node is never swept.
+pub const SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Size bounds of a publish. Beyond them the publish is refused with
 /// [`ComponentError::TooLarge`] (HTTP 413), before any content is read when the sizes are
 /// declared.
@@ -349,22 +355,54 @@ impl<B: Backend + 'static, A: ArtifactStore + 'static> Components<B, A> {
     }
 
     /// Removes the content unless a stored version refers to it or a publish in flight pinned
-    /// it. Failures are logged, not returned: the version operation they follow is done.
-    async fn collect(&self, sha256: &str) {
+    /// it; whether it removed it. Failures are logged, not returned: the version operation
+    /// they follow is done.
+    async fn collect(&self, sha256: &str) -> bool {
         let _collecting = self.inner.collecting.lock().await;
         if self.pins().contains_key(sha256) {
-            return;
+            return false;
         }
         match self.inner.store.artifact_referenced(sha256).await {
-            Ok(true) => {}
-            Ok(false) => {
-                if let Err(e) = self.inner.blobs.remove(sha256).await.map(drop) {
+            Ok(true) => false,
+            Ok(false) => match self.inner.blobs.remove(sha256).await {
+                Ok(removed) => removed,
+                Err(e) => {
                     tracing::warn!(sha256, error = %e, "removing an unreferenced artifact failed");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(sha256, error = %e, "checking whether an artifact is referenced failed; kept");
+                false
+            }
+        }
+    }
+
+    /// Removes content that no version refers to, stored more than `grace` ago and not
+    /// pinned: what a publish cut short by a crash (content stored, version not) leaves
+    /// behind. The grace period protects a publish in flight on another control-plane node,
+    /// whose pins this process cannot see. Returns (examined, removed). Pages through the
+    /// store [`SWEEP_PAGE`] digests at a time, so memory stays bounded.
+    pub async fn sweep_unreferenced(&self, grace: std::time::Duration) -> Result<(usize, usize)> {
+        let (mut examined, mut removed) = (0, 0);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .blobs
+                .stored_before(grace, after.as_deref(), SWEEP_PAGE)
+                .await?;
+            for sha256 in &page {
+                examined += 1;
+                if self.collect(sha256).await {
+                    removed += 1;
+                    tracing::info!(sha256 = %sha256, "removed an artifact no version refers to");
                 }
             }
-            Err(e) => {
-                tracing::warn!(sha256, error = %e, "checking whether an artifact is referenced failed; kept")
+            if page.len() < SWEEP_PAGE {
+                return Ok((examined, removed));
             }
+            after = page.last().cloned();
         }
     }
 

@@ -174,6 +174,7 @@ pub async fn start<B: Backend + 'static>(
         r.queue_capacity = HANDLER_QUEUE;
         routes.push(r);
     }
+    events::reset_at_start(&inner.store).await;
     let events = events::Presence::start(inner.clone());
     let hooks = Hooks {
         gate: Some(Arc::new(gate::CloudGate {

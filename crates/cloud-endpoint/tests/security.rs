@@ -227,6 +227,61 @@ both!(
     presence_and_connectivity
 );
 
+/// A thing connected as `core-2` and `core-2#2` stays online until both are gone; an endpoint
+/// that starts resets what the last run counted.
+async fn presence_counts_connections(db: Db) {
+    let py = need!(python(), "python venv with paho-mqtt");
+    let mut cloud = need!(Cloud::start(db).await, "PostgreSQL (initdb)");
+    let core = cloud.device("core-2").await;
+    let mut first = cloud.agent(&py, "5", "core-2", &core);
+    assert_eq!(first.expect("connack", |_| true).await["rc"], 0);
+    let mut second = cloud.agent(&py, "311", "core-2#2", &core);
+    assert_eq!(second.expect("connack", |_| true).await["rc"], 0);
+    wait_presence(&cloud, "core-2", true).await;
+    first.quit().await;
+    // Give the disconnect time to reach the store: the thing must still be online.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = cloud.store.get_presence("core-2").await.unwrap().unwrap();
+    assert!(p.online, "one connection is still live: {p:?}");
+    second.quit().await;
+    let p = wait_presence(&cloud, "core-2", false).await;
+    assert_eq!(p.client_id, "core-2#2", "the last to leave");
+
+    // A run that ended with connections counted (a crash loses their disconnects): the next
+    // endpoint starts with the thing offline, and counts from zero.
+    cloud
+        .store
+        .presence_connected("core-2", "core-2", "2026-12-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    cloud
+        .store
+        .presence_connected("core-2", "core-2#9", "2026-12-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    let config = lichen_cloud_endpoint::EndpointConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        cloud.dir.path().join("endpoint-2"),
+    );
+    let restarted = lichen_cloud_endpoint::start(config, cloud.store.clone(), cloud.ca.clone())
+        .await
+        .expect("endpoint restarts");
+    let old = std::mem::replace(&mut cloud.endpoint, restarted);
+    old.shutdown().await;
+    let p = cloud.store.get_presence("core-2").await.unwrap().unwrap();
+    assert!(!p.online, "reset at start: {p:?}");
+    let mut again = cloud.agent(&py, "5", "core-2", &core);
+    assert_eq!(again.expect("connack", |_| true).await["rc"], 0);
+    wait_presence(&cloud, "core-2", true).await;
+    again.quit().await;
+    wait_presence(&cloud, "core-2", false).await;
+    cloud.endpoint.shutdown().await;
+}
+both!(
+    a_thing_under_two_client_ids_stays_online_until_both_leave,
+    presence_counts_connections
+);
+
 async fn wait_presence(cloud: &Cloud, thing: &str, online: bool) -> lichen_cloud_store::Presence {
     for _ in 0..100 {
         if let Some(p) = cloud.store.get_presence(thing).await.unwrap()

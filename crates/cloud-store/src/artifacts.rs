@@ -70,6 +70,14 @@ pub trait ArtifactStore: Send + Sync {
     fn size(&self, sha256: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// Whether it was there. Callers check `Backend::artifact_referenced` first.
     fn remove(&self, sha256: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Digests of content stored longer ago than `age`, in digest order, after `after`,
+    /// at most `limit`: the candidates of a sweep for content no version refers to.
+    fn stored_before(
+        &self,
+        age: Duration,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
 /// Whether `s` is a digest this store names files by (64 lowercase hex digits).
@@ -321,4 +329,68 @@ impl ArtifactStore for FsArtifactStore {
             Err(e) => Err(io_error(&path, e)),
         }
     }
+
+    async fn stored_before(
+        &self,
+        age: Duration,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let after = after.map(str::to_owned);
+        tokio::task::spawn_blocking(move || stored_before(&root, age, after.as_deref(), limit))
+            .await
+            .map_err(|e| StoreError::Artifacts {
+                path: String::new(),
+                message: format!("artifact listing task failed: {e}"),
+            })?
+    }
+}
+
+/// The walk behind [`FsArtifactStore::stored_before`]: the fan-out directories in order,
+/// each one's digests sorted, skipping what is not a digest (`tmp/`, strays).
+fn stored_before(
+    root: &Path,
+    age: Duration,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let now = SystemTime::now();
+    let mut fanout: Vec<String> = std::fs::read_dir(root)
+        .map_err(|e| io_error(root, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|n| after.is_none_or(|a| n.as_str() >= &a[..2.min(a.len())]))
+        .collect();
+    fanout.sort();
+    let mut found = Vec::new();
+    for dir in fanout {
+        let path = root.join(&dir);
+        let mut names: Vec<(String, Option<SystemTime>)> = std::fs::read_dir(&path)
+            .map_err(|e| io_error(&path, e))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let modified = e.metadata().and_then(|m| m.modified()).ok();
+                Some((name, modified))
+            })
+            .filter(|(n, _)| is_sha256_hex(n) && n.starts_with(&dir))
+            .filter(|(n, _)| after.is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort();
+        for (name, modified) in names {
+            // Unknown age counts as young: never remove what cannot be dated.
+            let old = modified
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|a| a > age);
+            if old {
+                found.push(name);
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Ok(found)
 }

@@ -21,6 +21,16 @@ macro_rules! impl_backend {
                 let thing = thing.clone();
                 self.run(op(move |tx| Box::pin(registry::create_thing(tx, thing))))
             }
+            fn create_thing_in_groups(
+                &self,
+                thing: &NewThing,
+                groups: &[String],
+            ) -> impl Future<Output = Result<Thing>> + Send {
+                let (thing, groups) = (thing.clone(), groups.to_vec());
+                self.run(op(move |tx| {
+                    Box::pin(atomic::create_thing_in_groups(tx, thing, groups))
+                }))
+            }
             fn get_thing(&self, name: &str) -> impl Future<Output = Result<Thing>> + Send {
                 let name = name.to_owned();
                 self.run(op(move |tx| {
@@ -142,6 +152,34 @@ macro_rules! impl_backend {
                     Box::pin(async move { registry::get_presence(tx, &thing).await })
                 }))
             }
+            fn presence_connected(
+                &self,
+                thing: &str,
+                client_id: &str,
+                at: &str,
+            ) -> impl Future<Output = Result<()>> + Send {
+                let (thing, client_id, at) =
+                    (thing.to_owned(), client_id.to_owned(), at.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(registry::presence_connected(tx, thing, client_id, at))
+                }))
+            }
+            fn presence_disconnected(
+                &self,
+                thing: &str,
+                client_id: &str,
+                at: &str,
+            ) -> impl Future<Output = Result<()>> + Send {
+                let (thing, client_id, at) =
+                    (thing.to_owned(), client_id.to_owned(), at.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(registry::presence_disconnected(tx, thing, client_id, at))
+                }))
+            }
+            fn reset_presence(&self, at: &str) -> impl Future<Output = Result<u64>> + Send {
+                let at = at.to_owned();
+                self.run(op(move |tx| Box::pin(registry::reset_presence(tx, at))))
+            }
             fn record_fleet_status(
                 &self,
                 thing: &str,
@@ -233,6 +271,17 @@ macro_rules! impl_backend {
             ) -> impl Future<Output = Result<()>> + Send {
                 let template = template.clone();
                 self.run(op(move |tx| Box::pin(certs::put_template(tx, template))))
+            }
+            fn add_claim_certificate(
+                &self,
+                template: &str,
+                cert: &CertificateRecord,
+                max: usize,
+            ) -> impl Future<Output = Result<ProvisioningTemplate>> + Send {
+                let (template, cert) = (template.to_owned(), cert.clone());
+                self.run(op(move |tx| {
+                    Box::pin(atomic::add_claim_certificate(tx, template, cert, max))
+                }))
             }
             fn get_template(
                 &self,
@@ -527,6 +576,15 @@ macro_rules! impl_backend {
             ) -> impl Future<Output = Result<()>> + Send {
                 let token = token.clone();
                 self.run(op(move |tx| Box::pin(jobs::put_admin_token(tx, token))))
+            }
+            fn create_first_admin_token(
+                &self,
+                token: &AdminToken,
+            ) -> impl Future<Output = Result<bool>> + Send {
+                let token = token.clone();
+                self.run(op(move |tx| {
+                    Box::pin(atomic::create_first_admin_token(tx, token))
+                }))
             }
             fn find_admin_token(
                 &self,

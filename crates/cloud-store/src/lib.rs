@@ -78,6 +78,13 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait Backend: Send + Sync {
     // ---- things and groups ----
     fn create_thing(&self, thing: &NewThing) -> impl Future<Output = Result<Thing>> + Send;
+    /// Creates the thing and adds it to every group, in one transaction: an unknown group
+    /// (NotFound) or any failed write leaves nothing behind.
+    fn create_thing_in_groups(
+        &self,
+        thing: &NewThing,
+        groups: &[String],
+    ) -> impl Future<Output = Result<Thing>> + Send;
     fn get_thing(&self, name: &str) -> impl Future<Output = Result<Thing>> + Send;
     fn list_things(&self, page: &Page) -> impl Future<Output = Result<Vec<Thing>>> + Send;
     /// Replaces the attributes (merge is done by the caller); bumps the thing's version.
@@ -121,6 +128,24 @@ pub trait Backend: Send + Sync {
     /// Records a connect (`online = true`) or disconnect of a thing's MQTT connection.
     fn set_presence(&self, presence: &Presence) -> impl Future<Output = Result<()>> + Send;
     fn get_presence(&self, thing: &str) -> impl Future<Output = Result<Option<Presence>>> + Send;
+    /// One more live connection of the thing: online. Connections are counted, so a thing
+    /// connected as `thing` and `thing#2` stays online until both are gone.
+    fn presence_connected(
+        &self,
+        thing: &str,
+        client_id: &str,
+        at: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// One live connection fewer (not below zero); offline when none is left.
+    fn presence_disconnected(
+        &self,
+        thing: &str,
+        client_id: &str,
+        at: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Every thing offline with no live connection (an endpoint starting: the connections it
+    /// counted before a stop or crash are gone). Returns how many things changed.
+    fn reset_presence(&self, at: &str) -> impl Future<Output = Result<u64>> + Send;
 
     // ---- device status ----
     /// Stores a thing's fleet status message (≤ [`MAX_FLEET_STATUS_BYTES`] of JSON) as its
@@ -178,6 +203,16 @@ pub trait Backend: Send + Sync {
         page: &Page,
     ) -> impl Future<Output = Result<Vec<ProvisioningTemplate>>> + Send;
     fn delete_template(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Stores the claim certificate and appends it to the template's list in one
+    /// transaction. The list is updated optimistically in the database, so concurrent
+    /// callers in any process or node never lose an entry. InUse when the list already holds
+    /// `max`; NotFound when the template does not exist.
+    fn add_claim_certificate(
+        &self,
+        template: &str,
+        cert: &CertificateRecord,
+        max: usize,
+    ) -> impl Future<Output = Result<ProvisioningTemplate>> + Send;
     /// Stores a one-time token that binds a certificate created through the claim flow to the
     /// `RegisterThing` call that must follow (AWS `certificateOwnershipToken`).
     fn put_ownership_token(
@@ -329,6 +364,12 @@ pub trait Backend: Send + Sync {
     // ---- admin tokens ----
     /// Tokens are stored as sha256 hashes only; the secret is shown once, at creation.
     fn put_admin_token(&self, token: &AdminToken) -> impl Future<Output = Result<()>> + Send;
+    /// Stores the token only when the store holds none; whether it did. The database decides,
+    /// so of several nodes starting on one empty database exactly one creates it.
+    fn create_first_admin_token(
+        &self,
+        token: &AdminToken,
+    ) -> impl Future<Output = Result<bool>> + Send;
     fn find_admin_token(
         &self,
         token_hash: &str,

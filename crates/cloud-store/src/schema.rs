@@ -147,6 +147,12 @@ CREATE TABLE device_status (
     last_seen TEXT NOT NULL
 );
 "#,
+    // 3: live connections per thing, so a thing connected under two client ids stays online
+    // until both are gone.
+    r#"
+ALTER TABLE presence ADD COLUMN connections BIGINT NOT NULL DEFAULT 0;
+UPDATE presence SET connections = online;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -43,6 +43,20 @@ pub fn extensions(
         artifacts,
         lichen_cloud_components::Limits::default(),
     );
+    // Content a crash left stored without its version: swept in the background, so a
+    // large store does not delay the start.
+    let sweeper = components.clone();
+    tokio::spawn(async move {
+        match sweeper
+            .sweep_unreferenced(lichen_cloud_components::SWEEP_GRACE)
+            .await
+        {
+            Ok((examined, removed)) => {
+                tracing::info!(examined, removed, "artifact sweep done");
+            }
+            Err(e) => tracing::warn!(error = %e, "artifact sweep failed"),
+        }
+    });
     Ok(vec![ApiExtension {
         device_router: Some(lichen_cloud_components::device_router(components.clone())),
         router: axum::Router::new().nest("/v1", lichen_cloud_components::router(components)),

@@ -280,11 +280,13 @@ async fn bootstrap_admin_token<S: Backend>(
     if !store.list_admin_tokens().await?.is_empty() {
         return Ok(None);
     }
-    let (token, secret) = crate::api::tokens::create_token(store, "created at first start")
-        .await
-        .map_err(|e| {
-            CloudError::Config(format!("creating the first admin token: {}", e.message))
-        })?;
+    // The database decides: of several nodes starting together on one empty database,
+    // exactly one stores its token; the others find one there and write no file.
+    let (token, secret) = crate::api::tokens::new_token("created at first start");
+    if !store.create_first_admin_token(&token).await? {
+        tracing::info!("another control-plane node created the first admin token");
+        return Ok(None);
+    }
     let path = data.admin_token();
     write_atomic(&path, format!("{secret}\n").as_bytes(), PRIVATE)?;
     tracing::info!(id = %token.id, path = %path.display(), "first admin token written");

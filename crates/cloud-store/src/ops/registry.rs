@@ -294,12 +294,15 @@ pub(crate) async fn get_connectivity(tx: &mut dyn Tx, thing: &str) -> Result<Opt
     .transpose()
 }
 
+/// Sets the presence outright; the live-connection count follows it (1 online, 0 offline).
+/// The endpoint uses [`presence_connected`] and [`presence_disconnected`] instead.
 pub(crate) async fn set_presence(tx: &mut dyn Tx, presence: Presence) -> Result<()> {
     require_thing(tx, &presence.thing).await?;
     tx.execute(
-        "INSERT INTO presence (thing, online, client_id, at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO presence (thing, online, client_id, at, connections) \
+         VALUES ($1, $2, $3, $4, $2) \
          ON CONFLICT (thing) DO UPDATE SET online = excluded.online, \
-         client_id = excluded.client_id, at = excluded.at",
+         client_id = excluded.client_id, at = excluded.at, connections = excluded.connections",
         &[
             presence.thing.as_str().into(),
             Value::from(presence.online),
@@ -327,4 +330,61 @@ pub(crate) async fn get_presence(tx: &mut dyn Tx, thing: &str) -> Result<Option<
         })
     })
     .transpose()
+}
+
+/// One more live connection of the thing (under any of its client ids): online.
+pub(crate) async fn presence_connected(
+    tx: &mut dyn Tx,
+    thing: String,
+    client_id: String,
+    at: String,
+) -> Result<()> {
+    require_thing(tx, &thing).await?;
+    tx.execute(
+        "INSERT INTO presence (thing, online, client_id, at, connections) \
+         VALUES ($1, 1, $2, $3, 1) \
+         ON CONFLICT (thing) DO UPDATE SET online = 1, client_id = excluded.client_id, \
+         at = excluded.at, connections = presence.connections + 1",
+        &[thing.into(), client_id.into(), at.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One live connection fewer (never below zero): the thing stays online while another of
+/// its connections is live. The client id shown is the one that connected last until the
+/// last connection goes, then the one that left last.
+pub(crate) async fn presence_disconnected(
+    tx: &mut dyn Tx,
+    thing: String,
+    client_id: String,
+    at: String,
+) -> Result<()> {
+    require_thing(tx, &thing).await?;
+    tx.execute(
+        "INSERT INTO presence (thing, online, client_id, at, connections) \
+         VALUES ($1, 0, $2, $3, 0) \
+         ON CONFLICT (thing) DO UPDATE SET \
+         online = CASE WHEN presence.connections > 1 THEN 1 ELSE 0 END, \
+         client_id = CASE WHEN presence.connections > 1 THEN presence.client_id \
+             ELSE excluded.client_id END, \
+         at = excluded.at, \
+         connections = CASE WHEN presence.connections > 1 THEN presence.connections - 1 \
+             ELSE 0 END",
+        &[thing.into(), client_id.into(), at.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every thing offline with no live connection: what an endpoint does at start, since the
+/// connections counted before it stopped (or crashed) are gone. Returns how many things
+/// were marked offline.
+pub(crate) async fn reset_presence(tx: &mut dyn Tx, at: String) -> Result<u64> {
+    tx.execute(
+        "UPDATE presence SET online = 0, connections = 0, at = $1 \
+         WHERE online <> 0 OR connections <> 0",
+        &[at.into()],
+    )
+    .await
 }

@@ -79,8 +79,6 @@ pub struct AppState<S> {
     pub endpoints: Arc<Endpoints>,
     /// The OpenAPI document, built once by [`router`] from the route table and extensions.
     pub openapi: Arc<std::sync::OnceLock<serde_json::Value>>,
-    /// Serialises read-modify-write of a template's claim certificates within this process.
-    pub template_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S> AppState<S> {
@@ -96,7 +94,6 @@ impl<S> AppState<S> {
             endpoint,
             endpoints: Arc::new(endpoints),
             openapi: Arc::new(std::sync::OnceLock::new()),
-            template_writes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -109,7 +106,6 @@ impl<S> Clone for AppState<S> {
             endpoint: self.endpoint.clone(),
             endpoints: self.endpoints.clone(),
             openapi: self.openapi.clone(),
-            template_writes: self.template_writes.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use lichen_cloud_store::{Backend, CertificateKind, ProvisioningTemplate};
+use lichen_cloud_store::{Backend, CertificateKind, ProvisioningTemplate, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -221,14 +221,11 @@ async fn create_claim<S: Backend>(
     ApiJson(req): ApiJson<CreateClaimCertificate>,
 ) -> ApiResult<(StatusCode, Json<Certificate>)> {
     check(validate::template_name(&name))?;
-    // Two claims at once must not both read the old list and one lose its certificate.
-    let _guard = state.template_writes.lock().await;
-    let mut template = state.store.get_template(&name).await?;
+    // Refused early (nothing signed) when the template is missing or full; the store checks
+    // both again in the transaction that lists the certificate.
+    let template = state.store.get_template(&name).await?;
     if template.claim_certificates.len() >= MAX_CLAIM_CERTIFICATES {
-        return Err(ApiError::conflict(format!(
-            "provisioning template {name:?} already lists {MAX_CLAIM_CERTIFICATES} claim \
-             certificates; revoke or delete some first"
-        )));
+        return Err(full(&name));
     }
     let record = sign_csr(
         &state.ca,
@@ -237,11 +234,26 @@ async fn create_claim<S: Backend>(
         None,
         CLAIM_CERT_DAYS,
     )?;
-    state.store.put_certificate(&record).await?;
-    template.claim_certificates.push(record.fingerprint.clone());
-    state.store.put_template(&template).await?;
+    // Stored and listed in one transaction, the list updated optimistically in the database:
+    // concurrent claims from any node are all listed, and none is stored unlisted.
+    match state
+        .store
+        .add_claim_certificate(&name, &record, MAX_CLAIM_CERTIFICATES)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::InUse { .. }) => return Err(full(&name)),
+        Err(e) => return Err(e.into()),
+    }
     tracing::info!(template = %name, certificate = %record.fingerprint, "claim certificate issued");
     Ok((StatusCode::CREATED, Json(Certificate::from(&record))))
+}
+
+fn full(name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "provisioning template {name:?} already lists {MAX_CLAIM_CERTIFICATES} claim \
+         certificates; revoke or delete some first"
+    ))
 }
 
 #[cfg(test)]

@@ -181,20 +181,17 @@ async fn create<S: Backend>(
     for g in &req.groups {
         check(validate::name("groups[]", g))?;
     }
-    // Every group must exist before anything is written, so a typo creates nothing.
-    for g in &req.groups {
-        state.store.get_group(g).await?;
-    }
+    // One transaction: a missing group (named in the 404) or a failed write creates nothing.
     let thing = state
         .store
-        .create_thing(&NewThing {
-            name: req.name.clone(),
-            attributes: req.attributes,
-        })
+        .create_thing_in_groups(
+            &NewThing {
+                name: req.name.clone(),
+                attributes: req.attributes,
+            },
+            &req.groups,
+        )
         .await?;
-    for g in &req.groups {
-        state.store.add_to_group(g, &thing.name).await?;
-    }
     tracing::info!(thing = %thing.name, "thing created");
     Ok((StatusCode::CREATED, Json(thing)))
 }

@@ -93,11 +93,8 @@ pub struct AdminTokenList {
     pub tokens: Vec<AdminTokenInfo>,
 }
 
-/// Creates and stores a token; returns the record and the secret.
-pub async fn create_token<S: Backend>(
-    store: &S,
-    description: &str,
-) -> ApiResult<(AdminToken, String)> {
+/// A new token record (not stored) and its secret.
+pub fn new_token(description: &str) -> (AdminToken, String) {
     let secret = new_secret();
     let token = AdminToken {
         id: new_id(),
@@ -105,6 +102,15 @@ pub async fn create_token<S: Backend>(
         description: description.to_string(),
         created_at: now(),
     };
+    (token, secret)
+}
+
+/// Creates and stores a token; returns the record and the secret.
+pub async fn create_token<S: Backend>(
+    store: &S,
+    description: &str,
+) -> ApiResult<(AdminToken, String)> {
+    let (token, secret) = new_token(description);
     store.put_admin_token(&token).await?;
     Ok((token, secret))
 }

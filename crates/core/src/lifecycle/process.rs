@@ -60,9 +60,52 @@ pub fn default_component_user() -> Option<String> {
     None
 }
 
+/// Resolutions remembered by [`RunAs::resolve`] (spec → result), valid while `/etc/passwd`
+/// and `/etc/group` keep the modification times they had. A 400-component deployment used
+/// to read and parse both files (and nsswitch.conf) twice per component. At most
+/// [`RUN_AS_CACHE`] specs are kept; beyond that the cache starts again.
+static RESOLVED: std::sync::Mutex<Option<ResolvedUsers>> = std::sync::Mutex::new(None);
+const RUN_AS_CACHE: usize = 64;
+
+struct ResolvedUsers {
+    stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
+    by_spec: std::collections::HashMap<String, RunAs>,
+}
+
+fn user_db_stamp() -> (Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
+    let mtime = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (mtime("/etc/passwd"), mtime("/etc/group"))
+}
+
 impl RunAs {
-    /// Resolves `user[:group]` (names or numeric ids).
+    /// Resolves `user[:group]` (names or numeric ids). Successful resolutions are remembered
+    /// until the user or group database changes.
     pub fn resolve(spec: &str) -> Result<RunAs, String> {
+        let stamp = user_db_stamp();
+        {
+            let cache = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache.as_ref()
+                && c.stamp == stamp
+                && let Some(found) = c.by_spec.get(spec)
+            {
+                return Ok(found.clone());
+            }
+        }
+        let resolved = Self::resolve_uncached(spec)?;
+        let mut cache = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
+        let c = cache.get_or_insert_with(|| ResolvedUsers {
+            stamp,
+            by_spec: Default::default(),
+        });
+        if c.stamp != stamp || c.by_spec.len() >= RUN_AS_CACHE {
+            c.stamp = stamp;
+            c.by_spec.clear();
+        }
+        c.by_spec.insert(spec.to_string(), resolved.clone());
+        Ok(resolved)
+    }
+
+    fn resolve_uncached(spec: &str) -> Result<RunAs, String> {
         let (user, group) = match spec.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (spec, None),

@@ -157,9 +157,11 @@ pub(super) fn stage(
     // on `{artifacts:path}` and `{artifacts:decompressedPath}`.
     let dest_dir = store.artifacts_path(name, &component.version);
     let looked_in = artifact_dir.map(|d| d.join(name).join(component.version.to_string()));
-    fsutil::open_dir_for_writing(&dest_dir)?;
+    let fresh = fsutil::open_dir_for_writing(&dest_dir)?;
     let staged = (|| {
-        remove_temporaries(&dest_dir);
+        if !fresh {
+            remove_temporaries(&dest_dir);
+        }
         let mut result = Vec::with_capacity(plan.len());
         for (a, file, expected) in &plan {
             let dest = dest_dir.join(file);
@@ -203,9 +205,11 @@ pub(super) fn stage(
         .filter(|(a, ..)| matches!(a.unarchive, Unarchive::Zip))
         .collect();
     let unarchived = store.unarchived_path(name, &component.version);
-    fsutil::open_dir_for_writing(&unarchived)?;
+    let fresh = fsutil::open_dir_for_writing(&unarchived)?;
     let extracted = (|| {
-        remove_temporaries(&unarchived);
+        if !fresh {
+            remove_temporaries(&unarchived);
+        }
         for (_, file, archive, copied, mode) in zips {
             let stem = Path::new(file)
                 .file_stem()

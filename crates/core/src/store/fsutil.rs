@@ -32,11 +32,36 @@ pub(crate) fn apply(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result
     set_mode(path, mode)
 }
 
-/// Creates `dir` (and parents) and makes it writable by the owner; returns whether it existed.
-pub(crate) fn open_dir_for_writing(dir: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(dir)
-        .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-    set_mode(dir, WRITABLE_DIR)
+/// Creates `dir` (and parents) and makes it writable by the owner; returns whether it was
+/// created now (and so is empty).
+///
+/// A new component version is the common case, where neither `dir` nor its parent (the
+/// component's directory) exists: the parent is made first, then `dir` with
+/// [`WRITABLE_DIR`], so that costs two mkdirs, where `create_dir_all` tried the full path
+/// first and failed, and a chmod followed. An existing `dir` is made writable again.
+pub(crate) fn open_dir_for_writing(dir: &Path) -> Result<bool, StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let creating = |e| StoreError::io(format!("creating {}", dir.display()), e);
+    if let Some(parent) = dir.parent() {
+        match fs::create_dir(parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(parent).map_err(creating)?
+            }
+            Err(e) => return Err(creating(e)),
+        }
+    }
+    match fs::DirBuilder::new().mode(WRITABLE_DIR).create(dir) {
+        // The umask may have taken bits, but never the owner's: writable as it is, and
+        // sealed with an exact mode afterwards.
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            set_mode(dir, WRITABLE_DIR)?;
+            Ok(false)
+        }
+        Err(e) => Err(creating(e)),
+    }
 }
 
 /// Removes `path` (file or directory tree) after restoring owner write permission on every
