@@ -687,18 +687,21 @@ async fn run_deployment(
     let fleet_id = config.deployment_id.clone();
     let attempt = match core_deployment_of(core, &fleet_id) {
         None => 0,
-        Some((id, attempt)) => match core.deployment(&id) {
-            Ok(record)
-                if interrupted_by_core_stop(&record) && attempt < MAX_INTERRUPTED_RETRIES =>
-            {
+        Some((id, attempt)) => {
+            // An earlier attempt may still be running, or being rolled back by the core's
+            // restart recovery: its final record decides whether to run it again.
+            tracing::info!(deployment = %fleet_id, core_deployment = %id, "deployment seen before; waiting for its result");
+            let record = match wait_record(core, &fleet_id, &id, timeout).await {
+                Ok(record) => record,
+                Err(outcome) => return outcome,
+            };
+            if interrupted_by_core_stop(&record) && attempt < MAX_INTERRUPTED_RETRIES {
                 tracing::info!(deployment = %fleet_id, core_deployment = %id, "the core stopped while applying this deployment; running it again");
                 attempt + 1
+            } else {
+                return Outcome::of_record(&record);
             }
-            _ => {
-                tracing::info!(deployment = %fleet_id, core_deployment = %id, "deployment seen before; waiting for its result");
-                return wait_result(core, &fleet_id, &id, timeout).await;
-            }
-        },
+        }
     };
     let (recipe_dir, artifact_dir) = match staging {
         Some(staging) => {
@@ -729,18 +732,31 @@ async fn run_deployment(
 
 /// Waits for core deployment `id` (of fleet deployment `fleet_id`) to end.
 async fn wait_result(core: &CoreHandle, fleet_id: &str, id: &str, timeout: Duration) -> Outcome {
+    match wait_record(core, fleet_id, id, timeout).await {
+        Ok(record) => Outcome::of_record(&record),
+        Err(outcome) => outcome,
+    }
+}
+
+/// The final record of core deployment `id`, or the failure to report instead.
+async fn wait_record(
+    core: &CoreHandle,
+    fleet_id: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<DeploymentRecord, Outcome> {
     let deadline = Instant::now() + timeout;
     loop {
         match core.deployment(id) {
-            Ok(record) if record.status.is_final() => return Outcome::of_record(&record),
+            Ok(record) if record.status.is_final() => return Ok(record),
             Ok(_) => {}
-            Err(e) => return Outcome::failed(format!("deployment {fleet_id}: {e}")),
+            Err(e) => return Err(Outcome::failed(format!("deployment {fleet_id}: {e}"))),
         }
         if Instant::now() >= deadline {
-            return Outcome::failed(format!(
+            return Err(Outcome::failed(format!(
                 "deployment {fleet_id} not finished after {} s",
                 timeout.as_secs()
-            ));
+            )));
         }
         tokio::time::sleep(POLL).await;
     }
