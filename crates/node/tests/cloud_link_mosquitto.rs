@@ -4,20 +4,20 @@
 //! when it forwards again, and the subscriptions are restored. mosquitto's Maximum Packet
 //! Size is respected. Skips with a message when mosquitto is not installed.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lichen_core::settings::Settings;
 use lichen_mqtt_client::{Client, ConnectOptions, QoS};
-use lichen_node::{
-    CloudLink, CloudOptions, CloudService, LinkError, LinkState, Node, NodeOptions, Service,
-};
+use lichen_node::{CloudOptions, CloudService, LinkError, LinkState, Node, NodeOptions, Service};
 use lichen_pki::LocalCa;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+mod cloud_support;
+use cloud_support::{free_port, is_root, proxy, wait_link};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// Advertised by mosquitto in CONNACK (`max_packet_size`).
@@ -34,30 +34,6 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    nix_uid() == 0
-}
-
-fn nix_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(1)
 }
 
 /// mosquitto with a plain listener (the test's observer) and an mTLS listener (the core).
@@ -108,66 +84,6 @@ fn mosquitto(dir: &Path, ca: &LocalCa) -> Option<Mosquitto> {
         assert!(up, "mosquitto listens on {addr}");
     }
     Some(m)
-}
-
-/// A TCP proxy to `target`; while `forward` is false it passes no byte either way but keeps
-/// every socket open (a half-open link as the core sees it).
-async fn proxy(target: SocketAddr, forward: watch::Receiver<bool>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let (ri, wi) = inbound.into_split();
-            let (ro, wo) = outbound.into_split();
-            tokio::spawn(pipe(ri, wo, forward.clone()));
-            tokio::spawn(pipe(ro, wi, forward.clone()));
-        }
-    });
-    addr
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut forward: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if forward.wait_for(|f| *f).await.is_err() {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn wait_link(link: &CloudLink, connected: bool, within: Duration) -> Duration {
-    let started = Instant::now();
-    let mut state = link.state();
-    let ok = tokio::time::timeout(
-        within,
-        state.wait_for(|s| matches!(s, LinkState::Connected) == connected),
-    )
-    .await;
-    assert!(
-        matches!(ok, Ok(Ok(_))),
-        "link never {}: {:?}",
-        if connected {
-            "connected"
-        } else {
-            "disconnected"
-        },
-        *link.state().borrow()
-    );
-    started.elapsed()
 }
 
 /// A core (the cloud service alone) whose bundle is a key made here and a certificate from
