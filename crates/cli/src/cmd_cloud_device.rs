@@ -151,7 +151,7 @@ pub fn ago(at: Option<&str>, now: SystemTime) -> String {
     let Some(at) = at else {
         return "never".into();
     };
-    let Some(then) = parse_rfc3339_secs(at) else {
+    let Some(then) = lichen_sys::time::parse_rfc3339_utc_secs(at) else {
         return at.to_string();
     };
     let now = now
@@ -167,41 +167,6 @@ pub fn ago(at: Option<&str>, now: SystemTime) -> String {
     }
 }
 
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fff]Z` (what the cloud writes).
-fn parse_rfc3339_secs(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let time = time.split('.').next()?;
-    let mut t = time.splitn(3, ':');
-    let (hh, mm, ss): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm, the
-/// inverse of `lichen_sys::time::civil_from_days`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +174,7 @@ mod tests {
 
     #[test]
     fn ages() {
-        let t = parse_rfc3339_secs("2026-12-03T12:00:00.123Z").unwrap();
+        let t = lichen_sys::time::parse_rfc3339_utc_secs("2026-12-03T12:00:00.123Z").unwrap();
         let (y, m, d) = lichen_sys::time::civil_from_days(t.div_euclid(86_400));
         assert_eq!((y, m, d), (2026, 12, 3));
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs((t + 12) as u64);
@@ -218,6 +183,9 @@ mod tests {
         assert_eq!(ago(Some("2026-12-03T12:00:00Z"), later), "3 h ago");
         assert_eq!(ago(None, now), "never");
         assert_eq!(ago(Some("yesterday"), now), "yesterday");
-        assert_eq!(parse_rfc3339_secs("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            lichen_sys::time::parse_rfc3339_utc_secs("1970-01-01T00:00:00Z"),
+            Some(0)
+        );
     }
 }

@@ -43,11 +43,57 @@ pub fn format_rfc3339_millis(time: SystemTime) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date; the inverse of [`civil_from_days`].
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let (m, d) = (i64::from(m), i64::from(d));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.fff]Z` (what
+/// [`format_rfc3339_millis`] writes; fractions are dropped). `None` for anything else.
+pub fn parse_rfc3339_utc_secs(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    let mut t = time.split('.').next()?.splitn(3, ':');
+    let hh: i64 = t.next()?.parse().ok()?;
+    let mm: i64 = t.next()?.parse().ok()?;
+    let ss: i64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn parsing_inverts_formatting() {
+        for days in [-1_i64, 0, 11_016, 19_723, 20_790] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_763_200_123);
+        assert_eq!(
+            parse_rfc3339_utc_secs(&format_rfc3339_millis(t)),
+            Some(1_764_763_200)
+        );
+        assert_eq!(parse_rfc3339_utc_secs("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_utc_secs("2026-12-01 00:00:00"), None);
+    }
 
     #[test]
     fn civil_dates() {
