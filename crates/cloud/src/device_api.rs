@@ -21,7 +21,8 @@
 //!   for a component the thing may not fetch (naming the thing and `name@version`).
 //!
 //! The routes themselves are the component store's ([`lichen_cloud_components::device_router`]),
-//! nested here under [`PREFIX`].
+//! nested here under [`PREFIX`], and `POST /device/v1/resolve` ([`crate::device_resolve`]),
+//! which answers a deployment's dependency closure.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -63,12 +64,24 @@ pub struct DeviceIdentity {
     pub fingerprint: String,
 }
 
-/// Nests `routes` (the component store's device fragment) under [`PREFIX`] behind the
-/// device-certificate check and the deployment authorization.
+/// Nests `routes` (the component store's device fragment, each route naming `{name}` and
+/// `{version}`) under [`PREFIX`] behind the device-certificate check and the deployment
+/// authorization, beside [`crate::device_resolve`]'s route, which authorizes the versions
+/// its body names itself.
 pub fn router<S: Backend + 'static>(state: AppState<S>, routes: Router) -> Router {
+    let component_routes =
+        routes.route_layer(from_fn_with_state(state.clone(), authorize_path::<S>));
+    let resolve = Router::new()
+        .route(
+            crate::device_resolve::RESOLVE_PATH,
+            axum::routing::post(crate::device_resolve::resolve::<S>),
+        )
+        .with_state(state.clone());
     Router::new().nest(
         PREFIX,
-        routes.route_layer(from_fn_with_state(state, guard::<S>)),
+        component_routes
+            .merge(resolve)
+            .route_layer(from_fn_with_state(state, authenticate::<S>)),
     )
 }
 
@@ -76,10 +89,9 @@ fn refusal(status: StatusCode, code: &'static str, message: String) -> Response 
     ApiError::new(status, code, message).into_response()
 }
 
-/// Authenticates the device, then authorizes the component version named by the path.
-async fn guard<S: Backend>(
+/// Authenticates the device: the request's [`DeviceIdentity`] for what runs after.
+async fn authenticate<S: Backend>(
     State(state): State<AppState<S>>,
-    params: RawPathParams,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -114,6 +126,32 @@ async fn guard<S: Backend>(
             return refusal(status, e.code(), e.to_string());
         }
     };
+    req.extensions_mut().insert(DeviceIdentity {
+        thing,
+        fingerprint: peer.fingerprint,
+    });
+    next.run(req).await
+}
+
+/// Authorizes the component version named by the path (after [`authenticate`]).
+async fn authorize_path<S: Backend>(
+    State(state): State<AppState<S>>,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(thing) = req
+        .extensions()
+        .get::<DeviceIdentity>()
+        .map(|d| d.thing.clone())
+    else {
+        // Unreachable: the authentication layer runs first. Deny rather than trust.
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "ClientCertificateRequired",
+            "the device was not authenticated".into(),
+        );
+    };
     let mut name = None;
     let mut version = None;
     for (k, v) in params.iter() {
@@ -140,10 +178,6 @@ async fn guard<S: Backend>(
         }
         Err(e) => return ApiError::from(e).into_response(),
     }
-    req.extensions_mut().insert(DeviceIdentity {
-        thing,
-        fingerprint: peer.fingerprint,
-    });
     next.run(req).await
 }
 

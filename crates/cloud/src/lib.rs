@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod client;
 pub mod compose;
 pub mod device_api;
+pub mod device_resolve;
 pub mod openapi;
 pub mod server;
 pub mod tls;

@@ -399,4 +399,27 @@ fn device_paths(paths: &mut Map<String, Value>) {
             "security": [{"deviceCertificate": []}], "parameters": params(Some("uri")),
             "responses": artifact_responses}}),
     );
+    paths.insert(
+        format!("{}{}", crate::device_api::PREFIX, crate::device_resolve::RESOLVE_PATH),
+        json!({"post": {"operationId": "deviceResolveComponents", "tags": ["device"],
+            "summary": "The versions of a deployment's dependency closure, chosen from the stored recipes (Greengrass ResolveComponentCandidates)",
+            "security": [{"deviceCertificate": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["components"], "additionalProperties": false,
+                "properties": {"components": {"type": "object", "description": "Root components: name -> exact version",
+                    "additionalProperties": {"type": "string"}}}}}}},
+            "responses": {
+                "200": {"description": "Every component version the closure needs, and the dependencies the cloud holds no version of (left to the device).",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "resolvedComponentVersions": {"type": "array", "items": {"type": "object", "properties": {
+                            "componentName": {"type": "string"}, "componentVersion": {"type": "string"}}}},
+                        "external": {"type": "array", "items": {"type": "object", "properties": {
+                            "componentName": {"type": "string"}, "versionRequirement": {"type": "string"},
+                            "requiredBy": {"type": "string"}}}}}}}}},
+                "401": {"description": "No client certificate, or one the store does not know or has revoked."},
+                "403": {"description": "A root the thing may not fetch."},
+                "409": {"description": "No versions satisfy every requirement (the message names them)."},
+                "422": {"description": "A bad field, or a closure over the bounds."}
+            }}}),
+    );
 }
