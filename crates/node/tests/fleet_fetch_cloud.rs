@@ -34,6 +34,18 @@ fn recipe(name: &str, version: &str, artifact: Option<&str>) -> String {
     text
 }
 
+/// `recipe` with `ComponentDependencies` (name, requirement).
+fn recipe_with_deps(name: &str, version: &str, deps: &[(&str, &str)]) -> String {
+    let mut text = recipe(name, version, None);
+    text.push_str("ComponentDependencies:\n");
+    for (dep, requirement) in deps {
+        text.push_str(&format!(
+            "  {dep}:\n    VersionRequirement: \"{requirement}\"\n"
+        ));
+    }
+    text
+}
+
 async fn publish(admin: &CloudClient, recipe_text: &str, content: Option<&[u8]>) {
     let header = UploadHeader {
         recipe: recipe_text.to_string(),
@@ -135,7 +147,9 @@ async fn fetcher_downloads_from_a_real_cloud() {
         fetcher: Fetcher::new(&api_endpoint, &files).unwrap(),
         dir: fetch_dir.path().to_path_buf(),
     };
-    staging.fetch([(NAME, "1.0.0")].into_iter()).await.unwrap();
+    let roots = [(NAME.to_string(), "1.0.0".to_string())].into();
+    let recipes = staging.fetch("d-1", &roots, |_, _| false).await.unwrap();
+    assert_eq!(recipes, staging.recipe_dir("d-1"));
     let artifact = fetch_dir
         .path()
         .join(NAME)
@@ -143,7 +157,7 @@ async fn fetcher_downloads_from_a_real_cloud() {
         .join("payload.bin");
     assert_eq!(std::fs::read(&artifact).unwrap(), content);
     let stored_recipe =
-        std::fs::read_to_string(staging.recipe_dir().join(format!("{NAME}-1.0.0.json"))).unwrap();
+        std::fs::read_to_string(recipes.join(format!("{NAME}-1.0.0.json"))).unwrap();
     let stored: Value = serde_json::from_str(&stored_recipe).unwrap();
     let digest = stored["Manifests"][0]["Artifacts"][0]["Digest"]
         .as_str()
@@ -197,6 +211,95 @@ async fn fetcher_downloads_from_a_real_cloud() {
         Err(FetchError::Status { status, .. }) => assert_eq!(status, 403),
         other => panic!("expected 403, got {other:?}"),
     }
+
+    // Dependencies: the cloud resolves the closure from its stored recipes (highest version
+    // every requirement accepts); what the core's store lacks is fetched, what it has is not,
+    // and a built-in the cloud holds no version of is left to the core.
+    let app = "com.example.App";
+    publish(
+        &admin,
+        &recipe_with_deps(
+            app,
+            "1.0.0",
+            &[
+                ("com.example.Lib", "^1.0.0"),
+                ("aws.greengrass.Nucleus", ">=2.0.0"),
+            ],
+        ),
+        None,
+    )
+    .await;
+    for v in ["1.0.0", "1.2.0", "2.0.0"] {
+        let deps: &[(&str, &str)] = if v == "1.2.0" {
+            &[("com.example.Util", "*")]
+        } else {
+            &[]
+        };
+        publish(&admin, &recipe_with_deps("com.example.Lib", v, deps), None).await;
+    }
+    publish(&admin, &recipe("com.example.Util", "0.1.0", None), None).await;
+    let app_roots = [(app.to_string(), "1.0.0".to_string())].into();
+    // Not deployed to the thing yet: refused, naming the component.
+    match staging.fetcher.resolve(&app_roots).await {
+        Err(FetchError::Cloud {
+            status, message, ..
+        }) => {
+            assert_eq!(status, 403);
+            assert!(message.contains("com.example.App@1.0.0"), "{message}");
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    admin_call(
+        &admin,
+        "POST",
+        "/v1/deployments",
+        Some(json!({"target": "thing/core-1", "components": {
+            NAME: {"componentVersion": "1.0.0"}, app: {"componentVersion": "1.0.0"}}})),
+    )
+    .await;
+    let resolved = staging.fetcher.resolve(&app_roots).await.unwrap().unwrap();
+    let versions: Vec<String> = resolved
+        .resolved_component_versions
+        .iter()
+        .map(|c| format!("{}@{}", c.component_name, c.component_version))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            "com.example.App@1.0.0",
+            "com.example.Lib@1.2.0",
+            "com.example.Util@0.1.0"
+        ]
+    );
+    assert_eq!(resolved.external.len(), 1, "{:?}", resolved.external);
+    assert_eq!(
+        resolved.external[0]["componentName"],
+        "aws.greengrass.Nucleus"
+    );
+    let dir = staging
+        .fetch("d-2", &app_roots, |name, _| name == "com.example.Util")
+        .await
+        .unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec!["com.example.App-1.0.0.json", "com.example.Lib-1.2.0.json"],
+        "Util is in the core's store already"
+    );
+    // Once no pending core deployment plans from them, the fetched recipes go.
+    staging.sweep(std::slice::from_ref(&dir));
+    assert!(dir.exists() && !staging.recipe_dir("d-1").exists());
+    staging.sweep(&[]);
+    assert_eq!(
+        std::fs::read_dir(fetch_dir.path().join("recipes"))
+            .unwrap()
+            .count(),
+        0
+    );
 
     // Revoked: the next fetch is refused.
     let id = cert["id"].as_str().unwrap();

@@ -22,7 +22,7 @@
 //! the field named; [`MAX_REMEMBERED_JOBS`] finished jobs remembered for re-delivery; a core
 //! deployment waited for at most [`AgentOptions::deployment_timeout`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use lichen_core::CoreHandle;
@@ -483,7 +483,13 @@ impl LoopState<'_> {
         let staging = self.agent.staging.clone();
         let task = tokio::spawn(async move {
             let outcome = match staging {
-                Ok(staging) => run_deployment(&core, &config, staging.as_deref(), timeout).await,
+                Ok(staging) => {
+                    let outcome = run_deployment(&core, &config, staging.as_deref(), timeout).await;
+                    if let Some(staging) = staging.as_deref() {
+                        staging.sweep(&pending_recipe_dirs(&core));
+                    }
+                    outcome
+                }
                 Err(e) => Outcome::failed(format!("fetching from the cloud: {e}")),
             };
             let _ = done_tx
@@ -630,13 +636,30 @@ fn parse_work(
     }
 }
 
-/// The core deployment id of attempt `attempt` of fleet deployment `fleet_id` (0: the first).
+/// The core deployment id of attempt `attempt` of fleet deployment `fleet_id` (0: the first):
+/// `<fleet_id>:retry<N>`, or, when that would pass the core's
+/// [`MAX_DEPLOYMENT_ID_LEN`](lichen_core::deployment::validate::MAX_DEPLOYMENT_ID_LEN),
+/// the id cut short + `.` + 16 hex digits of its SHA-256 + `:retry<N>`. Deterministic, so the
+/// attempt is found again after a restart; the hash keeps two long ids with one prefix apart.
 fn attempt_id(fleet_id: &str, attempt: u32) -> String {
+    use sha2::Digest;
+    const MAX: usize = lichen_core::deployment::validate::MAX_DEPLOYMENT_ID_LEN;
     if attempt == 0 {
-        fleet_id.to_string()
-    } else {
-        format!("{fleet_id}:retry{attempt}")
+        return fleet_id.to_string();
     }
+    let suffix = format!(":retry{attempt}");
+    if fleet_id.len() + suffix.len() <= MAX {
+        return format!("{fleet_id}{suffix}");
+    }
+    let hash: String = sha2::Sha256::digest(fleet_id.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut keep = MAX - suffix.len() - hash.len() - 1;
+    while !fleet_id.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}.{hash}{suffix}", &fleet_id[..keep])
 }
 
 /// The latest core deployment made for fleet deployment `fleet_id` and its attempt number, if
@@ -651,6 +674,15 @@ fn core_deployment_of(core: &CoreHandle, fleet_id: &str) -> Option<(String, u32)
             .find(|r| r.request.deployment_id.as_deref() == Some(&id) || r.deployment_id == id)
             .map(|r| (r.deployment_id.clone(), attempt))
     })
+}
+
+/// The recipe directories of the core deployments not final yet (the core plans from them).
+fn pending_recipe_dirs(core: &CoreHandle) -> Vec<std::path::PathBuf> {
+    core.list_deployments()
+        .into_iter()
+        .filter(|r| !r.status.is_final())
+        .filter_map(|r| r.request.recipe_dir)
+        .collect()
 }
 
 /// Whether the core stopped while applying `record` (and put the previous state back).
@@ -705,14 +737,23 @@ async fn run_deployment(
     };
     let (recipe_dir, artifact_dir) = match staging {
         Some(staging) => {
-            let roots = config
+            let roots: BTreeMap<String, String> = config
                 .components
                 .iter()
-                .map(|(n, c)| (n.as_str(), c.version.as_str()));
-            if let Err(e) = staging.fetch(roots).await {
-                return Outcome::failed(e.to_string());
+                .map(|(n, c)| (n.clone(), c.version.clone()))
+                .collect();
+            staging.sweep(&pending_recipe_dirs(core));
+            let store = lichen_core::store::ComponentStore::new(core.layout().clone());
+            let stored = |name: &str, version: &str| {
+                semver::Version::parse(version).is_ok_and(|v| store.recipe_path(name, &v).is_file())
+            };
+            match staging.fetch(&fleet_id, &roots, stored).await {
+                Ok(dir) => (Some(dir), Some(staging.dir.clone())),
+                Err(e) => {
+                    staging.sweep(&pending_recipe_dirs(core));
+                    return Outcome::failed(e.to_string());
+                }
             }
-            (Some(staging.recipe_dir()), Some(staging.dir.clone()))
         }
         None => (None, None),
     };
@@ -805,6 +846,30 @@ mod tests {
         record.error_stack = vec!["DEPLOYMENT_FAILURE".into(), "CORE_RESTARTED".into()];
         record.status = DeploymentStatus::Succeeded;
         assert!(!interrupted_by_core_stop(&record));
+    }
+
+    #[test]
+    fn a_long_deployment_id_still_fits_its_retry_id() {
+        use lichen_core::deployment::validate::MAX_DEPLOYMENT_ID_LEN;
+        let long = "d".repeat(MAX_DEPLOYMENT_ID_LEN);
+        let other = format!("{}e", "d".repeat(MAX_DEPLOYMENT_ID_LEN - 1));
+        let (a, b) = (attempt_id(&long, 2), attempt_id(&other, 2));
+        assert_eq!(a.len(), MAX_DEPLOYMENT_ID_LEN, "{a}");
+        assert!(a.ends_with(":retry2") && a.starts_with("ddd"), "{a}");
+        assert_ne!(a, b, "ids sharing a long prefix keep distinct retries");
+        assert_eq!(a, attempt_id(&long, 2), "found again after a restart");
+        assert_ne!(attempt_id(&long, 1), a);
+        // At the edge: 121 + ":retry1" is exactly the bound and needs no hash.
+        let edge = "x".repeat(MAX_DEPLOYMENT_ID_LEN - 7);
+        assert_eq!(attempt_id(&edge, 1), format!("{edge}:retry1"));
+        let over = "x".repeat(MAX_DEPLOYMENT_ID_LEN - 6);
+        assert!(attempt_id(&over, 1).len() <= MAX_DEPLOYMENT_ID_LEN);
+        // The core accepts it.
+        let request = lichen_core::deployment::model::DeploymentRequest {
+            deployment_id: Some(a),
+            ..Default::default()
+        };
+        lichen_core::deployment::validate::check_request(&request).unwrap();
     }
 
     #[test]

@@ -3,17 +3,25 @@
 //! `rootCaPath`): resumable with `Range` from a partial `<file>.part`, verified against the
 //! recipe's SHA-256 `Digest`, fsynced and renamed into place only when complete.
 //!
+//! Dependencies: after the roots' recipes, when any has `ComponentDependencies`, the cloud is
+//! asked for the closure (`POST /device/v1/resolve`, the cloud's own resolution from its
+//! stored recipes, as Greengrass's ResolveComponentCandidates) and every resolved version the
+//! core's store does not hold is fetched too; the core then plans from the fetched recipes and
+//! its store. Each deployment's recipes go into their own directory, removed once the
+//! deployment's record is final ([`Staging::sweep`]).
+//!
 //! Bounds: an artifact at most the size the caller gives (the recipe's, or
-//! [`MAX_ARTIFACT_BYTES`]); a recipe at most [`MAX_RECIPE_BYTES`]; connecting at most
+//! [`MAX_ARTIFACT_BYTES`]); a recipe, or the resolve answer, at most [`MAX_RECIPE_BYTES`]; connecting at most
 //! [`CONNECT_TIMEOUT`]; progress logged at most every [`PROGRESS_EVERY`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Either, Empty, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use lichen_mqtt_client::TlsFiles;
@@ -37,6 +45,12 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("{what}: {size} bytes is over the bound of {max}")]
     TooLarge { what: String, size: u64, max: u64 },
+    #[error("{what}: the cloud answered {status}: {message}")]
+    Cloud {
+        what: String,
+        status: u16,
+        message: String,
+    },
     #[error("{what}: digest mismatch")]
     DigestMismatch { what: String },
     #[error("{context}: {source}")]
@@ -87,6 +101,16 @@ impl Fetcher {
         path: &str,
         from: u64,
     ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+        self.send(path, from, None).await
+    }
+
+    /// One request on a new connection: GET (from byte `from`), or POST of a JSON `body`.
+    async fn send(
+        &self,
+        path: &str,
+        from: u64,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
         let url = format!("{}{path}", self.endpoint);
         let fail = |message: String| FetchError::Request {
             url: url.clone(),
@@ -110,13 +134,26 @@ impl Fetcher {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut request = hyper::Request::get(path).header(hyper::header::HOST, &self.host);
+        let method = if body.is_some() {
+            hyper::Method::POST
+        } else {
+            hyper::Method::GET
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
         if from > 0 {
             request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
         }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let body = match body {
+            Some(b) => Either::Left(Full::new(Bytes::from(b))),
+            None => Either::Right(Empty::<Bytes>::new()),
+        };
+        let request = request.body(body).map_err(|e| fail(e.to_string()))?;
         sender
             .send_request(request)
             .await
@@ -144,6 +181,57 @@ impl Fetcher {
                 message: format!("recipe body (at most {MAX_RECIPE_BYTES} bytes): {e}"),
             })?;
         Ok(body.to_bytes().to_vec())
+    }
+
+    /// The versions of the dependency closure of `roots` (name → exact version), as the
+    /// cloud resolves them (`POST /device/v1/resolve`). `Ok(None)`: the cloud has no such
+    /// route (404), so the core resolves dependencies from its own store.
+    pub async fn resolve(
+        &self,
+        roots: &BTreeMap<String, String>,
+    ) -> Result<Option<Resolved>, FetchError> {
+        let path = "/device/v1/resolve";
+        let url = format!("{}{path}", self.endpoint);
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "components": roots })).map_err(|e| {
+                FetchError::Request {
+                    url: url.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        let response = self.send(path, 0, Some(body)).await?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RECIPE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Request {
+                url: url.clone(),
+                message: format!("resolve answer (at most {MAX_RECIPE_BYTES} bytes): {e}"),
+            })?
+            .to_bytes();
+        match status {
+            200 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| FetchError::Request {
+                    url,
+                    message: format!("resolve answer: {e}"),
+                }),
+            404 => Ok(None),
+            _ => {
+                // The cloud's message names the conflict or the refusal.
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+                match message {
+                    Some(message) => Err(FetchError::Cloud {
+                        what: "resolving the deployment's dependencies".into(),
+                        status,
+                        message,
+                    }),
+                    None => Err(FetchError::Status { url, status }),
+                }
+            }
+        }
     }
 
     /// Downloads `path` into `dest`, resuming `dest.part`; `sha256_b64` is the recipe's
@@ -267,93 +355,197 @@ pub fn sha256_of(path: &Path) -> Result<[u8; 32], FetchError> {
     Ok(hasher.finalize().into())
 }
 
+/// The cloud's answer to `POST /device/v1/resolve`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolved {
+    pub resolved_component_versions: Vec<ResolvedVersion>,
+    /// Dependencies the cloud holds no version of (built-ins, local components): the core
+    /// resolves them from its store.
+    #[serde(default)]
+    pub external: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedVersion {
+    pub component_name: String,
+    pub component_version: String,
+}
+
 /// Where a deployment's fetched recipes and artifacts go, and how they are fetched.
 pub struct Staging {
     pub fetcher: Fetcher,
-    /// `<root>/cloud/fetch`: artifacts under `<name>/<version>/`, recipes under `recipes/`.
+    /// `<root>/cloud/fetch`: artifacts under `<name>/<version>/`, each deployment's recipes
+    /// under `recipes/<key>/` ([`Staging::recipe_dir`]).
     pub dir: PathBuf,
 }
 
 impl Staging {
-    pub fn recipe_dir(&self) -> PathBuf {
-        self.dir.join("recipes")
+    /// Where the recipes fetched for deployment `deployment_id` go: `recipes/` + 16 hex
+    /// digits of the id's SHA-256 (ids come from the cloud; a hash is always a safe name).
+    pub fn recipe_dir(&self, deployment_id: &str) -> PathBuf {
+        let hash: String = Sha256::digest(deployment_id.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.dir.join("recipes").join(hash)
     }
 
-    /// Fetches the recipe of each root component and the artifacts it lists (not `docker:`
-    /// images, which the core pulls itself). Dependencies resolve from the core's store.
+    /// Fetches, for deployment `deployment_id`, the recipe of each root component and of each
+    /// dependency the cloud resolves that `stored(name, version)` says the core's store does
+    /// not have yet, and the artifacts each recipe lists (not `docker:` images, which the core
+    /// pulls itself). Returns the deployment's recipe directory, emptied first.
     pub async fn fetch(
         &self,
-        components: impl Iterator<Item = (&str, &str)>,
-    ) -> Result<(), FetchError> {
-        let recipes = self.recipe_dir();
+        deployment_id: &str,
+        roots: &BTreeMap<String, String>,
+        stored: impl Fn(&str, &str) -> bool,
+    ) -> Result<PathBuf, FetchError> {
+        let recipes = self.recipe_dir(deployment_id);
+        // An earlier attempt's recipes would be planned again: start from nothing.
+        if recipes.exists() {
+            std::fs::remove_dir_all(&recipes).map_err(io(recipes.display().to_string()))?;
+        }
         std::fs::create_dir_all(&recipes).map_err(io(recipes.display().to_string()))?;
-        for (name, version) in components {
-            let text = self.fetcher.recipe(name, version).await?;
-            let what = format!("recipe of {name}@{version}");
-            let text = String::from_utf8(text).map_err(|_| FetchError::Request {
-                url: what.clone(),
-                message: "not UTF-8".into(),
-            })?;
-            let recipe =
-                lichen_recipe::parse_recipe(&text, &what).map_err(|e| FetchError::Request {
-                    url: what.clone(),
-                    message: e.to_string(),
-                })?;
-            if recipe.name != name || recipe.version.to_string() != version {
-                return Err(FetchError::Request {
-                    url: what,
-                    message: format!("the cloud sent {}@{}", recipe.name, recipe.version),
-                });
+        let mut has_dependencies = false;
+        for (name, version) in roots {
+            let recipe = self.fetch_component(&recipes, name, version).await?;
+            has_dependencies |= !recipe.dependencies.is_empty();
+        }
+        if !has_dependencies {
+            return Ok(recipes);
+        }
+        let Some(resolved) = self.fetcher.resolve(roots).await? else {
+            tracing::warn!(deployment = %deployment_id, "the cloud cannot resolve dependencies (no /device/v1/resolve); they must be in the core's store");
+            return Ok(recipes);
+        };
+        let mut fetched = 0usize;
+        for c in &resolved.resolved_component_versions {
+            let (name, version) = (&c.component_name, &c.component_version);
+            if roots.contains_key(name) || stored(name, version) {
+                continue;
             }
-            let ext = if text.trim_start().starts_with('{') {
-                "json"
-            } else {
-                "yaml"
+            self.fetch_component(&recipes, name, version).await?;
+            fetched += 1;
+        }
+        tracing::info!(
+            deployment = %deployment_id,
+            components = resolved.resolved_component_versions.len(),
+            fetched,
+            left_to_the_core = resolved.external.len(),
+            "dependencies resolved by the cloud"
+        );
+        Ok(recipes)
+    }
+
+    /// Removes everything under `recipes/` but the directories in `keep` (those of the core
+    /// deployments not final yet, which the core may still plan from): once a deployment's
+    /// record is final its recipes are in the core's store, or it failed. Also removes the
+    /// flat files earlier versions left directly in `recipes/`.
+    pub fn sweep(&self, keep: &[PathBuf]) {
+        let root = self.dir.join("recipes");
+        if keep.iter().any(|k| k == &root) {
+            return;
+        }
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %root.display(), error = %e, "could not list fetched recipes");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if keep.iter().any(|k| k == &path) {
+                continue;
+            }
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
             };
-            let file = recipes.join(format!("{name}-{version}.{ext}"));
-            lichen_sys::atomic::write_atomic(&file, text.as_bytes(), 0o644).map_err(|e| {
-                FetchError::Request {
-                    url: file.display().to_string(),
-                    message: e.to_string(),
+            match removed {
+                Ok(()) => tracing::debug!(path = %path.display(), "fetched recipes removed"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove fetched recipes")
                 }
-            })?;
-            let mut done = std::collections::BTreeSet::new();
-            for artifact in recipe.manifests.iter().flat_map(|m| m.artifacts.iter()) {
-                if artifact.scheme() == "docker" {
-                    continue;
-                }
-                let Some(file_name) = artifact.file_name() else {
-                    continue;
-                };
-                if !done.insert(file_name.to_string()) {
-                    continue;
-                }
-                if file_name.contains('/') || file_name.starts_with('.') {
-                    return Err(FetchError::Request {
-                        url: artifact.uri.clone(),
-                        message: "artifact file name not usable".into(),
-                    });
-                }
-                let dest = self.dir.join(name).join(version).join(file_name);
-                let path = format!(
-                    "/device/v1/components/{}/versions/{}/artifacts/{}",
-                    encode(name),
-                    encode(version),
-                    encode(file_name)
-                );
-                let what = format!("artifact {} of {name}@{version}", artifact.uri);
-                self.fetcher
-                    .artifact(
-                        &path,
-                        &dest,
-                        MAX_ARTIFACT_BYTES,
-                        artifact.digest.as_deref(),
-                        &what,
-                    )
-                    .await?;
             }
         }
-        Ok(())
+    }
+
+    /// Fetches `name@version`'s recipe into `recipes` and its artifacts; returns the recipe.
+    async fn fetch_component(
+        &self,
+        recipes: &Path,
+        name: &str,
+        version: &str,
+    ) -> Result<lichen_recipe::Recipe, FetchError> {
+        let text = self.fetcher.recipe(name, version).await?;
+        let what = format!("recipe of {name}@{version}");
+        let text = String::from_utf8(text).map_err(|_| FetchError::Request {
+            url: what.clone(),
+            message: "not UTF-8".into(),
+        })?;
+        let recipe =
+            lichen_recipe::parse_recipe(&text, &what).map_err(|e| FetchError::Request {
+                url: what.clone(),
+                message: e.to_string(),
+            })?;
+        if recipe.name != name || recipe.version.to_string() != version {
+            return Err(FetchError::Request {
+                url: what,
+                message: format!("the cloud sent {}@{}", recipe.name, recipe.version),
+            });
+        }
+        let ext = if text.trim_start().starts_with('{') {
+            "json"
+        } else {
+            "yaml"
+        };
+        let file = recipes.join(format!("{name}-{version}.{ext}"));
+        lichen_sys::atomic::write_atomic(&file, text.as_bytes(), 0o644).map_err(|e| {
+            FetchError::Request {
+                url: file.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut done = BTreeSet::new();
+        for artifact in recipe.manifests.iter().flat_map(|m| m.artifacts.iter()) {
+            if artifact.scheme() == "docker" {
+                continue;
+            }
+            let Some(file_name) = artifact.file_name() else {
+                continue;
+            };
+            if !done.insert(file_name.to_string()) {
+                continue;
+            }
+            if file_name.contains('/') || file_name.starts_with('.') {
+                return Err(FetchError::Request {
+                    url: artifact.uri.clone(),
+                    message: "artifact file name not usable".into(),
+                });
+            }
+            let dest = self.dir.join(name).join(version).join(file_name);
+            let path = format!(
+                "/device/v1/components/{}/versions/{}/artifacts/{}",
+                encode(name),
+                encode(version),
+                encode(file_name)
+            );
+            let what = format!("artifact {} of {name}@{version}", artifact.uri);
+            self.fetcher
+                .artifact(
+                    &path,
+                    &dest,
+                    MAX_ARTIFACT_BYTES,
+                    artifact.digest.as_deref(),
+                    &what,
+                )
+                .await?;
+        }
+        Ok(recipe)
     }
 }
 
