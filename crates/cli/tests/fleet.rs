@@ -15,7 +15,10 @@
 //!    is stopped (SIGTERM) in the middle of it and catches up when restarted;
 //! 5. a device added to the group later gets the group's deployment;
 //! 6. a tampered artifact (the cloud's stored file corrupted after publishing) fails the
-//!    deployment on the device with a digest mismatch.
+//!    deployment on the device with a digest mismatch;
+//! 7. a deployed component depends on another the core never had: the cloud resolves the
+//!    dependency (the highest published version its requirement accepts), the core fetches
+//!    its recipe and artifact and runs both; the fetched recipes are removed afterwards.
 
 mod common;
 
@@ -37,6 +40,8 @@ const BASE: &str = "com.example.fleet.Base";
 const EXTRA: &str = "com.example.fleet.Extra";
 const BROKEN: &str = "com.example.fleet.Broken";
 const TAMPERED: &str = "com.example.fleet.Tampered";
+const APP: &str = "com.example.fleet.App";
+const LIB: &str = "com.example.fleet.Lib";
 const GROUP: &str = "line";
 
 /// The run script of Base and Extra: records the version it was started as in its work
@@ -115,6 +120,28 @@ fn publish_components(cloud: &RunningCloud) -> Value {
             lifecycle: json!({"Install": "exit 1", "Run": "sleep 600"}),
             artifacts: &[],
         },
+    );
+    // App needs Lib ^1.0.0; the cloud has 1.0.0, 1.1.0 and 2.0.0 of it, the cores none.
+    for lib in ["1.0.0", "1.1.0", "2.0.0"] {
+        publish(
+            cloud,
+            &Component {
+                name: LIB,
+                version: lib,
+                lifecycle: run(lib),
+                artifacts: &[("run.sh", RUN_SCRIPT)],
+            },
+        );
+    }
+    publish_with_dependencies(
+        cloud,
+        &Component {
+            name: APP,
+            version: "1.0.0",
+            lifecycle: run("app"),
+            artifacts: &[("run.sh", RUN_SCRIPT)],
+        },
+        &[(LIB, "^1.0.0")],
     );
     publish(
         cloud,
@@ -321,6 +348,25 @@ fn suite(database: Option<String>) {
     );
     assert!(gw3.component(TAMPERED).is_none(), "nothing of it installed");
     gw3.assert_running(BASE, "2.0.0");
+
+    // 7. A dependency the core never had, resolved by the cloud and fetched with the root.
+    assert!(gw3.component(LIB).is_none());
+    let t5 = deploy(&cloud, "thing:gw-3", &[(APP, "1.0.0")]);
+    let t5_id = id_of(&t5);
+    wait_device(&cloud, &t5_id, &gw3, "SUCCEEDED", WAIT);
+    gw3.assert_running(APP, "1.0.0");
+    gw3.assert_running(LIB, "1.1.0");
+    assert_eq!(
+        marker(&gw3, LIB, "started").trim(),
+        "1.1.0",
+        "Lib's artifact ran"
+    );
+    assert_eq!(marker(&gw3, APP, "started").trim(), "app");
+    let fetched = gw3.core.root.join("cloud/fetch/recipes");
+    let left: Vec<_> = std::fs::read_dir(&fetched)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "fetched recipes left behind: {left:?}");
     eprintln!("{backend}: suite done after {:?}", started.elapsed());
 
     drop((gw1, gw2, gw3));

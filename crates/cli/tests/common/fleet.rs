@@ -135,6 +135,15 @@ pub struct Component<'a> {
 
 /// Publishes `component` with `lichen cloud component create`; returns the stored recipe.
 pub fn publish(cloud: &RunningCloud, component: &Component) -> Value {
+    publish_with_dependencies(cloud, component, &[])
+}
+
+/// [`publish`] with `ComponentDependencies` (name, version requirement).
+pub fn publish_with_dependencies(
+    cloud: &RunningCloud,
+    component: &Component,
+    dependencies: &[(&str, &str)],
+) -> Value {
     let base = cloud
         .dir
         .path()
@@ -150,7 +159,7 @@ pub fn publish(cloud: &RunningCloud, component: &Component) -> Value {
         .iter()
         .map(|(file, _)| json!({"URI": format!("s3://fleet-test/{}/{file}", component.name)}))
         .collect();
-    let recipe = json!({
+    let mut recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": component.name,
         "ComponentVersion": component.version,
@@ -160,6 +169,13 @@ pub fn publish(cloud: &RunningCloud, component: &Component) -> Value {
             "Artifacts": artifacts,
         }]
     });
+    if !dependencies.is_empty() {
+        let deps: serde_json::Map<String, Value> = dependencies
+            .iter()
+            .map(|(n, r)| (n.to_string(), json!({"VersionRequirement": r})))
+            .collect();
+        recipe["ComponentDependencies"] = Value::Object(deps);
+    }
     let recipe_file = base.join("recipe.json");
     std::fs::write(&recipe_file, recipe.to_string()).unwrap();
     let published = cloud.json(&[
