@@ -113,6 +113,11 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Jobs (one per group deployment, kept when replaced): list, describe with executions.
+    Job {
+        #[command(subcommand)]
+        command: crate::cmd_cloud_job::JobCommand,
+    },
 }
 
 /// Run a lichen cloud in the foreground (the HTTPS API and the device endpoint) on --data
@@ -177,6 +182,7 @@ pub fn run(global: &Global, args: CloudArgs) -> anyhow::Result<ExitCode> {
         CloudCommand::Device { command } => {
             crate::cmd_cloud_device::device(global, &args.conn, command)
         }
+        CloudCommand::Job { command } => crate::cmd_cloud_job::job(global, &args.conn, command),
     }
 }
 

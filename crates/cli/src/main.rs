@@ -5,6 +5,7 @@ mod cmd_cloud_certs;
 mod cmd_cloud_component;
 mod cmd_cloud_deployment;
 mod cmd_cloud_device;
+mod cmd_cloud_job;
 mod cmd_cloud_registry;
 mod cmd_component;
 mod cmd_core;

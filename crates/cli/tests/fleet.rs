@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use common::cloud::RunningCloud;
 use common::fleet::*;
-use lichen_cloud_store::{Backend, JobStatus, Store};
 use serde_json::{Value, json};
 
 /// The two backends' suites share the machine's two cores: one at a time keeps the timing
@@ -282,13 +281,34 @@ fn suite(database: Option<String>) {
     gw1.assert_running(EXTRA, "1.0.0");
     assert_eq!(marker(&gw1, BASE, "started").trim(), "2.0.0");
     let old_job = d1["jobId"].as_str().expect("a group deployment has a job");
-    let job = runtime().block_on(async {
-        let store = Store::open(&cloud.data(), database.as_deref())
-            .await
-            .expect("opening the cloud's store");
-        store.get_job(old_job).await.expect("the old job")
-    });
-    assert_eq!(job.status, JobStatus::Canceled, "the replaced job: {job:?}");
+    // The jobs view keeps the replaced deployment's job, CANCELED, with its executions.
+    let job = cloud.json(&["job", "describe", old_job]);
+    assert_eq!(job["status"], "CANCELED", "the replaced job: {job}");
+    assert_eq!(job["document"]["deploymentId"], d1_id.as_str(), "{job}");
+    let results: Vec<(String, String)> = job["executions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (text(e, "thingName"), text(e, "status")))
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            ("gw-1".to_string(), "SUCCEEDED".to_string()),
+            ("gw-2".to_string(), "SUCCEEDED".to_string())
+        ],
+        "{job}"
+    );
+    assert_eq!(job["executionCounts"], json!({"SUCCEEDED": 2}), "{job}");
+    let jobs = cloud.json(&["job", "list"]);
+    let ids: Vec<&str> = jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["jobId"].as_str())
+        .collect();
+    assert!(ids.contains(&old_job), "{jobs}");
+    assert!(ids.contains(&d2["jobId"].as_str().unwrap_or("")), "{jobs}");
     assert_eq!(
         device_status(&cloud, &d2_id, "gw-2")["status"],
         "IN_PROGRESS",
@@ -371,6 +391,10 @@ fn suite(database: Option<String>) {
 
     drop((gw1, gw2, gw3));
     cloud.stop();
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_string()
 }
 
 /// Lowercase hex of a base64 SHA-256 digest.

@@ -222,6 +222,9 @@ pub fn schemas() -> Map<String, Value> {
     for (name, schema) in crate::api::deployments::schemas() {
         put(name, schema);
     }
+    for (name, schema) in crate::api::jobs::schemas() {
+        put(name, schema);
+    }
     for (name, schema) in crate::api::devices::schemas() {
         put(name, schema);
     }

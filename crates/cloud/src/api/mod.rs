@@ -13,6 +13,7 @@ pub mod deployments;
 pub mod devices;
 pub mod error;
 pub mod groups;
+pub mod jobs;
 pub mod meta;
 pub mod templates;
 pub mod things;
@@ -182,6 +183,7 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
     all.extend(tokens::routes());
     all.extend(deployments::routes());
     all.extend(devices::routes());
+    all.extend(jobs::routes());
     all
 }
 
