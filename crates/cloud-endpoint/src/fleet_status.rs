@@ -2,7 +2,8 @@
 //! `$aws/things/<t>/greengrassv2/health/json` is parsed as a Greengrass fleet status message
 //! and stored as its device status. The payload is bounded by the broker's packet limit and by
 //! the store's `MAX_FLEET_STATUS_BYTES`; a bad one is logged with the thing's name and
-//! dropped, never fatal.
+//! dropped, never fatal. Good ones are queued ([`STATUS_QUEUE`]) for one writer task that
+//! stores them [`STATUS_BATCH`] per transaction.
 
 use lichen_cloud_store::{Backend, MAX_FLEET_STATUS_BYTES};
 use lichen_model::fleet::FleetStatusMessage;
@@ -31,6 +32,49 @@ pub fn parse(thing: &str, body: &[u8]) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
+/// Fleet status messages waiting for the writer; a full queue holds the handler worker back
+/// (backpressure, nothing dropped).
+pub const STATUS_QUEUE: usize = 1024;
+/// Most messages the writer stores in one transaction.
+pub const STATUS_BATCH: usize = 64;
+
+/// The sending side of the fleet status writer (in [`Inner`]).
+pub(crate) type StatusSender = tokio::sync::mpsc::Sender<(String, serde_json::Value)>;
+
+/// A channel for [`spawn_writer`].
+pub(crate) fn channel() -> (
+    StatusSender,
+    tokio::sync::mpsc::Receiver<(String, serde_json::Value)>,
+) {
+    tokio::sync::mpsc::channel(STATUS_QUEUE)
+}
+
+/// The writer: takes what is queued (at most [`STATUS_BATCH`]) and stores it in one
+/// transaction, so a thousand devices reporting at once cost tens of commits, not a thousand,
+/// and the handler workers go back to job updates instead of waiting for each commit. Ends
+/// when the endpoint (which holds the sender) is gone.
+pub(crate) fn spawn_writer<B: Backend + 'static>(
+    inner: &std::sync::Arc<Inner<B>>,
+    mut rx: tokio::sync::mpsc::Receiver<(String, serde_json::Value)>,
+) {
+    let weak = std::sync::Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(STATUS_BATCH);
+        while rx.recv_many(&mut batch, STATUS_BATCH).await > 0 {
+            let Some(inner) = weak.upgrade() else { return };
+            let count = batch.len();
+            match inner
+                .store
+                .record_fleet_statuses(std::mem::take(&mut batch), &now_rfc3339())
+                .await
+            {
+                Ok(stored) => tracing::debug!(count, stored, "fleet statuses stored"),
+                Err(e) => tracing::warn!(count, error = %e, "fleet statuses not stored"),
+            }
+        }
+    });
+}
+
 pub(crate) async fn ingest<B: Backend>(inner: &Inner<B>, thing: &str, body: &[u8]) {
     let value = match parse(thing, body) {
         Ok(v) => v,
@@ -39,13 +83,13 @@ pub(crate) async fn ingest<B: Backend>(inner: &Inner<B>, thing: &str, body: &[u8
             return;
         }
     };
-    match inner
-        .store
-        .record_fleet_status(thing, &value, &now_rfc3339())
+    if inner
+        .fleet_status
+        .send((thing.to_string(), value))
         .await
+        .is_err()
     {
-        Ok(s) => tracing::debug!(%thing, sequence = s.sequence, "fleet status stored"),
-        Err(e) => tracing::warn!(%thing, error = %e, "fleet status not stored"),
+        tracing::warn!(%thing, "fleet status writer stopped; status not stored");
     }
 }
 

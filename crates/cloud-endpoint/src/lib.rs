@@ -134,6 +134,8 @@ pub(crate) struct Inner<B: Backend> {
     pub broker: OnceLock<Weak<BrokerHandle>>,
     /// Jobs' namespaces and documents, which never change (bounded; see [`jobs::JobCache`]).
     pub jobs: jobs::JobCache,
+    /// Fleet status messages for the batching writer ([`fleet_status::spawn_writer`]).
+    pub fleet_status: fleet_status::StatusSender,
 }
 
 impl<B: Backend> Inner<B> {
@@ -157,13 +159,16 @@ pub async fn start<B: Backend + 'static>(
     ca: Arc<lichen_pki::LocalCa>,
 ) -> Result<EndpointHandle<B>, EndpointError> {
     let device_policy = authz::load_device_policy(&config.state_dir.join("device-policy.json"))?;
+    let (status_tx, status_rx) = fleet_status::channel();
     let inner = Arc::new(Inner {
         store,
         ca: ca.clone(),
         config: config.clone(),
         broker: OnceLock::new(),
         jobs: jobs::JobCache::default(),
+        fleet_status: status_tx,
     });
+    fleet_status::spawn_writer(&inner, status_rx);
     let handler = Arc::new(service::Service {
         inner: inner.clone(),
     });

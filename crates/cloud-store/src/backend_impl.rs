@@ -191,6 +191,16 @@ macro_rules! impl_backend {
                     Box::pin(status::record_fleet_status(tx, thing, message, at))
                 }))
             }
+            fn record_fleet_statuses(
+                &self,
+                batch: Vec<(String, serde_json::Value)>,
+                at: &str,
+            ) -> impl Future<Output = Result<u64>> + Send {
+                let at = at.to_owned();
+                self.run(op(move |tx| {
+                    Box::pin(status::record_fleet_statuses(tx, batch, at))
+                }))
+            }
             fn touch_device(
                 &self,
                 thing: &str,

@@ -156,6 +156,13 @@ pub trait Backend: Send + Sync {
         message: &serde_json::Value,
         at: &str,
     ) -> impl Future<Output = Result<DeviceStatus>> + Send;
+    /// Many fleet status messages in one transaction, each as [`Backend::record_fleet_status`];
+    /// one of an unknown thing or over the bound is skipped. Returns how many were stored.
+    fn record_fleet_statuses(
+        &self,
+        batch: Vec<(String, serde_json::Value)>,
+        at: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
     /// Marks a thing seen at `at` (connect, disconnect, any message).
     fn touch_device(&self, thing: &str, at: &str) -> impl Future<Output = Result<()>> + Send;
     fn get_device_status(

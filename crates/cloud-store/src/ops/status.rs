@@ -59,6 +59,44 @@ pub(crate) async fn record_fleet_status(
         .ok_or_else(|| StoreError::Database("device status vanished".into()))
 }
 
+/// [`record_fleet_status`] for many messages in one transaction (the endpoint's batches).
+/// A message of a thing deleted since, or over the size bound, is skipped (logged) so that it
+/// cannot undo the others. Returns how many were stored.
+pub(crate) async fn record_fleet_statuses(
+    tx: &mut dyn Tx,
+    batch: Vec<(String, serde_json::Value)>,
+    at: String,
+) -> Result<u64> {
+    let mut stored = 0;
+    for (thing, message) in batch {
+        let text = to_json(&message, "fleet status message")?;
+        if text.len() > MAX_FLEET_STATUS_BYTES {
+            tracing::warn!(%thing, bytes = text.len(), "fleet status over the bound; not stored");
+            continue;
+        }
+        let known = query_opt(
+            tx,
+            "SELECT 1 FROM things WHERE name = $1",
+            &[Value::from(thing.as_str())],
+        )
+        .await?;
+        if known.is_none() {
+            tracing::info!(%thing, "fleet status of a thing that no longer exists; not stored");
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO device_status (thing, message, received_at, sequence, last_seen) \
+             VALUES ($1, $2, $3, 1, $3) ON CONFLICT (thing) DO UPDATE SET \
+             message = excluded.message, received_at = excluded.received_at, \
+             sequence = device_status.sequence + 1, last_seen = excluded.last_seen",
+            &[thing.as_str().into(), text.into(), at.as_str().into()],
+        )
+        .await?;
+        stored += 1;
+    }
+    Ok(stored)
+}
+
 /// Marks the thing seen at `at` (a connect, a disconnect, any message).
 pub(crate) async fn touch_device(tx: &mut dyn Tx, thing: String, at: String) -> Result<()> {
     require_thing(tx, &thing).await?;

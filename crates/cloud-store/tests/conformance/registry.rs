@@ -627,6 +627,29 @@ pub(crate) async fn device_status<B: Backend + Clone + 'static>(store: &B) {
     let all = store.list_device_statuses(&Page::first(10)).await.unwrap();
     let names: Vec<&str> = all.iter().map(|s| s.thing.as_str()).collect();
     assert_eq!(names, ["gg1", "gg2"]);
+    // A batch in one transaction: each counted in order; an unknown thing or an oversized
+    // message is skipped without undoing the rest.
+    let m3 = json!({"thing": "gg2", "overallDeviceStatus": "HEALTHY", "n": 3});
+    let m4 = json!({"thing": "gg2", "overallDeviceStatus": "HEALTHY", "n": 4});
+    let stored = store
+        .record_fleet_statuses(
+            vec![
+                ("gg2".into(), m3),
+                ("ghost".into(), json!({"thing": "ghost"})),
+                ("gg1".into(), big.clone()),
+                ("gg2".into(), m4.clone()),
+            ],
+            "2026-12-01T00:00:05.000Z",
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+    let s = store.get_device_status("gg2").await.unwrap().unwrap();
+    assert_eq!((s.sequence, s.message), (2, Some(m4)));
+    assert_eq!(s.last_seen, "2026-12-01T00:00:05.000Z");
+    assert_eq!(store.get_device_status("ghost").await.unwrap(), None);
+    let s = store.get_device_status("gg1").await.unwrap().unwrap();
+    assert_eq!(s.sequence, 2, "the oversized one was not counted");
     store.delete_thing("gg1").await.unwrap();
     assert_eq!(store.get_device_status("gg1").await.unwrap(), None);
 }
