@@ -113,7 +113,7 @@ async fn a_burst_beyond_the_old_queue_loses_no_change(postgres: bool) {
         })
         .collect();
     let mut got = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..600 {
         got = counts(&inner.store, &things).await;
         if got == expected && presence.pending() == 0 {
             break;
@@ -127,7 +127,7 @@ async fn a_burst_beyond_the_old_queue_loses_no_change(postgres: bool) {
             presence.disconnected(&client(t, &format!("{t}#last"), 0), DisconnectKind::Client);
         }
     }
-    for _ in 0..200 {
+    for _ in 0..600 {
         got = counts(&inner.store, &things).await;
         if got.iter().all(|(online, _)| !online) {
             break;
@@ -162,7 +162,7 @@ async fn a_node_start_resets_only_its_own_counts(postgres: bool) {
         let store = inner.store.clone();
         async move { store.get_presence(thing).await.unwrap().map(|p| p.online) }
     };
-    for _ in 0..100 {
+    for _ in 0..600 {
         let p = inner.store.get_presence("both").await.unwrap();
         if online("only-a").await == Some(true)
             && p.is_some_and(|p| p.online && p.client_id == "both#2")
@@ -187,7 +187,7 @@ async fn a_node_start_resets_only_its_own_counts(postgres: bool) {
         "nothing left of node-a"
     );
     b.disconnected(&client("both", "both#2", 3), DisconnectKind::Client);
-    for _ in 0..100 {
+    for _ in 0..600 {
         if online("both").await == Some(false) {
             break;
         }
