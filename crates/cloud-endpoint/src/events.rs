@@ -9,87 +9,122 @@
 //! goes 1 → 2 → 1 (were the order ever reversed, the thing would show offline for a moment
 //! and the final count would still be right).
 //!
-//! Known weakness: a change dropped because the queue ([`PRESENCE_QUEUE`]) is full leaves the
-//! count off by one until the endpoint restarts (a thing shown online after it left, or
-//! offline while connected); drops are counted and logged. The fix is to coalesce pending
-//! changes per thing (bounded by the live connections) instead of dropping them.
+//! Counts are kept per endpoint node ([`EndpointConfig::node_id`](crate::EndpointConfig)): an
+//! endpoint that starts resets only its own node's counts, so another node's live
+//! connections keep their things online.
+//!
+//! Pending changes are coalesced per thing (a map thing → net change, last client id, last
+//! time) instead of queued one by one: nothing is dropped when connects come faster than the
+//! store takes them (1,000 devices connecting at once filled the old 4,096-change queue, and
+//! each dropped change left a count off until restart). Bound: one entry per thing with a
+//! change the writer has not taken yet, so at most the things that connected or disconnected
+//! since its last pass (each came through the gate: a registered thing with an active
+//! certificate); an entry is a thing name, a client id, a time and a number. A change the
+//! store refuses is merged back and retried after [`RETRY_AFTER`], unless the thing is gone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use lichen_broker::{ClientIdentity, ConnectionEvents, DisconnectKind};
-use lichen_cloud_store::Backend;
-use tokio::sync::mpsc;
+use lichen_cloud_store::{Backend, PresenceChange, StoreError};
+use tokio::sync::Notify;
 
+use crate::Inner;
 use crate::authz::Principal;
-use crate::{Inner, PRESENCE_QUEUE};
 
-/// One connect or disconnect of a thing, queued for the store.
-struct Change {
-    thing: String,
+/// How long the writer waits before retrying changes the store refused.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A thing's connects minus disconnects not yet written, with its last event's client id and
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    delta: i64,
     client_id: String,
-    online: bool,
     at: String,
 }
 
+type PendingMap = HashMap<String, Pending>;
+
+/// Adds `change` to what is pending for `thing`; an earlier entry keeps its place, and
+/// `client_id` and `at` follow the later event. Returns whether it merged into one.
+fn merge(map: &mut PendingMap, thing: String, change: Pending) -> bool {
+    match map.entry(thing) {
+        Entry::Occupied(mut e) => {
+            let p = e.get_mut();
+            p.delta += change.delta;
+            p.client_id = change.client_id;
+            p.at = change.at;
+            true
+        }
+        Entry::Vacant(e) => {
+            e.insert(change);
+            false
+        }
+    }
+}
+
 pub struct Presence {
-    queue: mpsc::Sender<Change>,
-    dropped: AtomicU64,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pending: Arc<Mutex<PendingMap>>,
+    wake: Arc<Notify>,
+    /// Events merged into a change already pending (the writer was behind).
+    coalesced: AtomicU64,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 pub fn now_rfc3339() -> String {
     lichen_sys::time::format_rfc3339_millis(std::time::SystemTime::now())
 }
 
-/// Marks every thing offline with no live connection, before the broker accepts any. A
-/// failure is logged, not fatal: presence is advisory, and the next connects correct it.
-pub async fn reset_at_start<B: Backend>(store: &B) {
-    match store.reset_presence(&now_rfc3339()).await {
+/// Forgets the live connections counted for `node` (the ones its last run counted died with
+/// it) before the broker accepts any; things no other node holds go offline. A failure is
+/// logged, not fatal: presence is advisory.
+pub async fn reset_at_start<B: Backend>(store: &B, node: &str) {
+    match store.reset_presence(node, &now_rfc3339()).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(things = n, "presence left by the last run reset to offline"),
-        Err(e) => tracing::warn!(error = %e, "presence not reset at start"),
+        Ok(n) => {
+            tracing::info!(
+                things = n,
+                node,
+                "presence left by the last run of this node reset"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, node, "presence not reset at start"),
     }
 }
 
+fn lock(m: &Mutex<PendingMap>) -> std::sync::MutexGuard<'_, PendingMap> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Presence {
-    pub fn start<B: Backend + 'static>(inner: Arc<Inner<B>>) -> Arc<Presence> {
-        let (tx, mut rx) = mpsc::channel::<Change>(PRESENCE_QUEUE);
-        let task = tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                let stored = if p.online {
-                    inner
-                        .store
-                        .presence_connected(&p.thing, &p.client_id, &p.at)
-                        .await
-                } else {
-                    inner
-                        .store
-                        .presence_disconnected(&p.thing, &p.client_id, &p.at)
-                        .await
-                };
-                if let Err(e) = stored {
-                    tracing::warn!(thing = %p.thing, error = %e, "presence not stored");
-                }
-                // last_seen follows every connect and disconnect.
-                if let Err(e) = inner.store.touch_device(&p.thing, &p.at).await {
-                    tracing::warn!(thing = %p.thing, error = %e, "last seen not stored");
-                }
-            }
-        });
+    pub fn start<B: Backend + 'static>(inner: Arc<Inner<B>>, node: String) -> Arc<Presence> {
+        let pending: Arc<Mutex<PendingMap>> = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(write_changes(inner, node, pending.clone(), wake.clone()));
         Arc::new(Presence {
-            queue: tx,
-            dropped: AtomicU64::new(0),
-            task: std::sync::Mutex::new(Some(task)),
+            pending,
+            wake,
+            coalesced: AtomicU64::new(0),
+            task: Mutex::new(Some(task)),
         })
     }
 
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Events merged into a change already pending, since start.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced.load(Ordering::Relaxed)
     }
 
-    /// Stops the writer (what is queued is abandoned: presence is refreshed at the next
-    /// connect).
+    /// Things with a change not yet written.
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
+    /// Stops the writer (what is pending is abandoned: this node's counts are reset at its
+    /// next start).
     pub fn stop(&self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
@@ -104,17 +139,67 @@ impl Presence {
         else {
             return; // claim connections have no presence
         };
-        let p = Change {
-            thing: name.clone(),
-            online,
+        let change = Pending {
+            delta: if online { 1 } else { -1 },
             client_id: client.client_id.to_string(),
             at: now_rfc3339(),
         };
-        if self.queue.try_send(p).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "presence queue full; updates dropped");
+        if merge(&mut lock(&self.pending), name.clone(), change) {
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The writer: takes every pending change at once and writes each, then waits for more.
+async fn write_changes<B: Backend + 'static>(
+    inner: Arc<Inner<B>>,
+    node: String,
+    pending: Arc<Mutex<PendingMap>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        wake.notified().await;
+        let batch = std::mem::take(&mut *lock(&pending));
+        let mut failed = 0usize;
+        for (thing, p) in batch {
+            let change = PresenceChange {
+                node: node.clone(),
+                thing,
+                client_id: p.client_id,
+                delta: p.delta,
+                at: p.at,
+            };
+            match inner.store.presence_changed(&change).await {
+                Ok(()) => {}
+                Err(StoreError::NotFound { .. }) => continue, // the thing was deleted
+                Err(e) => {
+                    tracing::warn!(thing = %change.thing, error = %e, "presence not stored; retrying");
+                    failed += 1;
+                    let back = Pending {
+                        delta: change.delta,
+                        client_id: change.client_id,
+                        at: change.at,
+                    };
+                    // Later events keep their client id and time: merge this under them.
+                    let mut map = lock(&pending);
+                    match map.entry(change.thing) {
+                        Entry::Occupied(mut e) => e.get_mut().delta += back.delta,
+                        Entry::Vacant(e) => {
+                            e.insert(back);
+                        }
+                    }
+                    continue;
+                }
             }
+            // last_seen follows every connect and disconnect.
+            if let Err(e) = inner.store.touch_device(&change.thing, &change.at).await {
+                tracing::warn!(thing = %change.thing, error = %e, "last seen not stored");
+            }
+        }
+        if failed > 0 {
+            tokio::time::sleep(RETRY_AFTER).await;
+            wake.notify_one();
         }
     }
 }
@@ -130,3 +215,7 @@ impl ConnectionEvents for Presence {
         self.record(client, false);
     }
 }
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

@@ -52,7 +52,7 @@
 //! | what | bound |
 //! |---|---|
 //! | reserved-topic requests queued | [`HANDLER_WORKERS`] workers × [`HANDLER_QUEUE`] messages; beyond it dropped, counted (`BrokerHandle::route_drops`), MQTT 5 QoS 1 answered Quota exceeded |
-//! | presence updates queued | [`PRESENCE_QUEUE`]; beyond it dropped and counted ([`EndpointHandle::presence_dropped`]) |
+//! | presence changes pending | one per thing not yet written (coalesced: connects minus disconnects; never dropped, see `events`) |
 //! | shadow write retries on a concurrent write | [`SHADOW_RETRIES`] |
 //! | connectivity update | [`connectivity::MAX_ENDPOINTS`] endpoints, host ≤ 253 bytes, metadata ≤ 1 KiB |
 //! | everything else | the broker's limits (`config.broker_limits`) and `lichen-iot`'s bounds |
@@ -80,8 +80,6 @@ pub use authz::Principal;
 pub const HANDLER_WORKERS: usize = 8;
 /// Requests queued per worker.
 pub const HANDLER_QUEUE: usize = 1024;
-/// Presence updates queued for the store.
-pub const PRESENCE_QUEUE: usize = 4096;
 /// How often a shadow write is retried when another write got in between.
 pub const SHADOW_RETRIES: usize = 8;
 /// How long a certificate ownership token from the claim flow stays valid (AWS: 5 minutes).
@@ -100,6 +98,10 @@ pub struct EndpointConfig {
     /// Validity of certificates issued through fleet provisioning, in days.
     pub issued_cert_days: u32,
     pub broker_limits: lichen_broker::Limits,
+    /// This endpoint node's name in the presence counts: distinct for every node that shares
+    /// a store, and the same across a node's restarts (its start resets that node's counts).
+    /// A node retired after a crash leaves its counts until a node of that name starts.
+    pub node_id: String,
 }
 
 impl EndpointConfig {
@@ -111,6 +113,7 @@ impl EndpointConfig {
             shadow: lichen_iot::shadow::ShadowLimits::default(),
             issued_cert_days: 365,
             broker_limits: lichen_broker::Limits::default(),
+            node_id: lichen_cloud_store::DEFAULT_PRESENCE_NODE.to_string(),
         }
     }
 }
@@ -179,8 +182,8 @@ pub async fn start<B: Backend + 'static>(
         r.queue_capacity = HANDLER_QUEUE;
         routes.push(r);
     }
-    events::reset_at_start(&inner.store).await;
-    let events = events::Presence::start(inner.clone());
+    events::reset_at_start(&inner.store, &inner.config.node_id).await;
+    let events = events::Presence::start(inner.clone(), inner.config.node_id.clone());
     let hooks = Hooks {
         gate: Some(Arc::new(gate::CloudGate {
             inner: inner.clone(),
@@ -276,9 +279,9 @@ impl<B: Backend + 'static> EndpointHandle<B> {
         }
     }
 
-    /// Presence updates dropped because their queue was full.
-    pub fn presence_dropped(&self) -> u64 {
-        self.events.dropped()
+    /// Presence events merged into a change already pending (the store was behind).
+    pub fn presence_coalesced(&self) -> u64 {
+        self.events.coalesced()
     }
 
     /// Stops the broker (every connection closes) and the presence writer.

@@ -251,12 +251,13 @@ async fn presence_counts_connections(db: Db) {
     // endpoint starts with the thing offline, and counts from zero.
     cloud
         .store
-        .presence_connected("core-2", "core-2", "2026-12-01T00:00:00.000Z")
-        .await
-        .unwrap();
-    cloud
-        .store
-        .presence_connected("core-2", "core-2#9", "2026-12-01T00:00:00.000Z")
+        .presence_changed(&lichen_cloud_store::PresenceChange {
+            node: lichen_cloud_store::DEFAULT_PRESENCE_NODE.into(),
+            thing: "core-2".into(),
+            client_id: "core-2#9".into(),
+            delta: 2,
+            at: "2026-12-01T00:00:00.000Z".into(),
+        })
         .await
         .unwrap();
     let config = lichen_cloud_endpoint::EndpointConfig::new(

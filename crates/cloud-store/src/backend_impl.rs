@@ -152,33 +152,24 @@ macro_rules! impl_backend {
                     Box::pin(async move { registry::get_presence(tx, &thing).await })
                 }))
             }
-            fn presence_connected(
+            fn presence_changed(
                 &self,
-                thing: &str,
-                client_id: &str,
-                at: &str,
+                change: &PresenceChange,
             ) -> impl Future<Output = Result<()>> + Send {
-                let (thing, client_id, at) =
-                    (thing.to_owned(), client_id.to_owned(), at.to_owned());
+                let change = change.clone();
                 self.run(op(move |tx| {
-                    Box::pin(registry::presence_connected(tx, thing, client_id, at))
+                    Box::pin(registry::presence_changed(tx, change))
                 }))
             }
-            fn presence_disconnected(
+            fn reset_presence(
                 &self,
-                thing: &str,
-                client_id: &str,
+                node: &str,
                 at: &str,
-            ) -> impl Future<Output = Result<()>> + Send {
-                let (thing, client_id, at) =
-                    (thing.to_owned(), client_id.to_owned(), at.to_owned());
+            ) -> impl Future<Output = Result<u64>> + Send {
+                let (node, at) = (node.to_owned(), at.to_owned());
                 self.run(op(move |tx| {
-                    Box::pin(registry::presence_disconnected(tx, thing, client_id, at))
+                    Box::pin(registry::reset_presence(tx, node, at))
                 }))
-            }
-            fn reset_presence(&self, at: &str) -> impl Future<Output = Result<u64>> + Send {
-                let at = at.to_owned();
-                self.run(op(move |tx| Box::pin(registry::reset_presence(tx, at))))
             }
             fn record_fleet_status(
                 &self,

@@ -128,24 +128,16 @@ pub trait Backend: Send + Sync {
     /// Records a connect (`online = true`) or disconnect of a thing's MQTT connection.
     fn set_presence(&self, presence: &Presence) -> impl Future<Output = Result<()>> + Send;
     fn get_presence(&self, thing: &str) -> impl Future<Output = Result<Option<Presence>>> + Send;
-    /// One more live connection of the thing: online. Connections are counted, so a thing
-    /// connected as `thing` and `thing#2` stays online until both are gone.
-    fn presence_connected(
-        &self,
-        thing: &str,
-        client_id: &str,
-        at: &str,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// One live connection fewer (not below zero); offline when none is left.
-    fn presence_disconnected(
-        &self,
-        thing: &str,
-        client_id: &str,
-        at: &str,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Every thing offline with no live connection (an endpoint starting: the connections it
-    /// counted before a stop or crash are gone). Returns how many things changed.
-    fn reset_presence(&self, at: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Applies a net change of the thing's live connections on one endpoint node (its
+    /// count never goes below zero). Connections are counted per node and summed, so a thing
+    /// connected as `thing` and `thing#2`, on one node or two, stays online until both are
+    /// gone. The client id shown is the one that connected last until the last connection
+    /// goes, then the one that left last.
+    fn presence_changed(&self, change: &PresenceChange) -> impl Future<Output = Result<()>> + Send;
+    /// Forgets the live connections counted for `node` (an endpoint node starting: those it
+    /// counted before a stop or crash are gone; other nodes' stay). Things left with none
+    /// go offline. Returns how many things changed.
+    fn reset_presence(&self, node: &str, at: &str) -> impl Future<Output = Result<u64>> + Send;
 
     // ---- device status ----
     /// Stores a thing's fleet status message (≤ [`MAX_FLEET_STATUS_BYTES`] of JSON) as its

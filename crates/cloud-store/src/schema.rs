@@ -153,6 +153,21 @@ CREATE TABLE device_status (
 ALTER TABLE presence ADD COLUMN connections BIGINT NOT NULL DEFAULT 0;
 UPDATE presence SET connections = online;
 "#,
+    // 4: live connections per thing and endpoint node, so an endpoint that starts resets only
+    // the counts of its own node (its predecessor's connections died with it; another node's
+    // are live). `presence.connections` stays the thing's total over its nodes. Counts from
+    // before this version belong to the default node.
+    r#"
+CREATE TABLE presence_nodes (
+    thing {key} NOT NULL REFERENCES things(name) ON DELETE CASCADE,
+    node {key} NOT NULL,
+    connections BIGINT NOT NULL,
+    PRIMARY KEY (thing, node)
+);
+CREATE INDEX presence_nodes_node ON presence_nodes(node);
+INSERT INTO presence_nodes (thing, node, connections)
+    SELECT thing, 'default', connections FROM presence WHERE connections > 0;
+"#,
 ];
 
 /// The schema version this binary writes.

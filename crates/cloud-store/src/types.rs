@@ -75,6 +75,22 @@ pub struct Presence {
     pub at: String,
 }
 
+/// The endpoint node that counts presence when none is configured, and the owner of counts
+/// stored before presence was kept per node.
+pub const DEFAULT_PRESENCE_NODE: &str = "default";
+
+/// The net change of a thing's live connections on one endpoint node since its last write:
+/// connects minus disconnects (an endpoint coalesces the events it has not written yet).
+/// `client_id` and `at` are those of the last event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub node: String,
+    pub thing: String,
+    pub client_id: String,
+    pub delta: i64,
+    pub at: String,
+}
+
 /// The longest fleet status message stored (its JSON text); Greengrass's own are far smaller
 /// (one entry per component).
 pub const MAX_FLEET_STATUS_BYTES: usize = 256 * 1024;

@@ -197,6 +197,19 @@ async fn one_first_admin_token(a: &Store, b: &Store) {
     assert_eq!(b.list_admin_tokens().await.unwrap().len(), 1);
 }
 
+async fn change(store: &Store, node: &str, client_id: &str, delta: i64, at: &str) {
+    store
+        .presence_changed(&PresenceChange {
+            node: node.into(),
+            thing: "core".into(),
+            client_id: client_id.into(),
+            delta,
+            at: at.into(),
+        })
+        .await
+        .unwrap();
+}
+
 async fn presence_counts_connections(store: &Store) {
     store.create_thing(&thing("core")).await.unwrap();
     let online = |store: Store| async move {
@@ -206,73 +219,79 @@ async fn presence_counts_connections(store: &Store) {
             .unwrap()
             .map(|p| (p.online, p.client_id))
     };
-    store
-        .presence_connected("core", "core", "t1")
-        .await
-        .unwrap();
-    store
-        .presence_connected("core", "core#2", "t2")
-        .await
-        .unwrap();
-    store
-        .presence_disconnected("core", "core", "t3")
-        .await
-        .unwrap();
+    const A: &str = DEFAULT_PRESENCE_NODE;
+    change(store, A, "core", 1, "t1").await;
+    change(store, A, "core#2", 1, "t2").await;
+    change(store, A, "core", -1, "t3").await;
     assert_eq!(
         online(store.clone()).await,
         Some((true, "core#2".into())),
         "one still live"
     );
-    store
-        .presence_disconnected("core", "core#2", "t4")
-        .await
-        .unwrap();
+    change(store, A, "core#2", -1, "t4").await;
     assert_eq!(online(store.clone()).await, Some((false, "core#2".into())));
-    // A disconnect never seen connecting (an event lost to a full queue) stays at zero: the
-    // next connect is online again, and its disconnect offline.
-    store
-        .presence_disconnected("core", "core", "t5")
-        .await
-        .unwrap();
-    store
-        .presence_connected("core", "core", "t6")
-        .await
-        .unwrap();
+    // A disconnect never seen connecting stays at zero: the next connect is online again,
+    // and its disconnect offline.
+    change(store, A, "core", -1, "t5").await;
+    change(store, A, "core", 1, "t6").await;
     assert_eq!(online(store.clone()).await, Some((true, "core".into())));
-    store
-        .presence_disconnected("core", "core", "t7")
-        .await
-        .unwrap();
+    change(store, A, "core", -1, "t7").await;
     assert_eq!(online(store.clone()).await, Some((false, "core".into())));
+    // A coalesced change: two connects and a disconnect in one write.
+    change(store, A, "core#3", 1, "t7b").await;
+    assert_eq!(online(store.clone()).await, Some((true, "core#3".into())));
+    change(store, A, "core#3", -1, "t7c").await;
     // An endpoint start resets the counts its predecessor left.
-    store
-        .presence_connected("core", "core", "t8")
-        .await
-        .unwrap();
-    store
-        .presence_connected("core", "core#2", "t9")
-        .await
-        .unwrap();
-    assert_eq!(store.reset_presence("t10").await.unwrap(), 1);
+    change(store, A, "core", 2, "t8").await;
+    assert_eq!(store.reset_presence(A, "t10").await.unwrap(), 1);
     let p = store.get_presence("core").await.unwrap().unwrap();
     assert!(!p.online);
     assert_eq!(p.at, "t10");
     assert_eq!(
-        store.reset_presence("t11").await.unwrap(),
+        store.reset_presence(A, "t11").await.unwrap(),
         0,
         "nothing left to reset"
     );
-    store
-        .presence_connected("core", "core", "t12")
-        .await
-        .unwrap();
-    store
-        .presence_disconnected("core", "core", "t13")
-        .await
-        .unwrap();
+    change(store, A, "core", 1, "t12").await;
+    change(store, A, "core", -1, "t13").await;
     assert_eq!(online(store.clone()).await, Some((false, "core".into())));
+
+    // Two nodes: each node's start resets only its own count.
+    change(store, "a", "core", 1, "t20").await;
+    change(store, "b", "core#2", 1, "t21").await;
+    // The count goes 2 → 1 (one thing changed), and b's connection keeps it online.
+    assert_eq!(store.reset_presence("a", "t22").await.unwrap(), 1);
+    assert_eq!(online(store.clone()).await, Some((true, "core#2".into())));
+    // A disconnect counted on node a (whose count is gone) does not take b's connection.
+    change(store, "a", "core", -1, "t23").await;
+    assert_eq!(online(store.clone()).await, Some((true, "core#2".into())));
+    change(store, "a", "core", 1, "t24").await;
+    assert_eq!(store.reset_presence("b", "t25").await.unwrap(), 1, "2 → 1");
+    assert_eq!(online(store.clone()).await.map(|p| p.0), Some(true));
+    assert_eq!(store.reset_presence("a", "t26").await.unwrap(), 1);
+    assert_eq!(online(store.clone()).await.map(|p| p.0), Some(false));
+    // set_presence belongs to no node: no node's reset clears it.
+    store
+        .set_presence(&Presence {
+            thing: "core".into(),
+            online: true,
+            client_id: "admin".into(),
+            at: "t27".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.reset_presence("a", "t28").await.unwrap(), 0);
+    assert_eq!(online(store.clone()).await, Some((true, "admin".into())));
     assert!(matches!(
-        store.presence_connected("ghost", "ghost", "t").await,
+        store
+            .presence_changed(&PresenceChange {
+                node: A.into(),
+                thing: "ghost".into(),
+                client_id: "ghost".into(),
+                delta: 1,
+                at: "t".into(),
+            })
+            .await,
         Err(StoreError::NotFound { .. })
     ));
 }

@@ -3,8 +3,8 @@
 use crate::db::{Row, Tx, Value, query_opt, to_json};
 use crate::ops::{after, limit, not_found, now};
 use crate::{
-    Attributes, Connectivity, NewThing, NewThingGroup, Page, Presence, Result, StoreError, Thing,
-    ThingGroup,
+    Attributes, Connectivity, NewThing, NewThingGroup, Page, Presence, PresenceChange, Result,
+    StoreError, Thing, ThingGroup,
 };
 
 const THING_COLUMNS: &str = "name, attributes, version, created_at";
@@ -294,8 +294,9 @@ pub(crate) async fn get_connectivity(tx: &mut dyn Tx, thing: &str) -> Result<Opt
     .transpose()
 }
 
-/// Sets the presence outright; the live-connection count follows it (1 online, 0 offline).
-/// The endpoint uses [`presence_connected`] and [`presence_disconnected`] instead.
+/// Sets the presence outright; the live-connection count follows it (1 online, 0 offline),
+/// held by no endpoint node (the `""` node, which no endpoint resets). The endpoint uses
+/// [`presence_changed`] instead.
 pub(crate) async fn set_presence(tx: &mut dyn Tx, presence: Presence) -> Result<()> {
     require_thing(tx, &presence.thing).await?;
     tx.execute(
@@ -311,6 +312,18 @@ pub(crate) async fn set_presence(tx: &mut dyn Tx, presence: Presence) -> Result<
         ],
     )
     .await?;
+    tx.execute(
+        "DELETE FROM presence_nodes WHERE thing = $1",
+        &[presence.thing.as_str().into()],
+    )
+    .await?;
+    if presence.online {
+        tx.execute(
+            "INSERT INTO presence_nodes (thing, node, connections) VALUES ($1, '', 1)",
+            &[presence.thing.as_str().into()],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -332,58 +345,91 @@ pub(crate) async fn get_presence(tx: &mut dyn Tx, thing: &str) -> Result<Option<
     .transpose()
 }
 
-/// One more live connection of the thing (under any of its client ids): online.
-pub(crate) async fn presence_connected(
-    tx: &mut dyn Tx,
-    thing: String,
-    client_id: String,
-    at: String,
-) -> Result<()> {
+/// A net change of the thing's live connections on one node (floored at zero), then the
+/// thing's presence from the sum over its nodes. The presence row is written first: on
+/// PostgreSQL its row lock orders concurrent changes of one thing from several nodes, so each
+/// sum sees the other's committed count.
+pub(crate) async fn presence_changed(tx: &mut dyn Tx, change: PresenceChange) -> Result<()> {
+    let PresenceChange {
+        node,
+        thing,
+        client_id,
+        delta,
+        at,
+    } = change;
     require_thing(tx, &thing).await?;
     tx.execute(
         "INSERT INTO presence (thing, online, client_id, at, connections) \
-         VALUES ($1, 1, $2, $3, 1) \
-         ON CONFLICT (thing) DO UPDATE SET online = 1, client_id = excluded.client_id, \
-         at = excluded.at, connections = presence.connections + 1",
-        &[thing.into(), client_id.into(), at.into()],
+         VALUES ($1, 0, $2, $3, 0) ON CONFLICT (thing) DO UPDATE SET at = excluded.at",
+        &[
+            thing.as_str().into(),
+            client_id.as_str().into(),
+            at.as_str().into(),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO presence_nodes (thing, node, connections) \
+         VALUES ($1, $2, CASE WHEN $3 > 0 THEN $3 ELSE 0 END) \
+         ON CONFLICT (thing, node) DO UPDATE SET connections = \
+         CASE WHEN presence_nodes.connections + $3 > 0 \
+             THEN presence_nodes.connections + $3 ELSE 0 END",
+        &[
+            thing.as_str().into(),
+            node.as_str().into(),
+            Value::Int(delta),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM presence_nodes WHERE thing = $1 AND node = $2 AND connections = 0",
+        &[thing.as_str().into(), node.as_str().into()],
+    )
+    .await?;
+    let total = query_opt(
+        tx,
+        "SELECT CAST(COALESCE(SUM(connections), 0) AS BIGINT) FROM presence_nodes WHERE thing = $1",
+        &[thing.as_str().into()],
+    )
+    .await?
+    .map(|row| row.int(0))
+    .transpose()?
+    .unwrap_or(0);
+    // The client id shown: the last to connect while any connection is live, the last to
+    // leave once none is.
+    let new_client = delta > 0 || total == 0;
+    tx.execute(
+        "UPDATE presence SET online = $2, connections = $3, \
+         client_id = CASE WHEN $4 <> 0 THEN $5 ELSE client_id END WHERE thing = $1",
+        &[
+            thing.as_str().into(),
+            Value::from(total > 0),
+            Value::Int(total),
+            Value::from(new_client),
+            client_id.as_str().into(),
+        ],
     )
     .await?;
     Ok(())
 }
 
-/// One live connection fewer (never below zero): the thing stays online while another of
-/// its connections is live. The client id shown is the one that connected last until the
-/// last connection goes, then the one that left last.
-pub(crate) async fn presence_disconnected(
-    tx: &mut dyn Tx,
-    thing: String,
-    client_id: String,
-    at: String,
-) -> Result<()> {
-    require_thing(tx, &thing).await?;
+/// Forgets `node`'s live connections (an endpoint node starting: those it counted before it
+/// stopped or crashed are gone) and recomputes the presence of every thing that changes:
+/// offline when no other node holds a connection. Returns how many things changed.
+pub(crate) async fn reset_presence(tx: &mut dyn Tx, node: String, at: String) -> Result<u64> {
     tx.execute(
-        "INSERT INTO presence (thing, online, client_id, at, connections) \
-         VALUES ($1, 0, $2, $3, 0) \
-         ON CONFLICT (thing) DO UPDATE SET \
-         online = CASE WHEN presence.connections > 1 THEN 1 ELSE 0 END, \
-         client_id = CASE WHEN presence.connections > 1 THEN presence.client_id \
-             ELSE excluded.client_id END, \
-         at = excluded.at, \
-         connections = CASE WHEN presence.connections > 1 THEN presence.connections - 1 \
-             ELSE 0 END",
-        &[thing.into(), client_id.into(), at.into()],
+        "DELETE FROM presence_nodes WHERE node = $1",
+        &[node.as_str().into()],
     )
     .await?;
-    Ok(())
-}
-
-/// Every thing offline with no live connection: what an endpoint does at start, since the
-/// connections counted before it stopped (or crashed) are gone. Returns how many things
-/// were marked offline.
-pub(crate) async fn reset_presence(tx: &mut dyn Tx, at: String) -> Result<u64> {
+    const SUM: &str = "CAST(COALESCE((SELECT SUM(n.connections) FROM presence_nodes n \
+                       WHERE n.thing = presence.thing), 0) AS BIGINT)";
     tx.execute(
-        "UPDATE presence SET online = 0, connections = 0, at = $1 \
-         WHERE online <> 0 OR connections <> 0",
+        &format!(
+            "UPDATE presence SET connections = {SUM}, \
+             online = CASE WHEN {SUM} > 0 THEN 1 ELSE 0 END, at = $1 \
+             WHERE connections <> {SUM} OR online <> CASE WHEN {SUM} > 0 THEN 1 ELSE 0 END"
+        ),
         &[at.into()],
     )
     .await
