@@ -48,6 +48,30 @@ pub enum ControlRequest {
     /// The cloud connection (endpoint, thing, state, last error).
     #[serde(rename = "cloud.status")]
     CloudStatus {},
+    /// A local shadow (`name` absent = the classic one): its `get/accepted` document.
+    #[serde(rename = "shadow.get")]
+    ShadowGet {
+        thing: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// An update request document (`{"state": …, "version"?}`) → `update/accepted`.
+    #[serde(rename = "shadow.update")]
+    ShadowUpdate {
+        thing: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        document: serde_json::Value,
+    },
+    #[serde(rename = "shadow.delete")]
+    ShadowDelete {
+        thing: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A thing's shadows with their versions and sync state.
+    #[serde(rename = "shadow.list")]
+    ShadowList { thing: String },
 }
 
 /// Who serves a request: the core itself, or a service registered beside it.
@@ -58,6 +82,8 @@ pub enum ControlService {
     Devices,
     /// The connection to a lichen (or AWS IoT) cloud (`cloud.*`).
     Cloud,
+    /// The local shadow service (`shadow.*`).
+    Shadows,
 }
 
 impl ControlRequest {
@@ -77,6 +103,10 @@ impl ControlRequest {
         "device.list",
         "device.broker",
         "cloud.status",
+        "shadow.get",
+        "shadow.update",
+        "shadow.delete",
+        "shadow.list",
     ];
 
     /// The op name, as on the wire.
@@ -96,6 +126,10 @@ impl ControlRequest {
             ControlRequest::DeviceList {} => "device.list",
             ControlRequest::DeviceBroker {} => "device.broker",
             ControlRequest::CloudStatus {} => "cloud.status",
+            ControlRequest::ShadowGet { .. } => "shadow.get",
+            ControlRequest::ShadowUpdate { .. } => "shadow.update",
+            ControlRequest::ShadowDelete { .. } => "shadow.delete",
+            ControlRequest::ShadowList { .. } => "shadow.list",
         }
     }
 
@@ -106,6 +140,10 @@ impl ControlRequest {
             | ControlRequest::DeviceList {}
             | ControlRequest::DeviceBroker {} => ControlService::Devices,
             ControlRequest::CloudStatus {} => ControlService::Cloud,
+            ControlRequest::ShadowGet { .. }
+            | ControlRequest::ShadowUpdate { .. }
+            | ControlRequest::ShadowDelete { .. }
+            | ControlRequest::ShadowList { .. } => ControlService::Shadows,
             _ => ControlService::Core,
         }
     }
@@ -186,6 +224,12 @@ impl ControlRequest {
             ControlRequest::CloudStatus {} => {
                 ControlReply::Cloud(serde_json::from_value(result).map_err(fail)?)
             }
+            ControlRequest::ShadowGet { .. }
+            | ControlRequest::ShadowUpdate { .. }
+            | ControlRequest::ShadowDelete { .. } => ControlReply::ShadowDocument(result),
+            ControlRequest::ShadowList { .. } => {
+                ControlReply::Shadows(serde_json::from_value(result).map_err(fail)?)
+            }
         })
     }
 }
@@ -207,6 +251,52 @@ pub enum ControlReply {
     Cloud(CloudStatus),
     /// Operations that only report success (cancel, restart, stop).
     Done(Done),
+    /// A shadow operation's accepted document.
+    ShadowDocument(serde_json::Value),
+    Shadows(ShadowListing),
+}
+
+/// `shadow.list`: a thing's shadows (classic first, then named by name; at most
+/// [`ShadowListing::MAX_ENTRIES`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowListing {
+    pub thing: String,
+    pub shadows: Vec<ShadowEntry>,
+}
+
+impl ShadowListing {
+    pub const MAX_ENTRIES: usize = 1000;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowEntry {
+    /// `None` for the classic shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub version: u64,
+    /// A deletion kept (as a tombstone) for sync.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Present when the shadow is configured for cloud sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<ShadowSyncState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSyncState {
+    /// `betweenDeviceAndCloud`, `deviceToCloud` or `cloudToDevice`.
+    pub direction: String,
+    /// A local change not yet in the cloud.
+    pub pending: bool,
+    /// The cloud's version at the last sync (0 = never synced).
+    pub cloud_version: u64,
+    /// Epoch seconds of the last sync (0 = never).
+    pub last_sync_time: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -464,6 +554,20 @@ mod tests {
             ControlRequest::DeviceList {},
             ControlRequest::DeviceBroker {},
             ControlRequest::CloudStatus {},
+            ControlRequest::ShadowGet {
+                thing: "t".into(),
+                name: Some("n".into()),
+            },
+            ControlRequest::ShadowUpdate {
+                thing: "t".into(),
+                name: None,
+                document: serde_json::json!({"state": {"reported": {"a": 1}}}),
+            },
+            ControlRequest::ShadowDelete {
+                thing: "t".into(),
+                name: None,
+            },
+            ControlRequest::ShadowList { thing: "t".into() },
         ]
     }
 
@@ -701,6 +805,46 @@ mod tests {
                         rejected: 1,
                         oldest_unsent_secs: Some(7),
                     }),
+                }),
+            ),
+            (
+                ControlRequest::ShadowGet {
+                    thing: "t".into(),
+                    name: None,
+                },
+                ControlReply::ShadowDocument(serde_json::json!({"state": {}, "version": 1})),
+            ),
+            (
+                ControlRequest::ShadowUpdate {
+                    thing: "t".into(),
+                    name: None,
+                    document: serde_json::json!({"state": null}),
+                },
+                ControlReply::ShadowDocument(serde_json::json!({"version": 2})),
+            ),
+            (
+                ControlRequest::ShadowDelete {
+                    thing: "t".into(),
+                    name: Some("n".into()),
+                },
+                ControlReply::ShadowDocument(serde_json::json!({"version": 2, "timestamp": 5})),
+            ),
+            (
+                ControlRequest::ShadowList { thing: "t".into() },
+                ControlReply::Shadows(ShadowListing {
+                    thing: "t".into(),
+                    shadows: vec![ShadowEntry {
+                        name: Some("n".into()),
+                        version: 3,
+                        deleted: false,
+                        sync: Some(ShadowSyncState {
+                            direction: "betweenDeviceAndCloud".into(),
+                            pending: true,
+                            cloud_version: 2,
+                            last_sync_time: 9,
+                            last_error: None,
+                        }),
+                    }],
                 }),
             ),
         ];

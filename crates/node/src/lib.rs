@@ -69,7 +69,9 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let fleet = Arc::new(FleetService::new(cloud.clone()));
     // After the broker and the cloud: it joins the two (the bridge's IotCore leg).
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
-    vec![broker, cloud, fleet, bridge]
+    // After the cloud, whose link its sync uses (and stops before it).
+    let shadow = Arc::new(services::shadow::ShadowService::new(Some(cloud.clone())));
+    vec![broker, cloud, fleet, bridge, shadow]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without
