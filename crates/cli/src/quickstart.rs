@@ -36,9 +36,10 @@ use lichen_core::settings::Settings;
 use serde_json::{Value, json};
 
 use crate::Global;
+use crate::logging::{LogFormat, Terminal, init_logging};
 use crate::cmd_cloud::{Connection, text};
 use crate::cmd_core::{
-    EXAMPLES, StopSignals, current_uid, init_logging, runtime, start_node, write_examples,
+    EXAMPLES, StopSignals, current_uid, runtime, start_node, write_examples,
 };
 
 /// The demo's thing and thing group in the cloud.
@@ -100,7 +101,7 @@ pub fn run(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             .dir
             .or_else(|| global.root.clone())
             .unwrap_or_else(|| PathBuf::from("lichen-demo"));
-        return crate::cmd_core::quickstart_local(root);
+        return crate::cmd_core::quickstart_local(global, root);
     }
     let dir = args
         .dir
@@ -132,7 +133,14 @@ pub fn run(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
                 return Ok(Outcome::Interrupted);
             }
         };
-        init_logging(&core_layout, &settings, true)?;
+        let format = LogFormat::resolve(global.log_format, &settings)?;
+        init_logging(
+            &core_layout,
+            &settings,
+            format,
+            Terminal::Quiet,
+            global.verbose,
+        )?;
         steps.set_message("starting the core");
         let node = start_node(core_layout.root(), settings).await?;
         steps.inc(1);
