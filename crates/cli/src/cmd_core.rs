@@ -127,7 +127,13 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
     let settings = load_settings(&args)?;
     let layout = RootLayout::new(&root);
     let format = LogFormat::resolve(global.log_format, &settings)?;
-    init_logging(&layout, &settings, format, Terminal::Service, global.verbose)?;
+    init_logging(
+        &layout,
+        &settings,
+        format,
+        Terminal::Service,
+        global.verbose,
+    )?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
         let node = start_node(&root, settings).await?;

@@ -1,11 +1,11 @@
 //! `lichen`: runs a core and manages it.
 
+mod cmd_check;
 mod cmd_cloud;
 mod cmd_cloud_certs;
 mod cmd_cloud_component;
 mod cmd_cloud_deployment;
 mod cmd_cloud_device;
-mod cmd_check;
 mod cmd_cloud_registry;
 mod cmd_completions;
 mod cmd_component;

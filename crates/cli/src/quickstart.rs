@@ -36,11 +36,9 @@ use lichen_core::settings::Settings;
 use serde_json::{Value, json};
 
 use crate::Global;
-use crate::logging::{LogFormat, Terminal, init_logging};
 use crate::cmd_cloud::{Connection, text};
-use crate::cmd_core::{
-    EXAMPLES, StopSignals, current_uid, runtime, start_node, write_examples,
-};
+use crate::cmd_core::{EXAMPLES, StopSignals, current_uid, runtime, start_node, write_examples};
+use crate::logging::{LogFormat, Terminal, init_logging};
 
 /// The demo's thing and thing group in the cloud.
 const THING: &str = "lichen-demo-core";
