@@ -24,6 +24,11 @@ pub enum CoreCommand {
     /// connection (endpoint, thing, connected/connecting/error with the last error), and the
     /// disk state of the root's filesystem (free bytes; a warning when it runs low).
     Status,
+    /// Install the core as a systemd service: the unit, ggc_user:ggc_group, the admin group
+    /// `lichen`, /etc/lichen (default config.yaml) and /var/lib/lichen (as the .deb does).
+    Install(crate::cmd_core_install::InstallArgs),
+    /// Reverse `lichen core install` (the config and state root stay unless --purge).
+    Uninstall(crate::cmd_core_install::UninstallArgs),
 }
 
 #[derive(clap::Args)]
@@ -121,6 +126,8 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
     let args = match command {
         CoreCommand::Run(args) => args,
         CoreCommand::Status => return status(global),
+        CoreCommand::Install(args) => return crate::cmd_core_install::install(args),
+        CoreCommand::Uninstall(args) => return crate::cmd_core_install::uninstall(args),
     };
     let started = Instant::now();
     let root = global.root();

@@ -10,6 +10,7 @@ mod cmd_cloud_registry;
 mod cmd_completions;
 mod cmd_component;
 mod cmd_core;
+mod cmd_core_install;
 mod cmd_deployment;
 mod cmd_device;
 mod cmd_logs;
