@@ -9,13 +9,11 @@ use anyhow::Context;
 use clap::Subcommand;
 use lichen_core::CoreHandle;
 use lichen_core::deployment::model::{DeploymentRequest, DeploymentStatus};
-use lichen_core::logs::{EscapingWriter, RotatingLog};
 use lichen_core::paths::RootLayout;
 use lichen_core::settings::Settings;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::Global;
+use crate::logging::{LogFormat, Terminal, init_logging};
 
 #[derive(Subcommand)]
 pub enum CoreCommand {
@@ -26,6 +24,11 @@ pub enum CoreCommand {
     /// connection (endpoint, thing, connected/connecting/error with the last error), and the
     /// disk state of the root's filesystem (free bytes; a warning when it runs low).
     Status,
+    /// Install the core as a systemd service: the unit, ggc_user:ggc_group, the admin group
+    /// `lichen`, /etc/lichen (default config.yaml) and /var/lib/lichen (as the .deb does).
+    Install(crate::cmd_core_install::InstallArgs),
+    /// Reverse `lichen core install` (the config and state root stay unless --purge).
+    Uninstall(crate::cmd_core_install::UninstallArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,42 +74,6 @@ fn status(global: &Global) -> anyhow::Result<ExitCode> {
         crate::output::core_status(&status);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Logs go to stderr and to `logs/lichen.log` (size-rotated). `quiet`: only warnings and
-/// errors on stderr (the quickstart draws its progress there).
-pub(crate) fn init_logging(
-    layout: &RootLayout,
-    settings: &Settings,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(layout.logs_dir())
-        .with_context(|| format!("creating {}", layout.logs_dir().display()))?;
-    let file = RotatingLog::open(
-        &layout.core_log(),
-        settings.logging.max_file_bytes,
-        settings.logging.max_files,
-    )
-    .with_context(|| format!("opening {}", layout.core_log().display()))?;
-    let filter = EnvFilter::try_from_env("LICHEN_LOG")
-        .or_else(|_| EnvFilter::try_new(&settings.logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr_level = if quiet {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::TRACE
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        // Input (names, paths, peer strings) reaches log messages: no line may be forged.
-        .with_writer(
-            (|| EscapingWriter(std::io::stderr()))
-                .with_max_level(stderr_level)
-                .and(move || EscapingWriter(file.clone())),
-        )
-        .try_init();
-    Ok(())
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -159,12 +126,21 @@ pub fn run(global: &Global, command: CoreCommand) -> anyhow::Result<ExitCode> {
     let args = match command {
         CoreCommand::Run(args) => args,
         CoreCommand::Status => return status(global),
+        CoreCommand::Install(args) => return crate::cmd_core_install::install(args),
+        CoreCommand::Uninstall(args) => return crate::cmd_core_install::uninstall(args),
     };
     let started = Instant::now();
     let root = global.root();
     let settings = load_settings(&args)?;
     let layout = RootLayout::new(&root);
-    init_logging(&layout, &settings, false)?;
+    let format = LogFormat::resolve(global.log_format, &settings)?;
+    init_logging(
+        &layout,
+        &settings,
+        format,
+        Terminal::Service,
+        global.verbose,
+    )?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
         let node = start_node(&root, settings).await?;
@@ -228,7 +204,7 @@ pub(crate) fn write_examples(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// `lichen quickstart --local`: one core on `root`, the examples deployed to it locally (no
 /// cloud).
-pub fn quickstart_local(root: PathBuf) -> anyhow::Result<ExitCode> {
+pub fn quickstart_local(global: &Global, root: PathBuf) -> anyhow::Result<ExitCode> {
     let layout = RootLayout::new(&root);
     // The demo runs in the user's own directory, which the default component user (as root:
     // ggc_user or nobody) may not be able to reach: its components run as whoever ran it.
@@ -236,7 +212,9 @@ pub fn quickstart_local(root: PathBuf) -> anyhow::Result<ExitCode> {
         posix_user: current_uid().map(|u| u.to_string()).unwrap_or_default(),
         ..Settings::default()
     };
-    init_logging(&layout, &settings, false)?;
+    // The terminal shows the summary; the core's INFO logs go to its file (unless -v).
+    let format = LogFormat::resolve(global.log_format, &settings)?;
+    init_logging(&layout, &settings, format, Terminal::Quiet, global.verbose)?;
     runtime()?.block_on(async {
         let mut signals = StopSignals::install()?;
         let node = start_node(layout.root(), settings).await?;

@@ -1,5 +1,6 @@
 //! `lichen`: runs a core and manages it.
 
+mod cmd_check;
 mod cmd_cloud;
 mod cmd_cloud_certs;
 mod cmd_cloud_component;
@@ -7,12 +8,15 @@ mod cmd_cloud_deployment;
 mod cmd_cloud_device;
 mod cmd_cloud_job;
 mod cmd_cloud_registry;
+mod cmd_completions;
 mod cmd_component;
 mod cmd_core;
+mod cmd_core_install;
 mod cmd_deployment;
 mod cmd_device;
 mod cmd_logs;
 mod cmd_recipe;
+mod logging;
 mod output;
 mod quickstart;
 
@@ -20,12 +24,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `lichen --version`: the version, the commit it was built from and the enabled features.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LICHEN_GIT_COMMIT"),
+    ", features: ",
+    env!("LICHEN_FEATURES"),
+    ")"
+);
+
 /// lichen: a Greengrass v2 compatible edge runtime.
 ///
 /// Start a core with `lichen core run --root DIR`, then deploy Greengrass recipes to it with
 /// `lichen deployment create`. `lichen quickstart` does both with example components.
 #[derive(Parser)]
-#[command(name = "lichen", version, propagate_version = true)]
+#[command(name = "lichen", version = VERSION, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -42,6 +56,12 @@ pub struct Global {
     /// Print machine-readable JSON instead of human-readable text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines as `text` or `json` (JSON lines); overrides the config's `logging.format`.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<logging::LogFormat>,
+    /// Show the core's INFO logs on the terminal too (`-vv`: DEBUG), not only in its log file.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 impl Global {
@@ -84,6 +104,11 @@ enum Command {
     },
     // The help (with examples) is CloudArgs' own doc comment.
     Cloud(cmd_cloud::CloudArgs),
+    /// Diagnose this device: configuration, state root, clock, cgroups, the component user,
+    /// the sockets, the broker, the cloud endpoint, the spool, BROKEN components.
+    Check(cmd_check::CheckArgs),
+    /// Print a shell completion script: `lichen completions bash > /etc/bash_completion.d/lichen`.
+    Completions(cmd_completions::CompletionsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,6 +122,8 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cmd_logs::run(&cli.global, args),
         Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
         Command::Cloud(args) => cmd_cloud::run(&cli.global, args),
+        Command::Check(args) => cmd_check::run(&cli.global, args),
+        Command::Completions(args) => cmd_completions::run::<Cli>(args),
     };
     match result {
         Ok(code) => code,

@@ -37,9 +37,8 @@ use serde_json::{Value, json};
 
 use crate::Global;
 use crate::cmd_cloud::{Connection, text};
-use crate::cmd_core::{
-    EXAMPLES, StopSignals, current_uid, init_logging, runtime, start_node, write_examples,
-};
+use crate::cmd_core::{EXAMPLES, StopSignals, current_uid, runtime, start_node, write_examples};
+use crate::logging::{LogFormat, Terminal, init_logging};
 
 /// The demo's thing and thing group in the cloud.
 const THING: &str = "lichen-demo-core";
@@ -100,7 +99,7 @@ pub fn run(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             .dir
             .or_else(|| global.root.clone())
             .unwrap_or_else(|| PathBuf::from("lichen-demo"));
-        return crate::cmd_core::quickstart_local(root);
+        return crate::cmd_core::quickstart_local(global, root);
     }
     let dir = args
         .dir
@@ -132,7 +131,14 @@ pub fn run(global: &Global, args: QuickstartArgs) -> anyhow::Result<ExitCode> {
                 return Ok(Outcome::Interrupted);
             }
         };
-        init_logging(&core_layout, &settings, true)?;
+        let format = LogFormat::resolve(global.log_format, &settings)?;
+        init_logging(
+            &core_layout,
+            &settings,
+            format,
+            Terminal::Quiet,
+            global.verbose,
+        )?;
         steps.set_message("starting the core");
         let node = start_node(core_layout.root(), settings).await?;
         steps.inc(1);

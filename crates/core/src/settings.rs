@@ -215,6 +215,8 @@ pub struct LoggingSettings {
     pub max_files: u32,
     /// tracing filter for the core log, e.g. `info` or `lichen_core=debug`.
     pub level: String,
+    /// `text` (default) or `json` (JSON lines); `lichen --log-format` overrides it.
+    pub format: String,
 }
 
 impl Default for LoggingSettings {
@@ -223,6 +225,7 @@ impl Default for LoggingSettings {
             max_file_bytes: 10 * 1024 * 1024,
             max_files: 5,
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }

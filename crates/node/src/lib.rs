@@ -13,6 +13,7 @@
 //!
 //! The binary (`lichen core run`) and in-process tests compose a device only through here.
 
+pub mod check;
 pub mod service;
 pub mod services;
 
