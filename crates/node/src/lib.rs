@@ -35,6 +35,7 @@ pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
+pub use services::streams::StreamsService;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,9 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let fleet = Arc::new(FleetService::new(cloud.clone()));
     // After the broker and the cloud: it joins the two (the bridge's IotCore leg).
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
-    vec![broker, cloud, fleet, bridge]
+    // Runs while aws.greengrass.StreamManager is deployed.
+    let streams = Arc::new(StreamsService::new());
+    vec![broker, cloud, fleet, bridge, streams]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

@@ -4,3 +4,4 @@ pub mod broker;
 pub mod cloud;
 pub mod fleet;
 pub mod provisioning;
+pub mod streams;
