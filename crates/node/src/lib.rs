@@ -36,6 +36,7 @@ pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
+pub use services::streams::StreamsService;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +73,9 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
     // After the cloud, whose link its sync uses (and stops before it).
     let shadow = Arc::new(services::shadow::ShadowService::new(Some(cloud.clone())));
-    vec![broker, cloud, fleet, bridge, shadow]
+    // Runs while aws.greengrass.StreamManager is deployed.
+    let streams = Arc::new(StreamsService::new());
+    vec![broker, cloud, fleet, bridge, shadow, streams]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

@@ -5,3 +5,4 @@ pub mod cloud;
 pub mod fleet;
 pub mod provisioning;
 pub mod shadow;
+pub mod streams;
