@@ -48,6 +48,13 @@ pub enum ControlRequest {
     /// The cloud connection (endpoint, thing, state, last error).
     #[serde(rename = "cloud.status")]
     CloudStatus {},
+    /// One inference on a loaded model; `input` is the request's bytes in base64 (a JSON
+    /// request, a binary request, a binary tensor, a `.npy` or an image).
+    #[serde(rename = "ml.run")]
+    MlRun { model: String, input: String },
+    /// The loaded models with their inputs, outputs and metrics.
+    #[serde(rename = "ml.list")]
+    MlList {},
 }
 
 /// Who serves a request: the core itself, or a service registered beside it.
@@ -58,6 +65,8 @@ pub enum ControlService {
     Devices,
     /// The connection to a lichen (or AWS IoT) cloud (`cloud.*`).
     Cloud,
+    /// The ML inference service (`ml.*`).
+    Ml,
 }
 
 impl ControlRequest {
@@ -77,6 +86,8 @@ impl ControlRequest {
         "device.list",
         "device.broker",
         "cloud.status",
+        "ml.run",
+        "ml.list",
     ];
 
     /// The op name, as on the wire.
@@ -96,6 +107,8 @@ impl ControlRequest {
             ControlRequest::DeviceList {} => "device.list",
             ControlRequest::DeviceBroker {} => "device.broker",
             ControlRequest::CloudStatus {} => "cloud.status",
+            ControlRequest::MlRun { .. } => "ml.run",
+            ControlRequest::MlList {} => "ml.list",
         }
     }
 
@@ -106,6 +119,7 @@ impl ControlRequest {
             | ControlRequest::DeviceList {}
             | ControlRequest::DeviceBroker {} => ControlService::Devices,
             ControlRequest::CloudStatus {} => ControlService::Cloud,
+            ControlRequest::MlRun { .. } | ControlRequest::MlList {} => ControlService::Ml,
             _ => ControlService::Core,
         }
     }
@@ -186,6 +200,7 @@ impl ControlRequest {
             ControlRequest::CloudStatus {} => {
                 ControlReply::Cloud(serde_json::from_value(result).map_err(fail)?)
             }
+            ControlRequest::MlRun { .. } | ControlRequest::MlList {} => ControlReply::Ml(result),
         })
     }
 }
@@ -207,6 +222,9 @@ pub enum ControlReply {
     Cloud(CloudStatus),
     /// Operations that only report success (cancel, restart, stop).
     Done(Done),
+    /// `ml.*`: the inference reply (outputs, top-k, timings) or the models' list, as the
+    /// ML service documents them (`lichen_ml::request`).
+    Ml(serde_json::Value),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -464,6 +482,11 @@ mod tests {
             ControlRequest::DeviceList {},
             ControlRequest::DeviceBroker {},
             ControlRequest::CloudStatus {},
+            ControlRequest::MlRun {
+                model: "mlp".into(),
+                input: "e30=".into(),
+            },
+            ControlRequest::MlList {},
         ]
     }
 
@@ -702,6 +725,17 @@ mod tests {
                         oldest_unsent_secs: Some(7),
                     }),
                 }),
+            ),
+            (
+                ControlRequest::MlRun {
+                    model: "mlp".into(),
+                    input: "e30=".into(),
+                },
+                ControlReply::Ml(serde_json::json!({"model": "mlp", "outputs": {}})),
+            ),
+            (
+                ControlRequest::MlList {},
+                ControlReply::Ml(serde_json::json!([{"name": "mlp"}])),
             ),
         ];
         assert_eq!(pairs.len(), ControlRequest::OPS.len());
