@@ -3,6 +3,6 @@
 pub mod broker;
 pub mod cloud;
 pub mod fleet;
-pub mod provisioning;
 #[cfg(feature = "ml")]
 pub mod ml;
+pub mod provisioning;

@@ -125,14 +125,18 @@ impl MlService {
             })
             .collect();
         for (c, (version, spec, reason)) in &state.failed {
-            out.push(json!({"component": c, "name": spec.name, "version": version, "loadError": reason}));
+            out.push(
+                json!({"component": c, "name": spec.name, "version": version, "loadError": reason}),
+            );
         }
         Value::Array(out)
     }
 
     /// Runs one request (the request-and-reply call for Rust callers and `ml.run`).
     pub async fn infer(&self, model: &str, payload: &[u8]) -> Result<Value, MlError> {
-        let runner = self.runner(model).ok_or_else(|| MlError::UnknownModel(model.to_string()))?;
+        let runner = self
+            .runner(model)
+            .ok_or_else(|| MlError::UnknownModel(model.to_string()))?;
         let request = InferRequest::parse(payload, runner.spec.max_request_bytes)?;
         let id = request.id.clone();
         let inference = runner.infer(request).await?;
@@ -142,7 +146,13 @@ impl MlService {
     /// Loads, reloads or unloads the model of `component` to match its version and
     /// configuration. `came_up`: the component just reached a running state (a failed load
     /// is reported again).
-    async fn reconcile(&self, core: &CoreHandle, bus: &lichen_bus::Bus, component: &str, came_up: bool) {
+    async fn reconcile(
+        &self,
+        core: &CoreHandle,
+        bus: &lichen_bus::Bus,
+        component: &str,
+        came_up: bool,
+    ) {
         let _one_at_a_time = self.reconcile.lock().await;
         let details = match core.component_details(component) {
             Ok(d) => Some(d),
@@ -152,7 +162,10 @@ impl MlService {
                 return;
             }
         };
-        let spec = match details.as_ref().map(|d| ModelSpec::from_component_config(component, &d.configuration)) {
+        let spec = match details
+            .as_ref()
+            .map(|d| ModelSpec::from_component_config(component, &d.configuration))
+        {
             None | Some(Ok(None)) => {
                 self.unload(component);
                 return;
@@ -161,17 +174,11 @@ impl MlService {
             Some(Err(e)) => Err(e),
         };
         let Some(details) = details else { return };
-        if matches!(details.state, LifecycleState::New | LifecycleState::Installed | LifecycleState::Stopping) && !came_up {
-            // Not up yet: its version may still be changing; the lifecycle event follows.
-            if !self.is_loaded(component) {
-                return;
-            }
-        }
         let version = details.version.clone();
         let spec = match spec {
             Ok(s) => s,
             Err(e) => {
-                self.fail(core, component, &version, None, e.to_string());
+                self.fail(core, component, &version, None, e.to_string(), came_up);
                 return;
             }
         };
@@ -202,20 +209,30 @@ impl MlService {
             {
                 let reason = format!("model name {:?} is already served by {owner}", spec.name);
                 drop(state);
-                self.fail(core, component, &version, Some(spec), reason);
+                self.fail(core, component, &version, Some(spec), reason, came_up);
                 return;
             }
         }
         let artifacts = core.layout().artifacts_dir(component, &version);
+        // A configuration change arrives before a deployment installs the new version: the
+        // version read now may be the old one. Load then only what that version holds; the
+        // new version is loaded when it comes up.
+        if !came_up && !artifacts.join(&spec.file).is_file() {
+            tracing::debug!(component, version, file = %spec.file, "ml: waiting for the version that holds the model");
+            return;
+        }
         let engine = self.engine.clone();
         let (load_spec, load_version) = (spec.clone(), version.clone());
-        let loaded = tokio::task::spawn_blocking(move || ModelRunner::load(engine.as_ref(), load_spec, &artifacts, &load_version))
-            .await
-            .unwrap_or_else(|_| Err(MlError::Run("the model loader panicked".into())));
+        let loaded = tokio::task::spawn_blocking(move || {
+            ModelRunner::load(engine.as_ref(), load_spec, &artifacts, &load_version)
+        })
+        .await
+        .unwrap_or_else(|_| Err(MlError::Run("the model loader panicked".into())));
         match loaded {
             Ok(runner) => {
                 tracing::info!(component, model = %spec.name, version = %version, inputs = ?runner.model().inputs().iter().map(|i| format!("{} {} {}", i.name, i.dtype, i.shape_text())).collect::<Vec<_>>(), "ml: model loaded");
-                let periodic = periodic::start(core, bus, component, &details.configuration, runner.clone());
+                let periodic =
+                    periodic::start(core, bus, component, &details.configuration, runner.clone());
                 if let Ok(mut state) = self.state.lock() {
                     state.failed.remove(component);
                     if let Some(old) = state.components.remove(component) {
@@ -224,29 +241,51 @@ impl MlService {
                             p.abort();
                         }
                     }
-                    state.models.insert(spec.name.clone(), component.to_string());
-                    state.components.insert(component.to_string(), Loaded { runner, periodic });
+                    state
+                        .models
+                        .insert(spec.name.clone(), component.to_string());
+                    state
+                        .components
+                        .insert(component.to_string(), Loaded { runner, periodic });
                 }
             }
-            Err(e) => self.fail(core, component, &version, Some(spec), e.to_string()),
+            Err(e) => self.fail(
+                core,
+                component,
+                &version,
+                Some(spec),
+                e.to_string(),
+                came_up,
+            ),
         }
     }
 
-    fn is_loaded(&self, component: &str) -> bool {
-        self.state.lock().is_ok_and(|s| s.components.contains_key(component))
-    }
-
-    fn fail(&self, core: &CoreHandle, component: &str, version: &str, spec: Option<ModelSpec>, reason: String) {
-        let serving = self
-            .state
-            .lock()
-            .ok()
-            .and_then(|s| s.components.get(component).map(|l| l.runner.version.clone()));
+    /// Records a model that cannot load; `report`: tell the component's lifecycle (ERRORED),
+    /// which fails a deployment that is starting it.
+    fn fail(
+        &self,
+        core: &CoreHandle,
+        component: &str,
+        version: &str,
+        spec: Option<ModelSpec>,
+        reason: String,
+        report: bool,
+    ) {
+        let serving = self.state.lock().ok().and_then(|s| {
+            s.components
+                .get(component)
+                .map(|l| l.runner.version.clone())
+        });
         tracing::error!(component, version, error = %reason, still_serving = ?serving, "ml: model cannot load; the component is reported ERRORED");
         if let (Some(spec), Ok(mut state)) = (spec, self.state.lock()) {
-            state.failed.insert(component.to_string(), (version.to_string(), spec, reason.clone()));
+            state.failed.insert(
+                component.to_string(),
+                (version.to_string(), spec, reason.clone()),
+            );
         }
-        report_errored(core, component, &reason);
+        if report {
+            report_errored(core, component, &reason);
+        }
     }
 
     fn unload(&self, component: &str) {
@@ -265,7 +304,12 @@ impl MlService {
     fn runners(&self) -> Vec<(String, Arc<ModelRunner>)> {
         self.state
             .lock()
-            .map(|s| s.components.iter().map(|(c, l)| (c.clone(), l.runner.clone())).collect())
+            .map(|s| {
+                s.components
+                    .iter()
+                    .map(|(c, l)| (c.clone(), l.runner.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -278,14 +322,20 @@ fn report_errored(core: &CoreHandle, component: &str, reason: &str) {
 
 /// The model named by a request topic `lichen/ml/<model>/infer`.
 fn model_of(topic: &str) -> Option<&str> {
-    topic.strip_prefix("lichen/ml/")?.strip_suffix("/infer").filter(|m| !m.contains('/'))
+    topic
+        .strip_prefix("lichen/ml/")?
+        .strip_suffix("/infer")
+        .filter(|m| !m.contains('/'))
 }
 
 /// Where the reply to a request for `model` goes.
 fn reply_topic(model: &str, asked: Option<&str>) -> String {
     let default = format!("lichen/ml/{model}/result");
     match asked {
-        Some(t) if t == default || (t.starts_with(&default) && t.as_bytes().get(default.len()) == Some(&b'/')) => {
+        Some(t)
+            if t == default
+                || (t.starts_with(&default) && t.as_bytes().get(default.len()) == Some(&b'/')) =>
+        {
             if lichen_bus::validate_topic_name(t).is_ok() {
                 t.to_string()
             } else {
@@ -296,18 +346,32 @@ fn reply_topic(model: &str, asked: Option<&str>) -> String {
     }
 }
 
-async fn serve_requests(service: Arc<MlService>, bus: lichen_bus::Bus, subscription: lichen_bus::Subscription) {
+async fn serve_requests(
+    service: Arc<MlService>,
+    bus: lichen_bus::Bus,
+    subscription: lichen_bus::Subscription,
+) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(message) = subscription.recv().await {
-        let Some(model) = model_of(&message.topic).map(str::to_string) else { continue };
+        let Some(model) = model_of(&message.topic).map(str::to_string) else {
+            continue;
+        };
         let payload = match &message.payload {
             Payload::Binary(b) => b.to_vec(),
             Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
         };
         let (service, bus) = (service.clone(), bus.clone());
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let e = MlError::QueueFull { model: model.clone(), depth: MAX_IN_FLIGHT, running: MAX_IN_FLIGHT };
-            publish(&bus, &reply_topic(&model, None), error_reply(None, &model, &e));
+            let e = MlError::QueueFull {
+                model: model.clone(),
+                depth: MAX_IN_FLIGHT,
+                running: MAX_IN_FLIGHT,
+            };
+            publish(
+                &bus,
+                &reply_topic(&model, None),
+                error_reply(None, &model, &e),
+            );
             continue;
         };
         tokio::spawn(async move {
@@ -334,16 +398,22 @@ fn peek_addressing(payload: &[u8]) -> (Option<String>, Option<String>) {
         #[serde(rename = "replyTo")]
         reply_to: Option<String>,
     }
-    let header: &[u8] = if payload.starts_with(lichen_ml::request::ENVELOPE_MAGIC) && payload.len() >= 8 {
-        let len = u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]) as usize;
-        payload.get(8..8usize.saturating_add(len.min(lichen_ml::request::MAX_HEADER_BYTES))).unwrap_or(&[])
-    } else if payload.len() <= lichen_ml::spec::MAX_REQUEST_BYTES_LIMIT {
-        payload
-    } else {
-        &[]
-    };
+    let header: &[u8] =
+        if payload.starts_with(lichen_ml::request::ENVELOPE_MAGIC) && payload.len() >= 8 {
+            let len = u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]) as usize;
+            payload
+                .get(8..8usize.saturating_add(len.min(lichen_ml::request::MAX_HEADER_BYTES)))
+                .unwrap_or(&[])
+        } else if payload.len() <= lichen_ml::spec::MAX_REQUEST_BYTES_LIMIT {
+            payload
+        } else {
+            &[]
+        };
     match serde_json::from_slice::<Addr>(header) {
-        Ok(a) => (a.id.filter(|i| i.len() <= lichen_ml::request::MAX_ID_BYTES), a.reply_to),
+        Ok(a) => (
+            a.id.filter(|i| i.len() <= lichen_ml::request::MAX_ID_BYTES),
+            a.reply_to,
+        ),
         Err(_) => (None, None),
     }
 }
@@ -359,13 +429,18 @@ async fn watch_lifecycle(service: Arc<MlService>, core: CoreHandle, bus: lichen_
     loop {
         match events.recv().await {
             Ok(ev) => {
-                if matches!(ev.state, LifecycleState::Starting | LifecycleState::Running | LifecycleState::Finished) {
+                if matches!(
+                    ev.state,
+                    LifecycleState::Starting | LifecycleState::Running | LifecycleState::Finished
+                ) {
                     service.reconcile(&core, &bus, &ev.component, true).await;
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 for c in core.list_components() {
-                    service.reconcile(&core, &bus, &c.component_name, false).await;
+                    service
+                        .reconcile(&core, &bus, &c.component_name, false)
+                        .await;
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -380,13 +455,25 @@ async fn report_metrics(service: Arc<MlService>, core: CoreHandle) {
         tick.tick().await;
         for (component, runner) in service.runners() {
             let s = &runner.stats;
-            let (requests, errors) = (s.requests.load(Ordering::Relaxed), s.errors.load(Ordering::Relaxed));
+            let (requests, errors) = (
+                s.requests.load(Ordering::Relaxed),
+                s.errors.load(Ordering::Relaxed),
+            );
             let [p50, p90, p99] = s.percentiles();
-            let metric = |name: &str, unit: &str, value: f64| Metric { name: name.into(), unit: unit.into(), value, timestamp: 0 };
+            let metric = |name: &str, unit: &str, value: f64| Metric {
+                name: name.into(),
+                unit: unit.into(),
+                value,
+                timestamp: 0,
+            };
             let metrics = vec![
                 metric("ml.requests", "COUNT", requests as f64),
                 metric("ml.errors", "COUNT", errors as f64),
-                metric("ml.queueFull", "COUNT", s.rejected_queue_full.load(Ordering::Relaxed) as f64),
+                metric(
+                    "ml.queueFull",
+                    "COUNT",
+                    s.rejected_queue_full.load(Ordering::Relaxed) as f64,
+                ),
                 metric("ml.latencyP50", "SECONDS", p50 as f64 / 1e6),
                 metric("ml.latencyP90", "SECONDS", p90 as f64 / 1e6),
                 metric("ml.latencyP99", "SECONDS", p99 as f64 / 1e6),
@@ -395,7 +482,9 @@ async fn report_metrics(service: Arc<MlService>, core: CoreHandle) {
                 tracing::debug!(component, error = %e, "ml: metrics not recorded");
             }
             let last = logged.get(&component).copied();
-            if last.is_none_or(|(n, at)| n != requests && at.elapsed() >= Duration::from_secs(60)) && requests > 0 {
+            if last.is_none_or(|(n, at)| n != requests && at.elapsed() >= Duration::from_secs(60))
+                && requests > 0
+            {
                 tracing::info!(component, model = %runner.spec.name, requests, errors, p50_us = p50, p90_us = p90, p99_us = p99, "ml: model metrics");
                 logged.insert(component, (requests, std::time::Instant::now()));
             }
@@ -416,13 +505,21 @@ impl Service for Arc<MlService> {
             let mut options = SubscribeOptions::new(REQUEST_FILTER, ORIGIN);
             options.queue_capacity = 256;
             options.queue_bytes = 64 * 1024 * 1024;
-            let subscription = ctx.bus.subscribe(options).map_err(|e| ServiceError::new("ml", e.to_string()))?;
+            let subscription = ctx
+                .bus
+                .subscribe(options)
+                .map_err(|e| ServiceError::new("ml", e.to_string()))?;
             for c in ctx.core.list_components() {
-                self.reconcile(&ctx.core, &ctx.bus, &c.component_name, false).await;
+                self.reconcile(&ctx.core, &ctx.bus, &c.component_name, false)
+                    .await;
             }
             let tasks = vec![
                 tokio::spawn(serve_requests(self.clone(), ctx.bus.clone(), subscription)),
-                tokio::spawn(watch_lifecycle(self.clone(), ctx.core.clone(), ctx.bus.clone())),
+                tokio::spawn(watch_lifecycle(
+                    self.clone(),
+                    ctx.core.clone(),
+                    ctx.bus.clone(),
+                )),
                 tokio::spawn(report_metrics(self.clone(), ctx.core.clone())),
             ];
             if let Ok(mut t) = self.tasks.lock() {
@@ -437,13 +534,18 @@ impl Service for Arc<MlService> {
         &["*"]
     }
 
-    fn apply_configuration<'a>(&'a self, ctx: &'a ServiceContext, component: Option<&'a str>) -> BoxFuture<'a, ()> {
+    fn apply_configuration<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        component: Option<&'a str>,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match component {
                 Some(c) => self.reconcile(&ctx.core, &ctx.bus, c, false).await,
                 None => {
                     for c in ctx.core.list_components() {
-                        self.reconcile(&ctx.core, &ctx.bus, &c.component_name, false).await;
+                        self.reconcile(&ctx.core, &ctx.bus, &c.component_name, false)
+                            .await;
                     }
                 }
             }
@@ -454,21 +556,31 @@ impl Service for Arc<MlService> {
         Some(ControlService::Ml)
     }
 
-    fn control<'a>(&'a self, request: ControlRequest) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
+    fn control<'a>(
+        &'a self,
+        request: ControlRequest,
+    ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
         Box::pin(async move {
             match request {
                 ControlRequest::MlRun { model, input } => {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(input.as_bytes())
-                        .map_err(|e| CoreError::InvalidArgument(format!("ml.run: input is not base64: {e}")))?;
+                        .map_err(|e| {
+                            CoreError::InvalidArgument(format!("ml.run: input is not base64: {e}"))
+                        })?;
                     match self.infer(&model, &bytes).await {
                         Ok(v) => Ok(ControlReply::Ml(v)),
-                        Err(e @ MlError::UnknownModel(_)) => Err(CoreError::InvalidArgument(e.to_string())),
+                        Err(e @ MlError::UnknownModel(_)) => {
+                            Err(CoreError::InvalidArgument(e.to_string()))
+                        }
                         Err(e) => Err(CoreError::InvalidArgument(format!("model {model}: {e}"))),
                     }
                 }
                 ControlRequest::MlList {} => Ok(ControlReply::Ml(self.describe())),
-                other => Err(CoreError::NotSupported(format!("control operation {:?}", other.op()))),
+                other => Err(CoreError::NotSupported(format!(
+                    "control operation {:?}",
+                    other.op()
+                ))),
             }
         })
     }

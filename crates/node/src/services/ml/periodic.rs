@@ -20,7 +20,11 @@ pub const DEFAULT_INTERVAL_SECS: u64 = 3600;
 pub const MAX_IMAGE_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 fn key<'a>(config: &'a Value, name: &str) -> Option<&'a Value> {
-    config.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    config
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 fn text(config: &Value, name: &str) -> Option<String> {
@@ -36,11 +40,19 @@ pub fn start(
     runner: Arc<ModelRunner>,
 ) -> Option<JoinHandle<()>> {
     let (dir, name) = (text(config, "ImageDirectory")?, text(config, "ImageName")?);
-    if key(config, "UseCamera").and_then(|v| v.as_str().map(|s| s == "true").or(v.as_bool())) == Some(true) {
-        tracing::warn!(component, "ml: UseCamera is not supported; reading ImageDirectory/ImageName");
+    if key(config, "UseCamera").and_then(|v| v.as_str().map(|s| s == "true").or(v.as_bool()))
+        == Some(true)
+    {
+        tracing::warn!(
+            component,
+            "ml: UseCamera is not supported; reading ImageDirectory/ImageName"
+        );
     }
     let interval = key(config, "InferenceInterval")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
         .unwrap_or(DEFAULT_INTERVAL_SECS)
         .max(1);
     let topic = text(config, "PublishResultsOnTopic").unwrap_or_else(|| DEFAULT_TOPIC.to_string());
@@ -62,7 +74,11 @@ pub fn start(
                     continue;
                 }
             };
-            if let Err(e) = bus.publish(Message::new(topic.as_str(), Payload::Json(message), "service:ml")) {
+            if let Err(e) = bus.publish(Message::new(
+                topic.as_str(),
+                Payload::Json(message),
+                "service:ml",
+            )) {
                 tracing::warn!(component, topic, error = %e, "ml: could not publish the periodic result");
             }
         }
@@ -81,14 +97,21 @@ async fn classify(path: &std::path::Path, runner: &ModelRunner) -> Result<Value,
         InputData::Json(_) => return Err("not an image".into()),
     };
     let result = runner
-        .infer(InferRequest { inputs: vec![(String::new(), input)], ..Default::default() })
+        .infer(InferRequest {
+            inputs: vec![(String::new(), input)],
+            ..Default::default()
+        })
         .await
         .map_err(|e| e.to_string())?;
     let top = match result.top_k {
         Some(t) => t,
         None => runner.top_k(&result.outputs.first().ok_or("the model has no output")?.1),
     };
-    let threshold = if runner.spec.score_threshold.is_finite() { runner.spec.score_threshold } else { 0.0 };
+    let threshold = if runner.spec.score_threshold.is_finite() {
+        runner.spec.score_threshold
+    } else {
+        0.0
+    };
     Ok(json!({
         "timestamp": timestamp(SystemTime::now()),
         "inference-type": "image-classification",
@@ -103,5 +126,11 @@ fn timestamp(t: SystemTime) -> String {
     let secs = d.as_secs() as i64;
     let (y, m, day) = lichen_sys::time::civil_from_days(secs.div_euclid(86400));
     let s = secs.rem_euclid(86400);
-    format!("{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}.{:06}", s / 3600, s / 60 % 60, s % 60, d.subsec_micros())
+    format!(
+        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    )
 }
