@@ -11,6 +11,7 @@ mod cmd_core;
 mod cmd_deployment;
 mod cmd_device;
 mod cmd_logs;
+mod cmd_ml;
 mod cmd_recipe;
 mod output;
 mod quickstart;
@@ -83,6 +84,11 @@ enum Command {
     },
     // The help (with examples) is CloudArgs' own doc comment.
     Cloud(cmd_cloud::CloudArgs),
+    /// Run inferences on the core's ML models and list them.
+    Ml {
+        #[command(subcommand)]
+        command: cmd_ml::MlCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cmd_logs::run(&cli.global, args),
         Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
         Command::Cloud(args) => cmd_cloud::run(&cli.global, args),
+        Command::Ml { command } => cmd_ml::run(&cli.global, command),
     };
     match result {
         Ok(code) => code,

@@ -52,7 +52,7 @@ use crate::service::{Service, ServiceContext, ServiceError};
 
 pub const REQUEST_FILTER: &str = "lichen/ml/+/infer";
 pub const MAX_IN_FLIGHT: usize = 64;
-pub const METRICS_EVERY: Duration = Duration::from_secs(10);
+pub const METRICS_EVERY: Duration = Duration::from_secs(5);
 const ORIGIN: &str = "service:ml";
 
 /// What the service holds for one model component.
