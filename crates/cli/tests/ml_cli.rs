@@ -13,7 +13,9 @@ use common::*;
 use serde_json::{Value, json};
 
 fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let p = std::env::var_os("LICHEN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
     let ok = p.exists()
         && std::process::Command::new(&p)
             .args(["-c", "import onnx, onnxruntime, numpy"])
@@ -22,6 +24,11 @@ fn python() -> Option<PathBuf> {
     if !ok {
         eprintln!(
             "skipping: {} with onnx and onnxruntime missing (scripts/setup-test-deps)",
+            p.display()
+        );
+        assert!(
+            std::env::var_os("LICHEN_TEST_REQUIRE_ALL").is_none(),
+            "LICHEN_TEST_REQUIRE_ALL: {} lacks the ML test packages",
             p.display()
         );
         return None;

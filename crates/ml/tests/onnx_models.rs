@@ -25,6 +25,11 @@ fn python() -> Option<PathBuf> {
             "skipping: {} with onnx, onnxruntime and numpy missing (scripts/setup-test-deps)",
             p.display()
         );
+        assert!(
+            std::env::var_os("LICHEN_TEST_REQUIRE_ALL").is_none(),
+            "LICHEN_TEST_REQUIRE_ALL: {} lacks the ML test packages",
+            p.display()
+        );
         return None;
     }
     Some(p)

@@ -38,6 +38,11 @@ fn python() -> Option<PathBuf> {
             "skipping: {} with awsiotsdk, onnx, onnxruntime missing (scripts/setup-test-deps)",
             p.display()
         );
+        assert!(
+            std::env::var_os("LICHEN_TEST_REQUIRE_ALL").is_none(),
+            "LICHEN_TEST_REQUIRE_ALL: {} lacks the ML test packages",
+            p.display()
+        );
         return None;
     }
     Some(p)
