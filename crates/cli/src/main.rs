@@ -15,6 +15,7 @@ mod cmd_core_install;
 mod cmd_deployment;
 mod cmd_device;
 mod cmd_logs;
+mod cmd_ml;
 mod cmd_recipe;
 mod logging;
 mod output;
@@ -109,6 +110,11 @@ enum Command {
     Check(cmd_check::CheckArgs),
     /// Print a shell completion script: `lichen completions bash > /etc/bash_completion.d/lichen`.
     Completions(cmd_completions::CompletionsArgs),
+    /// Run inferences on the core's ML models and list them.
+    Ml {
+        #[command(subcommand)]
+        command: cmd_ml::MlCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -124,6 +130,7 @@ fn main() -> std::process::ExitCode {
         Command::Cloud(args) => cmd_cloud::run(&cli.global, args),
         Command::Check(args) => cmd_check::run(&cli.global, args),
         Command::Completions(args) => cmd_completions::run::<Cli>(args),
+        Command::Ml { command } => cmd_ml::run(&cli.global, command),
     };
     match result {
         Ok(code) => code,

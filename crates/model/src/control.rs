@@ -72,6 +72,13 @@ pub enum ControlRequest {
     /// A thing's shadows with their versions and sync state.
     #[serde(rename = "shadow.list")]
     ShadowList { thing: String },
+    /// One inference on a loaded model; `input` is the request's bytes in base64 (a JSON
+    /// request, a binary request, a binary tensor, a `.npy` or an image).
+    #[serde(rename = "ml.run")]
+    MlRun { model: String, input: String },
+    /// The loaded models with their inputs, outputs and metrics.
+    #[serde(rename = "ml.list")]
+    MlList {},
 }
 
 /// Who serves a request: the core itself, or a service registered beside it.
@@ -84,6 +91,8 @@ pub enum ControlService {
     Cloud,
     /// The local shadow service (`shadow.*`).
     Shadows,
+    /// The ML inference service (`ml.*`).
+    Ml,
 }
 
 impl ControlRequest {
@@ -107,6 +116,8 @@ impl ControlRequest {
         "shadow.update",
         "shadow.delete",
         "shadow.list",
+        "ml.run",
+        "ml.list",
     ];
 
     /// The op name, as on the wire.
@@ -130,6 +141,8 @@ impl ControlRequest {
             ControlRequest::ShadowUpdate { .. } => "shadow.update",
             ControlRequest::ShadowDelete { .. } => "shadow.delete",
             ControlRequest::ShadowList { .. } => "shadow.list",
+            ControlRequest::MlRun { .. } => "ml.run",
+            ControlRequest::MlList {} => "ml.list",
         }
     }
 
@@ -144,6 +157,7 @@ impl ControlRequest {
             | ControlRequest::ShadowUpdate { .. }
             | ControlRequest::ShadowDelete { .. }
             | ControlRequest::ShadowList { .. } => ControlService::Shadows,
+            ControlRequest::MlRun { .. } | ControlRequest::MlList {} => ControlService::Ml,
             _ => ControlService::Core,
         }
     }
@@ -230,6 +244,7 @@ impl ControlRequest {
             ControlRequest::ShadowList { .. } => {
                 ControlReply::Shadows(serde_json::from_value(result).map_err(fail)?)
             }
+            ControlRequest::MlRun { .. } | ControlRequest::MlList {} => ControlReply::Ml(result),
         })
     }
 }
@@ -254,6 +269,9 @@ pub enum ControlReply {
     /// A shadow operation's accepted document.
     ShadowDocument(serde_json::Value),
     Shadows(ShadowListing),
+    /// `ml.*`: the inference reply (outputs, top-k, timings) or the models' list, as the
+    /// ML service documents them (`lichen_ml::request`).
+    Ml(serde_json::Value),
 }
 
 /// `shadow.list`: a thing's shadows (classic first, then named by name; at most
@@ -568,6 +586,11 @@ mod tests {
                 name: None,
             },
             ControlRequest::ShadowList { thing: "t".into() },
+            ControlRequest::MlRun {
+                model: "mlp".into(),
+                input: "e30=".into(),
+            },
+            ControlRequest::MlList {},
         ]
     }
 
@@ -846,6 +869,15 @@ mod tests {
                         }),
                     }],
                 }),
+                ControlRequest::MlRun {
+                    model: "mlp".into(),
+                    input: "e30=".into(),
+                },
+                ControlReply::Ml(serde_json::json!({"model": "mlp", "outputs": {}})),
+            ),
+            (
+                ControlRequest::MlList {},
+                ControlReply::Ml(serde_json::json!([{"name": "mlp"}])),
             ),
         ];
         assert_eq!(pairs.len(), ControlRequest::OPS.len());

@@ -75,7 +75,11 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let shadow = Arc::new(services::shadow::ShadowService::new(Some(cloud.clone())));
     // Runs while aws.greengrass.StreamManager is deployed.
     let streams = Arc::new(StreamsService::new());
-    vec![broker, cloud, fleet, bridge, shadow, streams]
+    #[allow(unused_mut)]
+    let mut services: Vec<Arc<dyn Service>> = vec![broker, cloud, fleet, bridge, shadow, streams];
+    #[cfg(feature = "ml")]
+    services.push(Arc::new(Arc::new(services::ml::MlService::new())));
+    services
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

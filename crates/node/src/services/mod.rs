@@ -3,6 +3,8 @@
 pub mod broker;
 pub mod cloud;
 pub mod fleet;
+#[cfg(feature = "ml")]
+pub mod ml;
 pub mod provisioning;
 pub mod shadow;
 pub mod streams;
