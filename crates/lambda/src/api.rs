@@ -24,7 +24,10 @@ pub(crate) async fn serve(instance: Arc<Instance>) -> std::io::Result<SocketAddr
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .layer(DefaultBodyLimit::max(MAX_RESULT_BYTES))

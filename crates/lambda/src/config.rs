@@ -183,7 +183,11 @@ impl FunctionConfig {
             // A map keyed "0", "1", … (a list is accepted too).
             let entries: Vec<(String, &Value)> = match topics {
                 Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
-                Value::Array(a) => a.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i.to_string(), v))
+                    .collect(),
                 _ => return Err(err("pubsubTopics", "expected a map".into())),
             };
             for (key, entry) in entries {

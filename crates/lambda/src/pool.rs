@@ -59,7 +59,9 @@ impl InvokeResult {
     pub fn body(&self) -> Vec<u8> {
         match &self.outcome {
             Outcome::Ok(b) | Outcome::HandlerError(b) => b.clone(),
-            Outcome::Timeout => br#"{"errorMessage":"Task timed out","errorType":"TimeoutError"}"#.to_vec(),
+            Outcome::Timeout => {
+                br#"{"errorMessage":"Task timed out","errorType":"TimeoutError"}"#.to_vec()
+            }
             Outcome::Crashed(why) => serde_json::json!({
                 "errorMessage": format!("the function instance ended before answering: {why}"),
                 "errorType": "InstanceCrashed"
@@ -76,7 +78,9 @@ impl InvokeResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
-    #[error("{component}: the queue is full ({max} invocations waiting, maxQueueSize); invocation rejected")]
+    #[error(
+        "{component}: the queue is full ({max} invocations waiting, maxQueueSize); invocation rejected"
+    )]
     QueueFull { component: String, max: usize },
     #[error("{component}: the function is stopped")]
     Stopped { component: String },
@@ -277,7 +281,9 @@ impl Pool {
             let mut rx = inner.rx.lock().await;
             rx.close();
             while let Ok(work) = rx.try_recv() {
-                let _ = work.reply.send(Outcome::Crashed("the function stopped".into()));
+                let _ = work
+                    .reply
+                    .send(Outcome::Crashed("the function stopped".into()));
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
