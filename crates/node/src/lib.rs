@@ -35,6 +35,7 @@ pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
+pub use services::functions::FunctionsService;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,8 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let fleet = Arc::new(FleetService::new(cloud.clone()));
     // After the broker and the cloud: it joins the two (the bridge's IotCore leg).
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
-    vec![broker, cloud, fleet, bridge]
+    let functions = Arc::new(services::functions::FunctionsService::new());
+    vec![broker, cloud, fleet, bridge, functions]
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

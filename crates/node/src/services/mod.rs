@@ -3,4 +3,5 @@
 pub mod broker;
 pub mod cloud;
 pub mod fleet;
+pub mod functions;
 pub mod provisioning;
