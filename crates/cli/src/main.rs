@@ -14,6 +14,7 @@ mod cmd_core;
 mod cmd_core_install;
 mod cmd_deployment;
 mod cmd_device;
+mod cmd_function;
 mod cmd_logs;
 mod cmd_ml;
 mod cmd_recipe;
@@ -114,6 +115,10 @@ enum Command {
     Ml {
         #[command(subcommand)]
         command: cmd_ml::MlCommand,
+    /// Invoke function components (Lambda, WASM).
+    Function {
+        #[command(subcommand)]
+        command: cmd_function::FunctionCommand,
     },
 }
 
@@ -131,6 +136,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => cmd_check::run(&cli.global, args),
         Command::Completions(args) => cmd_completions::run::<Cli>(args),
         Command::Ml { command } => cmd_ml::run(&cli.global, command),
+        Command::Function { command } => cmd_function::run(&cli.global, command),
     };
     match result {
         Ok(code) => code,

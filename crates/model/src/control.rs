@@ -79,6 +79,15 @@ pub enum ControlRequest {
     /// The loaded models with their inputs, outputs and metrics.
     #[serde(rename = "ml.list")]
     MlList {},
+    /// Invoke a function component (Lambda or WASM) once with `payload` (JSON text, or any
+    /// text for a binary-encoded function); `topic` is what the handler sees as the subject.
+    #[serde(rename = "function.invoke")]
+    FunctionInvoke {
+        component: String,
+        payload: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
 }
 
 /// Who serves a request: the core itself, or a service registered beside it.
@@ -93,6 +102,9 @@ pub enum ControlService {
     Shadows,
     /// The ML inference service (`ml.*`).
     Ml,
+    /// Function components, Lambda and WASM (`function.*`). Several services serve it: each
+    /// answers `ComponentNotFound` for a component it does not run.
+    Functions,
 }
 
 impl ControlRequest {
@@ -118,6 +130,7 @@ impl ControlRequest {
         "shadow.list",
         "ml.run",
         "ml.list",
+        "function.invoke",
     ];
 
     /// The op name, as on the wire.
@@ -143,6 +156,7 @@ impl ControlRequest {
             ControlRequest::ShadowList { .. } => "shadow.list",
             ControlRequest::MlRun { .. } => "ml.run",
             ControlRequest::MlList {} => "ml.list",
+            ControlRequest::FunctionInvoke { .. } => "function.invoke",
         }
     }
 
@@ -158,6 +172,7 @@ impl ControlRequest {
             | ControlRequest::ShadowDelete { .. }
             | ControlRequest::ShadowList { .. } => ControlService::Shadows,
             ControlRequest::MlRun { .. } | ControlRequest::MlList {} => ControlService::Ml,
+            ControlRequest::FunctionInvoke { .. } => ControlService::Functions,
             _ => ControlService::Core,
         }
     }
@@ -245,6 +260,9 @@ impl ControlRequest {
                 ControlReply::Shadows(serde_json::from_value(result).map_err(fail)?)
             }
             ControlRequest::MlRun { .. } | ControlRequest::MlList {} => ControlReply::Ml(result),
+            ControlRequest::FunctionInvoke { .. } => {
+                ControlReply::FunctionResult(serde_json::from_value(result).map_err(fail)?)
+            }
         })
     }
 }
@@ -315,6 +333,7 @@ pub struct ShadowSyncState {
     pub last_sync_time: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    FunctionResult(FunctionResult),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -457,6 +476,21 @@ pub struct ListenerInfo {
     pub addr: String,
 }
 
+/// What one function invocation returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionResult {
+    /// The handler's result: UTF-8 text, or base64 when `base64` is set (binary output).
+    pub result: String,
+    #[serde(default)]
+    pub base64: bool,
+    /// The handler failed (Lambda `/error`, WASM trap): `result` holds the error document.
+    #[serde(default)]
+    pub error: bool,
+    /// From accepting the invocation to its result, queueing and cold start included.
+    pub duration_ms: u64,
+}
+
 /// An empty `{}` result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Done {}
@@ -591,6 +625,11 @@ mod tests {
                 input: "e30=".into(),
             },
             ControlRequest::MlList {},
+            ControlRequest::FunctionInvoke {
+                component: "com.example.Fn".into(),
+                payload: "{\"n\":1}".into(),
+                topic: None,
+            },
         ]
     }
 
@@ -878,6 +917,17 @@ mod tests {
             (
                 ControlRequest::MlList {},
                 ControlReply::Ml(serde_json::json!([{"name": "mlp"}])),
+                ControlRequest::FunctionInvoke {
+                    component: "com.example.Fn".into(),
+                    payload: "{}".into(),
+                    topic: Some("t/1".into()),
+                },
+                ControlReply::FunctionResult(FunctionResult {
+                    result: "AAE=".into(),
+                    base64: true,
+                    error: false,
+                    duration_ms: 12,
+                }),
             ),
         ];
         assert_eq!(pairs.len(), ControlRequest::OPS.len());

@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod fleet;
 #[cfg(feature = "ml")]
 pub mod ml;
+pub mod functions;
 pub mod provisioning;
 pub mod shadow;
 pub mod streams;
