@@ -154,6 +154,7 @@ impl Core {
             process_runner: Arc::new(crate::lifecycle::launch::ProcessRunner {
                 groups: orphans.clone(),
             }),
+            runners: RwLock::new(HashMap::new()),
             orphans,
             layout,
             settings: options.settings,

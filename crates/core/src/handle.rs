@@ -186,4 +186,28 @@ impl CoreHandle {
     pub fn set_deployment_hooks(&self, hooks: Arc<dyn DeploymentHooks>) {
         self.rt.set_hooks(hooks);
     }
+
+    /// Runs the steps of components whose recipe has this `ComponentType` (its
+    /// `ComponentType::as_str()` spelling) through `runner` instead of the process runner.
+    /// Services call it in `Service::start`, before components launch; a second runner for
+    /// the same type replaces the first (with a warning).
+    pub fn register_runner(
+        &self,
+        component_type: &str,
+        runner: Arc<dyn crate::lifecycle::launch::Runner>,
+    ) {
+        self.rt.register_runner(component_type, runner);
+    }
+
+    /// The runner of ordinary process components, for a runner that hands some steps
+    /// (e.g. a recipe's own Install script) back to it.
+    pub fn process_runner(&self) -> Arc<dyn crate::lifecycle::launch::Runner> {
+        self.rt.process_runner.clone()
+    }
+
+    /// The registry of live process groups, so that a runner's own processes (a function's
+    /// instances) are ended at shutdown and reaped after a crash like step processes.
+    pub fn process_groups(&self) -> Arc<crate::lifecycle::orphans::GroupRegistry> {
+        self.rt.orphans.clone()
+    }
 }

@@ -40,8 +40,11 @@ pub struct Runtime {
     pub(crate) tokens: TokenRegistry,
     pub(crate) supervisor: Supervisor,
     pub(crate) orphans: Arc<crate::lifecycle::orphans::GroupRegistry>,
-    /// Starts the steps of process components (all components, for now).
+    /// Starts the steps of process components (every type without a registered runner).
     pub(crate) process_runner: Arc<dyn Runner>,
+    /// Runners services registered per recipe `ComponentType` (e.g. `aws.greengrass.lambda`),
+    /// see [`crate::handle::CoreHandle::register_runner`].
+    pub(crate) runners: RwLock<HashMap<String, Arc<dyn Runner>>>,
     pub(crate) deployments: DeploymentQueue,
     pub(crate) lifecycle_events: broadcast::Sender<LifecycleEvent>,
     pub(crate) hooks: RwLock<Option<Arc<dyn DeploymentHooks>>>,
@@ -334,6 +337,26 @@ impl Runtime {
         self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The runner registered for the recipe's component type, else the process runner
+    /// (built-ins and recipe-less specs always get the process runner).
+    pub(crate) fn runner_for(&self, spec: &ComponentSpec) -> Arc<dyn Runner> {
+        let Some(recipe) = spec.recipe.as_ref() else {
+            return self.process_runner.clone();
+        };
+        let runners = self.runners.read().unwrap_or_else(|p| p.into_inner());
+        runners
+            .get(recipe.component_type.as_str())
+            .cloned()
+            .unwrap_or_else(|| self.process_runner.clone())
+    }
+
+    pub(crate) fn register_runner(&self, component_type: &str, runner: Arc<dyn Runner>) {
+        let mut runners = self.runners.write().unwrap_or_else(|p| p.into_inner());
+        if runners.insert(component_type.to_string(), runner).is_some() {
+            tracing::warn!(component_type, "a second runner replaced the first");
+        }
+    }
+
     pub(crate) fn state_of(&self, name: &str) -> Option<LifecycleState> {
         self.supervisor.slot(name).map(|s| s.status().state)
     }
@@ -384,7 +407,7 @@ impl LaunchContext for Runtime {
         });
     }
 
-    fn runner_for(&self, _spec: &ComponentSpec) -> Arc<dyn Runner> {
-        self.process_runner.clone()
+    fn runner_for(&self, spec: &ComponentSpec) -> Arc<dyn Runner> {
+        Runtime::runner_for(self, spec)
     }
 }

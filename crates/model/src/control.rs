@@ -48,6 +48,15 @@ pub enum ControlRequest {
     /// The cloud connection (endpoint, thing, state, last error).
     #[serde(rename = "cloud.status")]
     CloudStatus {},
+    /// Invoke a function component (Lambda or WASM) once with `payload` (JSON text, or any
+    /// text for a binary-encoded function); `topic` is what the handler sees as the subject.
+    #[serde(rename = "function.invoke")]
+    FunctionInvoke {
+        component: String,
+        payload: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
 }
 
 /// Who serves a request: the core itself, or a service registered beside it.
@@ -58,6 +67,9 @@ pub enum ControlService {
     Devices,
     /// The connection to a lichen (or AWS IoT) cloud (`cloud.*`).
     Cloud,
+    /// Function components, Lambda and WASM (`function.*`). Several services serve it: each
+    /// answers `ComponentNotFound` for a component it does not run.
+    Functions,
 }
 
 impl ControlRequest {
@@ -77,6 +89,7 @@ impl ControlRequest {
         "device.list",
         "device.broker",
         "cloud.status",
+        "function.invoke",
     ];
 
     /// The op name, as on the wire.
@@ -96,6 +109,7 @@ impl ControlRequest {
             ControlRequest::DeviceList {} => "device.list",
             ControlRequest::DeviceBroker {} => "device.broker",
             ControlRequest::CloudStatus {} => "cloud.status",
+            ControlRequest::FunctionInvoke { .. } => "function.invoke",
         }
     }
 
@@ -106,6 +120,7 @@ impl ControlRequest {
             | ControlRequest::DeviceList {}
             | ControlRequest::DeviceBroker {} => ControlService::Devices,
             ControlRequest::CloudStatus {} => ControlService::Cloud,
+            ControlRequest::FunctionInvoke { .. } => ControlService::Functions,
             _ => ControlService::Core,
         }
     }
@@ -186,6 +201,9 @@ impl ControlRequest {
             ControlRequest::CloudStatus {} => {
                 ControlReply::Cloud(serde_json::from_value(result).map_err(fail)?)
             }
+            ControlRequest::FunctionInvoke { .. } => {
+                ControlReply::FunctionResult(serde_json::from_value(result).map_err(fail)?)
+            }
         })
     }
 }
@@ -207,6 +225,7 @@ pub enum ControlReply {
     Cloud(CloudStatus),
     /// Operations that only report success (cancel, restart, stop).
     Done(Done),
+    FunctionResult(FunctionResult),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -349,6 +368,21 @@ pub struct ListenerInfo {
     pub addr: String,
 }
 
+/// What one function invocation returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionResult {
+    /// The handler's result: UTF-8 text, or base64 when `base64` is set (binary output).
+    pub result: String,
+    #[serde(default)]
+    pub base64: bool,
+    /// The handler failed (Lambda `/error`, WASM trap): `result` holds the error document.
+    #[serde(default)]
+    pub error: bool,
+    /// From accepting the invocation to its result, queueing and cold start included.
+    pub duration_ms: u64,
+}
+
 /// An empty `{}` result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Done {}
@@ -464,6 +498,11 @@ mod tests {
             ControlRequest::DeviceList {},
             ControlRequest::DeviceBroker {},
             ControlRequest::CloudStatus {},
+            ControlRequest::FunctionInvoke {
+                component: "com.example.Fn".into(),
+                payload: "{\"n\":1}".into(),
+                topic: None,
+            },
         ]
     }
 
@@ -701,6 +740,19 @@ mod tests {
                         rejected: 1,
                         oldest_unsent_secs: Some(7),
                     }),
+                }),
+            ),
+            (
+                ControlRequest::FunctionInvoke {
+                    component: "com.example.Fn".into(),
+                    payload: "{}".into(),
+                    topic: Some("t/1".into()),
+                },
+                ControlReply::FunctionResult(FunctionResult {
+                    result: "AAE=".into(),
+                    base64: true,
+                    error: false,
+                    duration_ms: 12,
                 }),
             ),
         ];

@@ -235,9 +235,12 @@ async fn watch_configuration(
     }
 }
 
-/// Routes the control requests of a service's [`ControlService`] to it.
+/// Routes the control requests of one [`ControlService`] to the services that serve it, in
+/// registration order: a service answers `ComponentNotFound` for a component it does not run
+/// (e.g. the Lambda service for a WASM function), and the next one is asked. When none runs
+/// it, that error is the answer.
 struct ServiceControl {
-    service: Arc<dyn Service>,
+    services: Vec<Arc<dyn Service>>,
     serves: ControlService,
 }
 
@@ -250,20 +253,40 @@ impl ControlExtension for ServiceControl {
         &'a self,
         request: ControlRequest,
     ) -> BoxFuture<'a, Result<ControlReply, CoreError>> {
-        self.service.control(request)
+        Box::pin(async move {
+            let mut last = None;
+            for service in &self.services {
+                match service.control(request.clone()).await {
+                    Err(CoreError::ComponentNotFound(name)) => {
+                        last = Some(CoreError::ComponentNotFound(name));
+                    }
+                    other => return other,
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                CoreError::NotSupported(format!("control operation {:?}", request.op()))
+            }))
+        })
     }
 }
 
 fn control_extensions(services: &[Arc<dyn Service>]) -> Extensions {
-    services
-        .iter()
-        .filter_map(|s| {
-            let serves = s.control_service()?;
-            let extension: Arc<dyn ControlExtension> = Arc::new(ServiceControl {
-                service: s.clone(),
+    let mut grouped: Vec<ServiceControl> = Vec::new();
+    for service in services {
+        let Some(serves) = service.control_service() else {
+            continue;
+        };
+        match grouped.iter_mut().find(|g| g.serves == serves) {
+            Some(group) => group.services.push(service.clone()),
+            None => grouped.push(ServiceControl {
+                services: vec![service.clone()],
                 serves,
-            });
-            Some(extension)
-        })
+            }),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|g| Arc::new(g) as Arc<dyn ControlExtension>)
         .collect()
 }
+

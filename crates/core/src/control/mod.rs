@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use lichen_model::control::{
     BrokerInfo, ControlReply, ControlRequest, ControlRequestError, ControlService, CoreStatus,
-    DeploymentCreated, DeviceInfo, DeviceRemoved, Done, ListenerInfo, ReplyError,
+    DeploymentCreated, DeviceInfo, DeviceRemoved, Done, FunctionResult, ListenerInfo, ReplyError,
 };
 pub use server::{ControlServer, serve};
 

@@ -70,6 +70,11 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The component's own log (its processes' output goes here).
+    pub fn log(&self) -> &RotatingLog {
+        &self.log
+    }
+
     pub fn spec(&self) -> Arc<ComponentSpec> {
         self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -115,7 +120,8 @@ impl Slot {
             .clone()
     }
 
-    pub(crate) fn attach_to_cgroup(&self, pid: u32) {
+    /// Moves `pid` into the component's cgroup, when it has one (resource limits).
+    pub fn attach_to_cgroup(&self, pid: u32) {
         let group = self
             .cgroup
             .lock()
