@@ -69,7 +69,11 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let fleet = Arc::new(FleetService::new(cloud.clone()));
     // After the broker and the cloud: it joins the two (the bridge's IotCore leg).
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
-    vec![broker, cloud, fleet, bridge]
+    #[allow(unused_mut)]
+    let mut services: Vec<Arc<dyn Service>> = vec![broker, cloud, fleet, bridge];
+    #[cfg(feature = "wasm")]
+    services.push(Arc::new(services::wasm::WasmService::new()));
+    services
 }
 
 /// A running device. Stop it with [`Node::shutdown`]; dropping it aborts its tasks without

@@ -4,3 +4,5 @@ pub mod broker;
 pub mod cloud;
 pub mod fleet;
 pub mod provisioning;
+#[cfg(feature = "wasm")]
+pub mod wasm;
