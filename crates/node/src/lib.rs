@@ -293,4 +293,3 @@ fn control_extensions(services: &[Arc<dyn Service>]) -> Extensions {
         .map(|g| Arc::new(g) as Arc<dyn ControlExtension>)
         .collect()
 }
-

@@ -163,8 +163,18 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
                 "operations": ["aws.greengrass#PublishToTopic"], "resources": ["out/echo"]}}}
         }),
     );
-    write_component(dir.path(), looping, &module(LOOP), json!({"fuelPerInvocation": 3000000}));
-    write_component(dir.path(), grow, &module(GROW), json!({"memoryLimitBytes": 262144}));
+    write_component(
+        dir.path(),
+        looping,
+        &module(LOOP),
+        json!({"fuelPerInvocation": 3000000}),
+    );
+    write_component(
+        dir.path(),
+        grow,
+        &module(GROW),
+        json!({"memoryLimitBytes": 262144}),
+    );
     write_component(
         dir.path(),
         sneaky,
@@ -247,11 +257,23 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
             .find(|m| m.name == name)
             .map(|m| m.value)
     };
-    assert!(metric("Timeouts").unwrap_or(0.0) >= 2.0, "{:?}", details.metrics);
+    assert!(
+        metric("Timeouts").unwrap_or(0.0) >= 2.0,
+        "{:?}",
+        details.metrics
+    );
     assert!(metric("Invocations").unwrap_or(0.0) >= 2.0);
-    let log = std::fs::read_to_string(node.handle().layout().root().join("logs/com.test.WasmLoop.log"))
-        .unwrap_or_default();
-    assert!(log.contains("CPU limit"), "the failure is in the component log: {log}");
+    let log = std::fs::read_to_string(
+        node.handle()
+            .layout()
+            .root()
+            .join("logs/com.test.WasmLoop.log"),
+    )
+    .unwrap_or_default();
+    assert!(
+        log.contains("CPU limit"),
+        "the failure is in the component log: {log}"
+    );
     node.shutdown().await;
 }
 
@@ -259,7 +281,12 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
 async fn a_malformed_module_fails_its_deployment_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let broken = "com.test.WasmBroken";
-    write_component(dir.path(), broken, b"\0asm\x01\0\0\0not a module", json!({}));
+    write_component(
+        dir.path(),
+        broken,
+        b"\0asm\x01\0\0\0not a module",
+        json!({}),
+    );
     let (node, wasm) = start(dir.path()).await;
     let record = deploy(&node, dir.path(), &[broken]).await;
     assert_eq!(record.status, DeploymentStatus::Failed, "{record:?}");
@@ -271,13 +298,14 @@ async fn a_malformed_module_fails_its_deployment_naming_it() {
         "names the module: {text}"
     );
     // The core and the service are still up.
-    assert!(wasm
-        .control(ControlRequest::FunctionInvoke {
+    assert!(
+        wasm.control(ControlRequest::FunctionInvoke {
             component: broken.into(),
             payload: "{}".into(),
             topic: None
         })
         .await
-        .is_err());
+        .is_err()
+    );
     node.shutdown().await;
 }

@@ -55,13 +55,14 @@ fn main() {
     let wasm = wat::parse_str(MODULE).expect("bench WAT");
     let engine = WasmEngine::new();
     let started = Instant::now();
-    let function =
-        FunctionModule::compile(&engine, "bench", &wasm, FunctionConfig::default()).expect("compiles");
+    let function = FunctionModule::compile(&engine, "bench", &wasm, FunctionConfig::default())
+        .expect("compiles");
     let compile = started.elapsed();
     let host = Arc::new(CountingHost(Default::default()));
 
     let mut cold = Vec::with_capacity(2000);
-    let payload = br#"{"temperature": 21.5, "humidity": 40, "sensor": "bench-0001", "seq": 123456}"#;
+    let payload =
+        br#"{"temperature": 21.5, "humidity": 40, "sensor": "bench-0001", "seq": 123456}"#;
     for _ in 0..2000 {
         let t = Instant::now();
         let mut instance = function.instantiate(host.clone()).expect("instantiates");
@@ -84,7 +85,10 @@ fn main() {
         warm.push(t.elapsed());
         assert_eq!(out.result, b"bench/in");
     }
-    println!("module compile (validate, lazy translation): {:.1} us", compile.as_secs_f64() * 1e6);
+    println!(
+        "module compile (validate, lazy translation): {:.1} us",
+        compile.as_secs_f64() * 1e6
+    );
     println!(
         "cold instantiation: p50 {:.1} us, p99 {:.1} us",
         pct(&mut cold, 0.5),

@@ -89,7 +89,9 @@ fn publishes_per_event_on_a_warm_instance() {
     let mut instance = function.trial(host.clone()).unwrap();
     for i in 0..3 {
         let payload = format!("{{\"n\":{i}}}");
-        let out = instance.invoke(&format!("in/{i}"), payload.as_bytes()).unwrap();
+        let out = instance
+            .invoke(&format!("in/{i}"), payload.as_bytes())
+            .unwrap();
         assert!(out.ok);
         assert_eq!(out.result, format!("in/{i}").as_bytes());
         assert!(out.fuel_used > 0);
@@ -121,7 +123,10 @@ fn an_endless_loop_stops_at_the_cpu_limit_and_a_new_instance_serves() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // The module itself is unharmed: a fresh instance runs (and stops) again.
     let mut again = function.instantiate(host).unwrap();
-    assert!(matches!(again.invoke("t", b"{}"), Err(InvokeError::CpuLimit { .. })));
+    assert!(matches!(
+        again.invoke("t", b"{}"),
+        Err(InvokeError::CpuLimit { .. })
+    ));
 }
 
 #[test]
@@ -191,9 +196,14 @@ fn an_unauthorized_publish_is_refused_to_the_module() {
 fn malformed_modules_fail_naming_the_module() {
     let engine = WasmEngine::new();
     let compile = |bytes: &[u8]| {
-        FunctionModule::compile(&engine, "com.example.Broken", bytes, FunctionConfig::default())
-            .err()
-            .expect("refused")
+        FunctionModule::compile(
+            &engine,
+            "com.example.Broken",
+            bytes,
+            FunctionConfig::default(),
+        )
+        .err()
+        .expect("refused")
     };
     let err = compile(b"\0asm\x01\0\0\0garbage");
     assert!(matches!(err, CompileError::Invalid { .. }), "{err}");

@@ -130,11 +130,19 @@ fn read_settings(component: &str, config: &Value) -> Result<Settings, String> {
             let topic = entry.get("topic").and_then(Value::as_str).ok_or_else(|| {
                 format!("configuration pubsubTopics.{key}.topic: expected a topic")
             })?;
-            let kind = entry.get("type").and_then(Value::as_str).unwrap_or("PUB_SUB");
+            let kind = entry
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("PUB_SUB");
             if kind.eq_ignore_ascii_case("PUB_SUB") {
                 triggers.push(topic.to_string());
             } else {
-                tracing::warn!(component, topic, kind, "WASM trigger type not supported (only PUB_SUB); ignored");
+                tracing::warn!(
+                    component,
+                    topic,
+                    kind,
+                    "WASM trigger type not supported (only PUB_SUB); ignored"
+                );
             }
         }
     }
@@ -155,7 +163,9 @@ fn read_settings(component: &str, config: &Value) -> Result<Settings, String> {
     };
     let queue = number(config, "maxQueueSize", DEFAULT_QUEUE as u64)? as usize;
     if queue > MAX_QUEUE {
-        return Err(format!("configuration maxQueueSize: {queue} is over {MAX_QUEUE}"));
+        return Err(format!(
+            "configuration maxQueueSize: {queue} is over {MAX_QUEUE}"
+        ));
     }
     let dir = match config.get("grantDirectory") {
         None | Some(Value::Null) => None,
@@ -209,8 +219,9 @@ impl Runner for WasmRunner {
         let module_name = format!("{name} ({})", path.display());
         let bytes = std::fs::read(&path)
             .map_err(|e| format!("WASM module {module_name}: reading it: {e}"))?;
-        let module = FunctionModule::compile(&self.inner.engine, &module_name, &bytes, settings.config)
-            .map_err(|e| e.to_string())?;
+        let module =
+            FunctionModule::compile(&self.inner.engine, &module_name, &bytes, settings.config)
+                .map_err(|e| e.to_string())?;
         let slot = ctx
             .component(&name)
             .ok_or_else(|| format!("component {name} has no slot"))?;
@@ -223,9 +234,7 @@ impl Runner for WasmRunner {
             core: started.core.clone(),
             slot,
         });
-        let first = module
-            .trial(host.clone())
-            .map_err(|e| e.to_string())?;
+        let first = module.trial(host.clone()).map_err(|e| e.to_string())?;
         let module = Arc::new(module);
         let worker = FunctionWorker::start(module, host.clone(), first, settings.queue)
             .map_err(|e| format!("starting the worker of {name}: {e}"))?;
@@ -303,7 +312,11 @@ impl Launched for LaunchedFunction {
                 t.abort();
             }
             {
-                let mut functions = self.inner.functions.lock().unwrap_or_else(|p| p.into_inner());
+                let mut functions = self
+                    .inner
+                    .functions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 if functions
                     .get(&self.name)
                     .is_some_and(|w| Arc::ptr_eq(w, &self.worker))

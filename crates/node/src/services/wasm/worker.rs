@@ -283,7 +283,9 @@ fn run(
             Err(e) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 match e {
-                    InvokeError::CpuLimit { .. } => counters.timeouts.fetch_add(1, Ordering::Relaxed),
+                    InvokeError::CpuLimit { .. } => {
+                        counters.timeouts.fetch_add(1, Ordering::Relaxed)
+                    }
                     _ => counters.traps.fetch_add(1, Ordering::Relaxed),
                 };
                 host.slot.log().write_line(
@@ -297,10 +299,14 @@ fn run(
         }
         if last_metrics.elapsed() >= METRICS_EVERY {
             last_metrics = Instant::now();
-            let _ = host.core.put_component_metrics(&host.component, counters.metrics());
+            let _ = host
+                .core
+                .put_component_metrics(&host.component, counters.metrics());
         }
     }
-    let _ = host.core.put_component_metrics(&host.component, counters.metrics());
+    let _ = host
+        .core
+        .put_component_metrics(&host.component, counters.metrics());
     "stopped".to_string()
 }
 
