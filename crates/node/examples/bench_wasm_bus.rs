@@ -71,7 +71,11 @@ async fn main() {
         .unwrap();
     let publish = |n: usize| {
         node.bus()
-            .publish(Message::new("in/echo", Payload::Json(json!({"n": n})), "component:bench"))
+            .publish(Message::new(
+                "in/echo",
+                Payload::Json(json!({"n": n})),
+                "component:bench",
+            ))
             .unwrap();
     };
 
@@ -96,7 +100,10 @@ async fn main() {
     while !node.handle().deployment(&id).unwrap().status.is_final() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(node.handle().deployment(&id).unwrap().status, DeploymentStatus::Succeeded);
+    assert_eq!(
+        node.handle().deployment(&id).unwrap().status,
+        DeploymentStatus::Succeeded
+    );
     while out.try_recv().is_some() {}
 
     let mut warm = Vec::with_capacity(iterations);
@@ -107,7 +114,10 @@ async fn main() {
         warm.push(t.elapsed());
         debug_assert_eq!(m.payload, Payload::Json(json!({"n": n})));
     }
-    println!("cold start (deployment created → first result on the bus): {:.1} ms", cold.as_secs_f64() * 1e3);
+    println!(
+        "cold start (deployment created → first result on the bus): {:.1} ms",
+        cold.as_secs_f64() * 1e3
+    );
     println!(
         "warm bus publish → function's publish received ({iterations}x): p50 {:.1} us, p99 {:.1} us",
         pct(&mut warm, 0.5),

@@ -167,7 +167,7 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
         dir.path(),
         looping,
         &module(LOOP),
-        json!({"fuelPerInvocation": 3000000}),
+        json!({"fuelPerInvocation": 300000}),
     );
     write_component(
         dir.path(),

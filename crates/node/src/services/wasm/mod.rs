@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,8 @@ pub struct WasmService {
 
 struct Inner {
     engine: WasmEngine,
+    /// Set by [`Service::shutdown`]: functions stopped from then on are not failures.
+    stopping: AtomicBool,
     started: Mutex<Option<Started>>,
     functions: Mutex<HashMap<String, Arc<FunctionWorker>>>,
 }
@@ -81,6 +84,7 @@ impl WasmService {
         WasmService {
             inner: Arc::new(Inner {
                 engine: WasmEngine::new(),
+                stopping: AtomicBool::new(false),
                 started: Mutex::new(None),
                 functions: Mutex::new(HashMap::new()),
             }),
@@ -273,7 +277,8 @@ impl Runner for WasmRunner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.clone(), worker.clone());
         if let Some(previous) = previous {
-            previous.request_stop();
+            // Not on the actor's task: the old queue may still hold work.
+            drop(tokio::task::spawn_blocking(move || previous.request_stop()));
         }
         tracing::info!(component = %name, triggers = settings.triggers.len(), "WASM function started");
         Ok(Box::new(LaunchedFunction {
@@ -300,6 +305,11 @@ impl Launched for LaunchedFunction {
                 Ok(r) => r.clone().unwrap_or_default(),
                 Err(_) => "the worker ended".to_string(),
             };
+            if self.inner.stopping.load(Ordering::Acquire) {
+                // The node is stopping: the actor's own stop ends this step (end()), so the
+                // stop must not look like the function failing (and be restarted).
+                std::future::pending::<()>().await;
+            }
             tracing::warn!(component = %self.name, reason, "WASM function stopped");
             // Exit status 1: the function ended without being asked to.
             Ok(ExitStatus::from_raw(1 << 8))
@@ -440,6 +450,7 @@ impl Service for WasmService {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.inner.stopping.store(true, Ordering::Release);
             let workers: Vec<_> = self
                 .inner
                 .functions

@@ -3,7 +3,7 @@
 //! host interface, and the component's metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -241,8 +241,25 @@ fn run(
 ) -> String {
     let mut instance = Some(first);
     let mut failures = 0u32;
-    let mut last_metrics = Instant::now() - METRICS_EVERY;
-    while let Ok(Work::Invoke(job)) = jobs.recv() {
+    let mut last_metrics = Instant::now();
+    let mut dirty = false;
+    loop {
+        let job = match jobs.recv_timeout(METRICS_EVERY) {
+            Ok(Work::Invoke(job)) => job,
+            Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: what the last burst changed reaches `component details` now.
+                if dirty {
+                    dirty = false;
+                    last_metrics = Instant::now();
+                    let _ = host
+                        .core
+                        .put_component_metrics(&host.component, counters.metrics());
+                }
+                continue;
+            }
+        };
+        dirty = true;
         let started = Instant::now();
         let live = match instance.take() {
             Some(i) => Ok(i),
@@ -299,6 +316,7 @@ fn run(
         }
         if last_metrics.elapsed() >= METRICS_EVERY {
             last_metrics = Instant::now();
+            dirty = false;
             let _ = host
                 .core
                 .put_component_metrics(&host.component, counters.metrics());
