@@ -274,6 +274,23 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
         log.contains("CPU limit"),
         "the failure is in the component log: {log}"
     );
+
+    // Over the real control socket (what `lichen function invoke` uses).
+    let root = node.handle().layout().root().to_path_buf();
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut client = lichen_core::control::client::ControlClient::connect(&root).unwrap();
+        client.request(&ControlRequest::FunctionInvoke {
+            component: "com.test.WasmEcho".into(),
+            payload: "{}".into(),
+            topic: Some("via/socket".into()),
+        })
+    })
+    .await
+    .unwrap();
+    match reply {
+        Ok(ControlReply::FunctionResult(r)) => assert_eq!(r.result, "via/socket"),
+        other => panic!("control socket: {other:?}"),
+    }
     node.shutdown().await;
 }
 
