@@ -10,6 +10,7 @@ mod cmd_component;
 mod cmd_core;
 mod cmd_deployment;
 mod cmd_device;
+mod cmd_function;
 mod cmd_logs;
 mod cmd_recipe;
 mod output;
@@ -83,6 +84,11 @@ enum Command {
     },
     // The help (with examples) is CloudArgs' own doc comment.
     Cloud(cmd_cloud::CloudArgs),
+    /// Invoke function components (Lambda, WASM).
+    Function {
+        #[command(subcommand)]
+        command: cmd_function::FunctionCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cmd_logs::run(&cli.global, args),
         Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
         Command::Cloud(args) => cmd_cloud::run(&cli.global, args),
+        Command::Function { command } => cmd_function::run(&cli.global, command),
     };
     match result {
         Ok(code) => code,

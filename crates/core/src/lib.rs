@@ -24,6 +24,8 @@ pub mod unix_path {
     pub use lichen_sys::socket::*;
 }
 
+#[cfg(test)]
+mod runner_tests;
 mod runtime;
 
 pub use boot::{Core, CoreOptions};

@@ -293,3 +293,6 @@ fn control_extensions(services: &[Arc<dyn Service>]) -> Extensions {
         .map(|g| Arc::new(g) as Arc<dyn ControlExtension>)
         .collect()
 }
+
+#[cfg(test)]
+mod control_tests;
