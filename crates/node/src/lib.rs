@@ -35,6 +35,7 @@ pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
+pub use services::functions::FunctionsService;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +70,9 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let fleet = Arc::new(FleetService::new(cloud.clone()));
     // After the broker and the cloud: it joins the two (the bridge's IotCore leg).
     let bridge = Arc::new(BridgeService::new(broker.clone(), cloud.clone()));
+    let functions = Arc::new(services::functions::FunctionsService::new());
     #[allow(unused_mut)]
-    let mut services: Vec<Arc<dyn Service>> = vec![broker, cloud, fleet, bridge];
+    let mut services: Vec<Arc<dyn Service>> = vec![broker, cloud, fleet, bridge, functions];
     #[cfg(feature = "wasm")]
     services.push(Arc::new(services::wasm::WasmService::new()));
     services

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod cloud;
 pub mod fleet;
+pub mod functions;
 pub mod provisioning;
 #[cfg(feature = "wasm")]
 pub mod wasm;
