@@ -82,6 +82,8 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
         vec![broker, cloud, fleet, bridge, shadow, streams, functions];
     #[cfg(feature = "ml")]
     services.push(Arc::new(Arc::new(services::ml::MlService::new())));
+    #[cfg(feature = "wasm")]
+    services.push(Arc::new(services::wasm::WasmService::new()));
     services
 }
 

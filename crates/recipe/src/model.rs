@@ -50,6 +50,9 @@ pub enum ComponentType {
     Plugin,
     /// `aws.greengrass.nucleus`: the nucleus itself.
     Nucleus,
+    /// `lichen.wasm`, lichen's own: a WebAssembly module run in-process in a sandbox by the
+    /// node's WASM service (its artifact is the module; see `lichen-wasm`).
+    Wasm,
 }
 
 impl ComponentType {
@@ -60,6 +63,7 @@ impl ComponentType {
             ComponentType::Lambda => "aws.greengrass.lambda",
             ComponentType::Plugin => "aws.greengrass.plugin",
             ComponentType::Nucleus => "aws.greengrass.nucleus",
+            ComponentType::Wasm => "lichen.wasm",
         }
     }
 
@@ -70,6 +74,7 @@ impl ComponentType {
             ComponentType::Lambda,
             ComponentType::Plugin,
             ComponentType::Nucleus,
+            ComponentType::Wasm,
         ]
         .into_iter()
         .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
@@ -391,6 +396,11 @@ mod tests {
             ComponentType::parse("aws.greengrass.nucleus"),
             Some(ComponentType::Nucleus)
         );
+        assert_eq!(
+            ComponentType::parse("Lichen.WASM"),
+            Some(ComponentType::Wasm)
+        );
+        assert_eq!(ComponentType::Wasm.as_str(), "lichen.wasm");
         assert_eq!(ComponentType::parse("generic"), None);
         assert_eq!(ComponentType::default().as_str(), "aws.greengrass.generic");
     }

@@ -118,7 +118,7 @@ fn from_document(doc: Value, file: &str) -> Result<Recipe, RecipeError> {
                 "ComponentType",
                 format!(
                     "unknown component type \"{t}\" (expected aws.greengrass.generic, \
-                     aws.greengrass.lambda, aws.greengrass.plugin or aws.greengrass.nucleus)"
+                     aws.greengrass.lambda, aws.greengrass.plugin, aws.greengrass.nucleus or lichen.wasm)"
                 ),
             )
         })?,

@@ -9,3 +9,5 @@ pub mod functions;
 pub mod provisioning;
 pub mod shadow;
 pub mod streams;
+#[cfg(feature = "wasm")]
+pub mod wasm;
