@@ -45,17 +45,17 @@ pub fn config(path: Option<&Path>) -> (Check, Option<Settings>) {
             );
         }
     };
-    if let Some(section) = settings.broker.clone() {
-        if let Err(e) = serde_json::from_value::<lichen_broker::config::BrokerConfig>(section) {
-            return (
-                Check::error(
-                    ID,
-                    format!("{}: broker: {e}", path.display()),
-                    "fix the broker section (listeners, tls, limits …)",
-                ),
-                None,
-            );
-        }
+    if let Some(section) = settings.broker.clone()
+        && let Err(e) = serde_json::from_value::<lichen_broker::config::BrokerConfig>(section)
+    {
+        return (
+            Check::error(
+                ID,
+                format!("{}: broker: {e}", path.display()),
+                "fix the broker section (listeners, tls, limits …)",
+            ),
+            None,
+        );
     }
     if !matches!(settings.logging.format.as_str(), "" | "text" | "json") {
         return (
@@ -85,6 +85,8 @@ pub fn config(path: Option<&Path>) -> (Check, Option<Settings>) {
 }
 
 /// `state-root.permissions`, `state-root.disk`, `state-root.inodes`.
+// statvfs counts are 32-bit on some 32-bit targets: `u64::from` is not useless there.
+#[allow(clippy::useless_conversion)]
 pub fn state_root(root: &Path) -> Vec<Check> {
     let mut checks = vec![root_permissions(root)];
     // Space is measured where the root is, or would be created.
@@ -102,10 +104,15 @@ pub fn state_root(root: &Path) -> Vec<Check> {
         Ok(s) => {
             checks.push(disk(
                 &at,
-                s.blocks_available() as u64 * s.fragment_size() as u64,
-                s.blocks() as u64 * s.fragment_size() as u64,
+                // u64::from: these are 32-bit on some 32-bit targets (armhf gateways).
+                u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())),
+                u64::from(s.blocks()).saturating_mul(u64::from(s.fragment_size())),
             ));
-            checks.push(inodes(&at, s.files_available() as u64, s.files() as u64));
+            checks.push(inodes(
+                &at,
+                u64::from(s.files_available()),
+                u64::from(s.files()),
+            ));
         }
         Err(e) => {
             let message = format!("statvfs {}: {e}", at.display());
@@ -418,14 +425,14 @@ pub fn component_user(settings: Option<&Settings>, core_is_root: bool) -> Check 
             format!("create it (useradd --system {user}) or change posixUser in the config"),
         );
     }
-    if let Some(g) = group.filter(|g| !g.is_empty()) {
-        if !group_exists(g) {
-            return Check::error(
-                ID,
-                format!("posixUser {spec:?}: no group {g:?} on this system"),
-                format!("create it (groupadd --system {g}) or change posixUser in the config"),
-            );
-        }
+    if let Some(g) = group.filter(|g| !g.is_empty())
+        && !group_exists(g)
+    {
+        return Check::error(
+            ID,
+            format!("posixUser {spec:?}: no group {g:?} on this system"),
+            format!("create it (groupadd --system {g}) or change posixUser in the config"),
+        );
     }
     Check::ok(ID, format!("components run as {spec}"))
 }
