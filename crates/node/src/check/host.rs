@@ -236,7 +236,8 @@ fn disk(at: &Path, free: u64, total: u64) -> Check {
             format!("{message}: below {}", human_bytes(CRITICAL_FREE_BYTES)),
             hint,
         )
-    } else if free < LOW_SPACE_BYTES || free < total / LOW_SPACE_FRACTION {
+    } else if free < LOW_SPACE_BYTES.min(total / LOW_SPACE_FRACTION) {
+        // The core's own rule (`core status`): below 64 MiB or 10 %, whichever is smaller.
         Check::warning(ID, format!("{message}: running low"), hint)
     } else {
         Check::ok(ID, message)
@@ -466,7 +467,10 @@ mod tests {
     fn disk_thresholds() {
         let at = Path::new("/x");
         assert_eq!(disk(at, 1024, 1 << 40).status, Status::Error);
-        assert_eq!(disk(at, 100 << 20, 1 << 40).status, Status::Warning);
+        assert_eq!(disk(at, 50 << 20, 1 << 40).status, Status::Warning);
+        // 10 % of a large disk is still plenty: the smaller bound applies.
+        assert_eq!(disk(at, 100 << 20, 1 << 40).status, Status::Ok);
+        assert_eq!(disk(at, 18 << 20, 200 << 20).status, Status::Warning);
         assert_eq!(disk(at, 200 << 30, 1 << 40).status, Status::Ok);
         assert_eq!(inodes(at, 10, 1_000_000).status, Status::Error);
         assert_eq!(inodes(at, 0, 0).status, Status::Ok);
