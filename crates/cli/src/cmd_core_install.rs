@@ -189,11 +189,11 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     println!("wrote {}", unit.display());
     manifest.unit = unit;
     // Merge with an earlier install's record: a rerun creates nothing new but must not forget.
-    if let Ok(text) = std::fs::read_to_string(paths.manifest()) {
-        if let Ok(old) = serde_json::from_str::<Manifest>(&text) {
-            manifest.users.extend(old.users);
-            manifest.groups.extend(old.groups);
-        }
+    if let Ok(text) = std::fs::read_to_string(paths.manifest())
+        && let Ok(old) = serde_json::from_str::<Manifest>(&text)
+    {
+        manifest.users.extend(old.users);
+        manifest.groups.extend(old.groups);
     }
     let text = serde_json::to_vec_pretty(&manifest)?;
     lichen_sys::atomic::write_atomic(&paths.manifest(), &text, 0o644)

@@ -45,17 +45,17 @@ pub fn config(path: Option<&Path>) -> (Check, Option<Settings>) {
             );
         }
     };
-    if let Some(section) = settings.broker.clone() {
-        if let Err(e) = serde_json::from_value::<lichen_broker::config::BrokerConfig>(section) {
-            return (
-                Check::error(
-                    ID,
-                    format!("{}: broker: {e}", path.display()),
-                    "fix the broker section (listeners, tls, limits …)",
-                ),
-                None,
-            );
-        }
+    if let Some(section) = settings.broker.clone()
+        && let Err(e) = serde_json::from_value::<lichen_broker::config::BrokerConfig>(section)
+    {
+        return (
+            Check::error(
+                ID,
+                format!("{}: broker: {e}", path.display()),
+                "fix the broker section (listeners, tls, limits …)",
+            ),
+            None,
+        );
     }
     if !matches!(settings.logging.format.as_str(), "" | "text" | "json") {
         return (
@@ -85,6 +85,8 @@ pub fn config(path: Option<&Path>) -> (Check, Option<Settings>) {
 }
 
 /// `state-root.permissions`, `state-root.disk`, `state-root.inodes`.
+// statvfs counts are 32-bit on some 32-bit targets: `u64::from` is not useless there.
+#[allow(clippy::useless_conversion)]
 pub fn state_root(root: &Path) -> Vec<Check> {
     let mut checks = vec![root_permissions(root)];
     // Space is measured where the root is, or would be created.
@@ -102,10 +104,15 @@ pub fn state_root(root: &Path) -> Vec<Check> {
         Ok(s) => {
             checks.push(disk(
                 &at,
-                s.blocks_available() as u64 * s.fragment_size() as u64,
-                s.blocks() as u64 * s.fragment_size() as u64,
+                // u64::from: these are 32-bit on some 32-bit targets (armhf gateways).
+                u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())),
+                u64::from(s.blocks()).saturating_mul(u64::from(s.fragment_size())),
             ));
-            checks.push(inodes(&at, s.files_available() as u64, s.files() as u64));
+            checks.push(inodes(
+                &at,
+                u64::from(s.files_available()),
+                u64::from(s.files()),
+            ));
         }
         Err(e) => {
             let message = format!("statvfs {}: {e}", at.display());
@@ -229,7 +236,8 @@ fn disk(at: &Path, free: u64, total: u64) -> Check {
             format!("{message}: below {}", human_bytes(CRITICAL_FREE_BYTES)),
             hint,
         )
-    } else if free < LOW_SPACE_BYTES || free < total / LOW_SPACE_FRACTION {
+    } else if free < LOW_SPACE_BYTES.min(total / LOW_SPACE_FRACTION) {
+        // The core's own rule (`core status`): below 64 MiB or 10 %, whichever is smaller.
         Check::warning(ID, format!("{message}: running low"), hint)
     } else {
         Check::ok(ID, message)
@@ -418,14 +426,14 @@ pub fn component_user(settings: Option<&Settings>, core_is_root: bool) -> Check 
             format!("create it (useradd --system {user}) or change posixUser in the config"),
         );
     }
-    if let Some(g) = group.filter(|g| !g.is_empty()) {
-        if !group_exists(g) {
-            return Check::error(
-                ID,
-                format!("posixUser {spec:?}: no group {g:?} on this system"),
-                format!("create it (groupadd --system {g}) or change posixUser in the config"),
-            );
-        }
+    if let Some(g) = group.filter(|g| !g.is_empty())
+        && !group_exists(g)
+    {
+        return Check::error(
+            ID,
+            format!("posixUser {spec:?}: no group {g:?} on this system"),
+            format!("create it (groupadd --system {g}) or change posixUser in the config"),
+        );
     }
     Check::ok(ID, format!("components run as {spec}"))
 }
@@ -459,7 +467,10 @@ mod tests {
     fn disk_thresholds() {
         let at = Path::new("/x");
         assert_eq!(disk(at, 1024, 1 << 40).status, Status::Error);
-        assert_eq!(disk(at, 100 << 20, 1 << 40).status, Status::Warning);
+        assert_eq!(disk(at, 50 << 20, 1 << 40).status, Status::Warning);
+        // 10 % of a large disk is still plenty: the smaller bound applies.
+        assert_eq!(disk(at, 100 << 20, 1 << 40).status, Status::Ok);
+        assert_eq!(disk(at, 18 << 20, 200 << 20).status, Status::Warning);
         assert_eq!(disk(at, 200 << 30, 1 << 40).status, Status::Ok);
         assert_eq!(inodes(at, 10, 1_000_000).status, Status::Error);
         assert_eq!(inodes(at, 0, 0).status, Status::Ok);

@@ -135,12 +135,8 @@ pub struct CheckOptions {
 /// then the running core, then what it connects to.
 pub fn run(options: &CheckOptions) -> Report {
     let mut checks = Vec::new();
-    let settings = match host::config(options.config.as_deref()) {
-        (check, settings) => {
-            checks.push(check);
-            settings
-        }
-    };
+    let (config, settings) = host::config(options.config.as_deref());
+    checks.push(config);
     checks.extend(host::state_root(&options.root));
     checks.push(host::clock());
     checks.push(host::cgroup(std::path::Path::new(
