@@ -18,7 +18,10 @@ fn python() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("skipping: {} with stream-manager and awsiotsdk missing (scripts/setup-test-deps)", p.display());
+        eprintln!(
+            "skipping: {} with stream-manager and awsiotsdk missing (scripts/setup-test-deps)",
+            p.display()
+        );
     }
     ok.then_some(p)
 }
@@ -40,7 +43,8 @@ fn readbacks(work: &Path) -> Vec<(PathBuf, Vec<(u64, String)>)> {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         if name.starts_with("readback-") && name.ends_with(".json") {
-            let v: Vec<(u64, String)> = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let v: Vec<(u64, String)> =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
             out.push((p, v));
         }
     }
@@ -75,11 +79,20 @@ fn kill9_during_appends_loses_nothing_acknowledged() {
     let d = core.deploy(
         &recipes,
         Some(&base.join("artifacts")),
-        &["-m", "com.test.StreamWriter=1.0.0", "-m", "aws.greengrass.StreamManager=2.1.0", "-c", &config.to_string()],
+        &[
+            "-m",
+            "com.test.StreamWriter=1.0.0",
+            "-m",
+            "aws.greengrass.StreamManager=2.1.0",
+            "-c",
+            &config.to_string(),
+        ],
     );
     assert_eq!(d["status"], "SUCCEEDED", "{d}\n{}", core.stderr());
     let work = core.work("com.test.StreamWriter");
-    eventually("300 acknowledged appends", Duration::from_secs(60), || acked(&work).len() >= 300);
+    eventually("300 acknowledged appends", Duration::from_secs(60), || {
+        acked(&work).len() >= 300
+    });
     core.kill9();
     let before = acked(&work);
     core.spawn();
@@ -91,7 +104,11 @@ fn kill9_during_appends_loses_nothing_acknowledged() {
                 break v;
             }
         }
-        assert!(Instant::now() < deadline, "no readback after the restart\n{}", core.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no readback after the restart\n{}",
+            core.stderr()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     for (seq, payload) in &before {
@@ -101,11 +118,24 @@ fn kill9_during_appends_loses_nothing_acknowledged() {
             "acknowledged append {seq} lost or changed"
         );
     }
-    eventually("appends after the restart", Duration::from_secs(30), || acked(&work).len() > before.len() + 50);
+    eventually("appends after the restart", Duration::from_secs(30), || {
+        acked(&work).len() > before.len() + 50
+    });
     let after = acked(&work);
-    let first_new = after[before.len()..].iter().find(|(_, p)| !readback.iter().any(|(_, r)| r == p)).unwrap().0;
-    assert_eq!(first_new as usize, readback.len(), "sequence numbers go on after the restart");
+    let first_new = after[before.len()..]
+        .iter()
+        .find(|(_, p)| !readback.iter().any(|(_, r)| r == p))
+        .unwrap()
+        .0;
+    assert_eq!(
+        first_new as usize,
+        readback.len(),
+        "sequence numbers go on after the restart"
+    );
     let seqs: Vec<u64> = after[before.len()..].iter().map(|(s, _)| *s).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers without gaps");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence numbers without gaps"
+    );
     core.stop();
 }
