@@ -29,7 +29,10 @@ fn python() -> Option<PathBuf> {
     if ok {
         Some(p)
     } else {
-        eprintln!("skipping: {} with stream-manager missing (scripts/setup-test-deps)", p.display());
+        eprintln!(
+            "skipping: {} with stream-manager missing (scripts/setup-test-deps)",
+            p.display()
+        );
         None
     }
 }
@@ -102,7 +105,10 @@ impl Raw {
     }
 
     async fn send(&mut self, op: u8, payload: &[u8]) {
-        self.0.write_all(&proto::encode_frame(op, payload)).await.unwrap();
+        self.0
+            .write_all(&proto::encode_frame(op, payload))
+            .await
+            .unwrap();
     }
 
     async fn recv(&mut self) -> Option<(u8, cbor::Map)> {
@@ -164,24 +170,52 @@ async fn python_sdk_every_operation() {
     for (i, m) in read.iter().enumerate() {
         assert_eq!(m, &json!(["S1", i, true, true, true]));
     }
-    assert_eq!(r["read_default"], json!([0]), "absent max reads max(min, 1)");
-    assert_eq!(r["read_not_enough"], json!(["NotEnoughMessagesException", 13]));
+    assert_eq!(
+        r["read_default"],
+        json!([0]),
+        "absent max reads max(min, 1)"
+    );
+    assert_eq!(
+        r["read_not_enough"],
+        json!(["NotEnoughMessagesException", 13])
+    );
     assert_eq!(r["describe"], json!([0, 7, 992, "S1", 1024, 0, 0, []]));
     assert_eq!(r["long_poll"][0], json!([0, 1]));
     let waited = r["long_poll"][1].as_f64().unwrap();
-    assert!((0.7..4.0).contains(&waited), "long poll answered after {waited}s");
-    assert_eq!(r["long_poll_timeout"], json!(["NotEnoughMessagesException", 13]));
+    assert!(
+        (0.7..4.0).contains(&waited),
+        "long poll answered after {waited}s"
+    );
+    assert_eq!(
+        r["long_poll_timeout"],
+        json!(["NotEnoughMessagesException", 13])
+    );
     let waited = r["long_poll_timeout_elapsed"].as_f64().unwrap();
-    assert!((0.8..1.0).contains(&waited), "expiring long poll answered after {waited}s (client timeout 1 s)");
+    assert!(
+        (0.8..1.0).contains(&waited),
+        "expiring long poll answered after {waited}s (client timeout 1 s)"
+    );
     assert_eq!(r["read_clamped"], json!([0, 1]));
     assert_eq!(r["append_after_update"], json!(8));
-    assert_eq!(r["update_persistence"], json!(["UpdateNotAllowedException", 17]));
+    assert_eq!(
+        r["update_persistence"],
+        json!(["UpdateNotAllowedException", 17])
+    );
     assert_eq!(r["update_too_small"], json!(["UpdateFailedException", 16]));
     assert_eq!(r["export_statuses"], json!([["h1", -1]]));
-    for k in ["describe_missing", "delete_missing", "append_missing", "read_missing", "update_missing"] {
+    for k in [
+        "describe_missing",
+        "delete_missing",
+        "append_missing",
+        "read_missing",
+        "update_missing",
+    ] {
         assert_eq!(r[k], json!(["ResourceNotFoundException", 5]), "{k}");
     }
-    assert_eq!(r["append_oversized"], json!(["RequestPayloadTooLargeException", 4]));
+    assert_eq!(
+        r["append_oversized"],
+        json!(["RequestPayloadTooLargeException", 4])
+    );
     assert_eq!(r["after_oversized"], json!(2));
     assert_eq!(r["list_after_delete"], json!(["S1"]));
     assert_eq!(r["wrong_token"], json!(["ConnectFailedException", null]));
@@ -199,18 +233,28 @@ async fn raw_clients_bad_frames_close_only_their_connection() {
     let (mut good, st) = Raw::connect(port, Some(&token)).await;
     assert_eq!(st, 0);
     // An operation the server does not know: UnknownOperationError, status 18.
-    good.send(42, &cbor::encode(&cbor::map(vec![("requestId", Some(cbor::text("u1")))]))).await;
+    good.send(
+        42,
+        &cbor::encode(&cbor::map(vec![("requestId", Some(cbor::text("u1")))])),
+    )
+    .await;
     let (op, m) = good.recv().await.unwrap();
     assert_eq!(op, Operation::UnknownOperationError as u8);
     assert_eq!(status(&m), 18);
     assert_eq!(m.text("requestId").unwrap(), Some("u1"));
     // An indefinite-length create (as the Java SDK writes it).
     let mut b = vec![0xbf];
-    for (k, v) in [("requestId", cbor::text("j1")), ("definition", cbor::map(vec![
-        ("name", Some(cbor::text("J"))),
-        ("strategyOnFull", Some(cbor::int(1))),
-        ("persistence", Some(cbor::int(0))),
-    ]))] {
+    for (k, v) in [
+        ("requestId", cbor::text("j1")),
+        (
+            "definition",
+            cbor::map(vec![
+                ("name", Some(cbor::text("J"))),
+                ("strategyOnFull", Some(cbor::int(1))),
+                ("persistence", Some(cbor::int(0))),
+            ]),
+        ),
+    ] {
         b.extend(cbor::encode(&cbor::text(k)));
         b.extend(cbor::encode(&v));
     }
@@ -221,35 +265,47 @@ async fn raw_clients_bad_frames_close_only_their_connection() {
     assert_eq!(status(&m), 0, "{:?}", m.text("errorMessage"));
     // Invalid fields with a requestId: InvalidRequest, the connection stays.
     let m = good
-        .call(Operation::AppendMessage, vec![
-            ("requestId", Some(cbor::text("a1"))),
-            ("name", Some(cbor::text("J"))),
-            ("payload", Some(cbor::text("text, not bytes"))),
-        ])
+        .call(
+            Operation::AppendMessage,
+            vec![
+                ("requestId", Some(cbor::text("a1"))),
+                ("name", Some(cbor::text("J"))),
+                ("payload", Some(cbor::text("text, not bytes"))),
+            ],
+        )
         .await;
     assert_eq!(status(&m), 3);
     assert!(m.text("errorMessage").unwrap().unwrap().contains("payload"));
     // Bad frames close only their own connection.
     for bad in [
-        vec![0xff, 0xff, 0xff, 0xff, 4],                   // negative length
-        proto::encode_frame(4, b"\xa1\x61"),               // truncated CBOR
-        proto::encode_frame(4, &cbor::encode(&cbor::map(vec![("name", Some(cbor::text("J")))]))), // no requestId
+        vec![0xff, 0xff, 0xff, 0xff, 4],     // negative length
+        proto::encode_frame(4, b"\xa1\x61"), // truncated CBOR
+        proto::encode_frame(
+            4,
+            &cbor::encode(&cbor::map(vec![("name", Some(cbor::text("J")))])),
+        ), // no requestId
     ] {
         let (mut c, st) = Raw::connect(port, Some(&token)).await;
         assert_eq!(st, 0);
         c.0.write_all(&bad).await.unwrap();
-        assert!(c.closed().await, "bad frame {bad:?} left the connection open");
+        assert!(
+            c.closed().await,
+            "bad frame {bad:?} left the connection open"
+        );
     }
     // Not even a handshake: a wrong connect byte.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(&[7]).await.unwrap();
     assert!(Raw(s).closed().await);
     let m = good
-        .call(Operation::AppendMessage, vec![
-            ("requestId", Some(cbor::text("a2"))),
-            ("name", Some(cbor::text("J"))),
-            ("payload", Some(Value::Bytes(b"still here".to_vec()))),
-        ])
+        .call(
+            Operation::AppendMessage,
+            vec![
+                ("requestId", Some(cbor::text("a2"))),
+                ("name", Some(cbor::text("J"))),
+                ("payload", Some(Value::Bytes(b"still here".to_vec()))),
+            ],
+        )
         .await;
     assert_eq!(status(&m), 0);
     assert_eq!(m.int("sequenceNumber", 0, i64::MAX).unwrap(), Some(0));
@@ -267,7 +323,9 @@ impl Sink {
         let b = bodies.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 let b = b.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -295,9 +353,13 @@ impl Sink {
                         }
                         buf.extend_from_slice(&chunk[..n]);
                     }
-                    b.lock().unwrap().push(buf[head_end..head_end + len].to_vec());
+                    b.lock()
+                        .unwrap()
+                        .push(buf[head_end..head_end + len].to_vec());
                     let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
                         .await;
                 });
             }
@@ -313,7 +375,11 @@ impl Sink {
 async fn wait_bodies(bodies: &Arc<Mutex<Vec<Vec<u8>>>>, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while bodies.lock().unwrap().len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} exported", bodies.lock().unwrap().len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} exported",
+            bodies.lock().unwrap().len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -322,29 +388,51 @@ async fn wait_bodies(bodies: &Arc<Mutex<Vec<Vec<u8>>>>, n: usize) {
 async fn http_export_survives_an_outage_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let sink = Sink::start(http_port, bodies.clone()).await;
     let (node, _streams, port) = start(&root).await;
     let token = node.handle().component_token(COMPONENT);
     let (mut c, _) = Raw::connect(port, Some(&token)).await;
-    let export = cbor::map(vec![("http", Some(Value::Array(vec![cbor::map(vec![
-        ("identifier", Some(cbor::text("web"))),
-        ("uri", Some(cbor::text(&format!("http://127.0.0.1:{http_port}/in")))),
-        ("exportFormat", Some(cbor::int(0))),
-    ])]))), ("kinesis", Some(Value::Array(vec![cbor::map(vec![
-        ("identifier", Some(cbor::text("k1"))),
-        ("kinesisStreamName", Some(cbor::text("ks"))),
-    ])])))]);
+    let export = cbor::map(vec![
+        (
+            "http",
+            Some(Value::Array(vec![cbor::map(vec![
+                ("identifier", Some(cbor::text("web"))),
+                (
+                    "uri",
+                    Some(cbor::text(&format!("http://127.0.0.1:{http_port}/in"))),
+                ),
+                ("exportFormat", Some(cbor::int(0))),
+            ])])),
+        ),
+        (
+            "kinesis",
+            Some(Value::Array(vec![cbor::map(vec![
+                ("identifier", Some(cbor::text("k1"))),
+                ("kinesisStreamName", Some(cbor::text("ks"))),
+            ])])),
+        ),
+    ]);
     let m = c
-        .call(Operation::CreateMessageStream, vec![
-            ("requestId", Some(cbor::text("c"))),
-            ("definition", Some(cbor::map(vec![
-                ("name", Some(cbor::text("E"))),
-                ("strategyOnFull", Some(cbor::int(0))),
-                ("exportDefinition", Some(export)),
-            ]))),
-        ])
+        .call(
+            Operation::CreateMessageStream,
+            vec![
+                ("requestId", Some(cbor::text("c"))),
+                (
+                    "definition",
+                    Some(cbor::map(vec![
+                        ("name", Some(cbor::text("E"))),
+                        ("strategyOnFull", Some(cbor::int(0))),
+                        ("exportDefinition", Some(export)),
+                    ])),
+                ),
+            ],
+        )
         .await;
     assert_eq!(status(&m), 0, "{:?}", m.text("errorMessage"));
     let append = |i: usize| {
@@ -355,27 +443,52 @@ async fn http_export_survives_an_outage_and_a_restart() {
         ]
     };
     for i in 0..20 {
-        assert_eq!(status(&c.call(Operation::AppendMessage, append(i)).await), 0);
+        assert_eq!(
+            status(&c.call(Operation::AppendMessage, append(i)).await),
+            0
+        );
     }
     wait_bodies(&bodies, 20).await;
     sink.stop();
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 20..60 {
-        assert_eq!(status(&c.call(Operation::AppendMessage, append(i)).await), 0);
+        assert_eq!(
+            status(&c.call(Operation::AppendMessage, append(i)).await),
+            0
+        );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let m = c
-        .call(Operation::DescribeMessageStream, vec![("requestId", Some(cbor::text("d"))), ("name", Some(cbor::text("E")))])
+        .call(
+            Operation::DescribeMessageStream,
+            vec![
+                ("requestId", Some(cbor::text("d"))),
+                ("name", Some(cbor::text("E"))),
+            ],
+        )
         .await;
     let info = m.map("messageStreamInfo").unwrap().unwrap();
     let statuses = info.maps("exportStatuses").unwrap();
     assert_eq!(statuses.len(), 2);
     let web = &statuses[0];
     assert_eq!(web.text("exportConfigIdentifier").unwrap(), Some("web"));
-    assert_eq!(web.int("lastExportedSequenceNumber", -1, i64::MAX).unwrap(), Some(19));
-    assert!(web.text("errorMessage").unwrap().is_some_and(|e| e.contains("connect")), "outage reported");
+    assert_eq!(
+        web.int("lastExportedSequenceNumber", -1, i64::MAX).unwrap(),
+        Some(19)
+    );
+    assert!(
+        web.text("errorMessage")
+            .unwrap()
+            .is_some_and(|e| e.contains("connect")),
+        "outage reported"
+    );
     let k = &statuses[1];
-    assert!(k.text("errorMessage").unwrap().unwrap().contains("Kinesis export is not supported"));
+    assert!(
+        k.text("errorMessage")
+            .unwrap()
+            .unwrap()
+            .contains("Kinesis export is not supported")
+    );
     let sink = Sink::start(http_port, bodies.clone()).await;
     wait_bodies(&bodies, 60).await;
     drop(c);
@@ -385,19 +498,44 @@ async fn http_export_survives_an_outage_and_a_restart() {
     let (mut c, _) = Raw::connect(port, Some(&node.handle().component_token(COMPONENT))).await;
     for i in 60..70 {
         let m = c.call(Operation::AppendMessage, append(i)).await;
-        assert_eq!(m.int("sequenceNumber", 0, i64::MAX).unwrap(), Some(i as i64));
+        assert_eq!(
+            m.int("sequenceNumber", 0, i64::MAX).unwrap(),
+            Some(i as i64)
+        );
     }
     wait_bodies(&bodies, 70).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got: Vec<String> = bodies.lock().unwrap().iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+    let got: Vec<String> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
     let want: Vec<String> = (0..70).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want, "no gap, no reordering, no duplicate");
     let m = c
-        .call(Operation::DescribeMessageStream, vec![("requestId", Some(cbor::text("d"))), ("name", Some(cbor::text("E")))])
+        .call(
+            Operation::DescribeMessageStream,
+            vec![
+                ("requestId", Some(cbor::text("d"))),
+                ("name", Some(cbor::text("E"))),
+            ],
+        )
         .await;
-    let web = &m.map("messageStreamInfo").unwrap().unwrap().maps("exportStatuses").unwrap()[0];
-    assert_eq!(web.int("exportedMessagesCount", 0, i64::MAX).unwrap(), Some(70));
-    assert_eq!(web.int("lastExportedSequenceNumber", -1, i64::MAX).unwrap(), Some(69));
+    let web = &m
+        .map("messageStreamInfo")
+        .unwrap()
+        .unwrap()
+        .maps("exportStatuses")
+        .unwrap()[0];
+    assert_eq!(
+        web.int("exportedMessagesCount", 0, i64::MAX).unwrap(),
+        Some(70)
+    );
+    assert_eq!(
+        web.int("lastExportedSequenceNumber", -1, i64::MAX).unwrap(),
+        Some(69)
+    );
     sink.stop();
     node.shutdown().await;
 }

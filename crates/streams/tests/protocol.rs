@@ -10,7 +10,10 @@ use proptest::prelude::*;
 
 fn encode_map(pairs: Vec<(&str, Value)>) -> Vec<u8> {
     cbor::encode(&Value::Map(
-        pairs.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect(),
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect(),
     ))
 }
 
@@ -32,7 +35,11 @@ fn indefinite_length_maps_as_the_java_sdk_sends() {
     assert_eq!(req, Request::Describe { name: "S1".into() });
     // Java also sends authToken "" in its connect request.
     let mut c = vec![0xbf];
-    for (k, v) in [("requestId", "c"), ("protocolVersion", "1.1.0"), ("authToken", "")] {
+    for (k, v) in [
+        ("requestId", "c"),
+        ("protocolVersion", "1.1.0"),
+        ("authToken", ""),
+    ] {
         c.push(0x60 + k.len() as u8);
         c.extend(k.as_bytes());
         c.push(0x60 + v.len() as u8);
@@ -47,19 +54,33 @@ fn indefinite_length_maps_as_the_java_sdk_sends() {
 fn refusals_name_the_field() {
     let b = encode_map(vec![
         ("requestId", Value::Text("r".into())),
-        ("definition", cbor::map(vec![
-            ("name", Some(Value::Text("S".into()))),
-            ("strategyOnFull", Some(cbor::int(7))),
-        ])),
+        (
+            "definition",
+            cbor::map(vec![
+                ("name", Some(Value::Text("S".into()))),
+                ("strategyOnFull", Some(cbor::int(7))),
+            ]),
+        ),
     ]);
     let r = parse_request(Operation::CreateMessageStream as u8, &b).unwrap_err();
     assert_eq!(r.status, Status::InvalidRequest);
     assert_eq!(r.request_id.as_deref(), Some("r"));
-    assert!(r.message.contains("definition.strategyOnFull"), "{}", r.message);
-    let b = encode_map(vec![("requestId", Value::Text("r".into())), ("name", Value::Text("a/b".into()))]);
+    assert!(
+        r.message.contains("definition.strategyOnFull"),
+        "{}",
+        r.message
+    );
+    let b = encode_map(vec![
+        ("requestId", Value::Text("r".into())),
+        ("name", Value::Text("a/b".into())),
+    ]);
     let r = parse_request(Operation::DeleteMessageStream as u8, &b).unwrap_err();
     assert!(r.message.contains("name"), "{}", r.message);
-    let r = parse_request(42, &encode_map(vec![("requestId", Value::Text("q".into()))])).unwrap_err();
+    let r = parse_request(
+        42,
+        &encode_map(vec![("requestId", Value::Text("q".into()))]),
+    )
+    .unwrap_err();
     assert_eq!(r.status, Status::UnknownOperation);
     let b = encode_map(vec![
         ("requestId", Value::Text("r".into())),
@@ -74,23 +95,37 @@ fn refusals_name_the_field() {
 fn exports_are_sanitized() {
     let b = encode_map(vec![
         ("requestId", Value::Text("r".into())),
-        ("definition", cbor::map(vec![
-            ("name", Some(Value::Text("S".into()))),
-            ("strategyOnFull", Some(cbor::int(1))),
-            ("exportDefinition", Some(cbor::map(vec![
-                ("http", Some(Value::Array(vec![cbor::map(vec![
-                    ("identifier", Some(Value::Text("h".into()))),
-                    ("uri", Some(Value::Text("http://x/".into()))),
-                    ("exportFormat", Some(cbor::int(1))),
-                    ("surprise", Some(cbor::int(99))),
-                ])]))),
-                ("IotSitewise", Some(Value::Array(vec![cbor::map(vec![
-                    ("identifier", Some(Value::Text("sw".into()))),
-                ])]))),
-            ]))),
-        ])),
+        (
+            "definition",
+            cbor::map(vec![
+                ("name", Some(Value::Text("S".into()))),
+                ("strategyOnFull", Some(cbor::int(1))),
+                (
+                    "exportDefinition",
+                    Some(cbor::map(vec![
+                        (
+                            "http",
+                            Some(Value::Array(vec![cbor::map(vec![
+                                ("identifier", Some(Value::Text("h".into()))),
+                                ("uri", Some(Value::Text("http://x/".into()))),
+                                ("exportFormat", Some(cbor::int(1))),
+                                ("surprise", Some(cbor::int(99))),
+                            ])])),
+                        ),
+                        (
+                            "IotSitewise",
+                            Some(Value::Array(vec![cbor::map(vec![(
+                                "identifier",
+                                Some(Value::Text("sw".into())),
+                            )])])),
+                        ),
+                    ])),
+                ),
+            ]),
+        ),
     ]);
-    let (_, Request::Create(d)) = parse_request(Operation::CreateMessageStream as u8, &b).unwrap() else {
+    let (_, Request::Create(d)) = parse_request(Operation::CreateMessageStream as u8, &b).unwrap()
+    else {
         panic!("not a create")
     };
     assert_eq!(d.exports.len(), 2);
@@ -130,8 +165,16 @@ fn arb_definition() -> impl Strategy<Value = StreamDefinition> {
             max_size: max,
             stream_segment_size: seg,
             time_to_live_millis: ttl,
-            strategy_on_full: if over { StrategyOnFull::OverwriteOldestData } else { StrategyOnFull::RejectNewData },
-            persistence: if mem { Persistence::Memory } else { Persistence::File },
+            strategy_on_full: if over {
+                StrategyOnFull::OverwriteOldestData
+            } else {
+                StrategyOnFull::RejectNewData
+            },
+            persistence: if mem {
+                Persistence::Memory
+            } else {
+                Persistence::File
+            },
             flush_on_write: flush,
             exports: Vec::new(),
         })
@@ -187,8 +230,13 @@ proptest! {
 #[test]
 fn huge_declared_lengths_do_not_allocate() {
     // An array claiming 2^64-1 items, a byte string claiming 2^32: refused, not allocated.
-    for b in [vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
-              vec![0xa1, 0x69, b'r', b'e', b'q', b'u', b'e', b's', b't', b'I', b'd', 0x5a, 0xff, 0xff, 0xff, 0xff]] {
+    for b in [
+        vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        vec![
+            0xa1, 0x69, b'r', b'e', b'q', b'u', b'e', b's', b't', b'I', b'd', 0x5a, 0xff, 0xff,
+            0xff, 0xff,
+        ],
+    ] {
         assert!(decode_map(&b).is_err());
     }
 }

@@ -16,10 +16,19 @@ fn payload(seq: u64) -> Vec<u8> {
 }
 
 fn segments(store: &Store, name: &str) -> usize {
-    let dir = store.config().dir.join(lichen_streams::store::stream_id(name));
+    let dir = store
+        .config()
+        .dir
+        .join(lichen_streams::store::stream_id(name));
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
         .count()
 }
 
@@ -35,7 +44,10 @@ fn overwrite_oldest_drops_whole_segments() {
         assert_eq!(store.append("S", &payload(seq), 1).unwrap(), seq);
     }
     let info = store.describe("S").unwrap();
-    assert_eq!((info.oldest_sequence_number, info.newest_sequence_number), (0, 32));
+    assert_eq!(
+        (info.oldest_sequence_number, info.newest_sequence_number),
+        (0, 32)
+    );
     assert_eq!(info.total_bytes, 33 * 124);
     assert_eq!(segments(&store, "S"), 5);
     // The 34th does not fit (4216 > 4096): the oldest segment (0..=7) goes, whole.
@@ -48,7 +60,10 @@ fn overwrite_oldest_drops_whole_segments() {
         store.append("S", &payload(seq), 1).unwrap();
     }
     let info = store.describe("S").unwrap();
-    assert_eq!((info.oldest_sequence_number, info.newest_sequence_number), (16, 41));
+    assert_eq!(
+        (info.oldest_sequence_number, info.newest_sequence_number),
+        (16, 41)
+    );
     assert_eq!(info.total_bytes, 26 * 124);
     // Reads asking for dropped data start at the oldest kept, byte for byte.
     let (msgs, next) = store.read("S", 0, 100, u64::MAX).unwrap();
@@ -71,7 +86,9 @@ fn overwrite_oldest_drops_whole_segments() {
 fn reject_new_data_refuses_when_full() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(dir.path().join("streams"))).unwrap();
-    store.create(def("R", StrategyOnFull::RejectNewData, 1024, 1024)).unwrap();
+    store
+        .create(def("R", StrategyOnFull::RejectNewData, 1024, 1024))
+        .unwrap();
     for seq in 0..8 {
         store.append("R", &payload(seq), 1).unwrap();
     }
@@ -87,9 +104,14 @@ fn reject_new_data_refuses_when_full() {
     let e = store.append("R", &[0u8; 1001], 1).unwrap_err();
     assert_eq!(e.status(), Status::RequestPayloadTooLarge);
     // Duplicate create and missing stream.
-    let e = store.create(def("R", StrategyOnFull::RejectNewData, 1024, 1024)).unwrap_err();
+    let e = store
+        .create(def("R", StrategyOnFull::RejectNewData, 1024, 1024))
+        .unwrap_err();
     assert_eq!(e.status(), Status::InvalidRequest);
-    assert_eq!(store.append("nope", b"x", 1).unwrap_err().status(), Status::ResourceNotFound);
+    assert_eq!(
+        store.append("nope", b"x", 1).unwrap_err().status(),
+        Status::ResourceNotFound
+    );
 }
 
 #[test]
@@ -120,13 +142,20 @@ fn sequence_numbers_survive_reopen_torn_tail_and_ttl() {
     std::fs::write(&tail, bytes).unwrap();
     {
         let store = Store::open(StoreConfig::new(root.clone())).unwrap();
-        assert_eq!(std::fs::metadata(&tail).unwrap().len(), good, "torn tail cut");
+        assert_eq!(
+            std::fs::metadata(&tail).unwrap().len(),
+            good,
+            "torn tail cut"
+        );
         assert_eq!(store.append("T", &payload(10), 2_000).unwrap(), 10);
         // Everything expires: the sequence still goes on from 11.
         store.expire_all(2_000 + 60_001);
         let info = store.describe("T").unwrap();
         assert_eq!(info.total_bytes, 0);
-        assert_eq!((info.oldest_sequence_number, info.newest_sequence_number), (11, 10));
+        assert_eq!(
+            (info.oldest_sequence_number, info.newest_sequence_number),
+            (11, 10)
+        );
     }
     let store = Store::open(StoreConfig::new(root)).unwrap();
     assert_eq!(store.append("T", &payload(11), 70_000).unwrap(), 11);
@@ -155,7 +184,10 @@ fn memory_streams_and_update_rules() {
         // Persistence cannot change; maxSize cannot go below the size.
         let mut u = d.clone();
         u.persistence = Persistence::File;
-        assert_eq!(store.update(u).unwrap_err().status(), Status::UpdateNotAllowed);
+        assert_eq!(
+            store.update(u).unwrap_err().status(),
+            Status::UpdateNotAllowed
+        );
         let mut u = d.clone();
         u.max_size = 2048;
         u.stream_segment_size = 1024;
@@ -169,11 +201,17 @@ fn memory_streams_and_update_rules() {
             StrategyOnFull::RejectNewData
         );
         store.delete("M").unwrap();
-        assert_eq!(store.delete("M").unwrap_err().status(), Status::ResourceNotFound);
+        assert_eq!(
+            store.delete("M").unwrap_err().status(),
+            Status::ResourceNotFound
+        );
         store.create(d).unwrap();
     }
     let store = Store::open(StoreConfig::new(root)).unwrap();
-    assert!(store.list().is_empty(), "memory streams do not survive a restart");
+    assert!(
+        store.list().is_empty(),
+        "memory streams do not survive a restart"
+    );
 }
 
 #[test]
@@ -182,8 +220,12 @@ fn core_wide_disk_bound() {
     let mut config = StoreConfig::new(dir.path().join("streams"));
     config.max_file_bytes = 2048;
     let store = Store::open(config).unwrap();
-    store.create(def("A", StrategyOnFull::RejectNewData, 1 << 20, 1024)).unwrap();
-    store.create(def("B", StrategyOnFull::OverwriteOldestData, 1 << 20, 1024)).unwrap();
+    store
+        .create(def("A", StrategyOnFull::RejectNewData, 1 << 20, 1024))
+        .unwrap();
+    store
+        .create(def("B", StrategyOnFull::OverwriteOldestData, 1 << 20, 1024))
+        .unwrap();
     for seq in 0..8 {
         store.append("A", &payload(seq), 1).unwrap();
         store.append("B", &payload(seq), 1).unwrap();

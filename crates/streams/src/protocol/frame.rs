@@ -82,6 +82,8 @@ pub fn split_frame(bytes: &[u8]) -> Result<(FrameHeader, &[u8], usize), FrameErr
         .ok_or(FrameError::Incomplete)?;
     let header = FrameHeader::parse(head)?;
     let end = FrameHeader::LEN + header.payload_len;
-    let payload = bytes.get(FrameHeader::LEN..end).ok_or(FrameError::Incomplete)?;
+    let payload = bytes
+        .get(FrameHeader::LEN..end)
+        .ok_or(FrameError::Incomplete)?;
     Ok((header, payload, end))
 }

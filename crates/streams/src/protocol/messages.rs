@@ -179,7 +179,10 @@ fn sanitize(m: &Map, fields: &[Field]) -> Result<Value, CborError> {
         match v {
             Some(v) => out.push((Value::Text(f.key.to_string()), v)),
             None if f.required => {
-                return Err(CborError::Field(format!("{}.{} is required", m.path, f.key)));
+                return Err(CborError::Field(format!(
+                    "{}.{} is required",
+                    m.path, f.key
+                )));
             }
             None => {}
         }
@@ -247,7 +250,9 @@ impl ExportConfig {
     }
 
     pub fn disabled(&self) -> bool {
-        self.get("disabled").and_then(|v| v.as_bool()).unwrap_or(false)
+        self.get("disabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
     }
 
     pub fn batch_size(&self) -> usize {
@@ -337,7 +342,9 @@ impl StreamDefinition {
         }
         Ok(StreamDefinition {
             name,
-            max_size: m.int("maxSize", 1024, i64::MAX)?.unwrap_or(DEFAULT_MAX_SIZE),
+            max_size: m
+                .int("maxSize", 1024, i64::MAX)?
+                .unwrap_or(DEFAULT_MAX_SIZE),
             stream_segment_size: m
                 .int("streamSegmentSize", 1024, i64::from(i32::MAX))?
                 .unwrap_or(DEFAULT_SEGMENT_SIZE),
@@ -409,16 +416,30 @@ pub struct ConnectRequest {
 pub enum Request {
     Create(StreamDefinition),
     Update(StreamDefinition),
-    Delete { name: String },
-    Describe { name: String },
-    Append { name: String, payload: Vec<u8> },
-    Read { stream_name: String, options: ReadOptions },
+    Delete {
+        name: String,
+    },
+    Describe {
+        name: String,
+    },
+    Append {
+        name: String,
+        payload: Vec<u8>,
+    },
+    Read {
+        stream_name: String,
+        options: ReadOptions,
+    },
     List,
 }
 
 fn request_id(m: &Map) -> Result<String, CborError> {
     let id = m.required_text("requestId")?;
-    if id.is_empty() || !id.chars().all(|c| c.is_alphanumeric() || "_ ,.-".contains(c)) {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_ ,.-".contains(c))
+    {
         return Err(CborError::Field(
             "requestId must be 1 or more letters, digits, spaces and ,.-_".into(),
         ));
@@ -476,8 +497,12 @@ pub fn parse_request(operation: u8, payload: &[u8]) -> Result<(String, Request),
     let request = match Op::from_u8(operation) {
         Some(Op::CreateMessageStream) => Request::Create(definition()?),
         Some(Op::UpdateMessageStream) => Request::Update(definition()?),
-        Some(Op::DeleteMessageStream) => Request::Delete { name: name("name")? },
-        Some(Op::DescribeMessageStream) => Request::Describe { name: name("name")? },
+        Some(Op::DeleteMessageStream) => Request::Delete {
+            name: name("name")?,
+        },
+        Some(Op::DescribeMessageStream) => Request::Describe {
+            name: name("name")?,
+        },
         Some(Op::AppendMessage) => {
             let stream = name("name")?;
             let payload = m
@@ -502,7 +527,8 @@ pub fn parse_request(operation: u8, payload: &[u8]) -> Result<(String, Request),
                     .int("desiredStartSequenceNumber", 0, i64::MAX)
                     .map_err(r)?
                     .unwrap_or(0) as u64;
-                options.min_count = o.int("minMessageCount", 1, big).map_err(r)?.unwrap_or(1) as u64;
+                options.min_count =
+                    o.int("minMessageCount", 1, big).map_err(r)?.unwrap_or(1) as u64;
                 options.max_count = match o.int("maxMessageCount", 1, big).map_err(r)? {
                     Some(n) => n as u64,
                     None => options.min_count.max(1),
@@ -579,7 +605,12 @@ pub fn connect_response(
 }
 
 /// A `Message` map (`ingestTime` in epoch milliseconds; `payload` a byte string).
-pub fn message_value(stream_name: &str, sequence_number: u64, ingest_time: i64, payload: &[u8]) -> Value {
+pub fn message_value(
+    stream_name: &str,
+    sequence_number: u64,
+    ingest_time: i64,
+    payload: &[u8],
+) -> Value {
     map(vec![
         ("streamName", Some(text(stream_name))),
         ("sequenceNumber", Some(int(sequence_number as i64))),
@@ -619,8 +650,14 @@ pub fn stream_info_value(
                 ),
                 ("lastExportTime", s.last_export_time.map(int)),
                 ("errorMessage", s.error_message.as_deref().map(text)),
-                ("exportedBytesFromStream", Some(int(s.exported_bytes as i64))),
-                ("exportedMessagesCount", Some(int(s.exported_messages as i64))),
+                (
+                    "exportedBytesFromStream",
+                    Some(int(s.exported_bytes as i64)),
+                ),
+                (
+                    "exportedMessagesCount",
+                    Some(int(s.exported_messages as i64)),
+                ),
             ])
         })
         .collect();

@@ -38,12 +38,18 @@ pub enum StoreError {
     NotFound(String),
     #[error("message stream {0:?} already exists")]
     Exists(String),
-    #[error("message stream {stream:?} is full (maxSize {max} bytes, strategyOnFull RejectNewData)")]
+    #[error(
+        "message stream {stream:?} is full (maxSize {max} bytes, strategyOnFull RejectNewData)"
+    )]
     Full { stream: String, max: u64 },
     #[error("the stream manager's {what} bound of {max} bytes is reached")]
     CoreFull { what: &'static str, max: u64 },
     #[error("message of {bytes} bytes does not fit in stream {stream:?} (at most {max} bytes)")]
-    TooLarge { stream: String, bytes: u64, max: u64 },
+    TooLarge {
+        stream: String,
+        bytes: u64,
+        max: u64,
+    },
     #[error("at most {0} message streams may exist")]
     TooManyStreams(usize),
     #[error("update of stream {stream:?} not allowed: {message}")]
@@ -179,19 +185,20 @@ impl Store {
                 }
                 Err(e) => return Err(io(&def_path, e)),
             };
-            let definition = match cbor::decode_map(&bytes)
-                .and_then(|m| StreamDefinition::from_map(&m))
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(file = %def_path.display(), error = %e,
+            let definition =
+                match cbor::decode_map(&bytes).and_then(|m| StreamDefinition::from_map(&m)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(file = %def_path.display(), error = %e,
                         "unreadable stream definition; stream left on disk, not served");
-                    continue;
-                }
-            };
+                        continue;
+                    }
+                };
             let name = definition.name.clone();
             let s = Stream::open(definition, path, store.config.max_message_bytes)?;
-            store.file_bytes.fetch_add(s.total_bytes(), Ordering::Relaxed);
+            store
+                .file_bytes
+                .fetch_add(s.total_bytes(), Ordering::Relaxed);
             tracing::info!(stream = %name, next = s.next_seq(), bytes = s.total_bytes(), "stream reopened");
             streams.insert(name, Arc::new(Mutex::new(s)));
         }
@@ -255,7 +262,10 @@ impl Store {
         if max < s.total_bytes() {
             return Err(StoreError::UpdateFailed {
                 stream: name,
-                message: format!("maxSize {max} is below the stream's size of {} bytes", s.total_bytes()),
+                message: format!(
+                    "maxSize {max} is below the stream's size of {} bytes",
+                    s.total_bytes()
+                ),
             });
         }
         if definition.max_size < definition.stream_segment_size {
@@ -371,7 +381,9 @@ impl Store {
                     let (counter, _, _) = self.counter(s.persistence());
                     counter.fetch_sub(freed, Ordering::Relaxed);
                 }
-                Err(e) => tracing::warn!(stream = %s.definition.name, error = %e, "TTL expiry failed"),
+                Err(e) => {
+                    tracing::warn!(stream = %s.definition.name, error = %e, "TTL expiry failed")
+                }
             }
         }
     }
@@ -405,7 +417,8 @@ impl Store {
         let s = lock(&stream);
         if let Some(dir) = s.dir() {
             let path = dir.join(EXPORTS);
-            lichen_sys::atomic::write_json_atomic(&path, &statuses, 0o600).map_err(|e| sys(&path, e))?;
+            lichen_sys::atomic::write_json_atomic(&path, &statuses, 0o600)
+                .map_err(|e| sys(&path, e))?;
         }
         Ok(())
     }

@@ -102,7 +102,7 @@ impl Segment {
 
     /// Notes a record appended at the current end.
     pub fn appended(&mut self, seq: u64, ingest_ms: i64, record_len: u64) {
-        if (seq - self.first_seq) % INDEX_EVERY == 0 {
+        if (seq - self.first_seq).is_multiple_of(INDEX_EVERY) {
             self.index.push((seq, self.bytes));
         }
         self.next_seq = seq + 1;
@@ -113,8 +113,15 @@ impl Segment {
     /// Scans a segment file: the valid records from its start (sequence numbers must run
     /// on from the name). Returns the segment and whether bytes after them were cut off
     /// (torn tail or corruption; the file is truncated to the valid part).
-    pub fn recover(path: &Path, first_seq: u64, max_payload: u64) -> std::io::Result<(Segment, bool)> {
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    pub fn recover(
+        path: &Path,
+        first_seq: u64,
+        max_payload: u64,
+    ) -> std::io::Result<(Segment, bool)> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         let len = file.metadata()?.len();
         let mut seg = Segment::new(first_seq, Backing::File(path.to_path_buf()));
         {
@@ -163,7 +170,10 @@ impl Segment {
             Backing::File(path) => {
                 let mut f = File::open(path)?;
                 f.seek(SeekFrom::Start(start))?;
-                Box::new(std::io::BufReader::with_capacity(64 * 1024, f.take(self.bytes - start)))
+                Box::new(std::io::BufReader::with_capacity(
+                    64 * 1024,
+                    f.take(self.bytes - start),
+                ))
             }
             Backing::Memory(buf) => Box::new(&buf[start as usize..self.bytes as usize]),
         };

@@ -69,7 +69,10 @@ impl Stream {
             let entry = entry.map_err(|e| io(&dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(seq) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(seq) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 firsts.push(seq);
             }
         }
@@ -104,7 +107,10 @@ impl Stream {
         match s.segments.back() {
             Some(last) => {
                 let path = dir.join(segment::file_name(last.first_seq));
-                let f = OpenOptions::new().append(true).open(&path).map_err(|e| io(&path, e))?;
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io(&path, e))?;
                 s.active_file = Some(f);
             }
             None => s.start_segment(0)?,
@@ -285,16 +291,28 @@ impl Stream {
 
     /// Reads up to `max_count` messages from `start` (clamped to the oldest retained),
     /// payloads together at most `max_bytes` (at least one message when any is there).
-    pub fn read(&self, start: u64, max_count: usize, max_bytes: u64) -> Result<Vec<StoredMessage>, StoreError> {
+    pub fn read(
+        &self,
+        start: u64,
+        max_count: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let start = start.max(self.oldest_seq());
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for seg in self.segments.iter().filter(|s| s.next_seq > start) {
-            seg.read(start, max_count, max_bytes, self.max_payload, &mut out, &mut bytes)
-                .map_err(|e| StoreError::Read {
-                    stream: self.definition.name.clone(),
-                    message: e.to_string(),
-                })?;
+            seg.read(
+                start,
+                max_count,
+                max_bytes,
+                self.max_payload,
+                &mut out,
+                &mut bytes,
+            )
+            .map_err(|e| StoreError::Read {
+                stream: self.definition.name.clone(),
+                message: e.to_string(),
+            })?;
             if out.len() >= max_count || bytes == u64::MAX {
                 break;
             }

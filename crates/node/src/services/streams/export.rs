@@ -53,7 +53,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Exports {
     /// (Re)starts the exports of a stream. `previous`: statuses to continue from (an
     /// update, or the persisted cursors at start), matched by identifier.
-    pub fn configure(&self, shared: &Arc<Shared>, def: &StreamDefinition, previous: Vec<ExportStatus>) {
+    pub fn configure(
+        &self,
+        shared: &Arc<Shared>,
+        def: &StreamDefinition,
+        previous: Vec<ExportStatus>,
+    ) {
         self.remove(&def.name);
         let mut exporters = Vec::new();
         for config in &def.exports {
@@ -138,9 +143,16 @@ async fn post(uri: &hyper::Uri, content_type: &str, body: Vec<u8>) -> Result<(),
     if uri.scheme_str() != Some("http") {
         return Err(format!("{uri}: only http:// export URIs are supported"));
     }
-    let host = uri.host().ok_or_else(|| format!("{uri}: no host"))?.to_string();
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{uri}: no host"))?
+        .to_string();
     let port = uri.port_u16().unwrap_or(80);
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
@@ -156,7 +168,10 @@ async fn post(uri: &hyper::Uri, content_type: &str, body: Vec<u8>) -> Result<(),
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         // Read (and drop) the answer so the exchange completes.
         let _ = response.into_body().collect().await;
@@ -199,7 +214,10 @@ async fn run_http(
         let cursor = (lock(&status).last_exported_sequence_number + 1).max(0) as u64;
         let store = shared.store.clone();
         let name = stream.clone();
-        let read = tokio::task::spawn_blocking(move || store.read(&name, cursor, batch_size, MAX_BATCH_BYTES)).await;
+        let read = tokio::task::spawn_blocking(move || {
+            store.read(&name, cursor, batch_size, MAX_BATCH_BYTES)
+        })
+        .await;
         let msgs = match read {
             Ok(Ok((msgs, _))) => msgs,
             Ok(Err(e)) => {
@@ -236,12 +254,14 @@ async fn run_http(
         if batched {
             let body: Vec<serde_json::Value> = msgs
                 .iter()
-                .map(|m| serde_json::json!({
-                    "streamName": stream,
-                    "sequenceNumber": m.sequence_number,
-                    "ingestTime": m.ingest_time,
-                    "payload": base64::engine::general_purpose::STANDARD.encode(&m.payload),
-                }))
+                .map(|m| {
+                    serde_json::json!({
+                        "streamName": stream,
+                        "sequenceNumber": m.sequence_number,
+                        "ingestTime": m.ingest_time,
+                        "payload": base64::engine::general_purpose::STANDARD.encode(&m.payload),
+                    })
+                })
                 .collect();
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             match post(&uri, "application/json", bytes).await {
@@ -275,7 +295,9 @@ async fn run_http(
             let store = shared.store.clone();
             let name = stream.clone();
             match tokio::task::spawn_blocking(move || store.save_exports(&name, &statuses)).await {
-                Ok(Err(e)) => tracing::warn!(stream = %stream, error = %e, "export cursor not saved"),
+                Ok(Err(e)) => {
+                    tracing::warn!(stream = %stream, error = %e, "export cursor not saved")
+                }
                 Err(_) => return,
                 Ok(Ok(())) => {}
             }

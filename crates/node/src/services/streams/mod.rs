@@ -193,9 +193,16 @@ async fn read(shared: &Arc<Shared>, id: &str, name: &str, o: proto::ReadOptions)
             Ok((msgs, _)) if msgs.len() as u64 >= o.min_count => {
                 let list = msgs
                     .iter()
-                    .map(|m| proto::message_value(name, m.sequence_number, m.ingest_time, &m.payload))
+                    .map(|m| {
+                        proto::message_value(name, m.sequence_number, m.ingest_time, &m.payload)
+                    })
                     .collect();
-                return proto::response(id, Status::Success, None, vec![("messages", Some(Value::Array(list)))]);
+                return proto::response(
+                    id,
+                    Status::Success,
+                    None,
+                    vec![("messages", Some(Value::Array(list)))],
+                );
             }
             Ok((msgs, _)) => {
                 if o.timeout_millis == 0 || tokio::time::Instant::now() >= deadline {
@@ -338,7 +345,9 @@ impl StreamsService {
                 return;
             }
         };
-        shared.authenticate.store(settings.authenticate, Ordering::Relaxed);
+        shared
+            .authenticate
+            .store(settings.authenticate, Ordering::Relaxed);
         if let Some(r) = running.as_ref()
             && r.settings.port == settings.port
         {
@@ -359,7 +368,10 @@ impl StreamsService {
             "LOG_LEVEL",
         ] {
             if setting(&cfg, ignored).is_some() {
-                tracing::info!(key = ignored, "stream manager setting ignored (lichen stores under <root>/streams)");
+                tracing::info!(
+                    key = ignored,
+                    "stream manager setting ignored (lichen stores under <root>/streams)"
+                );
             }
         }
         let listener = match tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await {
@@ -369,8 +381,15 @@ impl StreamsService {
                 return;
             }
         };
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(settings.port);
-        tracing::info!(port, authenticate = settings.authenticate, "stream manager listening");
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(settings.port);
+        tracing::info!(
+            port,
+            authenticate = settings.authenticate,
+            "stream manager listening"
+        );
         let accept = tokio::spawn(server::accept_loop(listener, shared));
         *running = Some(Running {
             settings,
@@ -421,7 +440,12 @@ impl Service for StreamsService {
             if let Some(r) = self.running.lock().await.take() {
                 r.accept.abort();
             }
-            if let Some(t) = self.housekeeping.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(t) = self
+                .housekeeping
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
                 t.abort();
             }
             if let Some(s) = self.shared.lock().await.take() {

@@ -69,7 +69,9 @@ async fn read_header(stream: &mut TcpStream) -> Result<Option<FrameHeader>, Stri
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.to_string()),
     }
-    FrameHeader::parse(head).map(Some).map_err(|e| e.to_string())
+    FrameHeader::parse(head)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// The connect exchange; returns the component that connected (or "unauthenticated").
@@ -78,12 +80,20 @@ async fn handshake(stream: &mut TcpStream, shared: &Shared) -> Result<String, St
     if version != CONNECT_VERSION {
         return Err(format!("connect version {version} is not 1"));
     }
-    let header = read_header(stream).await?.ok_or("closed before connecting")?;
+    let header = read_header(stream)
+        .await?
+        .ok_or("closed before connecting")?;
     if header.operation != Operation::Connect as u8 || header.payload_len > 64 * 1024 {
-        return Err(format!("first frame is operation {}, not a connect request", header.operation));
+        return Err(format!(
+            "first frame is operation {}, not a connect request",
+            header.operation
+        ));
     }
     let mut payload = vec![0u8; header.payload_len];
-    stream.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
+    stream
+        .read_exact(&mut payload)
+        .await
+        .map_err(|e| e.to_string())?;
     let server_version = env!("CARGO_PKG_VERSION");
     let refuse = |id: &str, status: Status, message: &str| {
         let mut out = vec![CONNECT_VERSION];
@@ -106,8 +116,13 @@ async fn handshake(stream: &mut TcpStream, shared: &Shared) -> Result<String, St
         .chain(&request.other_supported_protocol_versions)
         .any(|v| proto::SUPPORTED_PROTOCOL_VERSIONS.contains(&v.as_str()));
     if !speaks {
-        let msg = format!("protocol version {} is not supported", request.protocol_version);
-        let _ = stream.write_all(&refuse(&id, Status::UnsupportedProtocolVersion, &msg)).await;
+        let msg = format!(
+            "protocol version {} is not supported",
+            request.protocol_version
+        );
+        let _ = stream
+            .write_all(&refuse(&id, Status::UnsupportedProtocolVersion, &msg))
+            .await;
         return Err(msg);
     }
     let component = match request.auth_token.as_deref().filter(|t| !t.is_empty()) {
@@ -121,7 +136,9 @@ async fn handshake(stream: &mut TcpStream, shared: &Shared) -> Result<String, St
             // Never log the token itself.
             let msg = "the client's authorization token is missing or not a component's";
             tracing::warn!("stream manager refused a client: {msg}");
-            let _ = stream.write_all(&refuse(&id, Status::Unauthorized, msg)).await;
+            let _ = stream
+                .write_all(&refuse(&id, Status::Unauthorized, msg))
+                .await;
             return Err(msg.into());
         }
     };
@@ -175,7 +192,10 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), St
                 break Err(e.to_string());
             }
             let Some(id) = cbor::request_id_in_prefix(&prefix) else {
-                break Err(format!("frame of {} bytes without a readable requestId", header.payload_len));
+                break Err(format!(
+                    "frame of {} bytes without a readable requestId",
+                    header.payload_len
+                ));
             };
             let msg = format!(
                 "request of {} bytes exceeds the stream manager's {} byte frame bound",
@@ -194,7 +214,11 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), St
         }
         let (id, request) = match proto::parse_request(op, &payload) {
             Ok(r) => r,
-            Err(Refusal { request_id: Some(id), status, message }) => {
+            Err(Refusal {
+                request_id: Some(id),
+                status,
+                message,
+            }) => {
                 tracing::debug!(%component, op, %message, "stream manager request refused");
                 let v = proto::response(&id, status, Some(&message), vec![]);
                 if tx.send(frame(reply_op, &v)).await.is_err() {
@@ -202,7 +226,12 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), St
                 }
                 continue;
             }
-            Err(r) => break Err(format!("unreadable request (operation {op}): {}", r.message)),
+            Err(r) => {
+                break Err(format!(
+                    "unreadable request (operation {op}): {}",
+                    r.message
+                ));
+            }
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break Ok(());
