@@ -28,7 +28,11 @@ use serde_json::{Value, json};
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -52,13 +56,26 @@ async fn main() {
         .args(["mlp", "cnn"])
         .output()
         .expect("run the .venv python (scripts/setup-test-deps)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // tract: latency on one thread, memory.
     let before = rss_kib();
-    let spec = ModelSpec::from_component_config("cnn", &json!({"Model": {"File": "cnn.onnx", "Concurrency": conc, "QueueDepth": 64}})).unwrap().unwrap();
+    let spec = ModelSpec::from_component_config(
+        "cnn",
+        &json!({"Model": {"File": "cnn.onnx", "Concurrency": conc, "QueueDepth": 64}}),
+    )
+    .unwrap()
+    .unwrap();
     let runner = ModelRunner::load(&TractEngine, spec, &models, "1").unwrap();
-    let x = decode_npy("data", &std::fs::read(models.join("cnn.in.data.npy")).unwrap()).unwrap();
+    let x = decode_npy(
+        "data",
+        &std::fs::read(models.join("cnn.in.data.npy")).unwrap(),
+    )
+    .unwrap();
     for _ in 0..5 {
         runner.model().run(vec![x.clone()]).unwrap();
     }
@@ -97,20 +114,48 @@ async fn main() {
         .arg(conc.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ort: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (o50, o99, otput) = (ort["p50_us"].as_f64().unwrap(), ort["p99_us"].as_f64().unwrap(), ort["throughput_per_s"].as_f64().unwrap());
+    let (o50, o99, otput) = (
+        ort["p50_us"].as_f64().unwrap(),
+        ort["p99_us"].as_f64().unwrap(),
+        ort["throughput_per_s"].as_f64().unwrap(),
+    );
 
     // Bus overhead: the MLP deployed as a component, requests round-tripped on the bus.
     let (bus50, bus99, engine50) = bus_overhead(dir.path(), &models, runs.max(500)).await;
 
     println!("CNN 1×3×224×224, {runs} runs, concurrency {conc}");
     println!("                    tract        onnxruntime  ratio");
-    println!("latency p50 (ms)    {:>10.2}   {:>10.2}   {:.2}×", t50 / 1e3, o50 / 1e3, t50 / o50);
-    println!("latency p99 (ms)    {:>10.2}   {:>10.2}   {:.2}×", t99 / 1e3, o99 / 1e3, t99 / o99);
-    println!("throughput (/s)     {:>10.1}   {:>10.1}   {:.2}×", tract_tput, otput, otput / tract_tput);
-    println!("RSS per model (KiB) {:>10}   {:>10}", tract_rss, ort["rss_kib"]);
-    println!("bus overhead (MLP, request on the bus → reply, minus engine time): p50 {bus50:.0} µs, p99 {bus99:.0} µs (engine p50 {engine50:.0} µs)");
+    println!(
+        "latency p50 (ms)    {:>10.2}   {:>10.2}   {:.2}×",
+        t50 / 1e3,
+        o50 / 1e3,
+        t50 / o50
+    );
+    println!(
+        "latency p99 (ms)    {:>10.2}   {:>10.2}   {:.2}×",
+        t99 / 1e3,
+        o99 / 1e3,
+        t99 / o99
+    );
+    println!(
+        "throughput (/s)     {:>10.1}   {:>10.1}   {:.2}×",
+        tract_tput,
+        otput,
+        otput / tract_tput
+    );
+    println!(
+        "RSS per model (KiB) {:>10}   {:>10}",
+        tract_rss, ort["rss_kib"]
+    );
+    println!(
+        "bus overhead (MLP, request on the bus → reply, minus engine time): p50 {bus50:.0} µs, p99 {bus99:.0} µs (engine p50 {engine50:.0} µs)"
+    );
 }
 
 async fn bus_overhead(dir: &Path, models: &Path, n: usize) -> (f64, f64, f64) {
@@ -132,8 +177,19 @@ async fn bus_overhead(dir: &Path, models: &Path, n: usize) -> (f64, f64, f64) {
     std::fs::create_dir_all(&art).unwrap();
     std::fs::copy(models.join("mlp.onnx"), art.join("mlp.onnx")).unwrap();
     let ml = Arc::new(MlService::new());
-    let settings = lichen_core::settings::Settings { posix_user: "root".into(), ..Default::default() };
-    let node = Node::start(NodeOptions { root: dir.join("root"), settings }, vec![Arc::new(ml.clone()) as Arc<dyn Service>]).await.unwrap();
+    let settings = lichen_core::settings::Settings {
+        posix_user: "root".into(),
+        ..Default::default()
+    };
+    let node = Node::start(
+        NodeOptions {
+            root: dir.join("root"),
+            settings,
+        },
+        vec![Arc::new(ml.clone()) as Arc<dyn Service>],
+    )
+    .await
+    .unwrap();
     let id = node
         .handle()
         .create_deployment(DeploymentRequest {
@@ -158,14 +214,23 @@ async fn bus_overhead(dir: &Path, models: &Path, n: usize) -> (f64, f64, f64) {
     let x = decode_npy("x", &std::fs::read(models.join("mlp.in.x.npy")).unwrap()).unwrap();
     let request = json!({"inputs": {"x": json!([x.to_f64_vec()])}});
     let bus = node.bus().clone();
-    let replies = bus.subscribe(SubscribeOptions::new("lichen/ml/mlp/result", "bench")).unwrap();
+    let replies = bus
+        .subscribe(SubscribeOptions::new("lichen/ml/mlp/result", "bench"))
+        .unwrap();
     let (mut overhead, mut engine) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n + 20 {
         let t = Instant::now();
-        bus.publish(Message::new("lichen/ml/mlp/infer", Payload::Json(request.clone()), "bench")).unwrap();
+        bus.publish(Message::new(
+            "lichen/ml/mlp/infer",
+            Payload::Json(request.clone()),
+            "bench",
+        ))
+        .unwrap();
         let m = replies.recv().await.unwrap();
         let rtt = t.elapsed().as_secs_f64() * 1e6;
-        let Payload::Json(reply) = m.payload else { panic!("binary reply") };
+        let Payload::Json(reply) = m.payload else {
+            panic!("binary reply")
+        };
         let e = reply["engineMicros"].as_f64().expect("a successful reply");
         if i >= 20 {
             overhead.push(rtt - e);
@@ -173,5 +238,9 @@ async fn bus_overhead(dir: &Path, models: &Path, n: usize) -> (f64, f64, f64) {
         }
     }
     node.shutdown().await;
-    (pct(&mut overhead, 0.5), pct(&mut overhead, 0.99), pct(&mut engine, 0.5))
+    (
+        pct(&mut overhead, 0.5),
+        pct(&mut overhead, 0.99),
+        pct(&mut engine, 0.5),
+    )
 }

@@ -367,3 +367,92 @@ async fn models_deployed_as_components_serve_an_awsiotsdk_component_across_versi
     assert!(mlp["requests"].as_u64().unwrap() >= 2, "{mlp}");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_inference_publishes_dlr_style_results() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let out = std::process::Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ml/tests/py/gen_models.py"))
+        .arg(&models)
+        .arg("mlp")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = "com.example.Periodic";
+    let recipes = dir.path().join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    // DLRImageClassification's keys; the "image" is the .npy input (the sample reads npy too).
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": "1.0.0",
+        "ComponentConfiguration": {"DefaultConfiguration": {
+            "Model": {"Name": "periodic", "File": "mlp.onnx", "TopK": 2},
+            "ImageDirectory": models.display().to_string(), "ImageName": "mlp.in.x.npy",
+            "InferenceInterval": "1", "PublishResultsOnTopic": "ml/test/results"}},
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Startup": {"Script": "true"}},
+                       "Artifacts": [{"URI": format!("s3://t/{name}/mlp.onnx")}]}]
+    });
+    std::fs::write(recipes.join(format!("{name}.json")), recipe.to_string()).unwrap();
+    let art = dir.path().join("artifacts").join(name).join("1.0.0");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::copy(models.join("mlp.onnx"), art.join("mlp.onnx")).unwrap();
+    let settings = Settings {
+        posix_user: "root".into(),
+        ..Default::default()
+    };
+    let node = Node::start(
+        NodeOptions {
+            root: dir.path().join("root"),
+            settings,
+        },
+        vec![Arc::new(Arc::new(MlService::new())) as Arc<dyn Service>],
+    )
+    .await
+    .unwrap();
+    let results = node
+        .bus()
+        .subscribe(SubscribeOptions::new("ml/test/results", "test"))
+        .unwrap();
+    let id = node
+        .handle()
+        .create_deployment(DeploymentRequest {
+            root_components_to_add: [(name.to_string(), "1.0.0".to_string())].into(),
+            recipe_dir: Some(recipes),
+            artifact_dir: Some(dir.path().join("artifacts")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), results.recv())
+        .await
+        .expect("a periodic result")
+        .unwrap();
+    let Payload::Json(v) = m.payload else {
+        panic!("binary result")
+    };
+    assert_eq!(v["inference-type"], "image-classification", "{v}");
+    let ts = v["timestamp"].as_str().unwrap();
+    assert_eq!(ts.len(), "2026-01-01 00:00:00.000000".len(), "{ts}");
+    let top = v["inference-results"].as_array().unwrap();
+    assert_eq!(top.len(), 2, "{v}");
+    // Labels are the output indices without a labels file; scores are strings, best first,
+    // and equal onnxruntime's outputs.
+    let want = npy(&models, "mlp.out.y.npy").to_f64_vec();
+    let best = (0..want.len())
+        .max_by(|a, b| want[*a].total_cmp(&want[*b]))
+        .unwrap();
+    assert_eq!(top[0]["Label"], best.to_string(), "{v}");
+    let score: f64 = top[0]["Score"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (score - want[best]).abs() <= 1e-4,
+        "{score} vs {}",
+        want[best]
+    );
+    let _ = node.handle().deployment(&id);
+    node.shutdown().await;
+}
