@@ -12,6 +12,7 @@ mod cmd_deployment;
 mod cmd_device;
 mod cmd_logs;
 mod cmd_recipe;
+mod cmd_shadow;
 mod output;
 mod quickstart;
 
@@ -83,6 +84,11 @@ enum Command {
     },
     // The help (with examples) is CloudArgs' own doc comment.
     Cloud(cmd_cloud::CloudArgs),
+    /// Get, update, delete and list the core's local shadows.
+    Shadow {
+        #[command(subcommand)]
+        command: cmd_shadow::ShadowCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cmd_logs::run(&cli.global, args),
         Command::Recipe { command } => cmd_recipe::run(&cli.global, command),
         Command::Cloud(args) => cmd_cloud::run(&cli.global, args),
+        Command::Shadow { command } => cmd_shadow::run(&cli.global, command),
     };
     match result {
         Ok(code) => code,
