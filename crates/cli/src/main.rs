@@ -19,6 +19,7 @@ mod cmd_logs;
 mod cmd_ml;
 mod cmd_recipe;
 mod logging;
+mod cmd_shadow;
 mod output;
 mod quickstart;
 
@@ -115,10 +116,16 @@ enum Command {
     Ml {
         #[command(subcommand)]
         command: cmd_ml::MlCommand,
+    },
     /// Invoke function components (Lambda, WASM).
     Function {
         #[command(subcommand)]
         command: cmd_function::FunctionCommand,
+    },
+    /// Get, update, delete and list the core's local shadows.
+    Shadow {
+        #[command(subcommand)]
+        command: cmd_shadow::ShadowCommand,
     },
 }
 
@@ -137,6 +144,7 @@ fn main() -> std::process::ExitCode {
         Command::Completions(args) => cmd_completions::run::<Cli>(args),
         Command::Ml { command } => cmd_ml::run(&cli.global, command),
         Command::Function { command } => cmd_function::run(&cli.global, command),
+        Command::Shadow { command } => cmd_shadow::run(&cli.global, command),
     };
     match result {
         Ok(code) => code,

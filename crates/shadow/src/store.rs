@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(s.list_named("t1", None, 10).unwrap(), ["a", "b"]);
         assert_eq!(s.list_named("t1", Some("a"), 10).unwrap(), ["b"]);
         assert_eq!(s.count().unwrap(), 3);
-        assert_eq!(s.pending().unwrap(), [a.clone()]);
+        assert_eq!(s.pending().unwrap(), std::slice::from_ref(&a));
         s.record_synced(&a, &json!({"state": {}}), 7, 99, Some(3))
             .unwrap();
         let r = s.sync_record(&a).unwrap();
