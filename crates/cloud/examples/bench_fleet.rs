@@ -5,8 +5,13 @@
 //! cloud's peak RSS (VmHWM) and CPU seconds (utime + stime), on SQLite and on PostgreSQL.
 //!
 //! ```text
-//! cargo run --release -p lichen-cloud --example bench_fleet -- [--db sqlite|postgres|both] [--devices 1000] [--json]
+//! cargo run --release -p lichen-cloud --example bench_fleet -- [--db sqlite|postgres|both] [--devices 1000] [--target group|thing] [--json]
 //! ```
+//! `--target thing` (the thing-deployment path): one deployment per thing instead of one to
+//! the group, delivered through each thing's `AWSManagedGreengrassV2Deployment` shadow; the
+//! devices answer the delta with `reported` IN_PROGRESS then SUCCEEDED, and the time runs
+//! from the first POST until every deployment's status shows its device SUCCEEDED (the POSTs,
+//! [`POSTS_IN_FLIGHT`] at a time, are part of it).
 //! The whole control plane (`compose::start_cloud`: API, store, device endpoint) runs in a
 //! child process (this binary with `serve`), so its RSS and CPU are its own; the devices run
 //! here, one lichen-mqtt-client connection each (client id = thing). Things, certificates and
@@ -27,8 +32,8 @@ use lichen_cloud::{CloudClient, CloudConfig, DataDir};
 use lichen_cloud_store::{Backend, ComponentVersion, NewThingGroup, Store};
 use lichen_model::fleet::{
     DEPLOYMENT_JOBS_NAMESPACE, DEPLOYMENT_SHADOW_NAME, DeploymentStatusDetails, FleetConfiguration,
-    FleetStatusComponent, FleetStatusDeployment, FleetStatusMessage, fleet_status_topic,
-    status_keys,
+    FleetStatusComponent, FleetStatusDeployment, FleetStatusMessage, ShadowDeploymentReported,
+    fleet_status_topic, status_keys,
 };
 use lichen_mqtt::QoS;
 use lichen_mqtt_client::{Client, ConnectOptions, TlsFiles, Transport};
@@ -41,6 +46,8 @@ const DEPLOY_LIMIT: Duration = Duration::from_secs(300);
 /// Handshakes in flight at once while the fleet connects (a fleet does not boot in one
 /// instant either; the cloud's accept queue is not what is measured).
 const CONNECTS_IN_FLIGHT: usize = 64;
+/// Thing deployments created (and their statuses polled) at once with `--target thing`.
+const POSTS_IN_FLIGHT: usize = 16;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -59,9 +66,14 @@ fn main() {
         "both" => vec!["sqlite", "postgres"],
         other => panic!("--db {other}: sqlite, postgres or both"),
     };
+    let per_thing = match arg("--target", "group").as_str() {
+        "group" => false,
+        "thing" => true,
+        other => panic!("--target {other}: group or thing"),
+    };
     let mut results = Vec::new();
     for db in backends {
-        let r = rt.block_on(run(db, devices));
+        let r = rt.block_on(run(db, devices, per_thing));
         if flag("--json") {
             println!("{r}");
         }
@@ -142,7 +154,7 @@ fn note(shared: &Shared, f: impl FnOnce(&mut Timeline)) {
     }
 }
 
-async fn run(db: &str, devices: usize) -> Value {
+async fn run(db: &str, devices: usize, per_thing: bool) -> Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster;
     let url = if db == "postgres" {
@@ -181,6 +193,7 @@ async fn run(db: &str, devices: usize) -> Value {
     let shared: Shared = Arc::default();
     let connect_t0 = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
+    let names: Vec<String> = list.iter().map(|(d, _, _)| d.name.clone()).collect();
     let mut tasks = Vec::with_capacity(devices);
     for d in list {
         let (shared, gate, ca) = (shared.clone(), gate.clone(), data.ca_cert());
@@ -198,45 +211,11 @@ async fn run(db: &str, devices: usize) -> Value {
 
     // The deployment, and the cloud's view of it until every device SUCCEEDED.
     let t0 = Instant::now();
-    let created: Value = api
-        .call(
-            "POST",
-            "/v1/deployments",
-            Some(&json!({
-                "targetArn": format!("arn:aws:iot:us-east-1:123456789012:thinggroup/{GROUP}"),
-                "deploymentName": "bench",
-                "components": {COMPONENT: {"componentVersion": "1.0.0"}},
-                "deploymentPolicies": {"failureHandlingPolicy": "DO_NOTHING",
-                    "componentUpdatePolicy": {"timeoutInSeconds": 60, "action": "NOTIFY_COMPONENTS"}}
-            })),
-        )
-        .await
-        .expect("deployment created");
-    let post_secs = t0.elapsed().as_secs_f64();
-    let id = created["deploymentId"].as_str().expect("deploymentId");
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut polls = 0u32;
-    let mut all_secs = None;
-    while t0.elapsed() < DEPLOY_LIMIT {
-        let status: Value = match api
-            .call("GET", &format!("/v1/deployments/{id}/status"), None)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                note(&shared, |t| t.errors.push(format!("status poll: {e}")));
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        polls += 1;
-        counts = serde_json::from_value(status["counts"].clone()).unwrap_or_default();
-        if counts.get("SUCCEEDED").copied() == Some(devices as u64) {
-            all_secs = Some(t0.elapsed().as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (counts, polls, all_secs, post_secs) = if per_thing {
+        thing_deployments(&api, &names, &shared, t0).await
+    } else {
+        group_deployment(&api, devices, &shared, t0).await
+    };
     let (rss_peak, cpu_total) = proc_stats(pid);
     let (got_job_secs, reported_secs, errors) = {
         let t = shared.lock().expect("timeline");
@@ -253,6 +232,7 @@ async fn run(db: &str, devices: usize) -> Value {
     served.stop();
     json!({
         "backend": db,
+        "target": if per_thing { "thing" } else { "group" },
         "devices": devices,
         "succeeded": counts.get("SUCCEEDED").copied().unwrap_or(0),
         "counts": counts,
@@ -277,6 +257,127 @@ async fn run(db: &str, devices: usize) -> Value {
         "device_errors": errors.len(),
         "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
     })
+}
+
+/// What a measurement returns: final counts, status polls, seconds until all SUCCEEDED, and
+/// seconds the POST(s) took.
+type Measured = (BTreeMap<String, u64>, u32, Option<f64>, f64);
+
+/// One deployment to the group; polls its status until every device SUCCEEDED.
+async fn group_deployment(
+    api: &CloudClient,
+    devices: usize,
+    shared: &Shared,
+    t0: Instant,
+) -> Measured {
+    let created: Value = api
+        .call(
+            "POST",
+            "/v1/deployments",
+            Some(&json!({
+                "targetArn": format!("arn:aws:iot:us-east-1:123456789012:thinggroup/{GROUP}"),
+                "deploymentName": "bench",
+                "components": {COMPONENT: {"componentVersion": "1.0.0"}},
+                "deploymentPolicies": {"failureHandlingPolicy": "DO_NOTHING",
+                    "componentUpdatePolicy": {"timeoutInSeconds": 60, "action": "NOTIFY_COMPONENTS"}}
+            })),
+        )
+        .await
+        .expect("deployment created");
+    let post_secs = t0.elapsed().as_secs_f64();
+    let id = created["deploymentId"].as_str().expect("deploymentId");
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut polls = 0u32;
+    while t0.elapsed() < DEPLOY_LIMIT {
+        let status: Value = match api
+            .call("GET", &format!("/v1/deployments/{id}/status"), None)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                note(shared, |t| t.errors.push(format!("status poll: {e}")));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        polls += 1;
+        counts = serde_json::from_value(status["counts"].clone()).unwrap_or_default();
+        if counts.get("SUCCEEDED").copied() == Some(devices as u64) {
+            return (counts, polls, Some(t0.elapsed().as_secs_f64()), post_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (counts, polls, None, post_secs)
+}
+
+/// One deployment per thing ([`POSTS_IN_FLIGHT`] at a time); then each one's status polled
+/// until its device SUCCEEDED (a succeeded one is not asked again).
+async fn thing_deployments(
+    api: &CloudClient,
+    names: &[String],
+    shared: &Shared,
+    t0: Instant,
+) -> Measured {
+    let gate = Arc::new(tokio::sync::Semaphore::new(POSTS_IN_FLIGHT));
+    let mut posts = tokio::task::JoinSet::new();
+    for name in names {
+        let (api, gate, name) = (api.clone(), gate.clone(), name.clone());
+        posts.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore");
+            let body = json!({
+                "targetArn": format!("arn:aws:iot:us-east-1:123456789012:thing/{name}"),
+                "deploymentName": "bench",
+                "components": {COMPONENT: {"componentVersion": "1.0.0"}},
+                "deploymentPolicies": {"failureHandlingPolicy": "DO_NOTHING"}
+            });
+            let created: Value = api
+                .call("POST", "/v1/deployments", Some(&body))
+                .await
+                .unwrap_or_else(|e| panic!("deployment to {name}: {e}"));
+            created["deploymentId"]
+                .as_str()
+                .expect("deploymentId")
+                .to_string()
+        });
+    }
+    let mut pending: Vec<String> = posts.join_all().await;
+    let post_secs = t0.elapsed().as_secs_f64();
+    let mut polls = 0u32;
+    let mut succeeded = 0u64;
+    while t0.elapsed() < DEPLOY_LIMIT && !pending.is_empty() {
+        let mut round = tokio::task::JoinSet::new();
+        for id in std::mem::take(&mut pending) {
+            let (api, gate) = (api.clone(), gate.clone());
+            round.spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore");
+                let status: Result<Value, _> = api
+                    .call("GET", &format!("/v1/deployments/{id}/status"), None)
+                    .await;
+                (id, status)
+            });
+        }
+        for (id, status) in round.join_all().await {
+            polls += 1;
+            match status {
+                Ok(s) if s["counts"]["SUCCEEDED"] == 1 => succeeded += 1,
+                Ok(_) => pending.push(id),
+                Err(e) => {
+                    note(shared, |t| t.errors.push(format!("status poll: {e}")));
+                    pending.push(id);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let mut counts = BTreeMap::new();
+    counts.insert("SUCCEEDED".to_string(), succeeded);
+    if !pending.is_empty() {
+        counts.insert("NOT_YET".to_string(), pending.len() as u64);
+    }
+    let all = pending.is_empty().then(|| t0.elapsed().as_secs_f64());
+    (counts, polls, all, post_secs)
 }
 
 fn round2(v: f64) -> f64 {
@@ -357,6 +458,7 @@ struct Topics {
     shadow_get_accepted: String,
     shadow_delta: String,
     shadow_update_accepted: String,
+    shadow_update: String,
     jobs_base: String,
     fleet_status: String,
 }
@@ -375,6 +477,7 @@ impl Topics {
             shadow_get_accepted: format!("{shadow}/get/accepted"),
             shadow_delta: format!("{shadow}/update/delta"),
             shadow_update_accepted: format!("{shadow}/update/accepted"),
+            shadow_update: format!("{shadow}/update"),
             fleet_status: fleet_status_topic(thing),
             jobs_base: jobs,
         }
@@ -450,14 +553,82 @@ async fn device(
     }
     let mut idle_noted = false;
     let mut done_jobs: Vec<String> = Vec::new();
+    let mut done_configs: Vec<String> = Vec::new();
     while let Some(p) = incoming.recv().await {
         let topic: &str = &p.topic;
         if topic == topics.next_get_rejected {
             fail(&shared, format!("$next rejected: {:?}", p.payload));
             continue;
         }
+        if topic == topics.shadow_delta || topic == topics.shadow_get_accepted {
+            // A thing deployment (`--target thing`): desired.fleetConfig of the shadow.
+            let Ok(value) = serde_json::from_slice::<Value>(&p.payload) else {
+                fail(&shared, format!("{topic}: not JSON"));
+                continue;
+            };
+            let state = &value["state"];
+            let desired = if topic == topics.shadow_delta {
+                state
+            } else {
+                &state["desired"]
+            };
+            if desired.get("fleetConfig").is_none() {
+                continue;
+            }
+            let config: FleetConfiguration =
+                match serde_json::from_value(desired["fleetConfig"].clone()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        fail(&shared, format!("fleetConfig: {e}"));
+                        continue;
+                    }
+                };
+            if done_configs.contains(&config.configuration_arn) {
+                continue;
+            }
+            note(&shared, |t| {
+                t.got_job += 1;
+                t.last_got_job = Some(Instant::now());
+            });
+            let details = DeploymentStatusDetails {
+                detailed_status: Some("SUCCESSFUL".to_string()),
+                ..Default::default()
+            };
+            for status in ["IN_PROGRESS", "SUCCEEDED"] {
+                let reported = ShadowDeploymentReported {
+                    fleet_configuration_arn_for_status: config.configuration_arn.clone(),
+                    status: status.to_string(),
+                    status_details: if status == "SUCCEEDED" {
+                        details.clone()
+                    } else {
+                        DeploymentStatusDetails::default()
+                    },
+                    ggc_version: Some("2.14.0".to_string()),
+                };
+                let body = json!({"state": {"reported": reported}}).to_string();
+                if let Err(e) = publish(topics.shadow_update.clone(), body.into_bytes()).await {
+                    return fail(&shared, format!("shadow {status}: {e}"));
+                }
+            }
+            note(&shared, |t| {
+                t.reported += 1;
+                t.last_reported = Some(Instant::now());
+            });
+            done_configs.push(config.configuration_arn.clone());
+            last = Some(FleetStatusDeployment {
+                status: "SUCCEEDED".to_string(),
+                status_details: details,
+                fleet_configuration_arn_for_status: config.configuration_arn.clone(),
+                deployment_id: Some(config.deployment_id.clone()),
+            });
+            let status = status_message(&d.name, &mut sequence, "THING_DEPLOYMENT", last.as_ref());
+            if let Err(e) = publish(topics.fleet_status.clone(), status).await {
+                return fail(&shared, format!("publish: {e}"));
+            }
+            continue;
+        }
         if topic != topics.notify_next && topic != topics.next_get_accepted {
-            continue; // the deployment shadow: no thing deployment in this benchmark
+            continue;
         }
         let value: Value = match serde_json::from_slice(&p.payload) {
             Ok(v) => v,
