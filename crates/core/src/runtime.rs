@@ -100,6 +100,7 @@ impl Runtime {
             versions: &version_of,
             config: &config_of,
             reads: Default::default(),
+            decompressed: Default::default(),
         };
         crate::deployment::planner::render(recipe, &self.platform(), &vars)
             .map_err(CoreError::Other)

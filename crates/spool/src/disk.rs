@@ -134,12 +134,18 @@ impl DiskLog {
         }
         let mut expected = floor;
         for (first, path) in names {
-            let bytes = fs::read(&path).map_err(|e| {
-                SpoolError::io(format!("reading spool segment {}", path.display()), e)
-            })?;
-            let scan = format::scan(&bytes);
-            if scan.valid_len < bytes.len() {
-                let torn = bytes.len() - scan.valid_len;
+            // Scanned in bounded chunks: a reopened spool holds one chunk, not a segment.
+            let scan = File::open(&path)
+                .and_then(|file| {
+                    let len = file.metadata()?.len() as usize;
+                    Ok((format::scan_file(&file, len)?, len))
+                })
+                .map_err(|e| {
+                    SpoolError::io(format!("reading spool segment {}", path.display()), e)
+                })?;
+            let (scan, file_len) = scan;
+            if scan.valid_len < file_len {
+                let torn = file_len - scan.valid_len;
                 tracing::warn!(segment = %path.display(), bytes = torn, "spool segment has a torn or corrupt tail; truncating it");
                 let file = OpenOptions::new().write(true).open(&path).map_err(|e| {
                     SpoolError::io(format!("opening {} to truncate", path.display()), e)

@@ -173,3 +173,93 @@ fn resync(bytes: &[u8], from: usize, last_seq: Option<u64>) -> Option<usize> {
         matches!(decode(&bytes[at..]), Decoded::Record { seq, .. } if last_seq.is_none_or(|l| seq > l))
     })
 }
+
+/// Bytes [`scan_file`] reads at a time; its buffer grows beyond this only to hold one record
+/// (at most [`MAX_RECORD_BYTES`] plus overhead) and shrinks back after it.
+pub const SCAN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A bounded window over a file, read with `pread` from where the scan is.
+struct Window<'f> {
+    file: &'f std::fs::File,
+    len: usize,
+    start: usize,
+    buf: Vec<u8>,
+}
+
+impl Window<'_> {
+    /// The bytes from `offset` on: at least `want` of them, or all up to the end of the file.
+    fn at(&mut self, offset: usize, want: usize) -> std::io::Result<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        let want = want.min(self.len.saturating_sub(offset));
+        if offset < self.start || offset + want > self.start + self.buf.len() {
+            let n = want.max(SCAN_CHUNK_BYTES).min(self.len - offset);
+            if self.buf.capacity() > 2 * SCAN_CHUNK_BYTES && n <= SCAN_CHUNK_BYTES {
+                self.buf = Vec::new(); // give back a buffer grown for one large record
+            }
+            self.buf.resize(n, 0);
+            self.file.read_exact_at(&mut self.buf, offset as u64)?;
+            self.start = offset;
+        }
+        Ok(&self.buf[offset - self.start..])
+    }
+
+    /// [`decode`] at `offset`, reading as much as the header announces (bounded).
+    fn decode_at(&mut self, offset: usize) -> std::io::Result<Decoded> {
+        let head = self.at(offset, HEADER_BYTES)?;
+        let need = if head.len() >= HEADER_BYTES {
+            let body = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if (BODY_FIXED_BYTES..=MAX_BODY_BYTES).contains(&body) {
+                HEADER_BYTES + body
+            } else {
+                HEADER_BYTES
+            }
+        } else {
+            HEADER_BYTES
+        };
+        let bytes = self.at(offset, need)?;
+        Ok(decode(&bytes[..need.min(bytes.len())]))
+    }
+}
+
+/// [`scan`] over the first `len` bytes of a segment file without reading it whole: the same
+/// result, with at most [`SCAN_CHUNK_BYTES`] (or one record) in memory. Recovery of a
+/// reopened spool uses it, so opening costs a chunk, not a segment.
+pub fn scan_file(file: &std::fs::File, len: usize) -> std::io::Result<Scan> {
+    let mut win = Window {
+        file,
+        len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    let mut scan = Scan::default();
+    let mut offset = 0;
+    let mut last_seq: Option<u64> = None;
+    'records: while offset < len {
+        match win.decode_at(offset)? {
+            Decoded::Record { seq, record, len } if last_seq.is_none_or(|l| seq > l) => {
+                scan.records.push(ScannedRecord {
+                    offset,
+                    seq,
+                    qos: record.qos,
+                    len,
+                });
+                last_seq = Some(seq);
+                offset += len;
+                scan.valid_len = offset;
+            }
+            Decoded::Incomplete => break,
+            _ => {
+                for at in offset + 1..len {
+                    if matches!(win.decode_at(at)?, Decoded::Record { seq, .. } if last_seq.is_none_or(|l| seq > l))
+                    {
+                        scan.corrupt_skipped += 1;
+                        offset = at;
+                        continue 'records;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    Ok(scan)
+}

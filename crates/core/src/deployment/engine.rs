@@ -375,7 +375,12 @@ fn stage_into(
             })?
             .map(|u| (u.uid, u.gid));
         rt.store
-            .stage_artifacts_as(selected, req.artifact_dir.as_deref(), owner)
+            .stage_artifacts_as(
+                selected,
+                req.artifact_dir.as_deref(),
+                owner,
+                plan.decompressed_used.contains(name),
+            )
             .map_err(|e| PlanError {
                 kind: "ARTIFACT_ERROR",
                 cause: e.to_string(),

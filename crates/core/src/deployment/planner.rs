@@ -78,6 +78,10 @@ pub struct Plan {
     pub recipes_to_save: BTreeSet<String>,
     /// Built-in components in the new set (no recipe, served by the core or a service).
     pub builtins: BTreeSet<String>,
+    /// Components whose `{artifacts:decompressedPath}` a rendered lifecycle names: their
+    /// (possibly empty) extraction directory is created even without archives, as Greengrass
+    /// creates it when the variable is resolved. The others get one only for a ZIP.
+    pub decompressed_used: BTreeSet<String>,
 }
 
 /// Recipe variables over explicit inputs. Records the configuration values it reads, so
@@ -90,6 +94,8 @@ pub(crate) struct RenderVars<'a> {
     /// A component's configuration value at a key path.
     pub config: &'a dyn Fn(&str, &[String]) -> Option<Value>,
     pub reads: RefCell<BTreeSet<(String, String)>>,
+    /// Components whose `{artifacts:decompressedPath}` was rendered.
+    pub decompressed: RefCell<BTreeSet<String>>,
 }
 
 impl VariableSource for RenderVars<'_> {
@@ -110,6 +116,7 @@ impl VariableSource for RenderVars<'_> {
     }
     fn decompressed_path(&self, component: &str) -> Option<String> {
         let v = (self.versions)(component)?;
+        self.decompressed.borrow_mut().insert(component.to_string());
         Some(
             self.layout
                 .unarchived_dir(component, &v)
@@ -539,6 +546,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     };
     let mut selected = BTreeMap::new();
     let mut reads_per_component = BTreeMap::new();
+    let mut decompressed_used = BTreeSet::new();
     for (name, recipe) in &recipes {
         let vars = RenderVars {
             layout: env.layout,
@@ -546,10 +554,12 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             versions: &version_of,
             config: &config_of,
             reads: RefCell::new(BTreeSet::new()),
+            decompressed: RefCell::new(BTreeSet::new()),
         };
         let chosen =
             render(recipe, env.platform, &vars).map_err(|e| fail("NO_MATCHING_PLATFORM", e))?;
         selected.insert(name.clone(), chosen);
+        decompressed_used.append(&mut vars.decompressed.borrow_mut());
         reads_per_component.insert(name.clone(), vars.reads.into_inner());
     }
 
@@ -603,5 +613,6 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         removed,
         recipes_to_save,
         builtins,
+        decompressed_used,
     })
 }

@@ -362,3 +362,35 @@ fn independent_roots_resolve_apart_and_shared_dependencies_together() {
     let plan = world.plan(&add(&pairs), &many).unwrap();
     assert_eq!(plan.set.components.len(), 400);
 }
+
+#[test]
+fn records_whose_decompressed_path_a_lifecycle_names() {
+    let world = World::new();
+    let recipes = [
+        recipe("own", "1.0.0", &[], "ls {artifacts:decompressedPath}"),
+        recipe("lib", "1.0.0", &[], "echo lib {artifacts:path}"),
+        recipe(
+            "user",
+            "1.0.0",
+            &[("lib", "HARD")],
+            "ls {lib:artifacts:decompressedPath}",
+        ),
+        recipe("plain", "1.0.0", &[], "echo plain"),
+    ];
+    let plan = world
+        .plan(
+            &add(&[
+                ("own", "1.0.0"),
+                ("lib", "1.0.0"),
+                ("user", "1.0.0"),
+                ("plain", "1.0.0"),
+            ]),
+            &recipes,
+        )
+        .unwrap();
+    assert_eq!(
+        plan.decompressed_used.iter().collect::<Vec<_>>(),
+        ["lib", "own"],
+        "a dependency's path named by its user counts; {{artifacts:path}} does not"
+    );
+}

@@ -144,6 +144,7 @@ pub(super) fn stage(
     component: &SelectedComponent,
     artifact_dir: Option<&Path>,
     owner: Option<(u32, u32)>,
+    decompressed_dir: bool,
 ) -> Result<(), StoreError> {
     let name = component.name.as_str();
     // Validate every artifact before touching the store.
@@ -153,8 +154,8 @@ pub(super) fn stage(
         let expected = expected_digest(name, a)?;
         plan.push((a, file, expected));
     }
-    // Both directories exist even without artifacts, as in Greengrass, so scripts can rely
-    // on `{artifacts:path}` and `{artifacts:decompressedPath}`.
+    // `{artifacts:path}` exists even without artifacts, as in Greengrass, so scripts can
+    // rely on it; the unarchived directory is made below only when needed.
     let dest_dir = store.artifacts_path(name, &component.version);
     let looked_in = artifact_dir.map(|d| d.join(name).join(component.version.to_string()));
     let fresh = fsutil::open_dir_for_writing(&dest_dir)?;
@@ -205,6 +206,9 @@ pub(super) fn stage(
         .filter(|(a, ..)| matches!(a.unarchive, Unarchive::Zip))
         .collect();
     let unarchived = store.unarchived_path(name, &component.version);
+    if zips.is_empty() && !decompressed_dir {
+        return Ok(());
+    }
     let fresh = fsutil::open_dir_for_writing(&unarchived)?;
     let extracted = (|| {
         if !fresh {

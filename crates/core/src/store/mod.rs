@@ -6,6 +6,11 @@
 //! store/artifacts-unarchived/<name>/<version>/<zip stem>/...    ({artifacts:decompressedPath})
 //! ```
 //!
+//! `artifacts/<name>/<version>/` is made for every staged version; the unarchived directory
+//! only for a version with a ZIP artifact or whose `{artifacts:decompressedPath}` a lifecycle
+//! names (Greengrass creates it when the variable is resolved): two inodes fewer for most
+//! components, whose cost on ext4 dominated a 400-component deployment.
+//!
 //! Recipes are written crash-safely ([`crate::atomic::write_atomic`]); artifacts are copied to a
 //! temporary file, fsynced, verified and renamed into place, and archives are extracted into a
 //! temporary directory that is renamed into place, so a crash never leaves a torn artifact.
@@ -322,7 +327,7 @@ impl ComponentStore {
         component: &SelectedComponent,
         artifact_dir: Option<&Path>,
     ) -> Result<(), StoreError> {
-        self.stage_artifacts_as(component, artifact_dir, None)
+        self.stage_artifacts_as(component, artifact_dir, None, false)
     }
 
     /// [`ComponentStore::stage_artifacts`], giving every artifact file (and every file
@@ -331,14 +336,18 @@ impl ComponentStore {
     /// the core. Changing owners needs root; pass `None` when the core is not root or the
     /// component runs as the core's user. Call it on every deployment: a re-staged file is
     /// owned by the core until given away again.
+    ///
+    /// `{artifacts:path}` always exists; `{artifacts:decompressedPath}` exists when the
+    /// component has a ZIP artifact or `decompressed_dir` is set (a lifecycle names it).
     pub fn stage_artifacts_as(
         &self,
         component: &SelectedComponent,
         artifact_dir: Option<&Path>,
         owner: Option<(u32, u32)>,
+        decompressed_dir: bool,
     ) -> Result<(), StoreError> {
         check_segment(&component.name)?;
-        artifacts::stage(self, component, artifact_dir, owner)
+        artifacts::stage(self, component, artifact_dir, owner, decompressed_dir)
     }
 }
 

@@ -472,7 +472,7 @@ fn artifacts_can_be_given_to_the_run_as_user() {
     let c = component("com.ex", "1.0.0", vec![artifact("s3://bucket/run.sh"), z]);
     let owner = (65534, 65533);
     f.store
-        .stage_artifacts_as(&c, Some(&f.artifacts), Some(owner))
+        .stage_artifacts_as(&c, Some(&f.artifacts), Some(owner), false)
         .unwrap();
     let arts = f.store.artifacts_path("com.ex", &v("1.0.0"));
     let extracted = f.store.unarchived_path("com.ex", &v("1.0.0")).join("b");
@@ -490,7 +490,7 @@ fn artifacts_can_be_given_to_the_run_as_user() {
     assert_eq!(fs::metadata(extracted.join("d")).unwrap().uid(), 0);
     // Reusing the stored copies under another user re-applies the owner everywhere.
     f.store
-        .stage_artifacts_as(&c, None, Some((65532, 65532)))
+        .stage_artifacts_as(&c, None, Some((65532, 65532)), false)
         .unwrap();
     assert_eq!(fs::metadata(arts.join("run.sh")).unwrap().uid(), 65532);
     assert_eq!(fs::metadata(extracted.join("d/f")).unwrap().uid(), 65532);
@@ -514,18 +514,29 @@ fn store_errors_convert_to_core_errors() {
 }
 
 #[test]
-fn components_without_artifacts_get_empty_read_only_dirs() {
+fn components_without_artifacts_get_an_empty_artifacts_dir_and_no_unarchived_dir() {
     let f = fixture();
     let c = component("com.ex.Plain", "1.0.0", vec![]);
     f.store.stage_artifacts(&c, None).unwrap();
-    for dir in [
-        f.store.artifacts_path("com.ex.Plain", &v("1.0.0")),
-        f.store.unarchived_path("com.ex.Plain", &v("1.0.0")),
-    ] {
-        assert!(dir.is_dir(), "{}", dir.display());
-        assert_eq!(mode(&dir), 0o555);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
-    }
+    let dir = f.store.artifacts_path("com.ex.Plain", &v("1.0.0"));
+    assert!(dir.is_dir(), "{}", dir.display());
+    assert_eq!(mode(&dir), 0o555);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    let unarchived = f.store.unarchived_path("com.ex.Plain", &v("1.0.0"));
+    assert!(
+        !unarchived.exists(),
+        "made lazily: {}",
+        unarchived.display()
+    );
+    assert!(
+        !unarchived.parent().unwrap().exists(),
+        "nor its component directory"
+    );
+    // A lifecycle that names {artifacts:decompressedPath} gets it, empty and read-only.
+    f.store.stage_artifacts_as(&c, None, None, true).unwrap();
+    assert!(unarchived.is_dir());
+    assert_eq!(mode(&unarchived), 0o555);
+    assert_eq!(fs::read_dir(&unarchived).unwrap().count(), 0);
 }
 
 #[test]
