@@ -18,8 +18,8 @@ mod cmd_function;
 mod cmd_logs;
 mod cmd_ml;
 mod cmd_recipe;
-mod logging;
 mod cmd_shadow;
+mod logging;
 mod output;
 mod quickstart;
 

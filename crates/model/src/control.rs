@@ -290,6 +290,7 @@ pub enum ControlReply {
     /// `ml.*`: the inference reply (outputs, top-k, timings) or the models' list, as the
     /// ML service documents them (`lichen_ml::request`).
     Ml(serde_json::Value),
+    FunctionResult(FunctionResult),
 }
 
 /// `shadow.list`: a thing's shadows (classic first, then named by name; at most
@@ -333,7 +334,6 @@ pub struct ShadowSyncState {
     pub last_sync_time: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    FunctionResult(FunctionResult),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -36,8 +36,8 @@ pub use services::broker::BrokerService;
 pub use services::cloud::{CloudLink, CloudOptions, CloudService, LinkError, LinkState};
 pub use services::cloud::{CloudSpool, SpoolerSettings, StorageType};
 pub use services::fleet::{AgentOptions, FleetService};
-pub use services::streams::StreamsService;
 pub use services::functions::FunctionsService;
+pub use services::streams::StreamsService;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,9 @@
 pub mod broker;
 pub mod cloud;
 pub mod fleet;
+pub mod functions;
 #[cfg(feature = "ml")]
 pub mod ml;
-pub mod functions;
 pub mod provisioning;
 pub mod shadow;
 pub mod streams;
