@@ -21,6 +21,11 @@ use crate::{
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 const ACK_FILE: &str = "acks";
 const ACK_MAGIC: &[u8; 4] = b"LSA1";
+/// Drop counters, so they survive a restart: `magic | dropped_qos0 u64 | rejected u64 |
+/// crc32`, written with the acks when they changed. (Corrupt regions and torn tails are what
+/// each open found, so they are not kept.)
+const STATS_FILE: &str = "stats";
+const STATS_MAGIC: &[u8; 4] = b"LSS1";
 /// Acks are persisted at most this often by the background thread (flush() forces it).
 const ACK_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -58,6 +63,8 @@ pub(crate) struct DiskLog {
     floor: Seq,
     acked: RangeSet,
     acks_dirty: bool,
+    /// A drop counter changed since the stats file was written.
+    stats_dirty: bool,
     dir_dirty: bool,
     last_ack_write: Instant,
     total_bytes: u64,
@@ -90,6 +97,7 @@ impl DiskLog {
         })?;
         atomic::remove_stale_temps(dir);
         let (mut floor, mut acked) = read_acks(dir);
+        let persisted = read_stats(dir);
         let mut names: Vec<(Seq, PathBuf)> = Vec::new();
         let entries = fs::read_dir(dir)
             .map_err(|e| SpoolError::io(format!("listing {}", dir.display()), e))?;
@@ -119,12 +127,13 @@ impl DiskLog {
             floor: 0,
             acked: RangeSet::default(),
             acks_dirty: false,
+            stats_dirty: false,
             dir_dirty: false,
             last_ack_write: Instant::now(),
             total_bytes: 0,
             unacked: 0,
-            dropped_qos0: 0,
-            rejected: 0,
+            dropped_qos0: persisted.dropped_qos0,
+            rejected: persisted.rejected,
             corrupt_skipped: 0,
             truncated_bytes: 0,
             reader: None,
@@ -326,6 +335,7 @@ impl DiskLog {
             }
         }
         self.rejected += 1;
+        self.stats_dirty = true;
         Err(SpoolError::Full {
             needed: need,
             max_bytes: self.max_bytes,
@@ -363,6 +373,7 @@ impl DiskLog {
             return Ok(());
         }
         self.dropped_qos0 += dropped;
+        self.stats_dirty = true;
         self.acks_dirty = true;
         tracing::warn!(segment = %path.display(), dropped, "spool full: dropped the oldest QoS 0 records");
         if kept_count == 0 {
@@ -653,7 +664,68 @@ impl Log for DiskLog {
             atomic::sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
+        if self.stats_dirty {
+            atomic::write_atomic(
+                &self.dir.join(STATS_FILE),
+                &encode_stats(self.dropped_qos0, self.rejected),
+                atomic::PRIVATE,
+            )?;
+            self.stats_dirty = false;
+        }
         self.last_ack_write = Instant::now();
         Ok(())
+    }
+}
+
+/// What the stats file keeps.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct PersistedStats {
+    pub dropped_qos0: u64,
+    pub rejected: u64,
+}
+
+fn encode_stats(dropped_qos0: u64, rejected: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(STATS_MAGIC);
+    for v in [dropped_qos0, rejected] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_stats(bytes: &[u8]) -> Option<PersistedStats> {
+    if bytes.len() != 24 || &bytes[..4] != STATS_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().ok()?);
+    if crc32fast::hash(&bytes[..20]) != crc {
+        return None;
+    }
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            bytes[4 + 8 * i..12 + 8 * i].try_into().ok()?,
+        ))
+    };
+    Some(PersistedStats {
+        dropped_qos0: word(0)?,
+        rejected: word(1)?,
+    })
+}
+
+/// The counters of the last run; zero (with a warning) when the file is unreadable.
+fn read_stats(dir: &Path) -> PersistedStats {
+    let path = dir.join(STATS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => decode_stats(&bytes).unwrap_or_else(|| {
+            tracing::warn!(file = %path.display(), "spool stats file is corrupt; drop counters start from zero");
+            PersistedStats::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedStats::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read spool stats; drop counters start from zero");
+            PersistedStats::default()
+        }
     }
 }

@@ -258,10 +258,22 @@ fn full_spool_drops_oldest_qos0_then_rejects_when_only_qos1_is_left() {
             "{stats:?}"
         );
         if let Some(p) = path {
-            // The drop is durable: a reopen sees the same records.
+            // The drop is durable: a reopen sees the same records, and the same drop counters.
             drop(spool);
             let again = Spool::open(full_config(Some(p), WhenFull::DropOldestQos0)).unwrap();
             assert_eq!(read_all(&again), left);
+            let reopened = again.stats();
+            assert_eq!(
+                (reopened.dropped_qos0, reopened.rejected),
+                (stats.dropped_qos0, stats.rejected),
+                "drop counters survive a restart"
+            );
+            // A damaged stats file is not fatal: counters start again from zero.
+            drop(again);
+            std::fs::write(p.join("stats"), b"garbage").unwrap();
+            let damaged = Spool::open(full_config(Some(p), WhenFull::DropOldestQos0)).unwrap();
+            assert_eq!(damaged.stats().rejected, 0);
+            assert_eq!(read_all(&damaged), left);
         }
     }
 }
