@@ -99,10 +99,11 @@ fn kill9_during_appends_loses_nothing_acknowledged() {
     // The second run reads the stream back, then appends on.
     let deadline = Instant::now() + Duration::from_secs(60);
     let readback = loop {
-        if let Some((_, v)) = readbacks(&work).into_iter().max_by_key(|(_, v)| v.len()) {
-            if v.len() >= before.len() && readbacks(&work).len() >= 2 {
-                break v;
-            }
+        if let Some((_, v)) = readbacks(&work).into_iter().max_by_key(|(_, v)| v.len())
+            && v.len() >= before.len()
+            && readbacks(&work).len() >= 2
+        {
+            break v;
         }
         assert!(
             Instant::now() < deadline,

@@ -908,6 +908,8 @@ mod tests {
                         }),
                     }],
                 }),
+            ),
+            (
                 ControlRequest::MlRun {
                     model: "mlp".into(),
                     input: "e30=".into(),
@@ -917,6 +919,8 @@ mod tests {
             (
                 ControlRequest::MlList {},
                 ControlReply::Ml(serde_json::json!([{"name": "mlp"}])),
+            ),
+            (
                 ControlRequest::FunctionInvoke {
                     component: "com.example.Fn".into(),
                     payload: "{}".into(),
