@@ -50,7 +50,9 @@ fn start(dir: &std::path::Path, pinned: bool) -> Pool {
             config,
         },
         Arc::new(Ric {
-            python: PathBuf::from(".venv/bin/python"),
+            // Absolute: the instance runs in the handler directory.
+            python: std::fs::canonicalize(".venv/bin/python")
+                .expect(".venv/bin/python (run from the repository root)"),
             dir: dir.to_path_buf(),
         }),
     )
