@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,73 +16,15 @@ use lichen_pki::LocalCa;
 use tokio::sync::watch;
 
 mod cloud_support;
-use cloud_support::{free_port, is_root, proxy, wait_link};
+use cloud_support::{Mosquitto, proxy, wait_link};
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// Advertised by mosquitto in CONNACK (`max_packet_size`).
 const SERVER_MAX_PACKET: usize = 4096;
 
-struct Mosquitto {
-    child: Child,
-    tcp: SocketAddr,
-    tls: SocketAddr,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// mosquitto with a plain listener (the test's observer) and an mTLS listener (the core).
+/// mosquitto with a plain listener (the test's observer) and an mTLS listener (the core),
+/// advertising [`SERVER_MAX_PACKET`].
 fn mosquitto(dir: &Path, ca: &LocalCa) -> Option<Mosquitto> {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipping: {MOSQUITTO} is not installed (scripts/setup-test-deps)");
-        return None;
-    }
-    let server = ca
-        .issue_server(&["localhost".into(), "127.0.0.1".into()], 30)
-        .unwrap();
-    let key = rcgen::KeyPair::try_from(server.key_pkcs8_der.as_slice()).unwrap();
-    std::fs::write(dir.join("server.pem"), &server.cert.cert_pem).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    let (tcp_port, tls_port) = (free_port(), free_port());
-    let mut conf = format!(
-        "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\n\
-         max_packet_size {SERVER_MAX_PACKET}\n\
-         listener {tcp_port} 127.0.0.1\n\
-         listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n",
-        ca = ca.cert_path.display(),
-        d = dir.display()
-    );
-    if is_root() {
-        conf.push_str("user root\n");
-    }
-    let conf_path = dir.join("mosquitto.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let m = Mosquitto {
-        child,
-        tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
-        tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
-    };
-    for addr in [m.tcp, m.tls] {
-        let up = (0..100).any(|_| {
-            std::net::TcpStream::connect(addr).is_ok() || {
-                std::thread::sleep(Duration::from_millis(50));
-                false
-            }
-        });
-        assert!(up, "mosquitto listens on {addr}");
-    }
-    Some(m)
+    Mosquitto::start_with(dir, ca, &format!("max_packet_size {SERVER_MAX_PACKET}\n"))
 }
 
 /// A core (the cloud service alone) whose bundle is a key made here and a certificate from

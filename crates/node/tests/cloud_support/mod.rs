@@ -56,6 +56,12 @@ impl Mosquitto {
     /// mosquitto with TLS + required client certificates signed by `ca`; `None` (after a
     /// message) when it is not installed.
     pub fn start(dir: &Path, ca: &LocalCa) -> Option<Mosquitto> {
+        Self::start_with(dir, ca, "")
+    }
+
+    /// As [`Mosquitto::start`], with `extra` (global mosquitto.conf lines, each ending in a
+    /// newline) before the listeners.
+    pub fn start_with(dir: &Path, ca: &LocalCa, extra: &str) -> Option<Mosquitto> {
         if !Path::new(MOSQUITTO).exists() {
             eprintln!("skipping: {MOSQUITTO} is not installed (scripts/setup-test-deps)");
             return None;
@@ -68,7 +74,7 @@ impl Mosquitto {
         std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
         let (tcp_port, tls_port) = (free_port(), free_port());
         let mut conf = format!(
-            "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\n\
+            "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\n{extra}\
              listener {tcp_port} 127.0.0.1\n\
              listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
              require_certificate true\n",
