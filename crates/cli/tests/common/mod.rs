@@ -74,7 +74,8 @@ impl TestCore {
             .spawn()
             .expect("spawn lichen core run");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: under a loaded CI machine a debug core has taken over 20 s to answer.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let out = self.cli(&["component", "list", "--json"]);
             if out.status.success() {

@@ -304,9 +304,15 @@ impl ComponentStore {
             self.unarchived_path(name, version),
         ] {
             fsutil::remove_tree(&dir)?;
-            // Drop `<name>/` once its last version is gone.
-            if let Some(parent) = dir.parent() {
-                let _ = fs::remove_dir(parent);
+            // Drop `<name>/` once its last version is gone, and an emptied
+            // `artifacts-unarchived/` too: it exists only while some version has extracted
+            // archives, so a rolled-back ZIP leaves the store as it found it.
+            if let Some(parent) = dir.parent()
+                && fs::remove_dir(parent).is_ok()
+                && dir == self.unarchived_path(name, version)
+                && let Some(root) = parent.parent()
+            {
+                let _ = fs::remove_dir(root);
             }
         }
         if let Some(dir) = recipe.parent() {
