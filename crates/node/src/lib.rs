@@ -76,14 +76,24 @@ pub fn default_services() -> Vec<Arc<dyn Service>> {
     let shadow = Arc::new(services::shadow::ShadowService::new(Some(cloud.clone())));
     // Runs while aws.greengrass.StreamManager is deployed.
     let streams = Arc::new(StreamsService::new());
-    let functions = Arc::new(services::functions::FunctionsService::new());
+    // After the cloud: IOT_CORE event sources subscribe through its link.
+    let functions = Arc::new(services::functions::FunctionsService::with_cloud(
+        cloud.clone(),
+    ));
     #[allow(unused_mut)]
-    let mut services: Vec<Arc<dyn Service>> =
-        vec![broker, cloud, fleet, bridge, shadow, streams, functions];
+    let mut services: Vec<Arc<dyn Service>> = vec![
+        broker,
+        cloud.clone(),
+        fleet,
+        bridge,
+        shadow,
+        streams,
+        functions,
+    ];
     #[cfg(feature = "ml")]
     services.push(Arc::new(Arc::new(services::ml::MlService::new())));
     #[cfg(feature = "wasm")]
-    services.push(Arc::new(services::wasm::WasmService::new()));
+    services.push(Arc::new(services::wasm::WasmService::with_cloud(cloud)));
     services
 }
 

@@ -53,6 +53,10 @@ pub const BUILTINS: &[Builtin] = &[
     missing("aws.greengrass.LambdaLauncher", "no Lambda runner yet"),
     missing("aws.greengrass.LambdaManager", "no Lambda runner yet"),
     missing("aws.greengrass.LambdaRuntimes", "no Lambda runner yet"),
+    missing(
+        "aws.greengrass.LegacySubscriptionRouter",
+        "no Lambda runner yet",
+    ),
     provided("aws.greengrass.clientdevices.Auth", "the embedded broker"),
     provided(
         "aws.greengrass.clientdevices.mqtt.Bridge",

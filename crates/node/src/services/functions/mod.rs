@@ -1,17 +1,22 @@
 //! Lambda function components. Registers the runner of `aws.greengrass.lambda` recipes
 //! ([`runner::LambdaRunner`]), marks the Lambda built-ins a Lambda recipe depends on as
-//! provided, feeds each running function the bus messages of its `PUB_SUB` event sources,
-//! serves `function.invoke` for the functions it runs, and reports their metrics
-//! (`component details`).
+//! provided, feeds each running function the bus messages of its `PUB_SUB` event sources and
+//! the cloud messages of its `IOT_CORE` ones (a subscription on the cloud service's
+//! [`CloudLink`], restored after every reconnect), serves `function.invoke` for the functions
+//! it runs, and reports their metrics (`component details`).
 //!
 //! Bounds: work per function is bounded by its pool (`maxQueueSize` queued +
 //! `maxInstancesCount` running); each event source's bus subscription by the bus's own
-//! default queue bounds; a `function.invoke` payload by the control line (1 MiB).
+//! default queue bounds, each cloud subscription by the link's receiver
+//! ([`crate::services::cloud::SUBSCRIPTION_CAPACITY`], full → dropped, counted by the link);
+//! a `function.invoke` payload by the control line (1 MiB).
 
+pub mod legacy;
 pub mod runner;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -19,9 +24,13 @@ use lichen_bus::SubscribeOptions;
 use lichen_core::control::{ControlReply, ControlRequest, ControlService, FunctionResult};
 use lichen_core::handle::BoxFuture;
 use lichen_core::{CoreError, CoreHandle, Metric};
+use lichen_lambda::legacy::{
+    Caller, LegacyServer, ROUTER_FUNCTION_ARN, SECRETS_MANAGER_FUNCTION_ARN, SHADOW_FUNCTION_ARN,
+};
 use lichen_lambda::{InvokeError, Pool, TopicSource};
 use tokio::task::JoinHandle;
 
+use crate::services::cloud::{CloudLink, CloudService};
 use crate::{Service, ServiceContext, ServiceError};
 
 /// The built-ins an imported Lambda recipe depends on, which this service stands in for.
@@ -32,6 +41,7 @@ pub const LAMBDA_BUILTINS: &[&str] = &[
     "aws.greengrass.LambdaManager",
     "aws.greengrass.LambdaRuntimes",
     "aws.greengrass.TokenExchangeService",
+    legacy::SUBSCRIPTION_ROUTER,
 ];
 
 /// How often a running function's metrics are written to the core.
@@ -43,8 +53,19 @@ pub struct FunctionsService {
 }
 
 impl FunctionsService {
+    /// Without a cloud service: `IOT_CORE` event sources are logged as having no cloud.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `IOT_CORE` event sources subscribe through `cloud`'s link (which must start first).
+    pub fn with_cloud(cloud: Arc<CloudService>) -> Self {
+        FunctionsService {
+            functions: Arc::new(Functions {
+                cloud: Some(cloud),
+                ..Default::default()
+            }),
+        }
     }
 }
 
@@ -52,11 +73,26 @@ impl FunctionsService {
 #[derive(Default)]
 pub struct Functions {
     running: Mutex<HashMap<String, Running>>,
+    cloud: Option<Arc<CloudService>>,
+    /// The v1 Lambda IPC API (`GG_DAEMON_PORT`), set when the service starts.
+    legacy: OnceLock<LegacyServer>,
+    /// Where the v1 runtime modules were written (`PYTHONPATH` of every instance).
+    runtime_dir: OnceLock<PathBuf>,
 }
 
 struct Running {
     pool: Pool,
+    function_arn: String,
+    /// Its v1 API token (unregistered when it stops).
+    token: Option<String>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a function's instances get for the v1 API and `greengrasssdk` (reference §2.2).
+pub(crate) struct LegacyEnv {
+    pub env: BTreeMap<String, String>,
+    pub token: Option<String>,
+    pub python_path: Option<PathBuf>,
 }
 
 impl Functions {
@@ -64,8 +100,47 @@ impl Functions {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The v1 environment of a function's instances, with a token issued for it.
+    pub(crate) fn legacy_env(&self, component: &str, function_arn: &str) -> LegacyEnv {
+        let mut env = BTreeMap::new();
+        let mut token = None;
+        if let Some(server) = self.legacy.get() {
+            let t = server.register(Caller {
+                component: component.to_string(),
+                function_arn: function_arn.to_string(),
+            });
+            let port = server.port().to_string();
+            env.insert("GG_DAEMON_PORT".into(), port.clone());
+            env.insert("AWS_GREENGRASS_LAMBDA_MESSAGE_PORT".into(), port);
+            env.insert("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), t.clone());
+            token = Some(t);
+        }
+        env.insert("MY_FUNCTION_ARN".into(), function_arn.to_string());
+        env.insert("ROUTER_FUNCTION_ARN".into(), ROUTER_FUNCTION_ARN.into());
+        env.insert("SHADOW_FUNCTION_ARN".into(), SHADOW_FUNCTION_ARN.into());
+        env.insert(
+            "SECRETS_MANAGER_FUNCTION_ARN".into(),
+            SECRETS_MANAGER_FUNCTION_ARN.into(),
+        );
+        env.insert(
+            "GGC_MAX_INTERFACE_VERSION".into(),
+            legacy::INTERFACE_VERSION.into(),
+        );
+        LegacyEnv {
+            env,
+            token,
+            python_path: self.runtime_dir.get().cloned(),
+        }
+    }
+
     /// A pool started: subscribe its event sources and report its metrics.
-    pub(crate) fn started(&self, core: &CoreHandle, pool: Pool) {
+    pub(crate) fn started(
+        &self,
+        core: &CoreHandle,
+        pool: Pool,
+        function_arn: String,
+        token: Option<String>,
+    ) {
         let name = pool.component().to_string();
         let mut tasks = Vec::new();
         for source in &pool.config().event_sources {
@@ -80,14 +155,28 @@ impl Functions {
                         }
                     }
                 }
-                TopicSource::IotCore => {
-                    tracing::warn!(component = %name, topic = %source.topic, "IOT_CORE event sources are not supported yet: the function gets no messages from this topic");
-                }
+                TopicSource::IotCore => match self.cloud.as_ref().and_then(|c| c.link()) {
+                    Some(link) => tasks.push(tokio::spawn(feed_from_cloud(
+                        link,
+                        source.topic.clone(),
+                        pool.clone(),
+                    ))),
+                    None => {
+                        tracing::warn!(component = %name, topic = %source.topic, "IOT_CORE event source: the core has no cloud connection configured (no cloud section), so the function gets no messages from this topic");
+                    }
+                },
             }
         }
         tasks.push(tokio::spawn(report_metrics(core.clone(), pool.clone())));
-        let old = self.lock().insert(name, Running { pool, tasks });
+        let running = Running {
+            pool,
+            function_arn,
+            token,
+            tasks,
+        };
+        let old = self.lock().insert(name, running);
         if let Some(old) = old {
+            self.forget_token(&old);
             tokio::spawn(stop_running(old));
         }
     }
@@ -95,12 +184,35 @@ impl Functions {
     pub(crate) async fn stop(&self, name: &str) {
         let running = self.lock().remove(name);
         if let Some(running) = running {
+            self.forget_token(&running);
             stop_running(running).await;
+        }
+    }
+
+    fn forget_token(&self, running: &Running) {
+        if let (Some(server), Some(token)) = (self.legacy.get(), &running.token) {
+            server.unregister(token);
         }
     }
 
     fn pool(&self, name: &str) -> Option<Pool> {
         self.lock().get(name).map(|r| r.pool.clone())
+    }
+
+    /// The function `arn` names: its exact ARN, or any version of it for an unqualified one.
+    pub(crate) fn pool_by_arn(&self, arn: &str) -> Option<Pool> {
+        let running = self.lock();
+        running
+            .values()
+            .find(|r| r.function_arn == arn)
+            .or_else(|| {
+                running.values().find(|r| {
+                    r.function_arn
+                        .strip_prefix(arn)
+                        .is_some_and(|rest| rest.starts_with(':') && !rest[1..].contains(':'))
+                })
+            })
+            .map(|r| r.pool.clone())
     }
 }
 
@@ -116,24 +228,50 @@ async fn stop_running(running: Running) {
 /// either waits in the pool's bounded queue or is refused at once.
 async fn feed(sub: lichen_bus::Subscription, pool: Pool) {
     while let Some(message) = sub.recv().await {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let payload = message.payload.to_bytes().to_vec();
-            match pool.invoke(payload, Some(message.topic.to_string())).await {
-                Ok(r) if r.is_error() => {
-                    let body = r.body();
-                    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).to_string();
-                    tracing::warn!(component = %pool.component(), topic = %message.topic, error = %text, "function invocation failed");
-                }
-                Ok(_) => {}
-                // Logged and counted by the pool.
-                Err(InvokeError::QueueFull { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(topic = %message.topic, error = %e, "function invocation refused")
-                }
-            }
-        });
+        let payload = message.payload.to_bytes().to_vec();
+        invoke_event(&pool, message.topic.to_string(), payload);
     }
+}
+
+/// An `IOT_CORE` event source: a subscription on the cloud link (QoS 1, as Greengrass's
+/// Lambda manager asks; registered even while disconnected and restored after every
+/// reconnect). A filter the cloud refuses is logged and the source stays silent.
+async fn feed_from_cloud(link: CloudLink, filter: String, pool: Pool) {
+    let mut rx = match link
+        .subscribe(&filter, lichen_mqtt_client::QoS::AtLeastOnce)
+        .await
+    {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(component = %pool.component(), topic = %filter, error = %e, "cannot subscribe the function's IOT_CORE event source");
+            return;
+        }
+    };
+    tracing::debug!(component = %pool.component(), topic = %filter, "IOT_CORE event source subscribed");
+    while let Some(publish) = rx.recv().await {
+        invoke_event(&pool, publish.topic.to_string(), publish.payload.to_vec());
+    }
+}
+
+/// One event-triggered invocation, spawned: it either waits in the pool's bounded queue or
+/// is refused at once.
+fn invoke_event(pool: &Pool, topic: String, payload: Vec<u8>) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        match pool.invoke(payload, Some(topic.clone())).await {
+            Ok(r) if r.is_error() => {
+                let body = r.body();
+                let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).to_string();
+                tracing::warn!(component = %pool.component(), topic = %topic, error = %text, "function invocation failed");
+            }
+            Ok(_) => {}
+            // Logged and counted by the pool.
+            Err(InvokeError::QueueFull { .. }) => {}
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "function invocation refused")
+            }
+        }
+    });
 }
 
 fn metrics(pool: &Pool) -> Vec<Metric> {
@@ -181,6 +319,29 @@ impl Service for FunctionsService {
             for builtin in LAMBDA_BUILTINS {
                 ctx.core.provide_builtin(builtin);
             }
+            match legacy::write_runtime(ctx.layout.root()) {
+                Ok(dir) => {
+                    let _ = self.functions.runtime_dir.set(dir);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the greengrasssdk runtime modules: v1-style functions will not import greengrasssdk");
+                }
+            }
+            let router = Arc::new(legacy::LegacyRouter {
+                core: ctx.core.clone(),
+                functions: Arc::downgrade(&self.functions),
+            });
+            let server = LegacyServer::start(router).await.map_err(|e| {
+                ServiceError::new(
+                    "functions",
+                    format!("the Lambda IPC API (GG_DAEMON_PORT): {e}"),
+                )
+            })?;
+            tracing::info!(
+                port = server.port(),
+                "Lambda IPC API for greengrasssdk listening"
+            );
+            let _ = self.functions.legacy.set(server);
             ctx.core.register_runner(
                 lichen_recipe::ComponentType::Lambda.as_str(),
                 Arc::new(runner::LambdaRunner {
@@ -243,6 +404,7 @@ impl Service for FunctionsService {
         Box::pin(async move {
             let all: Vec<Running> = self.functions.lock().drain().map(|(_, r)| r).collect();
             for running in all {
+                self.functions.forget_token(&running);
                 stop_running(running).await;
             }
         })

@@ -90,7 +90,17 @@ impl LambdaRunner {
             .get("AWS_GREENGRASS_LAMBDA_ARN")
             .cloned()
             .unwrap_or_else(|| format!("arn:aws:lambda:::function:{name}"));
+        // The v1 runtime's variables (greengrasssdk), then the function's own.
+        let legacy = self.functions.legacy_env(&name, &function_arn);
         let mut instance_env = env.clone();
+        instance_env.extend(legacy.env);
+        instance_env.insert(
+            "ENCODING_TYPE".into(),
+            match config.encoding {
+                lichen_lambda::Encoding::Json => "json".into(),
+                lichen_lambda::Encoding::Binary => "binary".into(),
+            },
+        );
         instance_env.extend(config.environment.clone());
         let python = instance_env
             .get("LICHEN_LAMBDA_PYTHON")
@@ -101,6 +111,7 @@ impl LambdaRunner {
             python,
             handler,
             artifact_dir,
+            runtime_dir: legacy.python_path,
             env: instance_env,
             run_as,
             log,
@@ -109,12 +120,13 @@ impl LambdaRunner {
         let pool = Pool::start(
             PoolOptions {
                 component: name.clone(),
-                function_arn,
+                function_arn: function_arn.clone(),
                 config,
             },
             launcher,
         );
-        self.functions.started(&self.core, pool);
+        self.functions
+            .started(&self.core, pool, function_arn, legacy.token);
         Ok(Box::new(RunningFunction {
             name,
             functions: self.functions.clone(),
@@ -187,6 +199,9 @@ struct RicLauncher {
     python: String,
     handler: String,
     artifact_dir: PathBuf,
+    /// lichen's `greengrass_common` / `greengrass_ipc_python_sdk`, after the artifact on
+    /// `PYTHONPATH` (so a ZIP's own copies win, as they would on Greengrass).
+    runtime_dir: Option<PathBuf>,
     env: BTreeMap<String, String>,
     run_as: Option<RunAs>,
     log: RotatingLog,
@@ -204,10 +219,13 @@ impl InstanceLauncher for RicLauncher {
             "AWS_GREENGRASS_LAMBDA_WORKER_ID".into(),
             instance.to_string(),
         );
-        let path = match env.get("PYTHONPATH") {
-            Some(p) if !p.is_empty() => format!("{}:{p}", self.artifact_dir.display()),
-            _ => self.artifact_dir.display().to_string(),
-        };
+        let mut path = self.artifact_dir.display().to_string();
+        if let Some(runtime) = &self.runtime_dir {
+            path = format!("{path}:{}", runtime.display());
+        }
+        if let Some(p) = env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
+            path = format!("{path}:{p}");
+        }
         env.insert("PYTHONPATH".into(), path);
         let child = process::spawn(StepCommand {
             component: &self.component,

@@ -5,11 +5,13 @@
 //! When the actor starts `Run`, [`WasmRunner`] compiles the module, instantiates it once on
 //! trial (a module that cannot start fails the step, naming the module: after the retries
 //! the component is BROKEN and its deployment fails), starts the function's worker and
-//! subscribes its `PUB_SUB` trigger topics; the component is RUNNING until it is stopped.
+//! subscribes its trigger topics; the component is RUNNING until it is stopped.
 //!
 //! Configuration (the component's own, all optional):
 //! - `pubsubTopics`: `{"0": {"topic": "sensors/+", "type": "PUB_SUB"}, …}` (the Lambda
-//!   shape; `IOT_CORE` is not supported for WASM functions yet and is logged);
+//!   shape): `PUB_SUB` topics are bus subscriptions, `IOT_CORE` ones subscriptions on the
+//!   cloud service's link (QoS 1, restored after every reconnect; without a `cloud` section
+//!   they are logged and stay silent);
 //! - `maxQueueSize` (default 256, at most 10,000): events waiting for the function; a full
 //!   queue drops the event (counted as `Dropped`, logged);
 //! - `memoryLimitBytes` (default 16 MiB), `fuelPerInvocation` (default 100,000,000),
@@ -43,6 +45,7 @@ use tokio::task::JoinHandle;
 
 use self::worker::{FunctionWorker, Job, NodeHost};
 use crate::service::{Service, ServiceContext, ServiceError};
+use crate::services::cloud::CloudService;
 
 /// The recipe `ComponentType` this service runs.
 pub const COMPONENT_TYPE: &str = "lichen.wasm";
@@ -60,6 +63,8 @@ pub struct WasmService {
 
 struct Inner {
     engine: WasmEngine,
+    /// Whose link `IOT_CORE` triggers subscribe through.
+    cloud: Option<Arc<CloudService>>,
     /// Set by [`Service::shutdown`]: functions stopped from then on are not failures.
     stopping: AtomicBool,
     started: Mutex<Option<Started>>,
@@ -80,10 +85,21 @@ impl Default for WasmService {
 }
 
 impl WasmService {
+    /// Without a cloud service: `IOT_CORE` triggers are logged as having no cloud.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// `IOT_CORE` triggers subscribe through `cloud`'s link (which must start first).
+    pub fn with_cloud(cloud: Arc<CloudService>) -> Self {
+        Self::build(Some(cloud))
+    }
+
+    fn build(cloud: Option<Arc<CloudService>>) -> Self {
         WasmService {
             inner: Arc::new(Inner {
                 engine: WasmEngine::new(),
+                cloud,
                 stopping: AtomicBool::new(false),
                 started: Mutex::new(None),
                 functions: Mutex::new(HashMap::new()),
@@ -112,6 +128,8 @@ impl Inner {
 /// A function's settings, read from its configuration when it starts.
 struct Settings {
     triggers: Vec<String>,
+    /// `IOT_CORE` topic filters.
+    cloud_triggers: Vec<String>,
     queue: usize,
     config: FunctionConfig,
 }
@@ -129,6 +147,7 @@ fn number(config: &Value, key: &str, default: u64) -> Result<u64, String> {
 
 fn read_settings(component: &str, config: &Value) -> Result<Settings, String> {
     let mut triggers = Vec::new();
+    let mut cloud_triggers = Vec::new();
     if let Some(topics) = config.get("pubsubTopics").and_then(Value::as_object) {
         for (key, entry) in topics {
             let topic = entry.get("topic").and_then(Value::as_str).ok_or_else(|| {
@@ -140,20 +159,19 @@ fn read_settings(component: &str, config: &Value) -> Result<Settings, String> {
                 .unwrap_or("PUB_SUB");
             if kind.eq_ignore_ascii_case("PUB_SUB") {
                 triggers.push(topic.to_string());
+            } else if kind.eq_ignore_ascii_case("IOT_CORE") {
+                cloud_triggers.push(topic.to_string());
             } else {
-                tracing::warn!(
-                    component,
-                    topic,
-                    kind,
-                    "WASM trigger type not supported (only PUB_SUB); ignored"
-                );
+                return Err(format!(
+                    "{component}: configuration pubsubTopics.{key}.type: expected PUB_SUB or IOT_CORE, got {kind}"
+                ));
             }
         }
     }
-    if triggers.len() > MAX_TRIGGERS {
+    if triggers.len() + cloud_triggers.len() > MAX_TRIGGERS {
         return Err(format!(
             "configuration pubsubTopics: {} topics, at most {MAX_TRIGGERS}",
-            triggers.len()
+            triggers.len() + cloud_triggers.len()
         ));
     }
     let defaults = Limits::default();
@@ -182,6 +200,7 @@ fn read_settings(component: &str, config: &Value) -> Result<Settings, String> {
     };
     Ok(Settings {
         triggers,
+        cloud_triggers,
         queue,
         config: FunctionConfig { limits, dir },
     })
@@ -270,6 +289,25 @@ impl Runner for WasmRunner {
                 }
             }));
         }
+        if !settings.cloud_triggers.is_empty() {
+            match self.inner.cloud.as_ref().and_then(|c| c.link()) {
+                Some(link) => {
+                    for filter in &settings.cloud_triggers {
+                        tasks.push(tokio::spawn(feed_from_cloud(
+                            link.clone(),
+                            name.clone(),
+                            filter.clone(),
+                            worker.clone(),
+                        )));
+                    }
+                }
+                None => tracing::warn!(
+                    component = %name,
+                    topics = ?settings.cloud_triggers,
+                    "IOT_CORE triggers: the core has no cloud connection configured (no cloud section), so the function gets no messages from them"
+                ),
+            }
+        }
         let previous = self
             .inner
             .functions
@@ -280,13 +318,45 @@ impl Runner for WasmRunner {
             // Not on the actor's task: the old queue may still hold work.
             drop(tokio::task::spawn_blocking(move || previous.request_stop()));
         }
-        tracing::info!(component = %name, triggers = settings.triggers.len(), "WASM function started");
+        tracing::info!(
+            component = %name,
+            triggers = settings.triggers.len(),
+            cloud_triggers = settings.cloud_triggers.len(),
+            "WASM function started"
+        );
         Ok(Box::new(LaunchedFunction {
             name,
             worker,
             tasks,
             inner: self.inner.clone(),
         }))
+    }
+}
+
+/// An `IOT_CORE` trigger: each cloud message becomes a job (a full queue drops it, counted by
+/// the worker). A filter the cloud refuses is logged and the trigger stays silent.
+async fn feed_from_cloud(
+    link: crate::services::cloud::CloudLink,
+    component: String,
+    filter: String,
+    worker: Arc<FunctionWorker>,
+) {
+    let mut rx = match link
+        .subscribe(&filter, lichen_mqtt_client::QoS::AtLeastOnce)
+        .await
+    {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(component = %component, topic = %filter, error = %e, "cannot subscribe the function's IOT_CORE trigger");
+            return;
+        }
+    };
+    while let Some(publish) = rx.recv().await {
+        let _ = worker.submit(Job {
+            topic: publish.topic.to_string(),
+            payload: publish.payload.to_vec(),
+            reply: None,
+        });
     }
 }
 
