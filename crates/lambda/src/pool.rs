@@ -7,7 +7,10 @@
 //! instance is started when queued work outnumbers waiting instances, up to
 //! `maxInstancesCount`, and stopped after `maxIdleTimeInSeconds` waiting. An invocation that
 //! outlives `timeoutInSeconds` fails as a timeout and its instance is killed and replaced;
-//! an instance that dies mid-invocation fails that invocation.
+//! an instance that dies mid-invocation fails that invocation. An instance that is neither
+//! waiting for work nor running an invocation for `statusTimeoutInSeconds` (its module code
+//! never reaches the runtime loop, or it stops asking after a result) is unresponsive: it is
+//! killed and, when pinned, replaced.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -96,6 +99,8 @@ pub struct Stats {
     pub timeouts: u64,
     pub rejected: u64,
     pub crashes: u64,
+    /// Instances killed for missing `statusTimeoutInSeconds`.
+    pub unresponsive: u64,
     pub queue_depth: u64,
     pub instances: u64,
     pub last_latency_ms: u64,
@@ -109,6 +114,7 @@ struct Counters {
     timeouts: AtomicU64,
     rejected: AtomicU64,
     crashes: AtomicU64,
+    unresponsive: AtomicU64,
     last_latency_ms: AtomicU64,
     total_latency_ms: AtomicU64,
     completed: AtomicU64,
@@ -261,6 +267,7 @@ impl Pool {
             timeouts: c.timeouts.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             crashes: c.crashes.load(Ordering::Relaxed),
+            unresponsive: c.unresponsive.load(Ordering::Relaxed),
             queue_depth: inner.queued() as u64,
             instances: inner.live.load(Ordering::Acquire) as u64,
             last_latency_ms: c.last_latency_ms.load(Ordering::Relaxed),
@@ -348,6 +355,8 @@ pub(crate) struct Instance {
     idle_since: Mutex<Option<Instant>>,
     /// Has this instance asked for work yet (it is "starting" until then).
     asked: std::sync::atomic::AtomicBool,
+    /// When it last showed it is alive (started, asked for work, answered).
+    last_seen: Mutex<Instant>,
     pub(crate) ended: watch::Sender<bool>,
 }
 
@@ -372,6 +381,7 @@ impl Instance {
         if !self.asked.swap(true, Ordering::AcqRel) {
             pool.starting.fetch_sub(1, Ordering::AcqRel);
         }
+        self.seen();
         // A client asking again without answering gave up on its invocation.
         if let Some(previous) = self.lock_current().take() {
             let _ = previous.reply.send(Outcome::Crashed(
@@ -387,6 +397,8 @@ impl Instance {
             _ = ended.wait_for(|e| *e) => None,
         };
         drop(guard);
+        // Seen first: the supervisor must not catch it between waiting and working.
+        self.seen();
         *self.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let work = work?;
         let request_id = format!("{:032x}", rand::random::<u128>());
@@ -414,6 +426,7 @@ impl Instance {
 
     /// The runtime client answered `request_id`; false when it is not the current one.
     pub(crate) fn complete(&self, request_id: &str, outcome: Outcome) -> bool {
+        self.seen();
         let mut current = self.lock_current();
         match current.take() {
             Some(c) if c.request_id == request_id => {
@@ -430,6 +443,25 @@ impl Instance {
     pub(crate) fn init_failed(&self, error: &str) {
         let error = error.chars().take(2048).collect::<String>();
         tracing::warn!(component = %self.pool.component, instance = self.id, %error, "function init failed");
+    }
+
+    fn seen(&self) {
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Neither waiting for work nor in an invocation since `status_timeout`.
+    fn unresponsive(&self, now: Instant, status_timeout: Duration) -> bool {
+        if self.lock_current().is_some()
+            || self
+                .idle_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        {
+            return false;
+        }
+        let seen = *self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        now.duration_since(seen) >= status_timeout
     }
 
     fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
@@ -474,6 +506,7 @@ async fn run_one(inner: &Arc<Inner>) -> Option<()> {
         current: Mutex::new(None),
         idle_since: Mutex::new(None),
         asked: Default::default(),
+        last_seen: Mutex::new(Instant::now()),
         ended: watch::channel(false).0,
     });
     let unstarted = |instance: &Instance| {
@@ -524,6 +557,12 @@ async fn run_one(inner: &Arc<Inner>) -> Option<()> {
                 if !inner.cfg.pinned && idle.is_some_and(|t| now.duration_since(t) >= inner.cfg.max_idle) {
                     tracing::info!(component = %inner.component, instance = id, "idle instance stopped (maxIdleTimeInSeconds)");
                     break "idle".to_string();
+                }
+                if instance.unresponsive(now, inner.cfg.status_timeout) {
+                    inner.counters.unresponsive.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(component = %inner.component, instance = id, status_timeout_s = inner.cfg.status_timeout.as_secs_f64(),
+                        "instance unresponsive: neither waiting for work nor in an invocation within statusTimeoutInSeconds; killed");
+                    break "unresponsive (statusTimeoutInSeconds)".to_string();
                 }
             }
         }

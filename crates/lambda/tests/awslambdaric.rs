@@ -68,7 +68,11 @@ impl InstanceLauncher for Ric {
 }
 
 fn pool(dir: &Path, python: PathBuf, config: serde_json::Value) -> Pool {
-    std::fs::write(dir.join("app.py"), HANDLER).unwrap();
+    pool_with(dir, python, config, HANDLER)
+}
+
+fn pool_with(dir: &Path, python: PathBuf, config: serde_json::Value, handler: &str) -> Pool {
+    std::fs::write(dir.join("app.py"), handler).unwrap();
     let config = FunctionConfig::from_config("com.example.Fn", &config).unwrap();
     Pool::start(
         PoolOptions {
@@ -250,5 +254,49 @@ async fn on_demand_scales_to_max_instances_and_stops_idle_ones() {
         .await
         .unwrap();
     assert_eq!(ok_json(&r.outcome)["subject"], "x/y");
+    pool.stop().await;
+}
+
+/// The first instance's module code hangs (it never reaches the runtime loop); the marker it
+/// removes lets its replacement start normally.
+const HANGS_ONCE: &str = r#"
+import os, time
+if os.path.exists("hang-once"):
+    os.remove("hang-once")
+    time.sleep(3600)
+
+def handler(event, context):
+    return {"pid": os.getpid()}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_silent_past_status_timeout_is_replaced() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hang-once"), "").unwrap();
+    let started = std::time::Instant::now();
+    let pool = pool_with(
+        dir.path(),
+        python,
+        serde_json::json!({"pinned": true, "timeoutInSeconds": 5, "statusTimeoutInSeconds": 2}),
+        HANGS_ONCE,
+    );
+    // Queued while the first instance hangs; served by its replacement.
+    let r = pool.invoke(b"{}".to_vec(), None).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(matches!(r.outcome, Outcome::Ok(_)), "{:?}", r.outcome);
+    assert!(!dir.path().join("hang-once").exists());
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(20),
+        "{elapsed:?}"
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.unresponsive, 1, "{stats:?}");
+    assert_eq!(stats.instances, 1);
+    // A responsive instance idle for longer than statusTimeout is not touched: it is waiting.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let again = pool.invoke(b"{}".to_vec(), None).await.unwrap();
+    assert_eq!(ok_json(&again.outcome)["pid"], ok_json(&r.outcome)["pid"]);
+    assert_eq!(pool.stats().unresponsive, 1);
     pool.stop().await;
 }

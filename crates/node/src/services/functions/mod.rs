@@ -288,6 +288,7 @@ fn metrics(pool: &Pool) -> Vec<Metric> {
         m("FunctionTimeouts", "COUNT", s.timeouts as f64),
         m("FunctionRejected", "COUNT", s.rejected as f64),
         m("FunctionCrashes", "COUNT", s.crashes as f64),
+        m("FunctionUnresponsive", "COUNT", s.unresponsive as f64),
         m("FunctionQueueDepth", "COUNT", s.queue_depth as f64),
         m("FunctionInstances", "COUNT", s.instances as f64),
         m(
