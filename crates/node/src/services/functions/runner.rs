@@ -25,6 +25,54 @@ use super::Functions;
 /// `LICHEN_LAMBDA_PYTHON` (e.g. a virtualenv's python with `awslambdaric` installed).
 pub const DEFAULT_PYTHON: &str = "python3";
 
+/// Which runtime interface client runs a function, from the recipe's
+/// `AWS_GREENGRASS_LAMBDA_RUNTIME` (`python3.x` — the default — or `nodejsNN.x`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// `python -m awslambdaric <handler>`.
+    Python { python: String },
+    /// `aws-lambda-ric <handler>` (npm `aws-lambda-ric`): `LICHEN_LAMBDA_NODE_RIC` names its
+    /// `bin/index.mjs` (run with `LICHEN_LAMBDA_NODE`, default `node`); without it the
+    /// `aws-lambda-ric` command on PATH (a global npm install).
+    Node { ric: Option<String> },
+}
+
+impl Runtime {
+    pub fn from_env(env: &BTreeMap<String, String>) -> Runtime {
+        let runtime = env
+            .get("AWS_GREENGRASS_LAMBDA_RUNTIME")
+            .map(|r| r.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if runtime.starts_with("nodejs") {
+            return Runtime::Node {
+                ric: env
+                    .get("LICHEN_LAMBDA_NODE_RIC")
+                    .filter(|r| !r.is_empty())
+                    .cloned(),
+            };
+        }
+        Runtime::Python {
+            python: env
+                .get("LICHEN_LAMBDA_PYTHON")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_PYTHON.to_string()),
+        }
+    }
+
+    /// The instance's command (names come from the environment, nothing is quoted in).
+    fn script(&self) -> &'static str {
+        match self {
+            Runtime::Python { .. } => {
+                "exec \"$LICHEN_LAMBDA_PYTHON\" -m awslambdaric \"$_HANDLER\""
+            }
+            Runtime::Node { ric: Some(_) } => {
+                "exec \"${LICHEN_LAMBDA_NODE:-node}\" \"$LICHEN_LAMBDA_NODE_RIC\" \"$_HANDLER\""
+            }
+            Runtime::Node { ric: None } => "exec aws-lambda-ric \"$_HANDLER\"",
+        }
+    }
+}
+
 pub struct LambdaRunner {
     pub(super) core: CoreHandle,
     pub(super) functions: Arc<Functions>,
@@ -71,7 +119,8 @@ impl LambdaRunner {
                     format!("{name}: AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH is not set by the recipe")
                 })?,
         );
-        check_handler(&handler, &artifact_dir)?;
+        let runtime = Runtime::from_env(&env);
+        check_handler(&handler, &artifact_dir, &runtime)?;
         let config_value = self
             .core
             .get_configuration(&name, &[])
@@ -102,13 +151,9 @@ impl LambdaRunner {
             },
         );
         instance_env.extend(config.environment.clone());
-        let python = instance_env
-            .get("LICHEN_LAMBDA_PYTHON")
-            .cloned()
-            .unwrap_or_else(|| DEFAULT_PYTHON.to_string());
         let launcher = Arc::new(RicLauncher {
             component: name.clone(),
-            python,
+            runtime,
             handler,
             artifact_dir,
             runtime_dir: legacy.python_path,
@@ -135,14 +180,29 @@ impl LambdaRunner {
     }
 }
 
-/// A Python handler `pkg.module.function` must exist as `pkg/module.py` (or a package) in the
-/// unarchived artifact, so that a ZIP without it fails the deployment naming it.
-fn check_handler(handler: &str, artifact_dir: &Path) -> Result<(), String> {
+/// A handler `pkg.module.function` must exist as `pkg/module.py` (or a package) for Python,
+/// `pkg/module.js` / `.mjs` / `.cjs` for Node.js, in the unarchived artifact, so that a ZIP
+/// without it fails the deployment naming it.
+fn check_handler(handler: &str, artifact_dir: &Path, runtime: &Runtime) -> Result<(), String> {
     let Some((module, function)) = handler.rsplit_once('.') else {
         return Err(format!("handler {handler:?}: expected module.function"));
     };
     if function.is_empty() || module.is_empty() {
         return Err(format!("handler {handler:?}: expected module.function"));
+    }
+    if let Runtime::Node { .. } = runtime {
+        // Node.js handlers name a file path: `dir/app.handler` → dir/app.js.
+        let rel = PathBuf::from(module);
+        for ext in ["js", "mjs", "cjs"] {
+            if artifact_dir.join(&rel).with_extension(ext).is_file() {
+                return Ok(());
+            }
+        }
+        return Err(format!(
+            "handler {handler}: {}.js (or .mjs, .cjs) not found in the function's artifact {}",
+            rel.display(),
+            artifact_dir.display()
+        ));
     }
     let rel: PathBuf = module.split('.').collect();
     let file = artifact_dir.join(&rel).with_extension("py");
@@ -191,12 +251,12 @@ impl Launched for RunningFunction {
     }
 }
 
-/// Starts instances as `python -m awslambdaric <handler>` in the artifact directory, as the
+/// Starts instances under their runtime interface client ([`Runtime`]) in the artifact directory, as the
 /// component's user, in their own process group (tracked so a crash of the core leaves
 /// none), output to the component's log.
 struct RicLauncher {
     component: String,
-    python: String,
+    runtime: Runtime,
     handler: String,
     artifact_dir: PathBuf,
     /// lichen's `greengrass_common` / `greengrass_ipc_python_sdk`, after the artifact on
@@ -212,7 +272,20 @@ impl InstanceLauncher for RicLauncher {
     fn launch(&self, runtime_api: SocketAddr, instance: u64) -> std::io::Result<Child> {
         let mut env = self.env.clone();
         env.insert("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.to_string());
-        env.insert("LICHEN_LAMBDA_PYTHON".into(), self.python.clone());
+        match &self.runtime {
+            Runtime::Python { python } => {
+                env.insert("LICHEN_LAMBDA_PYTHON".into(), python.clone());
+            }
+            Runtime::Node { ric } => {
+                if let Some(ric) = ric {
+                    env.insert("LICHEN_LAMBDA_NODE_RIC".into(), ric.clone());
+                }
+                env.insert(
+                    "LAMBDA_TASK_ROOT".into(),
+                    self.artifact_dir.display().to_string(),
+                );
+            }
+        }
         env.insert("_HANDLER".into(), self.handler.clone());
         env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), self.component.clone());
         env.insert(
@@ -230,8 +303,7 @@ impl InstanceLauncher for RicLauncher {
         let child = process::spawn(StepCommand {
             component: &self.component,
             step: &format!("function[{instance}]"),
-            // The names come from the environment, so nothing is quoted into the script.
-            script: "exec \"$LICHEN_LAMBDA_PYTHON\" -m awslambdaric \"$_HANDLER\"",
+            script: self.runtime.script(),
             cwd: &self.artifact_dir,
             env: &env,
             run_as: self.run_as.as_ref(),
