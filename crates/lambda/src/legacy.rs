@@ -183,12 +183,17 @@ impl LegacyServer {
         self.addr.port()
     }
 
-    /// Issues the token a function's instances send as `Authorization`
-    /// (`AWS_CONTAINER_AUTHORIZATION_TOKEN`). Never log it.
-    pub fn register(&self, caller: Caller) -> String {
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    /// Lets `token` (what a function's instances send as `Authorization`: their
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, the component's SVCUID) authenticate as `caller`;
+    /// an empty `token` gets a fresh one. Returns the token. Never log it.
+    pub fn register(&self, token: &str, caller: Caller) -> String {
+        let token = if token.is_empty() {
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        } else {
+            token.to_string()
+        };
         lock(&self.shared.tokens).insert(token.clone(), caller);
         token
     }

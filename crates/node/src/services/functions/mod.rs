@@ -100,15 +100,24 @@ impl Functions {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The v1 environment of a function's instances, with a token issued for it.
-    pub(crate) fn legacy_env(&self, component: &str, function_arn: &str) -> LegacyEnv {
+    /// The v1 environment of a function's instances; `svcuid` (the component's token, also
+    /// its `AWS_CONTAINER_AUTHORIZATION_TOKEN`) authenticates it to the v1 API.
+    pub(crate) fn legacy_env(
+        &self,
+        component: &str,
+        function_arn: &str,
+        svcuid: &str,
+    ) -> LegacyEnv {
         let mut env = BTreeMap::new();
         let mut token = None;
         if let Some(server) = self.legacy.get() {
-            let t = server.register(Caller {
-                component: component.to_string(),
-                function_arn: function_arn.to_string(),
-            });
+            let t = server.register(
+                svcuid,
+                Caller {
+                    component: component.to_string(),
+                    function_arn: function_arn.to_string(),
+                },
+            );
             let port = server.port().to_string();
             env.insert("GG_DAEMON_PORT".into(), port.clone());
             env.insert("AWS_GREENGRASS_LAMBDA_MESSAGE_PORT".into(), port);
@@ -174,9 +183,13 @@ impl Functions {
             token,
             tasks,
         };
+        let new_token = running.token.clone();
         let old = self.lock().insert(name, running);
         if let Some(old) = old {
-            self.forget_token(&old);
+            // The same component's token (its SVCUID) now names the new pool.
+            if old.token != new_token {
+                self.forget_token(&old);
+            }
             tokio::spawn(stop_running(old));
         }
     }

@@ -140,7 +140,8 @@ impl LambdaRunner {
             .cloned()
             .unwrap_or_else(|| format!("arn:aws:lambda:::function:{name}"));
         // The v1 runtime's variables (greengrasssdk), then the function's own.
-        let legacy = self.functions.legacy_env(&name, &function_arn);
+        let svcuid = env.get("SVCUID").cloned().unwrap_or_default();
+        let legacy = self.functions.legacy_env(&name, &function_arn, &svcuid);
         let mut instance_env = env.clone();
         instance_env.extend(legacy.env);
         instance_env.insert(
