@@ -1,6 +1,8 @@
 //! `IOT_CORE` event sources: a message published "in the cloud" triggers a Lambda function
 //! (under awslambdaric) and a WASM function, through the core's real cloud link (MQTT 5 over
-//! mTLS). The cloud is the lichen broker with a TLS listener standing in for AWS IoT Core's
+//! mTLS); and a v1 function (bundling `greengrasssdk`) triggered from the cloud answers with
+//! `iot-data` `publish`, routed back to the cloud by `aws.greengrass.LegacySubscriptionRouter`
+//! (target `cloud`). The cloud is the lichen broker with a TLS listener standing in for AWS IoT Core's
 //! endpoint (the device registered by certificate); the test publishes from a plain client.
 //!
 //! The Lambda half skips with a message when the .venv python (awslambdaric) is missing,
@@ -86,11 +88,14 @@ impl StandInCloud {
     }
 
     async fn client(&self, id: &str) -> Client {
+        self.client_with_incoming(id).await.0
+    }
+
+    async fn client_with_incoming(&self, id: &str) -> (Client, lichen_mqtt_client::Incoming) {
         let addr = self.broker.addr(ListenerKind::Tcp).unwrap();
-        let (client, _incoming) = Client::connect(ConnectOptions::new(addr.to_string(), id))
+        Client::connect(ConnectOptions::new(addr.to_string(), id))
             .await
-            .unwrap();
-        client
+            .unwrap()
     }
 }
 
@@ -151,7 +156,67 @@ fn zip(python: &Path, out: &Path, files: &[(&str, &str)]) {
     assert!(status.success());
 }
 
+const V1_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:v1CloudEcho:2";
+
+/// Answers each cloud command with a greengrasssdk publish (routed to the cloud).
+const V1_HANDLER: &str = r#"
+import json
+import greengrasssdk
+iot = greengrasssdk.client("iot-data")
+def handler(event, context):
+    subject = context.client_context.custom["subject"]
+    iot.publish(topic="dt/v1/reply", payload=json.dumps({"echo": event, "subject": subject}))
+"#;
+
+/// `files` plus the directory `sdk` as `greengrasssdk/` (no caches), zipped to `out`.
+fn zip_with_sdk(python: &Path, out: &Path, files: &[(&str, &str)], sdk: &Path) {
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let spec = serde_json::to_string(&files).unwrap();
+    let script = r#"
+import json, os, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1], "w")
+for n, t in json.loads(sys.argv[2]):
+    z.writestr(n, t)
+for d, dirs, names in os.walk(sys.argv[3]):
+    dirs[:] = [x for x in dirs if x != "__pycache__"]
+    for n in names:
+        p = os.path.join(d, n)
+        z.write(p, os.path.join("greengrasssdk", os.path.relpath(p, sys.argv[3])))
+z.close()
+"#;
+    let status = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(out)
+        .arg(spec)
+        .arg(sdk)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// greengrasssdk as setup-test-deps installs it beside the venv.
+fn greengrasssdk(python: &Path) -> Option<PathBuf> {
+    let sdk = python.parent()?.parent()?.join("lambda-sdk/greengrasssdk");
+    if sdk.join("__init__.py").is_file() {
+        return Some(sdk);
+    }
+    let message = format!("{} missing (scripts/setup-test-deps)", sdk.display());
+    assert!(!require_all(), "LICHEN_TEST_REQUIRE_ALL=1: {message}");
+    eprintln!("skipping the v1 half: {message}");
+    None
+}
+
 fn lambda_recipe(name: &str, python: &Path, out: &Path) -> Value {
+    lambda_recipe_on(
+        name,
+        python,
+        out,
+        "cloud/lambda/#",
+        &format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:1"),
+    )
+}
+
+fn lambda_recipe_on(name: &str, python: &Path, out: &Path, topic: &str, arn: &str) -> Value {
     json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": name,
@@ -164,7 +229,7 @@ fn lambda_recipe(name: &str, python: &Path, out: &Path) -> Value {
             "lambdaExecutionParameters": {"EnvironmentVariables": {"OUT": out.display().to_string()}},
             "containerMode": "NoContainer", "timeoutInSeconds": 5, "maxInstancesCount": 2,
             "inputPayloadEncodingType": "json", "maxQueueSize": 10, "pinned": true,
-            "pubsubTopics": {"0": {"topic": "cloud/lambda/#", "type": "IOT_CORE"}}
+            "pubsubTopics": {"0": {"topic": topic, "type": "IOT_CORE"}}
         }},
         "Manifests": [{
             "Platform": {},
@@ -174,7 +239,7 @@ fn lambda_recipe(name: &str, python: &Path, out: &Path) -> Value {
         "Lifecycle": {
             "startup": {"script": "{aws.greengrass.LambdaLauncher:artifacts:path}/lambda-launcher start"},
             "setenv": {
-                "AWS_GREENGRASS_LAMBDA_ARN": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:1"),
+                "AWS_GREENGRASS_LAMBDA_ARN": arn,
                 "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "app.handler",
                 "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact",
                 "LICHEN_LAMBDA_PYTHON": python.display().to_string()
@@ -223,14 +288,31 @@ fn wasm_recipe(name: &str) -> Value {
     })
 }
 
+const ROUTER: &str = "aws.greengrass.LegacySubscriptionRouter";
+
 async fn deploy(node: &Node, dir: &Path, roots: &[&str]) -> DeploymentRecord {
+    let mut configuration_updates = std::collections::BTreeMap::new();
+    if roots.contains(&ROUTER) {
+        configuration_updates.insert(
+            ROUTER.to_string(),
+            lichen_model::deployment::ConfigurationUpdate {
+                merge: Some(json!({"subscriptions": {"toCloud": {
+                    "id": "toCloud", "source": V1_ARN, "subject": "dt/v1/#", "target": "cloud"}}})),
+                ..Default::default()
+            },
+        );
+    }
     let id = node
         .handle()
         .create_deployment(DeploymentRequest {
             root_components_to_add: roots
                 .iter()
-                .map(|r| (r.to_string(), "1.0.0".to_string()))
+                .map(|r| {
+                    let v = if *r == ROUTER { "2.1.0" } else { "1.0.0" };
+                    (r.to_string(), v.to_string())
+                })
                 .collect(),
+            configuration_updates,
             recipe_dir: Some(dir.join("recipes")),
             artifact_dir: Some(dir.join("artifacts")),
             ..Default::default()
@@ -304,6 +386,23 @@ async fn a_cloud_message_triggers_lambda_and_wasm_functions() {
             &[("app.py", HANDLER)],
         );
         roots.push(name);
+        if let Some(sdk) = greengrasssdk(python) {
+            let name = "com.example.V1CloudEcho";
+            std::fs::write(
+                recipes.join(format!("{name}.json")),
+                lambda_recipe_on(name, python, &out, "cloud/v1/in", V1_ARN).to_string(),
+            )
+            .unwrap();
+            zip_with_sdk(
+                python,
+                &dir.path()
+                    .join(format!("artifacts/{name}/1.0.0/lambda-artifact.zip")),
+                &[("app.py", V1_HANDLER)],
+                &sdk,
+            );
+            roots.push(name);
+            roots.push(ROUTER);
+        }
     }
     #[cfg(feature = "wasm")]
     {
@@ -390,6 +489,31 @@ async fn a_cloud_message_triggers_lambda_and_wasm_functions() {
             .component_details("com.example.CloudLambda")
             .unwrap();
         assert_eq!(details.state, lichen_core::LifecycleState::Running);
+    }
+
+    if roots.contains(&ROUTER) {
+        // Cloud → v1 function (IOT_CORE) → greengrasssdk publish → router → cloud.
+        let (observer, mut incoming) = cloud.client_with_incoming("cloud-observer").await;
+        observer
+            .subscribe_one("dt/v1/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        tokio::spawn(async move {
+            while let Some(p) = incoming.recv().await {
+                sink.lock().unwrap().push(p);
+            }
+        });
+        let command = json!({"op": "ping", "seq": 1});
+        publish_until(&publisher, "cloud/v1/in", &command, || {
+            !got.lock().unwrap().is_empty()
+        })
+        .await;
+        let p = got.lock().unwrap()[0].clone();
+        assert_eq!(&*p.topic, "dt/v1/reply");
+        let body: Value = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(body, json!({"echo": command, "subject": "cloud/v1/in"}));
     }
     node.shutdown().await;
 }
