@@ -543,3 +543,34 @@ impl Service for WasmService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn triggers_split_by_type_and_an_unknown_type_is_refused() {
+        let s = read_settings(
+            "com.example.F",
+            &json!({"pubsubTopics": {
+                "0": {"topic": "local/+", "type": "PUB_SUB"},
+                "1": {"topic": "cloud/#", "type": "IOT_CORE"},
+                "2": {"topic": "default/type"}
+            }}),
+        )
+        .unwrap();
+        assert_eq!(s.triggers, vec!["local/+", "default/type"]);
+        assert_eq!(s.cloud_triggers, vec!["cloud/#"]);
+        let e = read_settings(
+            "com.example.F",
+            &json!({"pubsubTopics": {"0": {"topic": "x", "type": "KAFKA"}}}),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("pubsubTopics.0.type") && e.contains("KAFKA"),
+            "{e}"
+        );
+    }
+}
