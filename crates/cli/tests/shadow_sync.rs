@@ -49,6 +49,9 @@ impl Relay {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
+                // As the endpoints' own sockets: no Nagle delay added by the relay.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let mut list = c.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
@@ -434,6 +437,182 @@ fn device_to_cloud_periodic_sends_local_changes_and_keeps_the_clouds_out() {
     assert!(
         doc["state"].get("desired").is_none(),
         "deviceToCloud: the device's document wins everything: {doc}"
+    );
+    drop(s.core);
+    s.cloud.stop();
+}
+
+#[test]
+fn cloud_to_device_copies_the_clouds_document_under_the_outbound_rate_limit() {
+    let mut s = setup(
+        "gw-c2d",
+        "      rateLimits: { maxOutboundSyncUpdatesPerSecond: 2 }\n      synchronize:\n        coreThing: { classic: true, namedShadows: [a, b, c, d] }\n        direction: cloudToDevice\n",
+    );
+    let t = s.thing.clone();
+    let t = t.as_str();
+    s.console
+        .update(None, json!({"desired": {"mode": "cloud"}}));
+    wait_for(
+        "the cloud's desired on the device",
+        Duration::from_secs(30),
+        || local(&s.core, t, None).filter(|d| d["state"]["desired"]["mode"] == "cloud"),
+    );
+    // Local changes stay local.
+    local_update(&s.core, t, None, json!({"reported": {"local": true}}));
+    std::thread::sleep(Duration::from_secs(3));
+    let cloud = s.console.get(None).unwrap();
+    assert!(
+        cloud["state"].get("reported").is_none(),
+        "cloudToDevice sent a local change up: {cloud}"
+    );
+
+    // While apart, the cloud changes five shadows; after the reconnect the full round's five
+    // cloud reads go out at 2/s (a one-second burst of 2, then one every 0.5 s).
+    s.relay.cut();
+    wait_for("the link down", Duration::from_secs(60), || {
+        (!cloud_connected(&s.core)).then_some(())
+    });
+    s.console
+        .update(None, json!({"desired": {"mode": "later"}}));
+    for n in ["a", "b", "c", "d"] {
+        s.console.update(Some(n), json!({"desired": {"n": n}}));
+    }
+    s.relay.restore();
+    wait_for("reconnected", Duration::from_secs(90), || {
+        cloud_connected(&s.core).then_some(())
+    });
+    let reconnected = Instant::now();
+    for n in ["a", "b", "c", "d"] {
+        wait_for(
+            "the named shadows on the device",
+            Duration::from_secs(60),
+            || local(&s.core, t, Some(n)).filter(|d| d["state"]["desired"]["n"] == n),
+        );
+    }
+    wait_for(
+        "the classic shadow on the device",
+        Duration::from_secs(30),
+        || local(&s.core, t, None).filter(|d| d["state"]["desired"]["mode"] == "later"),
+    );
+    let took = reconnected.elapsed();
+    assert!(
+        took >= Duration::from_millis(1200),
+        "five cloud reads at 2/s took only {took:?}"
+    );
+    drop(s.core);
+    s.cloud.stop();
+}
+
+#[test]
+fn a_sync_the_cloud_refuses_is_kept_pending_with_its_error_until_it_can_be_synced() {
+    // Locally up to 30 KiB; the cloud's shadow service keeps AWS IoT's 8 KiB.
+    let mut s = setup(
+        "gw-err",
+        "      shadowDocumentSizeLimitBytes: 30720\n      synchronize:\n        coreThing: { classic: true }\n",
+    );
+    let t = s.thing.clone();
+    let t = t.as_str();
+    local_update(
+        &s.core,
+        t,
+        None,
+        json!({"reported": {"blob": "x".repeat(10_000)}}),
+    );
+    let entry = wait_for(
+        "the sync error in the listing",
+        Duration::from_secs(30),
+        || {
+            let l = s.core.json(&["shadow", "list", t]);
+            l["shadows"][0]["sync"]["lastError"]
+                .is_string()
+                .then(|| l["shadows"][0].clone())
+        },
+    );
+    assert_eq!(entry["sync"]["pending"], true, "{entry}");
+    assert!(
+        entry["sync"]["lastError"].as_str().unwrap().contains("413"),
+        "{entry}"
+    );
+    let text = s.core.cli(&["shadow", "list", t]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("last error"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    assert!(s.console.get(None).is_none());
+    // Made small again, it syncs, and the error is gone.
+    local_update(&s.core, t, None, json!({"reported": {"blob": "small"}}));
+    let doc = wait_for(
+        "the small document in the cloud",
+        Duration::from_secs(30),
+        || s.console.get(None),
+    );
+    assert_eq!(doc["state"]["reported"], json!({"blob": "small"}), "{doc}");
+    wait_for("in sync, no error", Duration::from_secs(30), || {
+        let l = s.core.json(&["shadow", "list", t]);
+        let sync = &l["shadows"][0]["sync"];
+        (sync["pending"] == false && sync.get("lastError").is_none()).then_some(())
+    });
+    drop(s.core);
+    s.cloud.stop();
+}
+
+impl Console {
+    /// Waits for the cloud's `update/accepted` carrying `reported.seq == seq` (whoever sent it).
+    fn wait_reported_seq(&mut self, seq: u64) -> Option<Instant> {
+        let topic = format!("$aws/things/{}/shadow/update/accepted", self.thing);
+        let incoming = &mut self.incoming;
+        self.rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let p = incoming.recv_timeout(left).await?;
+                if *p.topic != topic {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else {
+                    continue;
+                };
+                if v["state"]["reported"]["seq"] == seq {
+                    return Some(Instant::now());
+                }
+            }
+        })
+    }
+}
+
+/// The sync latency benchmark (issue 13): from a local update's commit (`lichen shadow
+/// update` returned) to the cloud's `update/accepted` of the synced document, one update at
+/// a time. `cargo test -p lichen --test shadow_sync -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sync_latency_from_a_local_update_to_the_clouds_accepted_document() {
+    let n: u64 = std::env::var("SYNC_BENCH_UPDATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut s = setup(
+        "gw-bench",
+        "      rateLimits: { maxLocalRequestsPerSecondPerThing: 1000, maxTotalLocalRequestsRate: 1000 }\n      synchronize:\n        coreThing: { classic: true }\n",
+    );
+    let t = s.thing.clone();
+    let mut lat = Vec::new();
+    for seq in 0..n {
+        local_update(&s.core, &t, None, json!({"reported": {"seq": seq}}));
+        let committed = Instant::now();
+        let seen = s
+            .console
+            .wait_reported_seq(seq)
+            .unwrap_or_else(|| panic!("seq {seq} never reached the cloud: {}", s.core.stderr()));
+        lat.push(seen.duration_since(committed));
+    }
+    lat.sort();
+    let ms = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "sync latency over {n} updates: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(0.5),
+        ms(0.99),
+        ms(1.0)
     );
     drop(s.core);
     s.cloud.stop();
