@@ -12,7 +12,9 @@ use std::sync::{Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use lichen_iot::shadow::{self, ShadowError, ShadowLimits, StoredShadow, VersionAfterDelete};
+use lichen_iot::shadow::{
+    self, ErrorCode, ShadowError, ShadowLimits, StoredShadow, VersionAfterDelete,
+};
 use lichen_iot::topic::{ShadowAddress, ShadowOp, ShadowReply, ShadowTopic};
 use serde_json::{Value, json};
 
@@ -215,6 +217,7 @@ impl ShadowManager {
                 }
             }
         })();
+        let result = result.map_err(|e| local_message(e, address));
         let reply = match &result {
             Ok(doc) => Some((ShadowReply::Accepted, json_bytes(doc))),
             Err(Failure::Rejected(e)) => Some((ShadowReply::Rejected, json_bytes(&e.payload(now)))),
@@ -287,6 +290,20 @@ impl ShadowManager {
     }
 }
 
+/// The Greengrass shadow manager's wording where it differs from AWS IoT's (lichen-iot
+/// speaks the cloud's): a missing shadow is "No shadow exists with name: <name>", unquoted,
+/// and "Unnamed Shadow" for the classic one (SHM `ErrorMessage.createShadowNotFoundMessage`).
+fn local_message(failure: Failure, address: &ShadowAddress) -> Failure {
+    match failure {
+        Failure::Rejected(mut e) if e.code == ErrorCode::NotFound => {
+            let name = address.shadow.as_deref().unwrap_or("Unnamed Shadow");
+            e.message = format!("No shadow exists with name: {name}");
+            Failure::Rejected(e)
+        }
+        other => other,
+    }
+}
+
 fn encode_token(thing: &str, last: &str) -> String {
     B64.encode(format!("v1\n{thing}\n{last}"))
 }
@@ -301,3 +318,7 @@ fn decode_token(thing: &str, token: &str) -> Result<String, Failure> {
         _ => Err(bad()),
     }
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

@@ -12,9 +12,10 @@
 //! - Control: `shadow.get|update|delete|list` for the CLI.
 //! - Cloud sync ([`sync`]) over the cloud link, when `synchronize` is configured.
 //!
-//! Configuration: the deployed `aws.greengrass.ShadowManager` configuration, else the config
-//! file's `services."aws.greengrass.ShadowManager".configuration`, else the defaults; it is
-//! re-read when the deployed one changes (a bad deployed value is logged and ignored). The
+//! Configuration: the config file's `services."aws.greengrass.ShadowManager".configuration`
+//! with the deployed `aws.greengrass.ShadowManager` configuration merged over it key by key,
+//! over the defaults; it is re-read when the deployed one changes (a bad deployed value is
+//! logged and ignored, leaving the file's). The
 //! service always runs (it is built in), and marks `aws.greengrass.ShadowManager` provided.
 //!
 //! Bounds: the bus subscription queues 1,024 requests (drop-oldest, the bus's); at most
@@ -124,24 +125,33 @@ impl ShadowService {
         }
     }
 
-    /// The configuration in force (see the module documentation).
+    /// The configuration in force (see the module documentation): the config file's, with
+    /// the deployed one merged over it key by key — as Greengrass treats the config file's
+    /// `services` section as the component's starting configuration, so deploying
+    /// `aws.greengrass.ShadowManager` (say, as a dependency, with no configuration) does not
+    /// throw the file's settings away.
     fn resolve_config(ctx: &ServiceContext) -> Result<ShadowManagerConfig, String> {
         let file = ctx
             .settings
             .service(COMPONENT)
-            .and_then(|s| s.get("configuration"));
-        let base = match file {
+            .and_then(|s| s.get("configuration"))
+            .cloned();
+        let base = match &file {
             Some(v) => ShadowManagerConfig::parse(v).map_err(|e| format!("config file: {e}"))?,
             None => ShadowManagerConfig::default(),
         };
         match ctx.core.get_configuration(COMPONENT, &[]) {
-            Ok(v) => match ShadowManagerConfig::parse(&v) {
-                Ok(c) => Ok(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "deployed shadow manager configuration ignored");
-                    Ok(base)
+            Ok(deployed) => {
+                let mut merged = file.unwrap_or_else(|| Value::Object(Default::default()));
+                merge_over(&mut merged, &deployed);
+                match ShadowManagerConfig::parse(&merged) {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deployed shadow manager configuration ignored");
+                        Ok(base)
+                    }
                 }
-            },
+            }
             Err(_) => Ok(base),
         }
     }
@@ -250,6 +260,23 @@ impl ShadowService {
         tokio::task::spawn_blocking(move || listing(&manager, thing, direction))
             .await
             .map_err(|e| CoreError::Other(e.to_string()))?
+    }
+}
+
+/// Merges `over` into `base`: objects key by key (recursively), anything else replaces.
+fn merge_over(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) => merge_over(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
     }
 }
 
@@ -381,5 +408,33 @@ impl Service for ShadowService {
                 t.abort();
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_over;
+    use serde_json::json;
+
+    #[test]
+    fn the_deployed_configuration_merges_over_the_config_files() {
+        let mut base = json!({"shadowDocumentSizeLimitBytes": 1024, "rateLimits": {"maxTotalLocalRequestsRate": 50}});
+        merge_over(
+            &mut base,
+            &json!({"rateLimits": {"maxLocalRequestsPerSecondPerThing": 5}, "synchronize": {"direction": "deviceToCloud"}}),
+        );
+        assert_eq!(
+            base,
+            json!({"shadowDocumentSizeLimitBytes": 1024,
+                   "rateLimits": {"maxTotalLocalRequestsRate": 50, "maxLocalRequestsPerSecondPerThing": 5},
+                   "synchronize": {"direction": "deviceToCloud"}})
+        );
+        let mut base = json!({"a": 1});
+        merge_over(&mut base, &json!({}));
+        assert_eq!(
+            base,
+            json!({"a": 1}),
+            "an empty deployed configuration keeps the file's"
+        );
     }
 }

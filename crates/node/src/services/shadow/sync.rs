@@ -19,13 +19,17 @@
 //!   `realTime`: whenever a local change is committed (the store's `pending` mark is written
 //!   in the same transaction as the document, so a kill -9 loses nothing: the next start's
 //!   connect syncs it) or a cloud change is seen; `periodic`: every `delay` seconds, the
-//!   pending and dirty ones.
+//!   pending and dirty ones. A round that left failures is retried after [`RETRY_FIRST`],
+//!   doubling to [`RETRY_MAX`], without waiting for another change. "Every (re)connect" is
+//!   tracked by any change of the link's state seen (a drop and reconnect between two looks
+//!   still counts), not by catching the Connected value, so a local change racing the
+//!   connect cannot swallow the connect's full round.
 //! - `maxOutboundSyncUpdatesPerSecond` bounds the requests sent to the cloud (waiting, not
 //!   dropping). `AWSManagedGreengrassV2Deployment` is never synced.
 //!
 //! Bounds: one request in flight (sync is sequential); an answer is awaited
 //! [`REQUEST_TIMEOUT`]; a shadow is retried [`MAX_ATTEMPTS`] times per round (then its error
-//! is recorded and it stays pending for the next round); the dirty set holds at most the
+//! is recorded, it stays pending, and the round is retried as above); the dirty set holds at most the
 //! synced shadows; link receivers hold 64 messages (the link's bound; full → dropped by the
 //! link, and the next round's full sync catches up).
 
@@ -48,6 +52,10 @@ use crate::services::cloud::{CloudLink, CloudService, LinkState};
 
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_ATTEMPTS: usize = 3;
+/// A round that left shadows failed (kept pending) is retried after this, doubling to
+/// [`RETRY_MAX`], even when nothing else changes (realTime; periodic retries every tick).
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Wakes the sync: a local change, a cloud change, or a new configuration.
 #[derive(Default)]
@@ -104,6 +112,13 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
     let mut state = link.state();
     let mut outbound = Bucket::new(1, Instant::now());
     let mut seen_generation = u64::MAX;
+    // Every synced shadow is reconciled once per connection: set whenever the link's state
+    // is seen to change (a drop and reconnect between two looks is still a change), cleared
+    // by a full round while connected.
+    let mut full_round = true;
+    // After a round that left shadows failed (kept pending), when to try them again without
+    // waiting for another change.
+    let mut retry: Option<Duration> = None;
     loop {
         let Some(manager) = shared.manager().cloned() else {
             return;
@@ -149,19 +164,8 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
                     }
                 }
             }
-            if !synced.is_empty() && connected(&state) {
-                sync_all(
-                    &shared,
-                    &manager,
-                    &link,
-                    &waiters,
-                    &mut outbound,
-                    direction,
-                    synced.iter(),
-                )
-                .await;
-            }
-            continue;
+            // A new configuration: everything synced is reconciled again.
+            full_round = true;
         }
         if synced.is_empty() {
             shared.sync.notify.notified().await;
@@ -171,20 +175,41 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
             tokio::select! {
                 changed = state.changed() => {
                     if changed.is_err() { return; }
-                    if connected(&state) {
-                        // Every synced shadow at every connect: what changed on either
-                        // side while apart is merged now.
-                        sync_all(&shared, &manager, &link, &waiters, &mut outbound, direction, synced.iter()).await;
-                    }
+                    full_round = true;
                 }
                 _ = shared.sync.notify.notified() => {}
             }
             continue;
         }
+        if full_round {
+            // Every synced shadow at every connect and reconfiguration: what changed on
+            // either side while apart is merged now.
+            state.borrow_and_update();
+            full_round = false;
+            shared.sync.take_dirty();
+            let ok = sync_all(
+                &shared,
+                &manager,
+                &link,
+                &waiters,
+                &mut outbound,
+                direction,
+                synced.iter(),
+            )
+            .await;
+            retry = next_retry(ok, retry);
+            continue;
+        }
         let wake = async {
-            match strategy {
-                Strategy::RealTime => shared.sync.notify.notified().await,
-                Strategy::Periodic { delay_secs } => {
+            match (strategy, retry) {
+                (Strategy::RealTime, None) => shared.sync.notify.notified().await,
+                (Strategy::RealTime, Some(after)) => {
+                    tokio::select! {
+                        _ = shared.sync.notify.notified() => {}
+                        _ = tokio::time::sleep(after) => {}
+                    }
+                }
+                (Strategy::Periodic { delay_secs }, _) => {
                     tokio::time::sleep(Duration::from_secs(delay_secs)).await
                 }
             }
@@ -192,6 +217,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
         tokio::select! {
             changed = state.changed() => {
                 if changed.is_err() { return; }
+                full_round = true;
                 continue;
             }
             _ = wake => {}
@@ -210,7 +236,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
         };
         targets.extend(pending);
         targets.retain(|a| synced.contains(a));
-        sync_all(
+        let ok = sync_all(
             &shared,
             &manager,
             &link,
@@ -220,7 +246,17 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
             targets.iter(),
         )
         .await;
+        retry = next_retry(ok, retry);
     }
+}
+
+/// The wait before retrying a round that left failures: [`RETRY_FIRST`] doubling to
+/// [`RETRY_MAX`]; none after a clean round.
+fn next_retry(ok: bool, previous: Option<Duration>) -> Option<Duration> {
+    if ok {
+        return None;
+    }
+    Some(previous.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX)))
 }
 
 async fn listen(
@@ -327,7 +363,8 @@ async fn sync_all<'a>(
     outbound: &mut Bucket,
     direction: Direction,
     targets: impl Iterator<Item = &'a ShadowAddress>,
-) {
+) -> bool {
+    let mut all_ok = true;
     for address in targets {
         let mut last = String::new();
         let mut done = false;
@@ -345,6 +382,7 @@ async fn sync_all<'a>(
             }
         }
         if !done {
+            all_ok = false;
             tracing::warn!(shadow = %address.prefix(), error = %last, "shadow sync failed; kept pending");
             let m = manager.clone();
             let a = address.clone();
@@ -352,6 +390,7 @@ async fn sync_all<'a>(
                 tokio::task::spawn_blocking(move || m.store().record_sync_error(&a, &last)).await;
         }
     }
+    all_ok
 }
 
 enum Retry {
