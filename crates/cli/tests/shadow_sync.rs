@@ -303,7 +303,10 @@ fn both_ways_through_an_outage_a_kill_9_and_deletes() {
             .find(|e| e["name"].is_null())
             .cloned()
             .unwrap();
-        (classic["sync"]["pending"] == false).then_some(classic)
+        // The cloud's change recorded too (version 2), not just the first sync.
+        (classic["sync"]["pending"] == false
+            && classic["sync"]["cloudVersion"].as_u64().unwrap_or(0) >= 2)
+            .then_some(classic)
     });
     assert_eq!(
         listed["sync"]["direction"], "betweenDeviceAndCloud",
