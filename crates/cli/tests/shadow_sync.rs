@@ -303,7 +303,10 @@ fn both_ways_through_an_outage_a_kill_9_and_deletes() {
             .find(|e| e["name"].is_null())
             .cloned()
             .unwrap();
-        (classic["sync"]["pending"] == false).then_some(classic)
+        // The cloud's change recorded too (version 2), not just the first sync.
+        (classic["sync"]["pending"] == false
+            && classic["sync"]["cloudVersion"].as_u64().unwrap_or(0) >= 2)
+            .then_some(classic)
     });
     assert_eq!(
         listed["sync"]["direction"], "betweenDeviceAndCloud",
@@ -553,6 +556,74 @@ fn a_sync_the_cloud_refuses_is_kept_pending_with_its_error_until_it_can_be_synce
         let sync = &l["shadows"][0]["sync"];
         (sync["pending"] == false && sync.get("lastError").is_none()).then_some(())
     });
+    drop(s.core);
+    s.cloud.stop();
+}
+
+/// Known gap (issue 13, `shadowDocuments`): the lichen cloud's endpoint lets a thing reach
+/// only its own `$aws/things/<t>/` topics (`cloud-endpoint/src/authz.rs`), so the core's
+/// get/update of a client device's shadow is refused with NotAuthorized (the core keeps it
+/// pending, `lastError` in `shadow list`, retried with backoff). AWS IoT grants this through
+/// the core's IoT policy; lichen's cloud has no equivalent yet. Un-ignore when it does.
+#[test]
+#[ignore = "the cloud endpoint refuses a core access to its client devices' shadow topics"]
+fn a_client_devices_shadow_listed_in_shadow_documents_syncs_through_the_core() {
+    let mut s = setup(
+        "gw-docs",
+        "      synchronize:\n        coreThing: { classic: false }\n        shadowDocuments:\n          - { thingName: sensor-9, classic: true, namedShadows: [cfg] }\n",
+    );
+    // The client device's own identity in the cloud, for its cloud-side view.
+    let device_dir = tempfile::tempdir().unwrap();
+    s.cloud.json(&[
+        "thing",
+        "create",
+        "sensor-9",
+        "--out",
+        device_dir.path().to_str().unwrap(),
+    ]);
+    let endpoint = s.cloud.ready["iotDataEndpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = endpoint.rsplit(':').next().unwrap();
+    let mut device_cloud =
+        Console::connect(&format!("127.0.0.1:{port}"), device_dir.path(), "sensor-9");
+
+    local_update(&s.core, "sensor-9", None, json!({"reported": {"lux": 300}}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc = loop {
+        if let Some(d) = device_cloud
+            .get(None)
+            .filter(|d| d["state"]["reported"]["lux"] == 300)
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the device's shadow never reached the cloud: {}",
+            s.core.json(&["shadow", "list", "sensor-9"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(doc["version"].as_u64().is_some(), "{doc}");
+    device_cloud.update(Some("cfg"), json!({"desired": {"rate": 5}}));
+    wait_for(
+        "the cloud's desired on the core",
+        Duration::from_secs(30),
+        || local(&s.core, "sensor-9", Some("cfg")).filter(|d| d["state"]["delta"]["rate"] == 5),
+    );
+    // The core's own classic shadow is not synced (classic: false).
+    local_update(
+        &s.core,
+        &s.thing.clone(),
+        None,
+        json!({"reported": {"x": 1}}),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        s.console.get(None).is_none(),
+        "the core's classic shadow was synced"
+    );
     drop(s.core);
     s.cloud.stop();
 }

@@ -99,6 +99,17 @@ case("list_unauthorized", lambda: listing(thing="someone-else"))
 case("delete", lambda: delete(name="n2"))
 case("delete_missing", lambda: delete(name="n2"))
 
+# Over the per-thing rate limit: a burst of gets, some throttled; a second later one passes.
+throttled = []
+for _ in range(int(os.environ.get("BURST", "200"))):
+    try:
+        get()
+    except Exception as e:
+        throttled.append({"error": type(e).__name__, "message": getattr(e, "message", None) or str(e)})
+results["burst"] = {"ok": True, "answer": {"throttled": throttled}}
+time.sleep(1.1)
+case("after_burst", lambda: get())
+
 # The local pub/sub messages of the operations above (delivery is asynchronous).
 deadline = time.time() + 10
 while time.time() < deadline:

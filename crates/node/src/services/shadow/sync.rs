@@ -583,3 +583,20 @@ async fn sync_one(
     tracing::debug!(shadow = %address.prefix(), cloud_version, "shadow synced");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_rounds_back_off_to_the_maximum_and_a_clean_round_resets() {
+        assert_eq!(next_retry(true, None), None);
+        let mut r = next_retry(false, None);
+        assert_eq!(r, Some(RETRY_FIRST));
+        for _ in 0..10 {
+            r = next_retry(false, r);
+        }
+        assert_eq!(r, Some(RETRY_MAX));
+        assert_eq!(next_retry(true, r), None);
+    }
+}
