@@ -10,6 +10,10 @@
 //! number), and answers after the commit; the export cursor advances only on that answer, so
 //! an outage or a lost answer sends the same batch again (stored once): no gap, no reordering.
 //!
+//! Known limit: records are keyed by sequence number, so a local stream deleted and created
+//! again (its numbers restart at 0) must export under a new cloud name; otherwise its first
+//! records are taken for duplicates of the old ones (kept as they were, counted by the cloud).
+//!
 //! Bounds: a POST carries at most `batchSize` (≤ 500) messages and [`MAX_POST_PAYLOAD`]
 //! payload bytes; a message over the cloud's per-record bound
 //! ([`lichen_cloud_store`'s `MAX_STREAM_RECORD_BYTES`](MAX_RECORD_BYTES), 4 MiB) cannot be
