@@ -118,6 +118,11 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: crate::cmd_cloud_job::JobCommand,
     },
+    /// Stream records cores exported to this cloud (stream manager `lichen-cloud:` exports).
+    Stream {
+        #[command(subcommand)]
+        command: crate::cmd_cloud_stream::StreamCommand,
+    },
 }
 
 /// Run a lichen cloud in the foreground (the HTTPS API and the device endpoint) on --data
@@ -183,6 +188,9 @@ pub fn run(global: &Global, args: CloudArgs) -> anyhow::Result<ExitCode> {
             crate::cmd_cloud_device::device(global, &args.conn, command)
         }
         CloudCommand::Job { command } => crate::cmd_cloud_job::job(global, &args.conn, command),
+        CloudCommand::Stream { command } => {
+            crate::cmd_cloud_stream::stream(global, &args.conn, command)
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod cmd_cloud_deployment;
 mod cmd_cloud_device;
 mod cmd_cloud_job;
 mod cmd_cloud_registry;
+mod cmd_cloud_stream;
 mod cmd_completions;
 mod cmd_component;
 mod cmd_core;

@@ -218,6 +218,29 @@ macro_rules! impl_backend {
                     Box::pin(status::list_device_statuses(tx, page))
                 }))
             }
+            fn append_stream_records(
+                &self,
+                thing: &str,
+                stream: &str,
+                records: Vec<StreamRecord>,
+                at: &str,
+            ) -> impl Future<Output = Result<StreamAppend>> + Send {
+                let (thing, stream, at) = (thing.to_owned(), stream.to_owned(), at.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(streams::append_stream_records(
+                        tx, thing, stream, records, at,
+                    ))
+                }))
+            }
+            fn read_stream_records(
+                &self,
+                query: &StreamQuery,
+            ) -> impl Future<Output = Result<Vec<StreamRecord>>> + Send {
+                let query = query.clone();
+                self.run(op(move |tx| {
+                    Box::pin(streams::read_stream_records(tx, query))
+                }))
+            }
             fn put_certificate(
                 &self,
                 cert: &CertificateRecord,

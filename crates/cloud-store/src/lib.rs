@@ -166,6 +166,25 @@ pub trait Backend: Send + Sync {
         page: &Page,
     ) -> impl Future<Output = Result<Vec<DeviceStatus>>> + Send;
 
+    // ---- stream records (what cores' stream managers export) ----
+    /// Stores one batch of `thing`'s stream `stream` in one transaction; a record whose
+    /// (stream, thing, sequence number) is already stored is kept as it was (counted as a
+    /// duplicate: a batch sent again). NotFound for an unknown thing; Invalid (the whole
+    /// batch) for a bad stream name, more than [`MAX_STREAM_BATCH`] records, a payload over
+    /// [`MAX_STREAM_RECORD_BYTES`] or a negative sequence number.
+    fn append_stream_records(
+        &self,
+        thing: &str,
+        stream: &str,
+        records: Vec<StreamRecord>,
+        at: &str,
+    ) -> impl Future<Output = Result<StreamAppend>> + Send;
+    /// A page of a stream's records (see [`StreamQuery`]).
+    fn read_stream_records(
+        &self,
+        query: &StreamQuery,
+    ) -> impl Future<Output = Result<Vec<StreamRecord>>> + Send;
+
     // ---- certificates ----
     fn put_certificate(&self, cert: &CertificateRecord) -> impl Future<Output = Result<()>> + Send;
     /// By fingerprint (lowercase hex sha256 of the DER).

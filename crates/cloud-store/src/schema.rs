@@ -168,6 +168,22 @@ CREATE INDEX presence_nodes_node ON presence_nodes(node);
 INSERT INTO presence_nodes (thing, node, connections)
     SELECT thing, 'default', connections FROM presence WHERE connections > 0;
 "#,
+    // 5: records that cores' stream manager exports to the cloud (`lichen-cloud:` exports),
+    // one row per message, keyed by the thing, the stream and the message's sequence number,
+    // so a batch sent again after a lost answer is stored once. Payloads are base64 text
+    // (the SQL layer has no byte type).
+    r#"
+CREATE TABLE stream_records (
+    thing {key} NOT NULL REFERENCES things(name) ON DELETE CASCADE,
+    stream {key} NOT NULL,
+    sequence BIGINT NOT NULL,
+    ingest_time BIGINT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (stream, thing, sequence)
+);
+CREATE INDEX stream_records_thing ON stream_records(thing);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -95,6 +95,54 @@ pub struct PresenceChange {
 /// (one entry per component).
 pub const MAX_FLEET_STATUS_BYTES: usize = 256 * 1024;
 
+/// The largest payload of one exported stream record (a core skips larger messages and
+/// reports them in its export status).
+pub const MAX_STREAM_RECORD_BYTES: usize = 4 * 1024 * 1024;
+/// Most records stored by one call (one batch of a core's export).
+pub const MAX_STREAM_BATCH: usize = 500;
+/// The longest exported stream name (the stream manager's own bound).
+pub const MAX_STREAM_NAME: usize = 255;
+
+/// One message a core's stream manager exported to the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRecord {
+    pub thing: String,
+    pub stream: String,
+    /// The message's sequence number in the core's stream.
+    pub sequence_number: i64,
+    /// When the core appended it (Unix epoch milliseconds).
+    pub ingest_time: i64,
+    pub payload: Vec<u8>,
+    /// When the cloud stored it (RFC 3339; set by the store).
+    pub received_at: String,
+}
+
+/// What [`crate::Backend::append_stream_records`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamAppend {
+    /// Records stored by this call.
+    pub stored: u64,
+    /// Records already stored (same thing, stream and sequence number): a batch sent again.
+    pub duplicates: u64,
+    /// The highest sequence number of the batch (None for an empty batch).
+    pub last_sequence_number: Option<i64>,
+}
+
+/// Which records [`crate::Backend::read_stream_records`] returns: those of `stream`
+/// (of `thing` only when set) with a sequence number ≥ `from`, after the key `after`
+/// (`(thing, sequence)`, exclusive), ordered by thing then sequence number, at most
+/// `limit` (≤ [`MAX_PAGE`](crate::MAX_PAGE)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamQuery {
+    pub stream: String,
+    pub thing: Option<String>,
+    pub from: i64,
+    pub after: Option<(String, i64)>,
+    pub limit: u32,
+}
+
 /// What the cloud last heard from a thing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -6,6 +6,8 @@
 mod content;
 #[path = "conformance/registry.rs"]
 mod registry;
+#[path = "conformance/streams.rs"]
+mod streams;
 
 mod fixtures {
     use std::collections::BTreeMap;
@@ -124,6 +126,7 @@ use fixtures::*;
 use lichen_cloud_store::testing::PgCluster;
 use lichen_cloud_store::*;
 use registry::*;
+use streams::*;
 
 async fn sqlite_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +186,7 @@ conformance!(
     admin_tokens,
     delete_thing_cascades,
     device_deployments_and_admission,
+    stream_records,
 );
 
 #[tokio::test]

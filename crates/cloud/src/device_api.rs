@@ -21,8 +21,9 @@
 //!   for a component the thing may not fetch (naming the thing and `name@version`).
 //!
 //! The routes themselves are the component store's ([`lichen_cloud_components::device_router`]),
-//! nested here under [`PREFIX`], and `POST /device/v1/resolve` ([`crate::device_resolve`]),
-//! which answers a deployment's dependency closure.
+//! nested here under [`PREFIX`], `POST /device/v1/resolve` ([`crate::device_resolve`]),
+//! which answers a deployment's dependency closure, and `POST /device/v1/streams/{stream}/records`
+//! ([`crate::device_streams`]), where stream exports land.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -75,6 +76,10 @@ pub fn router<S: Backend + 'static>(state: AppState<S>, routes: Router) -> Route
         .route(
             crate::device_resolve::RESOLVE_PATH,
             axum::routing::post(crate::device_resolve::resolve::<S>),
+        )
+        .route(
+            crate::device_streams::RECORDS_PATH,
+            axum::routing::post(crate::device_streams::post_records::<S>),
         )
         .with_state(state.clone());
     Router::new().nest(

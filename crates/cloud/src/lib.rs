@@ -18,6 +18,7 @@ pub mod client;
 pub mod compose;
 pub mod device_api;
 pub mod device_resolve;
+pub mod device_streams;
 pub mod openapi;
 pub mod server;
 pub mod tls;

@@ -228,6 +228,9 @@ pub fn schemas() -> Map<String, Value> {
     for (name, schema) in crate::api::devices::schemas() {
         put(name, schema);
     }
+    for (name, schema) in crate::api::streams::schemas() {
+        put(name, schema);
+    }
     s
 }
 
@@ -401,6 +404,31 @@ fn device_paths(paths: &mut Map<String, Value>) {
             "summary": "An artifact of a deployed component version (resumable with Range)",
             "security": [{"deviceCertificate": []}], "parameters": params(Some("uri")),
             "responses": artifact_responses}}),
+    );
+    paths.insert(
+        format!("{}{}", crate::device_api::PREFIX, crate::device_streams::RECORDS_PATH),
+        json!({"post": {"operationId": "deviceAppendStreamRecords", "tags": ["device"],
+            "summary": "A batch of the thing's stream, exported by its stream manager; stored once per sequence number, answered after the commit",
+            "security": [{"deviceCertificate": []}],
+            "parameters": [{"name": "stream", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["records"], "additionalProperties": false,
+                "properties": {"records": {"type": "array", "maxItems": lichen_cloud_store::MAX_STREAM_BATCH, "items": {
+                    "type": "object", "additionalProperties": false,
+                    "required": ["sequenceNumber", "ingestTime", "payload"],
+                    "properties": {"sequenceNumber": {"type": "integer", "minimum": 0},
+                        "ingestTime": {"type": "integer"},
+                        "payload": {"type": "string", "contentEncoding": "base64"}}}}}}}}},
+            "responses": {
+                "200": {"description": "Stored (duplicates of stored records are kept as they were).",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "stored": {"type": "integer"}, "duplicates": {"type": "integer"},
+                        "lastSequenceNumber": {"type": ["integer", "null"]}}}}}},
+                "401": {"description": "No client certificate, or one the store does not know or has revoked."},
+                "403": {"description": "Not a device certificate."},
+                "413": {"description": "A body over 8 MiB."},
+                "422": {"description": "A bad field (the message names it), over the bounds."}
+            }}}),
     );
     paths.insert(
         format!("{}{}", crate::device_api::PREFIX, crate::device_resolve::RESOLVE_PATH),

@@ -6,6 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
+
 use common::Cloud;
 use lichen_cloud::CloudClient;
 use lichen_cloud::tls::ClientIdentity;
@@ -453,3 +455,113 @@ async fn tokens_and_certificates_stay_apart(c: &Cloud) {
     );
 }
 with_components!(tokens_and_certificates_stay_apart);
+
+/// Stream exports: a core posts batches as its thing (stored once per sequence number, under
+/// the thing its certificate names), the admin API reads them; neither side opens the other's.
+async fn device_stream_records(c: &Cloud) {
+    let (dev, _) = device(c, "dev-s").await;
+    let json_header = [("content-type", "application/json")];
+    let batch = |from: i64, to: i64| {
+        let records: Vec<Value> = (from..to)
+            .map(|i| {
+                json!({"sequenceNumber": i, "ingestTime": 1_700_000_000_000i64 + i,
+                    "payload": base64::engine::general_purpose::STANDARD.encode(format!("r{i}"))})
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "records": records })).unwrap()
+    };
+    let post = |client: &CloudClient, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .send(
+                    "POST",
+                    "/device/v1/streams/line%201/records",
+                    &json_header,
+                    body,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let a = post(&dev, batch(0, 3)).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        a.json(),
+        json!({"stored": 3, "duplicates": 0, "lastSequenceNumber": 2})
+    );
+    let a = post(&dev, batch(2, 5)).await;
+    assert_eq!(
+        a.json(),
+        json!({"stored": 2, "duplicates": 1, "lastSequenceNumber": 4})
+    );
+    let v = c
+        .expect("GET", "/v1/streams/line%201/records?limit=4", None, 200)
+        .await;
+    assert_eq!(v["stream"], "line 1");
+    let seqs: Vec<i64> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sequenceNumber"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert_eq!(v["records"][1]["thing"], "dev-s");
+    assert_eq!(v["records"][1]["payload"], "cjE=");
+    assert_eq!(v["next"], "dev-s:3");
+    let v = c
+        .expect(
+            "GET",
+            "/v1/streams/line%201/records?after=dev-s:3",
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 1);
+    assert_eq!(v["next"], Value::Null);
+    c.expect(
+        "GET",
+        "/v1/streams/line%201/records?after=nonsense",
+        None,
+        422,
+    )
+    .await;
+
+    // Bad input names the field; a body over the bound is 413.
+    let bad = serde_json::to_vec(
+        &json!({"records": [{"sequenceNumber": 9, "ingestTime": 0, "payload": "%%%"}]}),
+    )
+    .unwrap();
+    let a = post(&dev, bad).await;
+    assert_eq!(a.status, 422);
+    assert!(
+        error_of(&a).1.contains("records[0].payload"),
+        "{:?}",
+        error_of(&a)
+    );
+    let a = post(&dev, br#"{"records": [], "extra": 1}"#.to_vec()).await;
+    assert_eq!(a.status, 400);
+    let a = post(
+        &dev,
+        vec![b' '; lichen_cloud::device_streams::MAX_BATCH_BODY + 1],
+    )
+    .await;
+    assert_eq!(a.status, 413);
+
+    // No certificate, or an admin token: refused; a device cannot read the admin route.
+    let a = post(&c.client.with_token(None), batch(5, 6)).await;
+    assert_eq!(a.status, 401);
+    let a = post(&c.client, batch(5, 6)).await;
+    assert_eq!(a.status, 401);
+    let a = get(&dev, "/v1/streams/line%201/records", &[]).await;
+    assert_eq!(a.status, 401);
+    let v = c
+        .expect("GET", "/v1/streams/line%201/records", None, 200)
+        .await;
+    assert_eq!(
+        v["records"].as_array().unwrap().len(),
+        5,
+        "nothing refused was stored"
+    );
+}
+with_components!(device_stream_records);

@@ -2,9 +2,11 @@
 //! 1.1.2) for every operation and reachable status code; a raw Rust client for what the
 //! SDK cannot send (unknown operations, malformed frames, indefinite-length CBOR); and an
 //! HTTP export to a server the test runs, with an outage in the middle and a restart of
-//! the core, checked for no gap and no reordering.
+//! the core, checked for no gap and no reordering, in both formats (JSON_BATCHED: the server
+//! crashes in the middle of a POST while the component keeps appending).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,6 +225,100 @@ async fn python_sdk_every_operation() {
     node.shutdown().await;
 }
 
+/// A node_modules holding aws-greengrass-core-sdk (LICHEN_TEST_JS_SDK, default
+/// `.venv/js/node_modules`, installed by scripts/setup-test-deps), and node.
+fn js_sdk() -> Option<PathBuf> {
+    let dir = std::env::var_os("LICHEN_TEST_JS_SDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/js/node_modules")
+        });
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ok = node && dir.join("aws-greengrass-core-sdk/stream-manager").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("LICHEN_TEST_REQUIRE_ALL").is_none(),
+            "LICHEN_TEST_REQUIRE_ALL: node or {} with aws-greengrass-core-sdk is missing",
+            dir.display()
+        );
+        eprintln!(
+            "skipping: node or {} with aws-greengrass-core-sdk missing (scripts/setup-test-deps)",
+            dir.display()
+        );
+    }
+    ok.then_some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodejs_sdk_every_operation() {
+    let Some(sdk) = js_sdk() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _streams, port) = start(&dir.path().join("root")).await;
+    let token = node.handle().component_token(COMPONENT);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/streams_sdk.js");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .env("NODE_PATH", &sdk)
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", &token)
+            .output(),
+    )
+    .await
+    .expect("the Node.js script finished within 60 s")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "script failed: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["list_empty"], json!([]));
+    assert_eq!(r["create_duplicate"], json!(["InvalidRequestException", 3]));
+    assert_eq!(r["seqs"], json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(r["append_full"], json!(["InvalidRequestException", 3]));
+    assert_eq!(
+        r["read"],
+        json!([
+            ["J1", 2, true, true],
+            ["J1", 3, true, true],
+            ["J1", 4, true, true],
+            ["J1", 5, true, true]
+        ])
+    );
+    assert_eq!(
+        r["read_not_enough"],
+        json!(["NotEnoughMessagesException", 13])
+    );
+    assert_eq!(r["describe"], json!([0, 7, 992, "J1", 1024, 0, 0]));
+    assert_eq!(r["long_poll"][0], json!(["a", "b"]));
+    let waited = r["long_poll"][1].as_f64().unwrap();
+    assert!(
+        (0.2..4.0).contains(&waited),
+        "long poll answered after {waited}s"
+    );
+    assert_eq!(r["append_after_update"], json!(8));
+    assert_eq!(r["updated"], json!([4096, ["h1"]]));
+    assert_eq!(
+        r["update_persistence"],
+        json!(["UpdateNotAllowedException", 17])
+    );
+    assert_eq!(r["update_too_small"], json!(["UpdateFailedException", 16]));
+    assert_eq!(r["list"], json!(["J1", "J2"]));
+    assert_eq!(r["list_after_delete"], json!(["J1"]));
+    for k in [
+        "describe_missing",
+        "delete_missing",
+        "append_missing",
+        "read_missing",
+    ] {
+        assert_eq!(r[k], json!(["ResourceNotFoundException", 5]), "{k}");
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_clients_bad_frames_close_only_their_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,14 +415,31 @@ struct Sink {
 
 impl Sink {
     async fn start(port: u16, bodies: Arc<Mutex<Vec<Vec<u8>>>>) -> Sink {
+        Sink::start_with(port, bodies, None).await
+    }
+
+    /// With `crash`: once it is set, the next request is read whole and then the server goes
+    /// down without answering it (its listener closed): a crash in the middle of an export.
+    async fn start_with(
+        port: u16,
+        bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+        crash: Option<Arc<AtomicBool>>,
+    ) -> Sink {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let b = bodies.clone();
+        let down = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
+                let (mut s, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => return,
+                    },
+                    _ = down.notified() => return,
                 };
                 let b = b.clone();
+                let crash = crash.clone();
+                let down = down.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 8192];
@@ -352,6 +465,10 @@ impl Sink {
                             return;
                         }
                         buf.extend_from_slice(&chunk[..n]);
+                    }
+                    if crash.is_some_and(|c| c.swap(false, Ordering::SeqCst)) {
+                        down.notify_one();
+                        return;
                     }
                     b.lock()
                         .unwrap()
@@ -536,6 +653,175 @@ async fn http_export_survives_an_outage_and_a_restart() {
         web.int("lastExportedSequenceNumber", -1, i64::MAX).unwrap(),
         Some(69)
     );
+    sink.stop();
+    node.shutdown().await;
+}
+
+/// The sequence numbers and payloads of JSON_BATCHED bodies, in arrival order.
+fn batched(bodies: &Arc<Mutex<Vec<Vec<u8>>>>) -> Vec<Vec<(i64, String)>> {
+    use base64::Engine;
+    bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let list: Vec<serde_json::Value> = serde_json::from_slice(b).unwrap();
+            list.iter()
+                .map(|m| {
+                    assert_eq!(m["streamName"], "B");
+                    assert!(m["ingestTime"].as_i64().unwrap() > 1_700_000_000_000);
+                    let p = base64::engine::general_purpose::STANDARD
+                        .decode(m["payload"].as_str().unwrap())
+                        .unwrap();
+                    (
+                        m["sequenceNumber"].as_i64().unwrap(),
+                        String::from_utf8(p).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_batched_export_survives_a_server_crash_mid_export() {
+    const TOTAL: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let crash = Arc::new(AtomicBool::new(false));
+    let sink = Sink::start_with(http_port, bodies.clone(), Some(crash.clone())).await;
+    let (node, _streams, port) = start(&root).await;
+    let token = node.handle().component_token(COMPONENT);
+    let (mut c, _) = Raw::connect(port, Some(&token)).await;
+    let export = cbor::map(vec![(
+        "http",
+        Some(Value::Array(vec![cbor::map(vec![
+            ("identifier", Some(cbor::text("batched"))),
+            (
+                "uri",
+                Some(cbor::text(&format!("http://127.0.0.1:{http_port}/batch"))),
+            ),
+            ("exportFormat", Some(cbor::int(1))),
+            ("batchSize", Some(cbor::int(10))),
+        ])])),
+    )]);
+    let m = c
+        .call(
+            Operation::CreateMessageStream,
+            vec![
+                ("requestId", Some(cbor::text("c"))),
+                (
+                    "definition",
+                    Some(cbor::map(vec![
+                        ("name", Some(cbor::text("B"))),
+                        ("strategyOnFull", Some(cbor::int(0))),
+                        ("exportDefinition", Some(export)),
+                    ])),
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status(&m), 0, "{:?}", m.text("errorMessage"));
+    // The component appends all along, a little at a time, while the server crashes and
+    // comes back.
+    let appender = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            let m = c
+                .call(
+                    Operation::AppendMessage,
+                    vec![
+                        ("requestId", Some(cbor::text(&format!("a{i}")))),
+                        ("name", Some(cbor::text("B"))),
+                        ("payload", Some(Value::Bytes(format!("b{i}").into_bytes()))),
+                    ],
+                )
+                .await;
+            assert_eq!(
+                m.int("sequenceNumber", 0, i64::MAX).unwrap(),
+                Some(i as i64)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c
+    });
+    let exported = |n: usize| batched(&bodies).iter().map(Vec::len).sum::<usize>() >= n;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !exported(20) {
+        assert!(Instant::now() < deadline, "no batches before the crash");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    crash.store(true, Ordering::SeqCst);
+    // The server dies on the next POST, before answering it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crash.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "no POST after the crash was armed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sink.task.await.unwrap();
+    let before = batched(&bodies).len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        batched(&bodies).len(),
+        before,
+        "nothing answered while down"
+    );
+    let sink = Sink::start(http_port, bodies.clone()).await;
+    let mut c = appender.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !exported(TOTAL) {
+        assert!(
+            Instant::now() < deadline,
+            "only {:?} exported",
+            batched(&bodies).iter().map(Vec::len).sum::<usize>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let batches = batched(&bodies);
+    assert!(
+        batches.iter().all(|b| !b.is_empty() && b.len() <= 10),
+        "batchSize honoured"
+    );
+    let all: Vec<(i64, String)> = batches.into_iter().flatten().collect();
+    let want: Vec<(i64, String)> = (0..TOTAL).map(|i| (i as i64, format!("b{i}"))).collect();
+    // The batch the crash swallowed was sent again; everything answered arrived once.
+    assert_eq!(
+        all, want,
+        "no gap, no reordering, no duplicate of an answered batch"
+    );
+    let m = c
+        .call(
+            Operation::DescribeMessageStream,
+            vec![
+                ("requestId", Some(cbor::text("d"))),
+                ("name", Some(cbor::text("B"))),
+            ],
+        )
+        .await;
+    let st = &m
+        .map("messageStreamInfo")
+        .unwrap()
+        .unwrap()
+        .maps("exportStatuses")
+        .unwrap()[0];
+    assert_eq!(
+        st.int("lastExportedSequenceNumber", -1, i64::MAX).unwrap(),
+        Some(TOTAL as i64 - 1)
+    );
+    assert_eq!(
+        st.int("exportedMessagesCount", 0, i64::MAX).unwrap(),
+        Some(TOTAL as i64)
+    );
+    assert_eq!(st.text("errorMessage").unwrap(), None, "recovered");
     sink.stop();
     node.shutdown().await;
 }

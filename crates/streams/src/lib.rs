@@ -9,6 +9,8 @@
 //!   Memory persistence, `flushOnWrite`, sequence numbers that survive restarts, and the
 //!   export cursors. Synchronous (no tokio): the node's stream manager service wraps it.
 //!
+//! * [`client`] is a blocking Rust client of the protocol (tests, benchmarks, Rust components).
+//!
 //! Codes the reference leaves open are pinned here (and in the tests):
 //! * a full stream under `RejectNewData` → `3` InvalidRequest ("stream … is full");
 //! * creating a stream whose name exists → `3` InvalidRequest ("… already exists");
@@ -19,5 +21,6 @@
 //!   `newestSequenceNumber` = next − 1 (so 0 / −1 for a new stream);
 //! * absent `maxMessageCount` reads `max(minMessageCount, 1)` messages.
 
+pub mod client;
 pub mod protocol;
 pub mod store;

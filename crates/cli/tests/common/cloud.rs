@@ -22,15 +22,20 @@ impl RunningCloud {
 
     pub fn start_with(extra: &[&str]) -> RunningCloud {
         let dir = tempfile::tempdir().unwrap();
+        let (child, ready) = Self::spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", extra);
+        RunningCloud { dir, child, ready }
+    }
+
+    fn spawn(dir: &tempfile::TempDir, api: &str, mqtt: &str, extra: &[&str]) -> (Child, Value) {
         let mut child = Command::new(BIN)
             .args([
                 "cloud",
                 "run",
                 "--json",
                 "--api-listen",
-                "127.0.0.1:0",
+                api,
                 "--mqtt-listen",
-                "127.0.0.1:0",
+                mqtt,
                 "--hostname",
                 "localhost",
             ])
@@ -48,10 +53,41 @@ impl RunningCloud {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let ready: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+        let ready: Value = serde_json::from_slice(line.as_bytes())
+            .unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
         assert_eq!(ready["ready"], true);
-        RunningCloud { dir, child, ready }
+        (child, ready)
+    }
+
+    /// An outage: kill -9 of the cloud process (its data directory stays).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the cloud again on the same data directory and the same addresses (so cores
+    /// configured for it reconnect), with `extra` flags (e.g. the same `--database`).
+    pub fn restart(&mut self, extra: &[&str]) {
+        let api = self.ready["api"].as_str().unwrap().to_string();
+        let mqtt_port = self.ready["iotDataEndpoint"]
+            .as_str()
+            .and_then(|e| e.rsplit_once(':'))
+            .map(|(_, p)| p.to_string())
+            .unwrap();
+        let mqtt = format!("127.0.0.1:{mqtt_port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The old sockets may linger a moment after the kill.
+            let free = std::net::TcpListener::bind(&api).is_ok()
+                && std::net::TcpListener::bind(&mqtt).is_ok();
+            if free || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (child, ready) = Self::spawn(&self.dir, &api, &mqtt, extra);
+        self.child = child;
+        self.ready = ready;
     }
 
     pub fn data(&self) -> PathBuf {

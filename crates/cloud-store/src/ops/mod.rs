@@ -9,6 +9,7 @@ pub(crate) mod jobs;
 pub(crate) mod registry;
 pub(crate) mod shadows;
 pub(crate) mod status;
+pub(crate) mod streams;
 
 use std::time::SystemTime;
 

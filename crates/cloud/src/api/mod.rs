@@ -15,6 +15,7 @@ pub mod error;
 pub mod groups;
 pub mod jobs;
 pub mod meta;
+pub mod streams;
 pub mod templates;
 pub mod things;
 pub mod tokens;
@@ -184,6 +185,7 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
     all.extend(deployments::routes());
     all.extend(devices::routes());
     all.extend(jobs::routes());
+    all.extend(streams::routes());
     all
 }
 

@@ -183,6 +183,27 @@ impl Fetcher {
         Ok(body.to_bytes().to_vec())
     }
 
+    /// POSTs a JSON `body` to `path` as the device; the answer's status and body (at most
+    /// `max` bytes). For the other device routes (the stream manager's cloud export).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let response = self.send(path, 0, Some(body)).await?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Request {
+                url: format!("{}{path}", self.endpoint),
+                message: format!("answer (at most {max} bytes): {e}"),
+            })?
+            .to_bytes();
+        Ok((status, body.to_vec()))
+    }
+
     /// The versions of the dependency closure of `roots` (name → exact version), as the
     /// cloud resolves them (`POST /device/v1/resolve`). `Ok(None)`: the cloud has no such
     /// route (404), so the core resolves dependencies from its own store.

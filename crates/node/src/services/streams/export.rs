@@ -14,6 +14,9 @@
 //! exported is skipped (logged). `priority` is kept and reported but changes nothing: with
 //! no bandwidth cap every export runs at once. `disabled` exports do not run.
 //!
+//! An `http` export whose `uri` is `lichen-cloud:[NAME]` goes to the lichen cloud instead
+//! ([`super::cloud_export`]), with the same batching, cursor and retries.
+//!
 //! Kinesis, IoT Analytics, IoT SiteWise and S3 exports are accepted and reported in
 //! `exportStatuses` with the error "… export is not supported by lichen"; nothing is sent.
 //! Only `http://` URIs (no TLS yet: an `https://` one reports that in its status).
@@ -29,6 +32,9 @@ use hyper_util::rt::TokioIo;
 use lichen_streams::protocol::{ExportConfig, ExportKind, ExportStatus, StreamDefinition};
 use tokio::task::JoinHandle;
 
+use lichen_streams::store::StoredMessage;
+
+use super::cloud_export::{self, CloudTarget};
 use super::{Shared, now_ms};
 
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -186,20 +192,87 @@ async fn post(uri: &hyper::Uri, content_type: &str, body: Vec<u8>) -> Result<(),
         .map_err(|_| format!("{uri}: no answer within {POST_TIMEOUT:?}"))?
 }
 
+/// Where an export's batches go.
+enum Sink {
+    /// RAW_NOT_BATCHED: a POST per message.
+    Raw(hyper::Uri),
+    /// JSON_BATCHED: a POST per batch.
+    Json(hyper::Uri),
+    /// `lichen-cloud:`: the cloud's device API ([`super::cloud_export`]).
+    Cloud(Arc<CloudTarget>, String),
+}
+
+impl Sink {
+    /// Sends `msgs` in order; how many leading ones were delivered, and why it stopped.
+    async fn send(
+        &self,
+        stream: &str,
+        msgs: &[StoredMessage],
+        skipped: &mut Vec<String>,
+    ) -> (usize, Option<String>) {
+        match self {
+            Sink::Json(uri) => {
+                let body: Vec<serde_json::Value> = msgs
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "streamName": stream,
+                            "sequenceNumber": m.sequence_number,
+                            "ingestTime": m.ingest_time,
+                            "payload": base64::engine::general_purpose::STANDARD.encode(&m.payload),
+                        })
+                    })
+                    .collect();
+                let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                match post(uri, "application/json", bytes).await {
+                    Ok(()) => (msgs.len(), None),
+                    Err(e) => (0, Some(e)),
+                }
+            }
+            Sink::Raw(uri) => {
+                for (i, m) in msgs.iter().enumerate() {
+                    if let Err(e) = post(uri, "application/octet-stream", m.payload.clone()).await {
+                        return (i, Some(e));
+                    }
+                }
+                (msgs.len(), None)
+            }
+            Sink::Cloud(target, cloud_stream) => target.upload(cloud_stream, msgs, skipped).await,
+        }
+    }
+}
+
 async fn run_http(
     shared: Arc<Shared>,
     stream: String,
     config: ExportConfig,
     status: Arc<Mutex<ExportStatus>>,
 ) {
-    let uri: hyper::Uri = match config.text_field("uri").unwrap_or_default().parse() {
-        Ok(u) => u,
-        Err(e) => {
-            lock(&status).error_message = Some(format!("uri: {e}"));
-            return;
+    let uri_text = config.text_field("uri").unwrap_or_default().to_string();
+    let sink = if let Some(cloud_stream) = cloud_export::cloud_stream(&uri_text, &stream) {
+        match &shared.cloud {
+            Some(target) => Sink::Cloud(target.clone(), cloud_stream),
+            None => {
+                lock(&status).error_message = Some(format!(
+                    "{uri_text}: this core has no cloud (a cloud section with apiEndpoint and rootCaPath)"
+                ));
+                return;
+            }
+        }
+    } else {
+        let uri: hyper::Uri = match uri_text.parse() {
+            Ok(u) => u,
+            Err(e) => {
+                lock(&status).error_message = Some(format!("uri: {e}"));
+                return;
+            }
+        };
+        if config.int_field("exportFormat") == Some(1) {
+            Sink::Json(uri)
+        } else {
+            Sink::Raw(uri)
         }
     };
-    let batched = config.int_field("exportFormat") == Some(1);
     let batch_size = config.batch_size();
     let interval = config
         .int_field("batchIntervalMillis")
@@ -249,36 +322,9 @@ async fn run_http(
             tracing::warn!(stream = %stream, export = %config.identifier, from = cursor,
                 to = first.sequence_number, "messages dropped before they were exported");
         }
-        let mut sent = Vec::new();
-        let mut failure = None;
-        if batched {
-            let body: Vec<serde_json::Value> = msgs
-                .iter()
-                .map(|m| {
-                    serde_json::json!({
-                        "streamName": stream,
-                        "sequenceNumber": m.sequence_number,
-                        "ingestTime": m.ingest_time,
-                        "payload": base64::engine::general_purpose::STANDARD.encode(&m.payload),
-                    })
-                })
-                .collect();
-            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            match post(&uri, "application/json", bytes).await {
-                Ok(()) => sent.extend(msgs.iter()),
-                Err(e) => failure = Some(e),
-            }
-        } else {
-            for m in &msgs {
-                match post(&uri, "application/octet-stream", m.payload.clone()).await {
-                    Ok(()) => sent.push(m),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
+        let mut skipped = Vec::new();
+        let (count, failure) = sink.send(&stream, &msgs, &mut skipped).await;
+        let sent = &msgs[..count.min(msgs.len())];
         if let Some(last) = sent.last() {
             {
                 let mut s = lock(&status);
@@ -287,7 +333,7 @@ async fn run_http(
                 s.exported_bytes += sent.iter().map(|m| m.payload.len() as u64).sum::<u64>();
                 s.last_export_time = Some(now_ms());
                 if failure.is_none() {
-                    s.error_message = None;
+                    s.error_message = skipped.pop();
                 }
             }
             last_upload = tokio::time::Instant::now();

@@ -15,6 +15,7 @@
 //! Bounds: see `server` (connections, frames, in-flight requests, long polls) and
 //! `lichen_streams::store::StoreConfig` (streams per core, disk, memory, message size).
 
+pub mod cloud_export;
 pub mod export;
 pub mod server;
 
@@ -52,6 +53,8 @@ pub struct Shared {
     appended: Mutex<HashMap<String, Arc<Notify>>>,
     long_polls: Arc<Semaphore>,
     pub exports: export::Exports,
+    /// The lichen cloud, for `lichen-cloud:` exports (None: the core has no cloud section).
+    pub cloud: Option<Arc<cloud_export::CloudTarget>>,
 }
 
 impl Shared {
@@ -300,6 +303,12 @@ impl StreamsService {
             appended: Mutex::new(HashMap::new()),
             long_polls: Arc::new(Semaphore::new(server::MAX_LONG_POLLS)),
             exports: export::Exports::default(),
+            cloud: ctx.settings.cloud.as_ref().map(|_| {
+                Arc::new(cloud_export::CloudTarget::new(
+                    ctx.layout.root().to_path_buf(),
+                    ctx.settings.clone(),
+                ))
+            }),
         });
         shared.exports.resume_all(&shared);
         let weak = Arc::downgrade(&shared);
