@@ -55,6 +55,10 @@ def handler(event, context):
     return {"pid": os.getpid()}
 "#;
 
+const NODE_HANDLER: &str = r#"
+exports.handler = async (event, context) => ({ pid: process.pid });
+"#;
+
 const WASM_ECHO: &str = r#"(module
   (import "lichen" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
@@ -80,6 +84,23 @@ fn pubsub_acl(subscribe: Option<&str>, publish: &str) -> Value {
 }
 
 fn lambda_recipe(name: &str, python: &Path, config: Value) -> Value {
+    lambda_recipe_env(
+        name,
+        config,
+        json!({"LICHEN_LAMBDA_PYTHON": python.display().to_string()}),
+    )
+}
+
+/// `extra`: setenv entries beside the Lambda ones (the runtime, its client).
+fn lambda_recipe_env(name: &str, config: Value, extra: Value) -> Value {
+    let mut setenv = json!({
+        "AWS_GREENGRASS_LAMBDA_ARN": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:1"),
+        "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "app.handler",
+        "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact"
+    });
+    if let (Some(s), Some(e)) = (setenv.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
     json!({
         "RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": "1.0.0",
         "ComponentType": "aws.greengrass.lambda",
@@ -89,12 +110,7 @@ fn lambda_recipe(name: &str, python: &Path, config: Value) -> Value {
             "Artifacts": [{"Uri": "greengrass:lambda-artifact.zip", "Unarchive": "ZIP"}]}],
         "Lifecycle": {
             "startup": {"script": "{aws.greengrass.LambdaLauncher:artifacts:path}/lambda-launcher start"},
-            "setenv": {
-                "AWS_GREENGRASS_LAMBDA_ARN": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:1"),
-                "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "app.handler",
-                "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact",
-                "LICHEN_LAMBDA_PYTHON": python.display().to_string()
-            }
+            "setenv": setenv
         }
     })
 }
@@ -247,6 +263,45 @@ async fn main() {
     )
     .expect("wasm");
 
+    // Node.js (aws-lambda-ric from setup-test-deps), when installed: on-demand cold start,
+    // warm function.invoke and pinned memory beside Python's.
+    let ric = python
+        .parent()
+        .and_then(Path::parent)
+        .map(|venv| venv.join("js-lambda/node_modules/aws-lambda-ric/bin/index.mjs"))
+        .filter(|p| p.is_file());
+    let mut roots = vec![
+        "com.bench.IpcEcho",
+        "com.bench.LambdaEcho",
+        "com.bench.LambdaOnDemand",
+        "com.bench.WasmEcho",
+    ];
+    if let Some(ric) = &ric {
+        let env = json!({"AWS_GREENGRASS_LAMBDA_RUNTIME": "nodejs18.x",
+                         "LICHEN_LAMBDA_NODE_RIC": ric.display().to_string()});
+        for (name, pinned) in [
+            ("com.bench.NodePinned", true),
+            ("com.bench.NodeOnDemand", false),
+        ] {
+            write(
+                name,
+                lambda_recipe_env(
+                    name,
+                    json!({"pinned": pinned, "timeoutInSeconds": 10, "maxIdleTimeInSeconds": 1, "maxInstancesCount": 1}),
+                    env.clone(),
+                ),
+            );
+            zip(
+                &python,
+                &artifacts.join(format!("{name}/1.0.0/lambda-artifact.zip")),
+                "app.js",
+                NODE_HANDLER,
+            );
+            roots.push(name);
+        }
+    } else {
+        eprintln!("aws-lambda-ric not installed beside the venv: Node.js figures skipped");
+    }
     let functions = Arc::new(FunctionsService::new());
     let node = Node::start(
         NodeOptions {
@@ -279,15 +334,10 @@ async fn main() {
         .node
         .handle()
         .create_deployment(DeploymentRequest {
-            root_components_to_add: [
-                "com.bench.IpcEcho",
-                "com.bench.LambdaEcho",
-                "com.bench.LambdaOnDemand",
-                "com.bench.WasmEcho",
-            ]
-            .iter()
-            .map(|n| (n.to_string(), "1.0.0".to_string()))
-            .collect(),
+            root_components_to_add: roots
+                .iter()
+                .map(|n| (n.to_string(), "1.0.0".to_string()))
+                .collect(),
             recipe_dir: Some(recipes.clone()),
             artifact_dir: Some(artifacts.clone()),
             ..Default::default()
@@ -352,13 +402,37 @@ async fn main() {
     }
 
     // On-demand cold start: the first invocation after the instance idled out.
-    let mut on_demand_cold = Vec::new();
-    let mut on_demand_warm = Vec::new();
+    let mut on_demand: Vec<(&str, Vec<Duration>, Vec<Duration>)> = vec![("python", vec![], vec![])];
+    if ric.is_some() {
+        on_demand.push(("node", vec![], vec![]));
+    }
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(1600)).await;
-        on_demand_cold.push(bench.invoke("com.bench.LambdaOnDemand").await.1);
-        on_demand_warm.push(bench.invoke("com.bench.LambdaOnDemand").await.1);
+        for (runtime, cold, warm) in on_demand.iter_mut() {
+            let name = match *runtime {
+                "node" => "com.bench.NodeOnDemand",
+                _ => "com.bench.LambdaOnDemand",
+            };
+            cold.push(bench.invoke(name).await.1);
+            warm.push(bench.invoke(name).await.1);
+        }
     }
+    // Warm function.invoke on the pinned instances (no bus, no IPC publish in the handler).
+    let node_pinned = if ric.is_some() {
+        let mut warm = Vec::new();
+        for _ in 0..200 {
+            warm.push(bench.invoke("com.bench.NodePinned").await.1);
+        }
+        let (reply, _) = bench.invoke("com.bench.NodePinned").await;
+        let pid = reply["pid"].as_u64().expect("pid");
+        Some((
+            warm,
+            proc_kib(pid, "status", "VmRSS:"),
+            proc_kib(pid, "smaps_rollup", "Pss:"),
+        ))
+    } else {
+        None
+    };
 
     // Memory of the pinned instance (its handler reports its pid).
     let (reply, _) = bench.invoke("com.bench.LambdaEcho").await;
@@ -384,14 +458,25 @@ async fn main() {
         let t = t.unwrap_or_default();
         println!("  {kind:<7} {:.1} (±5 ms polling)", t.as_secs_f64() * 1e3);
     }
-    on_demand_cold.sort();
-    on_demand_warm.sort();
-    println!(
-        "on-demand Lambda invoke (function.invoke, 5 each): cold (new instance) median {:.1} ms, max {:.1} ms; warm median {:.2} ms",
-        on_demand_cold[2].as_secs_f64() * 1e3,
-        on_demand_cold[4].as_secs_f64() * 1e3,
-        on_demand_warm[2].as_secs_f64() * 1e3
-    );
+    for (runtime, cold, warm) in on_demand.iter_mut() {
+        cold.sort();
+        warm.sort();
+        println!(
+            "on-demand {runtime} Lambda invoke (function.invoke, 5 each): cold (new instance) median {:.1} ms, max {:.1} ms; warm median {:.2} ms",
+            cold[2].as_secs_f64() * 1e3,
+            cold[4].as_secs_f64() * 1e3,
+            warm[2].as_secs_f64() * 1e3
+        );
+    }
+    if let Some((mut warm, rss, pss)) = node_pinned {
+        println!(
+            "pinned Node.js Lambda (aws-lambda-ric): function.invoke p50 {:.3} ms, p99 {:.3} ms (200x); VmRSS {:.1} MiB, Pss {:.1} MiB",
+            pct(&mut warm, 0.5),
+            pct(&mut warm, 0.99),
+            rss as f64 / 1024.0,
+            pss as f64 / 1024.0
+        );
+    }
     println!(
         "pinned Python Lambda instance (awslambdaric + awsiotsdk IPC client): VmRSS {:.1} MiB, Pss {:.1} MiB",
         rss as f64 / 1024.0,
