@@ -172,6 +172,27 @@ pub(crate) async fn put_job_execution(
     Ok(())
 }
 
+/// Several [`put_job_execution`]s in one transaction (one commit): each item's own refusal
+/// (NotFound, VersionConflict) is its result and the others still go in; a database error
+/// fails the whole batch. Neither refusal is a failed SQL statement (the version check is an
+/// UPDATE that matches nothing), so a PostgreSQL transaction stays usable after one.
+pub(crate) async fn put_job_executions(
+    tx: &mut dyn Tx,
+    batch: Vec<(JobExecution, Option<i64>)>,
+) -> Result<Vec<Result<()>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for (execution, expected) in batch {
+        match put_job_execution(tx, execution, expected).await {
+            Ok(()) => out.push(Ok(())),
+            Err(e @ (StoreError::NotFound { .. } | StoreError::VersionConflict { .. })) => {
+                out.push(Err(e))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn get_job_execution(
     tx: &mut dyn Tx,
     job_id: &str,
