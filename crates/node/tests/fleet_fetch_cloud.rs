@@ -283,9 +283,18 @@ async fn fetcher_downloads_from_a_real_cloud() {
         publish(&admin, &recipe_with_deps("com.example.Lib", v, deps), None).await;
     }
     publish(&admin, &recipe("com.example.Util", "0.1.0", None), None).await;
+    // A higher Lib this platform cannot run: the core sends its platform, so the cloud
+    // passes it over.
+    publish(
+        &admin,
+        "RecipeFormatVersion: \"2020-01-25\"\nComponentName: com.example.Lib\nComponentVersion: \"1.3.0\"\n\
+         Manifests:\n  - Platform:\n      os: plan9\n    Lifecycle:\n      Run: echo no\n",
+        None,
+    )
+    .await;
     let app_roots = [(app.to_string(), "1.0.0".to_string())].into();
     // Not deployed to the thing yet: refused, naming the component.
-    match staging.fetcher.resolve(&app_roots).await {
+    match staging.fetcher.resolve(&app_roots, &staging.platform).await {
         Err(FetchError::Cloud {
             status, message, ..
         }) => {
@@ -302,7 +311,12 @@ async fn fetcher_downloads_from_a_real_cloud() {
             NAME: {"componentVersion": "1.0.0"}, app: {"componentVersion": "1.0.0"}}})),
     )
     .await;
-    let resolved = staging.fetcher.resolve(&app_roots).await.unwrap().unwrap();
+    let resolved = staging
+        .fetcher
+        .resolve(&app_roots, &staging.platform)
+        .await
+        .unwrap()
+        .unwrap();
     let versions: Vec<String> = resolved
         .resolved_component_versions
         .iter()

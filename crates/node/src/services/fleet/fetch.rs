@@ -197,19 +197,22 @@ impl Fetcher {
     /// The versions of the dependency closure of `roots` (name → exact version), as the
     /// cloud resolves them (`POST /device/v1/resolve`). `Ok(None)`: the cloud has no such
     /// route (404), so the core resolves dependencies from its own store.
+    /// `platform`: the core's, so the cloud picks dependency versions it can run.
     pub async fn resolve(
         &self,
         roots: &BTreeMap<String, String>,
+        platform: &lichen_recipe::Platform,
     ) -> Result<Option<Resolved>, FetchError> {
         let path = "/device/v1/resolve";
         let url = format!("{}{path}", self.endpoint);
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "components": roots })).map_err(|e| {
-                FetchError::Request {
-                    url: url.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+        let request = serde_json::json!({
+            "components": roots,
+            "platform": {"attributes": platform.attributes},
+        });
+        let body = serde_json::to_vec(&request).map_err(|e| FetchError::Request {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         let response = self.send(path, 0, Some(body)).await?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_RECIPE_BYTES)
@@ -461,7 +464,7 @@ impl Staging {
         if !has_dependencies {
             return Ok(recipes);
         }
-        let Some(resolved) = self.fetcher.resolve(roots).await? else {
+        let Some(resolved) = self.fetcher.resolve(roots, &self.platform).await? else {
             tracing::warn!(deployment = %deployment_id, "the cloud cannot resolve dependencies (no /device/v1/resolve); they must be in the core's store");
             return Ok(recipes);
         };
