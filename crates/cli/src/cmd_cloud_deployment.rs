@@ -45,10 +45,18 @@ pub enum DeploymentCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// List the current deployment of every target (every page).
+    /// List the current deployment of every target (every page); with --all also the
+    /// deployments newer ones replaced (INACTIVE, or CANCELED) and what replaced them.
     ///
-    /// Example: lichen cloud deployment list --json
-    List,
+    /// Examples:
+    ///   lichen cloud deployment list --json
+    ///   lichen cloud deployment list --all
+    #[command(verbatim_doc_comment)]
+    List {
+        /// Include replaced deployments (Greengrass historyFilter ALL).
+        #[arg(long)]
+        all: bool,
+    },
     /// Show a deployment: target, revision, configuration ARN and components.
     ///
     /// Example: lichen cloud deployment describe 3f2a…
@@ -102,8 +110,13 @@ pub fn deployment(
             });
             Ok(ExitCode::SUCCESS)
         }
-        DeploymentCommand::List => {
-            let all = Value::Array(list_all(conn, "/v1/deployments", "deployments")?);
+        DeploymentCommand::List { all } => {
+            let path = if all {
+                "/v1/deployments?historyFilter=ALL"
+            } else {
+                "/v1/deployments"
+            };
+            let all = Value::Array(list_all(conn, path, "deployments")?);
             print(global, &all, |v| {
                 let rows: Vec<Vec<String>> = v
                     .as_array()
@@ -117,13 +130,25 @@ pub fn deployment(
                             text(d, "deploymentStatus").to_string(),
                             text(d, "deploymentName").to_string(),
                             text(d, "creationTimestamp").to_string(),
+                            text(d, "supersededBy").to_string(),
                         ]
                     })
                     .collect();
                 if rows.is_empty() {
                     println!("No deployments.");
                 } else {
-                    table(&["ID", "TARGET", "REV", "STATUS", "NAME", "CREATED"], &rows);
+                    table(
+                        &[
+                            "ID",
+                            "TARGET",
+                            "REV",
+                            "STATUS",
+                            "NAME",
+                            "CREATED",
+                            "REPLACED BY",
+                        ],
+                        &rows,
+                    );
                 }
             });
             Ok(ExitCode::SUCCESS)
@@ -141,6 +166,9 @@ pub fn deployment(
                 println!("revision:      {}", v["revision"]);
                 println!("configuration: {}", text(v, "configurationArn"));
                 println!("status:        {}", text(v, "deploymentStatus"));
+                if let Some(by) = v["supersededBy"].as_str() {
+                    println!("replaced by:   {by}");
+                }
                 if let Some(job) = v["jobId"].as_str() {
                     println!("job:           {job}");
                 }

@@ -1,6 +1,8 @@
 //! `lichen cloud deployment …` through the real binary against a real `lichen cloud run`:
 //! create (--component and --file), list, describe, status (with --wait: exit 2 on timeout,
-//! 0 once every device is done), cancel, and bad input refused before anything is sent.
+//! 0 once every device is done), cancel, and bad input refused before anything is sent; a
+//! replaced deployment listed with --all as INACTIVE, and its cancel refused naming the
+//! deployment that replaced it.
 
 mod common;
 
@@ -89,6 +91,47 @@ fn deployment_verbs_through_the_binary() {
     ]);
     assert_eq!(d["targetArn"], "thing/d-1");
     assert_eq!(d["fleetConfig"]["failureHandlingPolicy"], "ROLLBACK");
+
+    // Replaced: the group's second deployment makes the first (canceled) one history, and a
+    // third makes the second INACTIVE; cancelling that one names the third.
+    let second = cloud.json(&[
+        "deployment",
+        "create",
+        "--target",
+        "group:line",
+        "--component",
+        "com.example.Hello=1.0.0",
+    ]);
+    let second_id = second["deploymentId"].as_str().unwrap().to_string();
+    let third = cloud.json(&[
+        "deployment",
+        "create",
+        "--target",
+        "group:line",
+        "--component",
+        "com.example.Hello=1.0.0",
+    ]);
+    let third_id = third["deploymentId"].as_str().unwrap().to_string();
+    let all = cloud.json(&["deployment", "list", "--all"]);
+    let state = |id: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["deploymentId"] == id)
+            .map(|d| d["deploymentStatus"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state(&id).as_deref(), Some("CANCELED"), "{all}");
+    assert_eq!(state(&second_id).as_deref(), Some("INACTIVE"), "{all}");
+    assert_eq!(state(&third_id).as_deref(), Some("ACTIVE"), "{all}");
+    let human = cloud.cli(&["deployment", "describe", &second_id]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("INACTIVE") && text.contains(&third_id),
+        "{text}"
+    );
+    cloud.fails(&["deployment", "cancel", &second_id], &third_id);
+    let current = cloud.json(&["deployment", "describe", &third_id]);
+    assert_eq!(current["deploymentStatus"], "ACTIVE");
 
     // Refused, naming what is wrong.
     cloud.fails(

@@ -7,7 +7,9 @@
 //! One suite, run on SQLite and on PostgreSQL (skipped with a message when PostgreSQL is not
 //! installed, unless `LICHEN_TEST_REQUIRE_ALL=1`). The scenarios share the cloud and the cores,
 //! in this order:
-//! 1. a group deployment, then a thing deployment to one core: that core runs the union;
+//! 1. a group deployment, then a thing deployment to one core: that core runs the union; the
+//!    same version deployed again with another configuration downloads nothing (its artifact
+//!    is in the core's store with the recipe's digest);
 //! 2. a failing component (install exits 1) in a thing deployment with ROLLBACK: FAILED on
 //!    that device only, with the cause, its previous components still running;
 //! 3. a cancellation of a deployment to a device that is offline: CANCELED, never applied;
@@ -204,6 +206,43 @@ fn suite(database: Option<String>) {
         "the union is gw-1's"
     );
     eprintln!("{backend}: union after {:?}", started.elapsed());
+
+    // 1b. Extra 1.0.0 again with another configuration: its artifact is held with the
+    // recipe's digest, so not one byte is downloaded (the agent logs each download).
+    let extra_downloads = |core: &FleetCore| {
+        core.core
+            .stderr()
+            .lines()
+            .filter(|l| {
+                l.contains(EXTRA) && l.contains("downloaded") && !l.contains("not downloaded")
+            })
+            .count()
+    };
+    assert_eq!(extra_downloads(&gw1), 1, "{}", tail(&gw1.core.stderr(), 40));
+    let t1b = deploy_file(
+        &cloud,
+        "thing:gw-1",
+        &json!({"components": {EXTRA: {"componentVersion": "1.0.0",
+            "configurationUpdate": {"merge": "{\"round\":2}"}}}}),
+    );
+    wait_device(&cloud, &id_of(&t1b), &gw1, "SUCCEEDED", WAIT);
+    gw1.assert_running(EXTRA, "1.0.0");
+    assert_eq!(
+        extra_downloads(&gw1),
+        1,
+        "downloaded again: {}",
+        tail(&gw1.core.stderr(), 40)
+    );
+    assert!(
+        gw1.core
+            .stderr()
+            .lines()
+            .any(|l| l.contains(EXTRA) && l.contains("already held with the same digest")),
+        "{}",
+        tail(&gw1.core.stderr(), 40)
+    );
+    let t1_old = cloud.json(&["deployment", "describe", &t1_id]);
+    assert_eq!(t1_old["deploymentStatus"], "INACTIVE", "{t1_old}");
 
     // 2. A failing component rolls back on gw-1 only, with the cause reported.
     let base_pid = gw1.component(BASE).unwrap()["pid"].clone();

@@ -151,6 +151,7 @@ impl ComponentError {
                 StoreError::NotFound { .. } => 404,
                 StoreError::AlreadyExists { .. }
                 | StoreError::InUse { .. }
+                | StoreError::Superseded { .. }
                 | StoreError::VersionConflict { .. } => 409,
                 StoreError::Invalid { .. } => 422,
                 StoreError::Database(_) | StoreError::Artifacts { .. } => 500,
@@ -179,6 +180,7 @@ impl ComponentError {
                 StoreError::NotFound { .. } => "NotFound",
                 StoreError::AlreadyExists { .. } => "AlreadyExists",
                 StoreError::InUse { .. } => "InUse",
+                StoreError::Superseded { .. } => "Superseded",
                 StoreError::VersionConflict { .. } => "Conflict",
                 StoreError::Invalid { .. } => "InvalidField",
                 StoreError::Database(_) | StoreError::Artifacts { .. } => "InternalError",

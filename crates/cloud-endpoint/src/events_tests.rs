@@ -27,6 +27,7 @@ async fn inner(postgres: bool) -> Option<(tempfile::TempDir, Arc<Inner<Store>>)>
         broker: std::sync::OnceLock::new(),
         jobs: crate::jobs::JobCache::default(),
         fleet_status: crate::fleet_status::channel().0,
+        executions: crate::execution_writer::ExecutionWriter::channel().0,
     });
     Some((dir, inner))
 }

@@ -258,11 +258,8 @@ async fn store_execution<B: Backend>(
     new: &Execution,
     expected: u64,
 ) -> Result<bool, JobsError> {
-    match inner
-        .store
-        .put_job_execution(&to_store(new), Some(signed(expected)))
-        .await
-    {
+    // Batched with other devices' updates (one commit for many under load).
+    match inner.executions.put(to_store(new), signed(expected)).await {
         Ok(()) => Ok(true),
         Err(StoreError::VersionConflict { .. }) => Ok(false),
         Err(e) => {

@@ -54,12 +54,14 @@
 //! | reserved-topic requests queued | [`HANDLER_WORKERS`] workers × [`HANDLER_QUEUE`] messages; beyond it dropped, counted (`BrokerHandle::route_drops`), MQTT 5 QoS 1 answered Quota exceeded |
 //! | presence changes pending | one per thing not yet written (coalesced: connects minus disconnects; never dropped, see `events`) |
 //! | shadow write retries on a concurrent write | [`SHADOW_RETRIES`] |
+//! | job-execution updates waiting for their batched write | `execution_writer::EXECUTION_QUEUE` (full: the handler worker waits), `EXECUTION_BATCH` per transaction |
 //! | connectivity update | [`connectivity::MAX_ENDPOINTS`] endpoints, host ≤ 253 bytes, metadata ≤ 1 KiB |
 //! | everything else | the broker's limits (`config.broker_limits`) and `lichen-iot`'s bounds |
 
 mod authz;
 pub mod connectivity;
 mod events;
+mod execution_writer;
 pub mod fleet_status;
 mod gate;
 mod jobs;
@@ -139,6 +141,8 @@ pub(crate) struct Inner<B: Backend> {
     pub jobs: jobs::JobCache,
     /// Fleet status messages for the batching writer ([`fleet_status::spawn_writer`]).
     pub fleet_status: fleet_status::StatusSender,
+    /// Job-execution updates for the batching writer ([`execution_writer`]).
+    pub executions: execution_writer::ExecutionWriter,
 }
 
 impl<B: Backend> Inner<B> {
@@ -163,6 +167,7 @@ pub async fn start<B: Backend + 'static>(
 ) -> Result<EndpointHandle<B>, EndpointError> {
     let device_policy = authz::load_device_policy(&config.state_dir.join("device-policy.json"))?;
     let (status_tx, status_rx) = fleet_status::channel();
+    let (executions, executions_rx) = execution_writer::ExecutionWriter::channel();
     let inner = Arc::new(Inner {
         store,
         ca: ca.clone(),
@@ -170,8 +175,10 @@ pub async fn start<B: Backend + 'static>(
         broker: OnceLock::new(),
         jobs: jobs::JobCache::default(),
         fleet_status: status_tx,
+        executions,
     });
     fleet_status::spawn_writer(&inner, status_rx);
+    execution_writer::spawn(&inner, executions_rx);
     let handler = Arc::new(service::Service {
         inner: inner.clone(),
     });

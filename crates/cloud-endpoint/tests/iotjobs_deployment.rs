@@ -110,6 +110,7 @@ fn group_deployment() -> FleetDeploymentWrite {
         }],
         shadow: None,
         now_secs: now,
+        superseded_status: None,
     }
 }
 

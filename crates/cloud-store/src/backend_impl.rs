@@ -426,6 +426,15 @@ macro_rules! impl_backend {
                     Box::pin(components::list_deployments(tx, page))
                 }))
             }
+            fn list_deployments_with_history(
+                &self,
+                page: &Page,
+            ) -> impl Future<Output = Result<Vec<FleetDeployment>>> + Send {
+                let page = page.clone();
+                self.run(op(move |tx| {
+                    Box::pin(components::list_deployments_with_history(tx, page))
+                }))
+            }
             fn deployments_using(
                 &self,
                 name: &str,
@@ -463,6 +472,15 @@ macro_rules! impl_backend {
                 let write = write.clone();
                 self.run(op(move |tx| {
                     Box::pin(fleet::create_fleet_deployment(tx, write))
+                }))
+            }
+            fn cancel_fleet_deployment(
+                &self,
+                cancel: &FleetCancel,
+            ) -> impl Future<Output = Result<(FleetDeployment, Vec<String>)>> + Send {
+                let cancel = cancel.clone();
+                self.run(op(move |tx| {
+                    Box::pin(fleet::cancel_fleet_deployment(tx, cancel))
                 }))
             }
             fn cancel_job_and_executions(
@@ -557,6 +575,28 @@ macro_rules! impl_backend {
                 let execution = execution.clone();
                 self.run(op(move |tx| {
                     Box::pin(jobs::put_job_execution(tx, execution, expected_version))
+                }))
+            }
+            fn put_job_executions(
+                &self,
+                batch: &[(JobExecution, Option<i64>)],
+            ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send {
+                let batch = batch.to_vec();
+                let too_many = batch.len() > crate::MAX_EXECUTION_BATCH;
+                let len = batch.len();
+                self.run(op(move |tx| {
+                    Box::pin(async move {
+                        if too_many {
+                            return Err(crate::StoreError::Invalid {
+                                field: "batch",
+                                message: format!(
+                                    "{len} executions; at most {} per transaction",
+                                    crate::MAX_EXECUTION_BATCH
+                                ),
+                            });
+                        }
+                        jobs::put_job_executions(tx, batch).await
+                    })
                 }))
             }
             fn get_job_execution(

@@ -31,6 +31,7 @@ use std::future::Future;
 pub use admission::{CertificateRefusal, active_certificate, device_thing};
 pub use artifacts::{ArtifactInfo, ArtifactReader, ArtifactStore, FsArtifactStore};
 pub use ops::components::version_sort_key;
+pub use ops::fleet::HISTORY_PER_TARGET;
 pub use postgres::PostgresBackend;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteBackend;
@@ -57,6 +58,13 @@ pub enum StoreError {
         key: String,
         by: String,
     },
+    /// A deployment a newer one to the same target replaced: it is history now.
+    #[error("{kind} {key:?} was replaced by {by:?}")]
+    Superseded {
+        kind: &'static str,
+        key: String,
+        by: String,
+    },
     #[error("invalid {field}: {message}")]
     Invalid {
         field: &'static str,
@@ -69,6 +77,9 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Most executions [`Backend::put_job_executions`] writes in one transaction.
+pub const MAX_EXECUTION_BATCH: usize = 256;
 
 /// The storage interface. Both backends implement it; `tests/conformance.rs` runs one suite
 /// against each.
@@ -281,6 +292,12 @@ pub trait Backend: Send + Sync {
         &self,
         page: &Page,
     ) -> impl Future<Output = Result<Vec<FleetDeployment>>> + Send;
+    /// Current and superseded deployments (those a newer one to their target replaced:
+    /// INACTIVE or CANCELED, `supersededBy`), by id.
+    fn list_deployments_with_history(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<FleetDeployment>>> + Send;
     /// The deployments that name this component version, newest first.
     fn deployments_using(
         &self,
@@ -308,6 +325,14 @@ pub trait Backend: Send + Sync {
         &self,
         write: &FleetDeploymentWrite,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// One transaction: if `cancel.id` is still its target's deployment, cancels its job and
+    /// pending executions (group) or writes `cancel.shadow` (thing; VersionConflict when the
+    /// shadow changed), and marks it CANCELED. Superseded naming the successor when a newer
+    /// deployment replaced it. Returns the deployment as stored and the things to notify.
+    fn cancel_fleet_deployment(
+        &self,
+        cancel: &FleetCancel,
+    ) -> impl Future<Output = Result<(FleetDeployment, Vec<String>)>> + Send;
     /// Job CANCELED and its QUEUED/IN_PROGRESS executions CANCELED; returns those things.
     fn cancel_job_and_executions(
         &self,
@@ -361,6 +386,13 @@ pub trait Backend: Send + Sync {
         execution: &JobExecution,
         expected_version: Option<i64>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Many [`Backend::put_job_execution`]s in one transaction, at most [`MAX_EXECUTION_BATCH`]:
+    /// one result per item, in order (its NotFound or VersionConflict; the rest still
+    /// written). Err only when the whole transaction failed (nothing of it written).
+    fn put_job_executions(
+        &self,
+        batch: &[(JobExecution, Option<i64>)],
+    ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send;
     fn get_job_execution(
         &self,
         job_id: &str,

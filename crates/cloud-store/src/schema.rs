@@ -184,6 +184,23 @@ CREATE TABLE stream_records (
 );
 CREATE INDEX stream_records_thing ON stream_records(thing);
 "#,
+    // 6: deployments a newer one to the same target replaced, kept for the history
+    // (INACTIVE, or CANCELED when they were canceled first) with their successor's id, so
+    // they stay readable and a cancel of one can name what replaced it. At most
+    // `ops::fleet::HISTORY_PER_TARGET` per target (older ones pruned in the same transaction).
+    r#"
+CREATE TABLE deployment_history (
+    id {key} PRIMARY KEY,
+    target_kind TEXT NOT NULL,
+    target_name {key} NOT NULL,
+    components TEXT NOT NULL,
+    document TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    superseded_by {key} NOT NULL,
+    superseded_at TEXT NOT NULL
+);
+CREATE INDEX deployment_history_target ON deployment_history(target_kind, target_name, superseded_at);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -284,6 +284,20 @@ pub struct FleetDeploymentWrite {
     pub shadow: Option<(ShadowRecord, Option<i64>)>,
     /// Unix seconds, for the canceled executions' `last_updated_at`.
     pub now_secs: i64,
+    /// The device's last status of the deployment this one replaces (thing targets, read
+    /// from its shadow's `reported`), kept as `deviceStatus` in the replaced one's history.
+    pub superseded_status: Option<serde_json::Value>,
+}
+
+/// A cancellation, for [`crate::Backend::cancel_fleet_deployment`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetCancel {
+    pub id: String,
+    /// Thing targets: the deployment shadow with `desiredStatus` CANCELED and the version
+    /// expected (VersionConflict when it changed meanwhile: build it again and retry).
+    pub shadow: Option<(ShadowRecord, Option<i64>)>,
+    /// Unix seconds, for the canceled executions' `last_updated_at`.
+    pub now_secs: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

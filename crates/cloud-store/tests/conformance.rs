@@ -4,6 +4,10 @@
 
 #[path = "conformance/content.rs"]
 mod content;
+#[path = "conformance/executions.rs"]
+mod executions;
+#[path = "conformance/history.rs"]
+mod history;
 #[path = "conformance/registry.rs"]
 mod registry;
 #[path = "conformance/streams.rs"]
@@ -122,7 +126,9 @@ mod fixtures {
 }
 
 use content::*;
+use executions::*;
 use fixtures::*;
+use history::*;
 use lichen_cloud_store::testing::PgCluster;
 use lichen_cloud_store::*;
 use registry::*;
@@ -187,6 +193,9 @@ conformance!(
     delete_thing_cascades,
     device_deployments_and_admission,
     stream_records,
+    deployment_history_and_cancel,
+    deployment_history_is_bounded,
+    execution_batches,
 );
 
 #[tokio::test]

@@ -19,7 +19,13 @@
 //! - **Dependencies the cloud does not hold** (no stored version at all: the core's built-in
 //!   components such as `aws.greengrass.Nucleus`, or components installed locally) are left
 //!   out of the resolution and answered as `external`, for the device to resolve itself.
-//! - **Bounds.** At most [`MAX_RESOLVE_ROOTS`] roots per request, at most
+//! - **Platform.** The device names its platform (Greengrass's `platform.attributes`: os,
+//!   architecture, its `platformOverride`); a dependency version none of whose manifests
+//!   accepts it is no candidate, so the highest version the device can run is chosen. Roots
+//!   are exact and stay as named: a root with no manifest for the platform fails on the
+//!   device, naming the component and the platform.
+//! - **Bounds.** At most [`MAX_RESOLVE_ROOTS`] roots per request, [`MAX_PLATFORM_ATTRIBUTES`]
+//!   platform attributes of at most [`MAX_PLATFORM_TEXT`] bytes each, at most
 //!   [`MAX_RESOLVE_RECIPES`] stored recipes read per request (422 naming the bound beyond),
 //!   at most `lichen_cloud_store::MAX_PAGE` versions per component name, and the resolver's
 //!   own bounds (`MAX_COMPONENTS_PER_DEPLOYMENT` = 500 components, 100,000 steps).
@@ -34,7 +40,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use lichen_cloud_store::{Backend, Page};
-use lichen_recipe::{Recipe, RootRequirement, VersionRange};
+use lichen_recipe::{Platform, Recipe, RootRequirement, VersionRange};
 use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
@@ -48,6 +54,10 @@ pub const RESOLVE_PATH: &str = "/resolve";
 pub const MAX_RESOLVE_ROOTS: usize = 500;
 /// Most stored recipes one resolution reads.
 pub const MAX_RESOLVE_RECIPES: usize = 2000;
+/// Most platform attributes a request may name.
+pub const MAX_PLATFORM_ATTRIBUTES: usize = 32;
+/// Longest platform attribute name or value.
+pub const MAX_PLATFORM_TEXT: usize = 128;
 /// Who the roots' requirements are attributed to in conflict messages.
 const ROOT_ORIGIN: &str = "the deployment";
 
@@ -56,6 +66,19 @@ const ROOT_ORIGIN: &str = "the deployment";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResolveRequest {
     pub components: BTreeMap<String, String>,
+    /// The device's platform; without it every version is a candidate.
+    #[serde(default)]
+    pub platform: Option<ResolvePlatform>,
+}
+
+/// Greengrass's `ComponentPlatform`: a name (informational) and the attributes manifests match.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResolvePlatform {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// One chosen component version.
@@ -100,10 +123,37 @@ pub async fn resolve<S: Backend>(
             }
         }
     }
+    let platform = check_platform(&request)?;
     let catalog = load_catalog(&*state.store, request.components.keys()).await?;
-    let answer = resolve_in(&catalog, &roots)?;
+    let answer = resolve_in(&catalog, &roots, platform.as_ref())?;
     tracing::debug!(thing = %device.thing, components = answer.resolved_component_versions.len(), external = answer.external.len(), "dependencies resolved");
     Ok(Json(answer))
+}
+
+fn check_platform(request: &ResolveRequest) -> Result<Option<Platform>, ApiError> {
+    let Some(p) = &request.platform else {
+        return Ok(None);
+    };
+    if p.attributes.len() > MAX_PLATFORM_ATTRIBUTES {
+        return Err(ApiError::invalid(
+            "platform.attributes",
+            format!(
+                "{} attributes; at most {MAX_PLATFORM_ATTRIBUTES}",
+                p.attributes.len()
+            ),
+        ));
+    }
+    let mut platform = Platform::default();
+    for (k, v) in &p.attributes {
+        if k.is_empty() || k.len() > MAX_PLATFORM_TEXT || v.len() > MAX_PLATFORM_TEXT {
+            return Err(ApiError::invalid(
+                &format!("platform.attributes.{k}"),
+                format!("names and values are 1 to {MAX_PLATFORM_TEXT} bytes"),
+            ));
+        }
+        platform = platform.with(k.clone(), v.clone());
+    }
+    Ok(Some(platform))
 }
 
 fn check_roots(request: &ResolveRequest) -> Result<Vec<RootRequirement>, ApiError> {
@@ -186,13 +236,20 @@ pub async fn load_catalog<'a, S: Backend>(
 pub fn resolve_in(
     catalog: &BTreeMap<String, Vec<Recipe>>,
     roots: &[RootRequirement],
+    platform: Option<&Platform>,
 ) -> Result<ResolveResponse, ApiError> {
     let held = |name: &str| catalog.get(name).is_some_and(|v| !v.is_empty());
+    let is_root = |name: &str| roots.iter().any(|r| r.name == name);
+    // A dependency version the device cannot run is no candidate; roots stay as named.
+    let runs_here = |name: &str, r: &Recipe| {
+        is_root(name) || platform.is_none_or(|p| r.manifest_for(p).is_some())
+    };
     let candidates = |name: &str| -> Vec<Recipe> {
         catalog
             .get(name)
             .into_iter()
             .flatten()
+            .filter(|r| runs_here(name, r))
             .cloned()
             .map(|mut r| {
                 r.dependencies.retain(|d, _| held(d));
@@ -241,6 +298,10 @@ mod tests {
     use super::*;
 
     fn recipe(name: &str, version: &str, deps: &[(&str, &str)]) -> Recipe {
+        recipe_for(name, version, deps, "linux")
+    }
+
+    fn recipe_for(name: &str, version: &str, deps: &[(&str, &str)], os: &str) -> Recipe {
         let deps: serde_json::Map<String, serde_json::Value> = deps
             .iter()
             .map(|(n, r)| (n.to_string(), serde_json::json!({"VersionRequirement": r})))
@@ -251,7 +312,7 @@ mod tests {
                 "ComponentName": name,
                 "ComponentVersion": version,
                 "ComponentDependencies": deps,
-                "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"}}]
+                "Manifests": [{"Platform": {"os": os}, "Lifecycle": {"Run": "true"}}]
             }),
             "test",
         )
@@ -297,7 +358,7 @@ mod tests {
             recipe("Util", "2.1.0", &[]),
         ]);
         cat.insert("aws.greengrass.Nucleus".into(), Vec::new());
-        let answer = resolve_in(&cat, &[root("App", "1.0.0")]).unwrap();
+        let answer = resolve_in(&cat, &[root("App", "1.0.0")], None).unwrap();
         assert_eq!(
             versions(&answer),
             vec!["App@1.0.0", "Lib@1.4.0", "Util@1.9.0"]
@@ -313,6 +374,42 @@ mod tests {
     }
 
     #[test]
+    fn a_dependency_version_the_platform_cannot_run_is_no_candidate() {
+        let cat = catalog(vec![
+            recipe("App", "1.0.0", &[("Lib", "^1.0.0")]),
+            recipe("Lib", "1.0.0", &[]),
+            recipe_for("Lib", "1.5.0", &[], "windows"),
+        ]);
+        let linux = Platform::default()
+            .with("os", "linux")
+            .with("architecture", "amd64");
+        let answer = resolve_in(&cat, &[root("App", "1.0.0")], Some(&linux)).unwrap();
+        assert_eq!(versions(&answer), vec!["App@1.0.0", "Lib@1.0.0"]);
+        // Without a platform, the highest version.
+        let answer = resolve_in(&cat, &[root("App", "1.0.0")], None).unwrap();
+        assert_eq!(versions(&answer), vec!["App@1.0.0", "Lib@1.5.0"]);
+        // A root is kept as named, so the device can say which component does not fit it.
+        let cat = catalog(vec![recipe_for("Win", "1.0.0", &[], "windows")]);
+        let answer = resolve_in(&cat, &[root("Win", "1.0.0")], Some(&linux)).unwrap();
+        assert_eq!(versions(&answer), vec!["Win@1.0.0"]);
+        // Too many or too long attributes are refused naming the field.
+        let request = |attributes: BTreeMap<String, String>| ResolveRequest {
+            components: BTreeMap::new(),
+            platform: Some(ResolvePlatform {
+                name: None,
+                attributes,
+            }),
+        };
+        let many = (0..=MAX_PLATFORM_ATTRIBUTES)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert!(check_platform(&request(many)).is_err());
+        let long = [("os".to_string(), "x".repeat(MAX_PLATFORM_TEXT + 1))].into();
+        let err = check_platform(&request(long)).unwrap_err();
+        assert!(err.body().error.message.contains("platform.attributes.os"));
+    }
+
+    #[test]
     fn a_conflict_names_both_requirements() {
         let cat = catalog(vec![
             recipe("A", "1.0.0", &[("Lib", "^1.0.0")]),
@@ -320,7 +417,7 @@ mod tests {
             recipe("Lib", "1.0.0", &[]),
             recipe("Lib", "2.0.0", &[]),
         ]);
-        let err = resolve_in(&cat, &[root("A", "1.0.0"), root("B", "1.0.0")]).unwrap_err();
+        let err = resolve_in(&cat, &[root("A", "1.0.0"), root("B", "1.0.0")], None).unwrap_err();
         let body = err.body();
         assert_eq!(body.error.code, "NoResolution");
         assert!(
@@ -333,7 +430,7 @@ mod tests {
     #[test]
     fn a_root_version_the_cloud_lacks_is_refused() {
         let cat = catalog(vec![recipe("A", "1.0.0", &[])]);
-        let err = resolve_in(&cat, &[root("A", "3.0.0")]).unwrap_err();
+        let err = resolve_in(&cat, &[root("A", "3.0.0")], None).unwrap_err();
         assert!(err.body().error.message.contains("A"));
     }
 
@@ -342,9 +439,16 @@ mod tests {
         let many: BTreeMap<String, String> = (0..=MAX_RESOLVE_ROOTS)
             .map(|i| (format!("c{i}"), "1.0.0".to_string()))
             .collect();
-        assert!(check_roots(&ResolveRequest { components: many }).is_err());
+        assert!(
+            check_roots(&ResolveRequest {
+                components: many,
+                platform: None
+            })
+            .is_err()
+        );
         let bad = ResolveRequest {
             components: [("A".to_string(), "one".to_string())].into(),
+            platform: None,
         };
         let err = check_roots(&bad).unwrap_err();
         assert!(
@@ -354,7 +458,8 @@ mod tests {
         );
         assert!(
             check_roots(&ResolveRequest {
-                components: BTreeMap::new()
+                components: BTreeMap::new(),
+                platform: None,
             })
             .is_err()
         );

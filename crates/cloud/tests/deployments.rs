@@ -2,7 +2,9 @@
 //! queues an aws-gg-deployment job execution per member and cancels the group's previous job;
 //! a thing deployment writes the deployment shadow's desired in Greengrass's shape; joining a
 //! group catches up, leaving cancels; cancel; bad documents are refused naming the field with
-//! nothing stored; status follows the executions as a device updates them.
+//! nothing stored; status follows the executions as a device updates them; a replaced
+//! deployment stays in the history (INACTIVE, naming its successor, its devices' results
+//! kept) and cancelling it answers 409 naming the successor without touching it.
 
 mod common;
 
@@ -161,6 +163,70 @@ async fn group_deployments(c: &Cloud) {
     assert_eq!(executions(c, &job2).await.len(), 2);
     let listed = c.expect("GET", "/v1/deployments", None, 200).await;
     assert_eq!(listed["deployments"].as_array().unwrap().len(), 1);
+    let id2 = second["deploymentId"].as_str().unwrap();
+
+    // The replaced one is history: listed with its state, readable, its results kept.
+    let all = c
+        .expect("GET", "/v1/deployments?historyFilter=ALL", None, 200)
+        .await;
+    let states: Vec<(String, String)> = all["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["deploymentId"].as_str().unwrap().to_owned(),
+                d["deploymentStatus"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{all}");
+    assert!(
+        states.contains(&(id1.to_owned(), "INACTIVE".to_owned())),
+        "{all}"
+    );
+    assert!(
+        states.contains(&(id2.to_owned(), "ACTIVE".to_owned())),
+        "{all}"
+    );
+    let old = c
+        .expect("GET", &format!("/v1/deployments/{id1}"), None, 200)
+        .await;
+    assert_eq!(old["deploymentStatus"], "INACTIVE");
+    assert_eq!(old["supersededBy"], id2);
+    let old_status = c
+        .expect("GET", &format!("/v1/deployments/{id1}/status"), None, 200)
+        .await;
+    assert_eq!(old_status["counts"], json!({"CANCELED": 1, "SUCCEEDED": 1}));
+    c.expect_error(
+        "GET",
+        "/v1/deployments?historyFilter=SOME",
+        None,
+        422,
+        "InvalidField",
+        "historyFilter",
+    )
+    .await;
+    // Cancelling it is refused naming its successor, whose job stays untouched.
+    c.expect_error(
+        "POST",
+        &format!("/v1/deployments/{id1}/cancel"),
+        None,
+        409,
+        "Superseded",
+        id2,
+    )
+    .await;
+    assert_eq!(
+        c.store.get_job(&job2).await.unwrap().status,
+        lichen_cloud_store::JobStatus::InProgress
+    );
+    assert!(
+        executions(c, &job2)
+            .await
+            .iter()
+            .all(|(_, s)| *s == JobExecutionStatus::Queued)
+    );
 
     // Joining catches up; leaving cancels.
     c.expect("PUT", "/v1/thing-groups/line/members/late", None, 204)
@@ -188,7 +254,6 @@ async fn group_deployments(c: &Cloud) {
     );
 
     // Cancel: job and pending executions.
-    let id2 = second["deploymentId"].as_str().unwrap();
     let canceled = c
         .expect("POST", &format!("/v1/deployments/{id2}/cancel"), None, 200)
         .await;
@@ -245,7 +310,24 @@ async fn thing_deployments(c: &Cloud) {
     );
     assert_eq!(desired.fleet_config.group().unwrap(), "thing/solo");
     assert!(notified(c).contains(&"shadow:solo/AWSManagedGreengrassV2Deployment".to_string()));
-    let v1 = shadow.version;
+    // The device reports it succeeded (as its agent does, in the shadow's reported).
+    let mut reported = shadow.clone();
+    reported.document["state"]["reported"] = json!({
+        "fleetConfigurationArnForStatus": d["configurationArn"],
+        "status": "SUCCEEDED",
+        "statusDetails": {"detailedStatus": "SUCCESSFUL"}});
+    reported.version += 1;
+    reported.document["version"] = json!(reported.version);
+    c.store
+        .put_shadow(&reported, Some(shadow.version))
+        .await
+        .unwrap();
+    let id1 = d["deploymentId"].as_str().unwrap();
+    let st = c
+        .expect("GET", &format!("/v1/deployments/{id1}/status"), None, 200)
+        .await;
+    assert_eq!(st["devices"][0]["status"], "SUCCEEDED", "{st}");
+    let v1 = reported.version;
 
     // A replacement drops the components the new one does not name.
     let d2 = c
@@ -274,6 +356,39 @@ async fn thing_deployments(c: &Cloud) {
         .expect("GET", &format!("/v1/deployments/{id}/status"), None, 200)
         .await;
     assert_eq!(st["devices"][0]["status"], "QUEUED");
+    // The replaced one keeps what its device said of it, though the shadow moved on.
+    let old = c
+        .expect("GET", &format!("/v1/deployments/{id1}"), None, 200)
+        .await;
+    assert_eq!(old["deploymentStatus"], "INACTIVE");
+    assert_eq!(old["supersededBy"], id);
+    let st = c
+        .expect("GET", &format!("/v1/deployments/{id1}/status"), None, 200)
+        .await;
+    assert_eq!(st["devices"][0]["status"], "SUCCEEDED", "{st}");
+    assert_eq!(
+        st["devices"][0]["statusDetails"]["detailed-deployment-status"],
+        "SUCCESSFUL"
+    );
+    c.expect_error(
+        "POST",
+        &format!("/v1/deployments/{id1}/cancel"),
+        None,
+        409,
+        "Superseded",
+        id,
+    )
+    .await;
+    let shadow = c
+        .store
+        .get_shadow("solo", "AWSManagedGreengrassV2Deployment")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        shadow.document["state"]["desired"]["desiredStatus"], "ACTIVE",
+        "a replaced deployment's cancel leaves its successor alone"
+    );
 
     let canceled = c
         .expect("POST", &format!("/v1/deployments/{id}/cancel"), None, 200)
@@ -409,6 +524,7 @@ async fn stale_writes_leave_nothing(c: &Cloud) {
         executions: vec![],
         shadow: None,
         now_secs: 0,
+        superseded_status: None,
     };
     assert!(matches!(
         c.store.create_fleet_deployment(&write).await,

@@ -74,6 +74,12 @@ impl CoreHandle {
         &self.rt.bus
     }
 
+    /// The platform deployments select recipe manifests for: os and architecture of this
+    /// machine plus the Nucleus `platformOverride` attributes.
+    pub fn platform(&self) -> lichen_recipe::Platform {
+        self.rt.platform()
+    }
+
     /// The core's settings (from `--config`), including sections for other services.
     pub fn settings(&self) -> &crate::settings::Settings {
         &self.rt.settings

@@ -2,10 +2,14 @@
 //! in-process cloud (`lichen_cloud::compose::start_cloud`, SQLite): the thing's certificate
 //! from a CSR, a component published over the admin API and deployed to the thing, then the
 //! recipe and artifact fetched over mTLS from `/device/v1`, a resumed download, a corrupt
-//! partial file caught by the digest, and a component not deployed refused.
+//! partial file caught by the digest, and a component not deployed refused; an artifact held
+//! with the same digest (fetch directory or the core's store) is not downloaded again; only
+//! the manifest the platform selects is fetched, and a recipe with none for it fails naming
+//! the component and the platform.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use lichen_cloud::CloudClient;
 use lichen_cloud::server::CloudConfig;
@@ -47,20 +51,26 @@ fn recipe_with_deps(name: &str, version: &str, deps: &[(&str, &str)]) -> String 
 }
 
 async fn publish(admin: &CloudClient, recipe_text: &str, content: Option<&[u8]>) {
+    let files: Vec<(&str, &[u8])> = content.map(|c| (URI, c)).into_iter().collect();
+    publish_files(admin, recipe_text, &files).await;
+}
+
+async fn publish_files(admin: &CloudClient, recipe_text: &str, files: &[(&str, &[u8])]) {
     let header = UploadHeader {
         recipe: recipe_text.to_string(),
-        artifacts: content
-            .map(|c| {
-                vec![DeclaredArtifact {
-                    uri: URI.to_string(),
-                    size: Some(c.len() as u64),
-                    sha256: None,
-                }]
+        artifacts: files
+            .iter()
+            .map(|(uri, c)| DeclaredArtifact {
+                uri: uri.to_string(),
+                size: Some(c.len() as u64),
+                sha256: None,
             })
-            .unwrap_or_default(),
+            .collect(),
     };
     let mut body = header.encode_prefix();
-    body.extend_from_slice(content.unwrap_or_default());
+    for (_, c) in files {
+        body.extend_from_slice(c);
+    }
     let a = admin
         .send(
             "POST",
@@ -143,10 +153,15 @@ async fn fetcher_downloads_from_a_real_cloud() {
     // What the bundle names as cloud.apiEndpoint.
     let api_endpoint = cloud.endpoints.api_endpoint.clone();
     let fetch_dir = tempfile::tempdir().unwrap();
-    let staging = Staging {
-        fetcher: Fetcher::new(&api_endpoint, &files).unwrap(),
-        dir: fetch_dir.path().to_path_buf(),
-    };
+    let mut staging = Staging::new(
+        Fetcher::new(&api_endpoint, &files).unwrap(),
+        fetch_dir.path().to_path_buf(),
+    );
+    let core_root = tempfile::tempdir().unwrap();
+    let store = lichen_core::store::ComponentStore::new(lichen_core::paths::RootLayout::new(
+        core_root.path(),
+    ));
+    staging.store = Some(store.clone());
     let roots = [(NAME.to_string(), "1.0.0".to_string())].into();
     let recipes = staging.fetch("d-1", &roots, |_, _| false).await.unwrap();
     assert_eq!(recipes, staging.recipe_dir("d-1"));
@@ -163,6 +178,36 @@ async fn fetcher_downloads_from_a_real_cloud() {
         .as_str()
         .unwrap()
         .to_string();
+    let downloaded = |s: &Staging| s.stats.downloaded_bytes.load(Ordering::Relaxed);
+    assert_eq!(downloaded(&staging), content.len() as u64);
+
+    // The same version again (a new deployment, another configuration): held in the fetch
+    // directory with the recipe's digest, so nothing is downloaded.
+    staging.fetch("d-1b", &roots, |_, _| false).await.unwrap();
+    assert_eq!(
+        downloaded(&staging),
+        content.len() as u64,
+        "0 bytes the second time"
+    );
+    assert_eq!(staging.stats.artifacts_skipped.load(Ordering::Relaxed), 1);
+    // Gone from the fetch directory but in the core's store: still nothing downloaded.
+    let in_store = store
+        .artifacts_path(NAME, &semver::Version::new(1, 0, 0))
+        .join("payload.bin");
+    std::fs::create_dir_all(in_store.parent().unwrap()).unwrap();
+    std::fs::rename(&artifact, &in_store).unwrap();
+    staging.fetch("d-1c", &roots, |_, _| false).await.unwrap();
+    assert_eq!(downloaded(&staging), content.len() as u64);
+    assert_eq!(staging.stats.artifacts_skipped.load(Ordering::Relaxed), 2);
+    assert!(
+        !artifact.exists(),
+        "the store's copy is what the core stages"
+    );
+    // A held copy that does not match the digest is downloaded again.
+    std::fs::write(&in_store, b"tampered").unwrap();
+    staging.fetch("d-1d", &roots, |_, _| false).await.unwrap();
+    assert_eq!(downloaded(&staging), 2 * content.len() as u64);
+    assert_eq!(std::fs::read(&artifact).unwrap(), content);
 
     // Resumed from a partial file: only the rest is fetched (Range), the whole verifies.
     let path = format!("/device/v1/components/{NAME}/versions/1.0.0/artifacts/payload.bin");
@@ -238,9 +283,18 @@ async fn fetcher_downloads_from_a_real_cloud() {
         publish(&admin, &recipe_with_deps("com.example.Lib", v, deps), None).await;
     }
     publish(&admin, &recipe("com.example.Util", "0.1.0", None), None).await;
+    // A higher Lib this platform cannot run: the core sends its platform, so the cloud
+    // passes it over.
+    publish(
+        &admin,
+        "RecipeFormatVersion: \"2020-01-25\"\nComponentName: com.example.Lib\nComponentVersion: \"1.3.0\"\n\
+         Manifests:\n  - Platform:\n      os: plan9\n    Lifecycle:\n      Run: echo no\n",
+        None,
+    )
+    .await;
     let app_roots = [(app.to_string(), "1.0.0".to_string())].into();
     // Not deployed to the thing yet: refused, naming the component.
-    match staging.fetcher.resolve(&app_roots).await {
+    match staging.fetcher.resolve(&app_roots, &staging.platform).await {
         Err(FetchError::Cloud {
             status, message, ..
         }) => {
@@ -257,7 +311,12 @@ async fn fetcher_downloads_from_a_real_cloud() {
             NAME: {"componentVersion": "1.0.0"}, app: {"componentVersion": "1.0.0"}}})),
     )
     .await;
-    let resolved = staging.fetcher.resolve(&app_roots).await.unwrap().unwrap();
+    let resolved = staging
+        .fetcher
+        .resolve(&app_roots, &staging.platform)
+        .await
+        .unwrap()
+        .unwrap();
     let versions: Vec<String> = resolved
         .resolved_component_versions
         .iter()
@@ -299,6 +358,79 @@ async fn fetcher_downloads_from_a_real_cloud() {
             .unwrap()
             .count(),
         0
+    );
+
+    // Platforms: only the artifacts of the manifest this platform selects are fetched, and a
+    // recipe with no manifest for it fails naming the component and the platform.
+    let multi = "com.example.Multi";
+    let linux_uri = format!("s3://bucket/{multi}/1.0.0/linux.bin");
+    let other_uri = format!("s3://bucket/{multi}/1.0.0/other.bin");
+    let multi_recipe = format!(
+        "RecipeFormatVersion: \"2020-01-25\"\nComponentName: {multi}\nComponentVersion: \"1.0.0\"\n\
+         Manifests:\n  - Platform:\n      os: plan9\n    Lifecycle:\n      Run: echo other\n\
+         \x20   Artifacts:\n      - URI: {other_uri}\n\
+         \x20 - Platform:\n      os: linux\n    Lifecycle:\n      Run: echo linux\n\
+         \x20   Artifacts:\n      - URI: {linux_uri}\n"
+    );
+    publish_files(
+        &admin,
+        &multi_recipe,
+        &[
+            (&other_uri, b"other platform"),
+            (&linux_uri, b"this platform"),
+        ],
+    )
+    .await;
+    let only_other = "com.example.Plan9Only";
+    publish(
+        &admin,
+        &format!(
+            "RecipeFormatVersion: \"2020-01-25\"\nComponentName: {only_other}\nComponentVersion: \"1.0.0\"\n\
+             Manifests:\n  - Platform:\n      os: plan9\n      architecture: mips\n    Lifecycle:\n      Run: echo no\n"
+        ),
+        None,
+    )
+    .await;
+    admin_call(
+        &admin,
+        "POST",
+        "/v1/deployments",
+        Some(json!({"target": "thing/core-1", "components": {
+            multi: {"componentVersion": "1.0.0"}, only_other: {"componentVersion": "1.0.0"}}})),
+    )
+    .await;
+    staging.platform = lichen_recipe::Platform::default()
+        .with("os", "linux")
+        .with("architecture", "amd64");
+    let multi_roots = [(multi.to_string(), "1.0.0".to_string())].into();
+    staging
+        .fetch("d-3", &multi_roots, |_, _| false)
+        .await
+        .unwrap();
+    let multi_dir = fetch_dir.path().join(multi).join("1.0.0");
+    assert_eq!(
+        std::fs::read(multi_dir.join("linux.bin")).unwrap(),
+        b"this platform"
+    );
+    assert!(
+        !multi_dir.join("other.bin").exists(),
+        "another platform's artifact fetched"
+    );
+    let only_roots = [(only_other.to_string(), "1.0.0".to_string())].into();
+    let err = staging
+        .fetch("d-4", &only_roots, |_, _| false)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, FetchError::NoMatchingPlatform(_)),
+        "{message}"
+    );
+    assert!(
+        message.contains(only_other)
+            && message.contains("os=linux")
+            && message.contains("architecture=amd64"),
+        "{message}"
     );
 
     // Revoked: the next fetch is refused.

@@ -216,14 +216,14 @@ pub(crate) async fn artifact_referenced(tx: &mut dyn Tx, sha256: &str) -> Result
     Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
 }
 
-fn target_columns(target: &DeploymentTarget) -> (&'static str, &str) {
+pub(crate) fn target_columns(target: &DeploymentTarget) -> (&'static str, &str) {
     match target {
         DeploymentTarget::Thing(name) => ("thing", name),
         DeploymentTarget::ThingGroup(name) => ("thingGroup", name),
     }
 }
 
-fn deployment_from(row: &Row) -> Result<FleetDeployment> {
+pub(crate) fn deployment_from(row: &Row) -> Result<FleetDeployment> {
     let kind = row.text(1)?;
     let target_name = row.text(2)?;
     let target = match kind.as_str() {
@@ -244,10 +244,33 @@ fn deployment_from(row: &Row) -> Result<FleetDeployment> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, target_kind, target_name, components, document, created_at";
+pub(crate) const DEPLOYMENT_COLUMNS: &str =
+    "id, target_kind, target_name, components, document, created_at";
 
 pub(crate) async fn put_deployment(tx: &mut dyn Tx, deployment: FleetDeployment) -> Result<()> {
+    put_deployment_superseding(tx, deployment, None).await
+}
+
+/// [`put_deployment`]; the deployment it replaces (another id on the same target) moves to
+/// the history with `superseded_status` (when given) as its `deviceStatus`.
+pub(crate) async fn put_deployment_superseding(
+    tx: &mut dyn Tx,
+    deployment: FleetDeployment,
+    superseded_status: Option<serde_json::Value>,
+) -> Result<()> {
     let (kind, target_name) = target_columns(&deployment.target);
+    if let Some(previous) = deployment_for_target(tx, &deployment.target)
+        .await?
+        .filter(|p| p.id != deployment.id)
+    {
+        crate::ops::fleet::supersede(tx, previous, &deployment.id, superseded_status).await?;
+    }
+    // An id the history holds (a deployment put again) is current now, not history.
+    tx.execute(
+        "DELETE FROM deployment_history WHERE id = $1",
+        &[deployment.id.as_str().into()],
+    )
+    .await?;
     // A new deployment to a target supersedes the previous one (its component rows cascade).
     tx.execute(
         "DELETE FROM deployments WHERE (target_kind = $1 AND target_name = $2) OR id = $3",
@@ -302,12 +325,31 @@ pub(crate) async fn deployment_for_target(
         .transpose()
 }
 
+/// A current deployment, else one from the history (INACTIVE or CANCELED, `supersededBy`).
 pub(crate) async fn get_deployment(tx: &mut dyn Tx, id: &str) -> Result<FleetDeployment> {
     let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1");
+    if let Some(row) = query_opt(tx, &sql, &[id.into()]).await? {
+        return deployment_from(&row);
+    }
+    let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployment_history WHERE id = $1");
     match query_opt(tx, &sql, &[id.into()]).await? {
         Some(row) => deployment_from(&row),
         None => Err(not_found("deployment", id)),
     }
+}
+
+/// Current and superseded deployments together, by id, a page at a time.
+pub(crate) async fn list_deployments_with_history(
+    tx: &mut dyn Tx,
+    page: Page,
+) -> Result<Vec<FleetDeployment>> {
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM (SELECT {DEPLOYMENT_COLUMNS} FROM deployments \
+         UNION ALL SELECT {DEPLOYMENT_COLUMNS} FROM deployment_history) d \
+         WHERE id > $1 ORDER BY id LIMIT $2"
+    );
+    let rows = tx.query(&sql, &[after(&page), limit(&page)]).await?;
+    rows.iter().map(deployment_from).collect()
 }
 
 pub(crate) async fn list_deployments(tx: &mut dyn Tx, page: Page) -> Result<Vec<FleetDeployment>> {

@@ -1,11 +1,143 @@
 //! Fleet deployment delivery: a deployment, the job or shadow that carries it to devices, and
 //! the cancellation of the job it replaces, written in one transaction so a crash mid-way
-//! leaves either all of it or none.
+//! leaves either all of it or none. The deployment a new one replaces moves to
+//! `deployment_history` in that transaction (INACTIVE, its successor named); cancelling it
+//! afterwards is refused with [`StoreError::Superseded`], so it can never touch its successor.
+//!
+//! Bound: at most [`HISTORY_PER_TARGET`] superseded deployments kept per target.
 
-use crate::db::{Tx, Value, query_opt};
-use crate::ops::components::{deployment_for_target, put_deployment};
+use crate::db::{Tx, Value, query_opt, to_json};
+use crate::ops::components::{
+    DEPLOYMENT_COLUMNS, deployment_for_target, put_deployment_superseding, target_columns,
+};
 use crate::ops::{jobs, shadows};
-use crate::{DeploymentTarget, FleetDeployment, FleetDeploymentWrite, Result, StoreError};
+use crate::{
+    DeploymentTarget, FleetCancel, FleetDeployment, FleetDeploymentWrite, Result, StoreError,
+};
+
+/// Superseded deployments kept per target; older ones are removed when another is added.
+pub const HISTORY_PER_TARGET: i64 = 100;
+
+/// Moves `previous` (the target's current deployment) to the history, superseded by
+/// `successor`: `deploymentStatus` INACTIVE unless it was CANCELED, `supersededBy`, and the
+/// device's last status when the caller knows it (`deviceStatus`, thing targets: their shadow
+/// will soon speak only of the successor). The caller replaces the current row.
+pub(crate) async fn supersede(
+    tx: &mut dyn Tx,
+    previous: FleetDeployment,
+    successor: &str,
+    device_status: Option<serde_json::Value>,
+) -> Result<()> {
+    let (kind, target_name) = target_columns(&previous.target);
+    let mut document = previous.document;
+    if let Some(doc) = document.as_object_mut() {
+        if doc.get("deploymentStatus").and_then(|s| s.as_str()) != Some("CANCELED") {
+            doc.insert("deploymentStatus".into(), "INACTIVE".into());
+        }
+        doc.insert("supersededBy".into(), successor.into());
+        if let Some(status) = device_status {
+            doc.insert("deviceStatus".into(), status);
+        }
+    }
+    let at = crate::ops::now();
+    tx.execute(
+        &format!(
+            "INSERT INTO deployment_history ({DEPLOYMENT_COLUMNS}, superseded_by, superseded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ),
+        &[
+            previous.id.as_str().into(),
+            kind.into(),
+            target_name.into(),
+            to_json(&previous.components, "deployment components")?.into(),
+            to_json(&document, "deployment document")?.into(),
+            previous.created_at.as_str().into(),
+            successor.into(),
+            at.into(),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM deployment_history WHERE target_kind = $1 AND target_name = $2 \
+         AND id NOT IN (SELECT id FROM deployment_history WHERE target_kind = $1 \
+         AND target_name = $2 ORDER BY superseded_at DESC, id DESC LIMIT $3)",
+        &[
+            kind.into(),
+            target_name.into(),
+            Value::Int(HISTORY_PER_TARGET),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Cancels a current deployment in one transaction: its job and pending executions (group) or
+/// the thing's deployment shadow as the caller built it, and `deploymentStatus` CANCELED.
+/// Superseded (naming the successor) when a newer deployment replaced it; NotFound when no
+/// such deployment exists. Returns the things to notify.
+pub(crate) async fn cancel_fleet_deployment(
+    tx: &mut dyn Tx,
+    cancel: FleetCancel,
+) -> Result<(FleetDeployment, Vec<String>)> {
+    let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1");
+    let Some(row) = query_opt(tx, &sql, &[cancel.id.as_str().into()]).await? else {
+        let by = query_opt(
+            tx,
+            "SELECT superseded_by FROM deployment_history WHERE id = $1",
+            &[cancel.id.as_str().into()],
+        )
+        .await?;
+        return Err(match by {
+            Some(row) => StoreError::Superseded {
+                kind: "deployment",
+                key: cancel.id,
+                by: row.text(0)?,
+            },
+            None => crate::ops::not_found("deployment", &cancel.id),
+        });
+    };
+    let mut deployment = crate::ops::components::deployment_from(&row)?;
+    let mut notified = Vec::new();
+    match &deployment.target {
+        DeploymentTarget::ThingGroup(_) => {
+            if let Some(job_id) = deployment.document["jobId"].as_str()
+                && query_opt(tx, "SELECT id FROM jobs WHERE id = $1", &[job_id.into()])
+                    .await?
+                    .is_some()
+            {
+                notified = cancel_job(tx, job_id, cancel.now_secs).await?;
+            }
+        }
+        DeploymentTarget::Thing(thing) => {
+            let Some((shadow, expected)) = cancel.shadow else {
+                return Err(StoreError::Invalid {
+                    field: "shadow",
+                    message: format!("cancelling thing {thing:?}'s deployment needs its shadow"),
+                });
+            };
+            if shadow.thing != *thing {
+                return Err(StoreError::Invalid {
+                    field: "shadow",
+                    message: format!("the shadow is {:?}'s, not {thing:?}'s", shadow.thing),
+                });
+            }
+            notified.push(thing.clone());
+            shadows::put_shadow(tx, shadow, expected).await?;
+        }
+    }
+    if let Some(doc) = deployment.document.as_object_mut() {
+        doc.insert("deploymentStatus".into(), "CANCELED".into());
+    }
+    tx.execute(
+        "UPDATE deployments SET document = $2 WHERE id = $1",
+        &[
+            deployment.id.as_str().into(),
+            to_json(&deployment.document, "deployment document")?.into(),
+        ],
+    )
+    .await?;
+    Ok((deployment, notified))
+}
 
 /// Marks a job CANCELED and its QUEUED / IN_PROGRESS executions CANCELED (each execution's
 /// version bumped, so a device's stale update is refused). Returns the things whose execution
@@ -97,7 +229,7 @@ pub(crate) async fn create_fleet_deployment(
         notified.push(shadow.thing.clone());
         shadows::put_shadow(tx, shadow, expected).await?;
     }
-    put_deployment(tx, write.deployment).await?;
+    put_deployment_superseding(tx, write.deployment, write.superseded_status).await?;
     notified.sort();
     notified.dedup();
     Ok(notified)

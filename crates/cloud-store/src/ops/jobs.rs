@@ -105,14 +105,18 @@ fn execution_key(job_id: &str, thing: &str) -> String {
 }
 
 /// `expected_version` None creates the execution (VersionConflict if it exists); Some(v)
-/// replaces it only while its stored `version_number` is still v.
+/// replaces it only while its stored `version_number` is still v. An update is one statement
+/// when it succeeds (the row's foreign keys mean its job and thing exist); only a refused one
+/// looks further, to answer NotFound or VersionConflict.
 pub(crate) async fn put_job_execution(
     tx: &mut dyn Tx,
     execution: JobExecution,
     expected_version: Option<i64>,
 ) -> Result<()> {
-    get_job(tx, &execution.job_id).await?;
-    require_thing(tx, &execution.thing).await?;
+    if expected_version.is_none() {
+        get_job(tx, &execution.job_id).await?;
+        require_thing(tx, &execution.thing).await?;
+    }
     let details = to_json(&execution.status_details, "status details")?;
     let status = enum_name(&execution.status)?;
     let written = match expected_version {
@@ -159,6 +163,10 @@ pub(crate) async fn put_job_execution(
         }
     };
     if written == 0 {
+        if expected_version.is_some() {
+            get_job(tx, &execution.job_id).await?;
+            require_thing(tx, &execution.thing).await?;
+        }
         let found = get_job_execution(tx, &execution.job_id, &execution.thing)
             .await?
             .map(|e| e.version_number);
@@ -170,6 +178,27 @@ pub(crate) async fn put_job_execution(
         });
     }
     Ok(())
+}
+
+/// Several [`put_job_execution`]s in one transaction (one commit): each item's own refusal
+/// (NotFound, VersionConflict) is its result and the others still go in; a database error
+/// fails the whole batch. Neither refusal is a failed SQL statement (the version check is an
+/// UPDATE that matches nothing), so a PostgreSQL transaction stays usable after one.
+pub(crate) async fn put_job_executions(
+    tx: &mut dyn Tx,
+    batch: Vec<(JobExecution, Option<i64>)>,
+) -> Result<Vec<Result<()>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for (execution, expected) in batch {
+        match put_job_execution(tx, execution, expected).await {
+            Ok(()) => out.push(Ok(())),
+            Err(e @ (StoreError::NotFound { .. } | StoreError::VersionConflict { .. })) => {
+                out.push(Err(e))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) async fn get_job_execution(

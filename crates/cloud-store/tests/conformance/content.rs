@@ -162,10 +162,10 @@ pub(crate) async fn components_and_deployments<B: Backend + Clone + 'static>(sto
         ))
         .await
         .unwrap();
-    assert_err!(
-        store.get_deployment("d1").await,
-        StoreError::NotFound { .. }
-    );
+    // d1 is history now: readable, INACTIVE, naming its successor; it no longer pins 1.0.0.
+    let d1 = store.get_deployment("d1").await.unwrap();
+    assert_eq!(d1.document["deploymentStatus"], "INACTIVE");
+    assert_eq!(d1.document["supersededBy"], "d3");
     assert_eq!(
         store
             .deployments_using("com.example.App", "1.0.0")

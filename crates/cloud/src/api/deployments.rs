@@ -17,23 +17,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use lichen_cloud_store::{
-    Backend, DeploymentTarget, FleetDeployment, FleetDeploymentWrite, Job, JobExecution,
-    JobExecutionStatus, JobStatus, Page, ShadowRecord, StoreError,
+    Backend, DeploymentTarget, FleetCancel, FleetDeployment, FleetDeploymentWrite, Job,
+    JobExecution, JobExecutionStatus, JobStatus, Page, ShadowRecord, StoreError,
 };
 use lichen_iot::shadow::{self, ShadowLimits, StoredShadow};
 use lichen_model::deployment::{ComponentUpdateAction, FailurePolicy, RunWith};
 use lichen_model::fleet::{
     DEPLOYMENT_JOBS_NAMESPACE, DEPLOYMENT_SHADOW_NAME, DESIRED_STATUS_ACTIVE,
     DESIRED_STATUS_CANCELED, FleetComponent, FleetComponentUpdatePolicy, FleetConfiguration,
-    FleetConfigurationUpdate, FleetValidationPolicy, MAX_FLEET_COMPONENTS,
-    ShadowDeploymentReported, THING_GROUP_PREFIX, THING_PREFIX, configuration_arn,
+    FleetConfigurationUpdate, FleetValidationPolicy, MAX_FLEET_COMPONENTS, THING_GROUP_PREFIX,
+    THING_PREFIX, configuration_arn,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::body::{ApiJson, ApiPath, ApiQuery};
+use super::deployment_status::{is_final, shadow_status};
 use super::error::{ApiError, ApiResult};
-use super::{AppState, Method, PAGING, PageQuery, Route, check, next_key};
+use super::{AppState, Method, PageQuery, QueryParam, Route, check, next_key};
 use crate::validate;
 
 /// Largest deployment shadow document (Greengrass allows shadows up to 30 KiB).
@@ -62,11 +63,11 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
             method: Method::Get,
             path: "/v1/deployments",
             operation_id: "listDeployments",
-            summary: "The current deployment of every target, by id, a page at a time.",
+            summary: "The current deployment of every target, by id, a page at a time; with historyFilter=ALL also those a newer deployment replaced (INACTIVE or CANCELED, supersededBy).",
             public: false,
             request: None,
             response: (200, Some("DeploymentList")),
-            query: PAGING,
+            query: LIST_QUERY,
             handler: get(list::<S>),
         },
         Route {
@@ -89,13 +90,13 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
             request: None,
             response: (200, Some("DeploymentStatus")),
             query: &[],
-            handler: get(status::<S>),
+            handler: get(super::deployment_status::status::<S>),
         },
         Route {
             method: Method::Post,
             path: "/v1/deployments/{id}/cancel",
             operation_id: "cancelDeployment",
-            summary: "Cancel a deployment (its job and pending executions, or the thing's desired deployment).",
+            summary: "Cancel a deployment (its job and pending executions, or the thing's desired deployment); 409 Superseded naming its successor when a newer deployment replaced it.",
             public: false,
             request: None,
             response: (200, Some("Deployment")),
@@ -103,6 +104,33 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
             handler: post(cancel::<S>),
         },
     ]
+}
+
+/// `GET /v1/deployments`' query: paging and Greengrass ListDeployments' `historyFilter`.
+const LIST_QUERY: &[QueryParam] = &[
+    QueryParam {
+        name: "limit",
+        description: "At most this many results (1 to 1000; default 1000).",
+        kind: "integer",
+    },
+    QueryParam {
+        name: "after",
+        description: "Continue after this key: the `next` of the previous page.",
+        kind: "string",
+    },
+    QueryParam {
+        name: "historyFilter",
+        description: "LATEST_ONLY (default: each target's current deployment) or ALL (with the deployments newer ones replaced).",
+        kind: "string",
+    },
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+    pub history_filter: Option<String>,
 }
 
 // ---- the request, in the shape of Greengrass CreateDeployment ----
@@ -167,16 +195,6 @@ pub struct DeploymentList {
     pub next: Option<String>,
 }
 
-/// One device's view of a deployment.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceStatus {
-    pub thing: String,
-    pub status: String,
-    pub status_details: BTreeMap<String, String>,
-    pub updated_at: Option<String>,
-}
-
 /// Parses `thinggroup/NAME`, `thing/NAME`, their ARN forms (`arn:…:thinggroup/NAME`) and the
 /// CLI's `group:NAME` / `thing:NAME`.
 pub fn parse_target(text: &str) -> Result<DeploymentTarget, String> {
@@ -215,7 +233,7 @@ pub fn target_group(target: &DeploymentTarget) -> String {
     }
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -447,6 +465,7 @@ async fn try_create<S: Backend>(
         executions: Vec::new(),
         shadow: None,
         now_secs: now,
+        superseded_status: None,
     };
     let mut job_id = None;
     match target {
@@ -469,6 +488,15 @@ async fn try_create<S: Backend>(
             job_id = Some(jid);
         }
         DeploymentTarget::Thing(t) => {
+            // The shadow will speak of the new deployment only: keep what the device said
+            // of the one replaced (a result it never reached is CANCELED by the replacement).
+            if let Some(previous) = &current {
+                let mut last = shadow_status(state, previous, t).await?;
+                if !is_final(&last.status) {
+                    last.status = "CANCELED".into();
+                }
+                write.superseded_status = serde_json::to_value(&last).ok();
+            }
             let desired =
                 json!({"fleetConfig": config_json, "desiredStatus": DESIRED_STATUS_ACTIVE});
             write.shadow = Some(shadow_with_desired(state, t, desired, true).await?);
@@ -600,10 +628,23 @@ async fn notify_devices<S: Backend>(
 
 async fn list<S: Backend>(
     State(state): State<AppState<S>>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<DeploymentList>> {
-    let page = q.page()?;
-    let found = state.store.list_deployments(&page).await?;
+    let page = PageQuery {
+        limit: q.limit,
+        after: q.after.clone(),
+    }
+    .page()?;
+    let found = match q.history_filter.as_deref() {
+        None | Some("LATEST_ONLY") => state.store.list_deployments(&page).await?,
+        Some("ALL") => state.store.list_deployments_with_history(&page).await?,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "historyFilter",
+                format!("{other:?} is not LATEST_ONLY or ALL"),
+            ));
+        }
+    };
     let next = next_key(&found, &page, |d| &d.id);
     Ok(Json(DeploymentList {
         deployments: found.into_iter().map(|d| d.document).collect(),
@@ -611,7 +652,7 @@ async fn list<S: Backend>(
     }))
 }
 
-fn deployment_id(id: &str) -> ApiResult<()> {
+pub(super) fn deployment_id(id: &str) -> ApiResult<()> {
     check(validate::name("deploymentId", id))
 }
 
@@ -623,169 +664,57 @@ async fn describe<S: Backend>(
     Ok(Json(state.store.get_deployment(&id).await?.document))
 }
 
-async fn status<S: Backend>(
-    State(state): State<AppState<S>>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
-    deployment_id(&id)?;
-    let d = state.store.get_deployment(&id).await?;
-    let devices = match &d.target {
-        DeploymentTarget::ThingGroup(_) => {
-            let job_id = d.document["jobId"].as_str().unwrap_or_default().to_string();
-            executions_status(&state, &job_id).await?
-        }
-        DeploymentTarget::Thing(t) => vec![shadow_status(&state, &d, t).await?],
-    };
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &devices {
-        *counts.entry(s.status.clone()).or_default() += 1;
-    }
-    Ok(Json(json!({
-        "deploymentId": d.id,
-        "deploymentStatus": d.document["deploymentStatus"],
-        "counts": counts,
-        "devices": devices,
-    })))
-}
-
-async fn executions_status<S: Backend>(
-    state: &AppState<S>,
-    job_id: &str,
-) -> ApiResult<Vec<DeviceStatus>> {
-    let mut out = Vec::new();
-    let mut page = Page::first(lichen_cloud_store::MAX_PAGE);
-    loop {
-        let batch = state
-            .store
-            .list_job_executions_for_job(job_id, &page)
-            .await?;
-        let full = batch.len() as u64 >= u64::from(page.effective_limit());
-        page.after = batch.last().map(|e| e.thing.clone());
-        out.extend(batch.into_iter().map(|e| DeviceStatus {
-            thing: e.thing,
-            status: e.status.as_str().to_string(),
-            status_details: e.status_details,
-            updated_at: Some(secs_rfc3339(e.last_updated_at)),
-        }));
-        if !full {
-            return Ok(out);
-        }
-    }
-}
-
-fn secs_rfc3339(secs: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    lichen_sys::time::format_rfc3339_millis(t)
-}
-
-/// A thing deployment's status: the shadow's `reported` when it is about this deployment's
-/// configuration; QUEUED (or CANCELED) until the device reports.
-async fn shadow_status<S: Backend>(
-    state: &AppState<S>,
-    d: &FleetDeployment,
-    thing: &str,
-) -> ApiResult<DeviceStatus> {
-    let arn = d.document["configurationArn"].as_str().unwrap_or_default();
-    let canceled = d.document["deploymentStatus"] == "CANCELED";
-    let pending = if canceled { "CANCELED" } else { "QUEUED" };
-    let record = state
-        .store
-        .get_shadow(thing, DEPLOYMENT_SHADOW_NAME)
-        .await?;
-    let reported = record.as_ref().and_then(|r| {
-        let doc: StoredShadow = serde_json::from_value(r.document.clone()).ok()?;
-        let reported: ShadowDeploymentReported =
-            serde_json::from_value(Value::Object(doc.state.reported.clone()?)).ok()?;
-        Some((reported, doc.timestamp))
-    });
-    Ok(match reported {
-        Some((r, ts)) if r.fleet_configuration_arn_for_status == arn => {
-            let mut details = BTreeMap::new();
-            if let Some(s) = r.status_details.detailed_status {
-                details.insert(
-                    lichen_model::fleet::status_keys::DETAILED_STATUS.to_string(),
-                    s,
-                );
-            }
-            if let Some(s) = r.status_details.failure_cause {
-                details.insert(
-                    lichen_model::fleet::status_keys::FAILURE_CAUSE.to_string(),
-                    s,
-                );
-            }
-            DeviceStatus {
-                thing: thing.to_string(),
-                status: r.status,
-                status_details: details,
-                updated_at: Some(secs_rfc3339(i64::try_from(ts).unwrap_or(0))),
-            }
-        }
-        _ => DeviceStatus {
-            thing: thing.to_string(),
-            status: pending.to_string(),
-            status_details: BTreeMap::new(),
-            updated_at: None,
-        },
-    })
-}
-
+/// Cancels in one store transaction that first checks the deployment is still its target's
+/// current one, so a cancel racing a replacement can never cancel the successor: a replaced
+/// deployment answers 409 Superseded naming the deployment that replaced it.
 async fn cancel<S: Backend>(
     State(state): State<AppState<S>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     deployment_id(&id)?;
-    let mut d = state.store.get_deployment(&id).await?;
-    match &d.target {
-        DeploymentTarget::ThingGroup(_) => {
-            if let Some(job_id) = d.document["jobId"].as_str() {
-                let things = state
-                    .store
-                    .cancel_job_and_executions(job_id, now_secs())
-                    .await?;
-                notify_devices(&state, &d.target, &things).await;
-            }
-        }
-        DeploymentTarget::Thing(t) => {
-            let t = t.clone();
-            let mut written = false;
-            for _ in 0..CREATE_RETRIES {
-                let (record, expected) = shadow_with_desired(
+    for _ in 0..CREATE_RETRIES {
+        let d = state.store.get_deployment(&id).await?;
+        let shadow = match &d.target {
+            DeploymentTarget::ThingGroup(_) => None,
+            // A replaced one is refused by the store before this is used.
+            DeploymentTarget::Thing(t) if d.document.get("supersededBy").is_none() => Some(
+                shadow_with_desired(
                     &state,
-                    &t,
+                    t,
                     json!({"desiredStatus": DESIRED_STATUS_CANCELED}),
                     false,
                 )
-                .await?;
-                match state.store.put_shadow(&record, expected).await {
-                    Ok(()) => {
-                        written = true;
-                        break;
-                    }
-                    Err(StoreError::VersionConflict { .. }) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+                .await?,
+            ),
+            DeploymentTarget::Thing(_) => None,
+        };
+        let request = FleetCancel {
+            id: id.clone(),
+            shadow,
+            now_secs: now_secs(),
+        };
+        match state.store.cancel_fleet_deployment(&request).await {
+            Ok((d, things)) => {
+                notify_devices(&state, &d.target, &things).await;
+                return Ok(Json(d.document));
             }
-            if !written {
-                return Err(ApiError::conflict(
-                    "the thing's deployment shadow kept changing; retry",
+            // The thing's shadow changed meanwhile (a device report, or a replacement).
+            Err(StoreError::VersionConflict { .. }) => continue,
+            Err(StoreError::Superseded { key, by, .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Superseded",
+                    format!(
+                        "deployment {key} was replaced by deployment {by}; cancel {by} instead"
+                    ),
                 ));
             }
-            notify_devices(&state, &d.target, std::slice::from_ref(&t)).await;
+            Err(e) => return Err(e.into()),
         }
     }
-    d.document["deploymentStatus"] = json!("CANCELED");
-    // Only if it is still the target's deployment: a newer one replaced it meanwhile otherwise.
-    if state
-        .store
-        .current_deployment(&d.target)
-        .await?
-        .map(|c| c.id)
-        == Some(d.id.clone())
-    {
-        state.store.put_deployment(&d).await?;
-    }
-    Ok(Json(d.document))
+    Err(ApiError::conflict(
+        "the thing's deployment shadow kept changing; retry",
+    ))
 }
 
 /// The group's current deployment job, when the deployment is active: what a thing joining
@@ -892,7 +821,9 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 "properties": {
                     "deploymentId": s, "deploymentName": s, "targetArn": s,
                     "revision": {"type": "integer"}, "configurationArn": s, "jobId": s,
-                    "deploymentStatus": {"enum": ["ACTIVE", "CANCELED"]},
+                    "deploymentStatus": {"enum": ["ACTIVE", "CANCELED", "INACTIVE"]},
+                    "supersededBy": s,
+                    "deviceStatus": {"type": "object", "description": "Thing targets replaced: the device's last status of this deployment."},
                     "creationTimestamp": s, "fleetConfig": {"type": "object"}
                 }
             }),

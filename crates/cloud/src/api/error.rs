@@ -130,6 +130,9 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "VersionConflict", e.to_string())
             }
             StoreError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "InUse", e.to_string()),
+            StoreError::Superseded { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "Superseded", e.to_string())
+            }
             StoreError::Invalid { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "InvalidField",

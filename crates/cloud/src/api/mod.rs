@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod certificates;
+pub mod deployment_status;
 pub mod deployments;
 pub mod devices;
 pub mod error;

@@ -10,6 +10,14 @@
 //! its store. Each deployment's recipes go into their own directory, removed once the
 //! deployment's record is final ([`Staging::sweep`]).
 //!
+//! Platform: only the artifacts of the manifest the core's platform selects (os, architecture
+//! and `platformOverride`, [`Staging::platform`]) are fetched; a recipe with no manifest for it
+//! fails the deployment naming the component and the platform, before any download.
+//!
+//! Already held: an artifact the core's component store (or this fetch directory) holds with
+//! the recipe's digest is not downloaded again (a new deployment of the same version with
+//! another configuration downloads nothing); [`FetchStats`] counts bytes and skips.
+//!
 //! Bounds: an artifact at most the size the caller gives (the recipe's, or
 //! [`MAX_ARTIFACT_BYTES`]); a recipe, or the resolve answer, at most [`MAX_RECIPE_BYTES`]; connecting at most
 //! [`CONNECT_TIMEOUT`]; progress logged at most every [`PROGRESS_EVERY`].
@@ -18,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -53,6 +62,8 @@ pub enum FetchError {
     },
     #[error("{what}: digest mismatch")]
     DigestMismatch { what: String },
+    #[error("{0}")]
+    NoMatchingPlatform(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -207,19 +218,22 @@ impl Fetcher {
     /// The versions of the dependency closure of `roots` (name → exact version), as the
     /// cloud resolves them (`POST /device/v1/resolve`). `Ok(None)`: the cloud has no such
     /// route (404), so the core resolves dependencies from its own store.
+    /// `platform`: the core's, so the cloud picks dependency versions it can run.
     pub async fn resolve(
         &self,
         roots: &BTreeMap<String, String>,
+        platform: &lichen_recipe::Platform,
     ) -> Result<Option<Resolved>, FetchError> {
         let path = "/device/v1/resolve";
         let url = format!("{}{path}", self.endpoint);
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "components": roots })).map_err(|e| {
-                FetchError::Request {
-                    url: url.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+        let request = serde_json::json!({
+            "components": roots,
+            "platform": {"attributes": platform.attributes},
+        });
+        let body = serde_json::to_vec(&request).map_err(|e| FetchError::Request {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         let response = self.send(path, 0, Some(body)).await?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_RECIPE_BYTES)
@@ -264,7 +278,7 @@ impl Fetcher {
         max: u64,
         sha256_b64: Option<&str>,
         what: &str,
-    ) -> Result<(), FetchError> {
+    ) -> Result<u64, FetchError> {
         let url = format!("{}{path}", self.endpoint);
         let part = part_path(dest);
         if let Some(parent) = dest.parent() {
@@ -311,6 +325,7 @@ impl Fetcher {
             .map_err(io(part.display().to_string()))?;
         let mut body = response.into_body();
         let mut last_log = Instant::now();
+        let resumed_at = have;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| FetchError::Request {
                 url: url.clone(),
@@ -345,10 +360,7 @@ impl Fetcher {
                     url: url.clone(),
                     message: format!("hashing: {e}"),
                 })??;
-            let expected = expected.trim();
-            let b64 = base64::engine::general_purpose::STANDARD.encode(actual);
-            let hex: String = actual.iter().map(|b| format!("{b:02x}")).collect();
-            if expected != b64 && !expected.eq_ignore_ascii_case(&hex) {
+            if !digest_matches(expected, &actual) {
                 // A corrupt part must not be resumed.
                 let _ = std::fs::remove_file(&part);
                 return Err(FetchError::DigestMismatch {
@@ -358,8 +370,16 @@ impl Fetcher {
         }
         std::fs::rename(&part, dest).map_err(io(dest.display().to_string()))?;
         tracing::info!(artifact = %what, bytes = have, "downloaded");
-        Ok(())
+        Ok(have - resumed_at)
     }
+}
+
+/// Whether a recipe's `Digest` (base64 as Greengrass writes it, or hex) names `actual`.
+fn digest_matches(expected: &str, actual: &[u8; 32]) -> bool {
+    let expected = expected.trim();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(actual);
+    let hex: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+    expected == b64 || expected.eq_ignore_ascii_case(&hex)
 }
 
 fn part_path(dest: &Path) -> PathBuf {
@@ -394,15 +414,43 @@ pub struct ResolvedVersion {
     pub component_version: String,
 }
 
+/// What the fetcher did, for the log and tests: bytes downloaded and artifacts not
+/// downloaded because a copy with the same digest was held.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    pub downloaded_bytes: AtomicU64,
+    pub artifacts_downloaded: AtomicU64,
+    pub artifacts_skipped: AtomicU64,
+}
+
 /// Where a deployment's fetched recipes and artifacts go, and how they are fetched.
 pub struct Staging {
     pub fetcher: Fetcher,
     /// `<root>/cloud/fetch`: artifacts under `<name>/<version>/`, each deployment's recipes
     /// under `recipes/<key>/` ([`Staging::recipe_dir`]).
     pub dir: PathBuf,
+    /// The platform manifests are selected for (the core's: [`CoreHandle::platform`]).
+    ///
+    /// [`CoreHandle::platform`]: lichen_core::handle::CoreHandle::platform
+    pub platform: lichen_recipe::Platform,
+    /// The core's component store: an artifact it holds with the recipe's digest is not
+    /// downloaded. None: only this fetch directory is looked in.
+    pub store: Option<lichen_core::store::ComponentStore>,
+    pub stats: FetchStats,
 }
 
 impl Staging {
+    /// A staging for this machine's platform, looking in no component store.
+    pub fn new(fetcher: Fetcher, dir: PathBuf) -> Staging {
+        Staging {
+            fetcher,
+            dir,
+            platform: lichen_recipe::Platform::current(),
+            store: None,
+            stats: FetchStats::default(),
+        }
+    }
+
     /// Where the recipes fetched for deployment `deployment_id` go: `recipes/` + 16 hex
     /// digits of the id's SHA-256 (ids come from the cloud; a hash is always a safe name).
     pub fn recipe_dir(&self, deployment_id: &str) -> PathBuf {
@@ -437,7 +485,7 @@ impl Staging {
         if !has_dependencies {
             return Ok(recipes);
         }
-        let Some(resolved) = self.fetcher.resolve(roots).await? else {
+        let Some(resolved) = self.fetcher.resolve(roots, &self.platform).await? else {
             tracing::warn!(deployment = %deployment_id, "the cloud cannot resolve dependencies (no /device/v1/resolve); they must be in the core's store");
             return Ok(recipes);
         };
@@ -531,8 +579,20 @@ impl Staging {
                 message: e.to_string(),
             }
         })?;
+        // Only the manifest this platform selects: the core plans with it, and another
+        // platform's artifacts are of no use here.
+        let Some(manifest) = recipe.manifest_for(&self.platform) else {
+            let message = match recipe.select(&self.platform) {
+                Err(e) => e.to_string(),
+                Ok(_) => format!(
+                    "component {name} {version} has no manifest for platform {}",
+                    self.platform
+                ),
+            };
+            return Err(FetchError::NoMatchingPlatform(message));
+        };
         let mut done = BTreeSet::new();
-        for artifact in recipe.manifests.iter().flat_map(|m| m.artifacts.iter()) {
+        for artifact in recipe.manifests[manifest].artifacts.iter() {
             if artifact.scheme() == "docker" {
                 continue;
             }
@@ -556,7 +616,15 @@ impl Staging {
                 encode(file_name)
             );
             let what = format!("artifact {} of {name}@{version}", artifact.uri);
-            self.fetcher
+            if let Some(digest) = artifact.digest.as_deref()
+                && let Some(held) = self.held(name, version, file_name, &dest, digest).await
+            {
+                self.stats.artifacts_skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(artifact = %what, held = %held.display(), "already held with the same digest; not downloaded");
+                continue;
+            }
+            let bytes = self
+                .fetcher
                 .artifact(
                     &path,
                     &dest,
@@ -565,8 +633,50 @@ impl Staging {
                     &what,
                 )
                 .await?;
+            self.stats
+                .downloaded_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+            self.stats
+                .artifacts_downloaded
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(recipe)
+    }
+
+    /// A file holding `name@version`'s artifact `file_name` with this digest: the core's
+    /// store copy (what the core stages from when the fetch directory has none), else the
+    /// fetch directory's `dest`. Each is hashed off the runtime.
+    async fn held(
+        &self,
+        name: &str,
+        version: &str,
+        file_name: &str,
+        dest: &Path,
+        digest: &str,
+    ) -> Option<PathBuf> {
+        let stored = semver::Version::parse(version).ok().and_then(|v| {
+            self.store
+                .as_ref()
+                .map(|s| s.artifacts_path(name, &v).join(file_name))
+        });
+        for candidate in stored.into_iter().chain([dest.to_path_buf()]) {
+            if !candidate.is_file() {
+                continue;
+            }
+            let path = candidate.clone();
+            let hashed = tokio::task::spawn_blocking(move || sha256_of(&path)).await;
+            match hashed {
+                Ok(Ok(actual)) if digest_matches(digest, &actual) => return Some(candidate),
+                Ok(Ok(_)) => {
+                    tracing::info!(file = %candidate.display(), "held artifact differs from the recipe's digest; downloading")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(file = %candidate.display(), error = %e, "held artifact unreadable; downloading")
+                }
+                Err(e) => tracing::warn!(error = %e, "hashing a held artifact failed"),
+            }
+        }
+        None
     }
 }
 

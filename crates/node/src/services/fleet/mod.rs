@@ -86,10 +86,10 @@ async fn staging(ctx: &ServiceContext) -> Result<Option<fetch::Staging>, String>
         server_name: None,
     };
     let fetcher = fetch::Fetcher::new(&api, &files).map_err(|e| e.to_string())?;
-    Ok(Some(fetch::Staging {
-        fetcher,
-        dir: ctx.layout.root().join("cloud").join("fetch"),
-    }))
+    let mut staging = fetch::Staging::new(fetcher, ctx.layout.root().join("cloud").join("fetch"));
+    staging.platform = ctx.core.platform();
+    staging.store = Some(lichen_core::store::ComponentStore::new(ctx.layout.clone()));
+    Ok(Some(staging))
 }
 
 impl Service for FleetService {
