@@ -114,6 +114,25 @@ async fn http(
     }
 }
 
+/// A POST (an invocation) authenticated by `token`, with `extra` headers.
+async fn post(port: u16, arn: &str, token: &str, extra: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut headers = vec![("Authorization", token)];
+    headers.extend_from_slice(extra);
+    http(port, "POST", arn, &headers, body).await
+}
+
+/// The GET that fetches invocation `id`'s result, authenticated by `token`.
+async fn fetch(port: u16, token: &str, id: &str) -> Response {
+    http(
+        port,
+        "GET",
+        "fn",
+        &[("Authorization", token), ("X-Amz-InvocationId", id)],
+        b"",
+    )
+    .await
+}
+
 fn context(subject: &str) -> String {
     base64::engine::general_purpose::STANDARD
         .encode(format!(r#"{{"custom": {{"subject": "{subject}"}}}}"#))
@@ -140,18 +159,17 @@ async fn tokens_invocations_results_and_refusals() {
     // No or a wrong token: refused, the host never sees it.
     let r = http(port, "POST", "x", &[], b"p").await;
     assert_eq!(r.status, 403);
-    let r = http(port, "POST", "x", &[("Authorization", "nope")], b"p").await;
+    let r = post(port, "x", "nope", &[], b"p").await;
     assert_eq!(r.status, 403);
     assert!(host.seen.lock().unwrap().is_empty());
 
     // Event: accepted with an invocation id; the caller and subject reach the host.
     let ctx = context("t/1");
-    let r = http(
+    let r = post(
         port,
-        "POST",
         "arn:aws:lambda:::function:GGRouter",
+        &a,
         &[
-            ("Authorization", &a),
             ("X-Amz-Invocation-Type", "Event"),
             ("X-Amz-Client-Context", &ctx),
         ],
@@ -173,81 +191,39 @@ async fn tokens_invocations_results_and_refusals() {
 
     // RequestResponse: the result is fetched by its id, once, by its caller only.
     let fail = context("fail");
-    let r = http(
-        port,
-        "POST",
-        "fn",
-        &[("Authorization", &a), ("X-Amz-Client-Context", &fail)],
-        b"hello",
-    )
-    .await;
+    let r = post(port, "fn", &a, &[("X-Amz-Client-Context", &fail)], b"hello").await;
     assert_eq!(r.status, 202);
     let id = r.header("X-Amz-InvocationId").unwrap().to_string();
-    let r = http(
-        port,
-        "GET",
-        "fn",
-        &[("Authorization", &b), ("X-Amz-InvocationId", &id)],
-        b"",
-    )
-    .await;
+    let r = fetch(port, &b, &id).await;
     assert_eq!(r.status, 404, "another function cannot fetch it");
-    let r = http(
-        port,
-        "GET",
-        "fn",
-        &[("Authorization", &a), ("X-Amz-InvocationId", &id)],
-        b"",
-    )
-    .await;
+    let r = fetch(port, &a, &id).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"HELLO");
     assert_eq!(r.header("X-Amz-Function-Error"), Some("Handled"));
-    let r = http(
-        port,
-        "GET",
-        "fn",
-        &[("Authorization", &a), ("X-Amz-InvocationId", &id)],
-        b"",
-    )
-    .await;
+    let r = fetch(port, &a, &id).await;
     assert_eq!(r.status, 404, "fetched once");
 
     // A refusal keeps its status and text; bad headers are refused before the host.
-    let r = http(
+    let r = post(
         port,
-        "POST",
         "refuse",
-        &[("Authorization", &a), ("X-Amz-Invocation-Type", "Event")],
+        &a,
+        &[("X-Amz-Invocation-Type", "Event")],
         b"",
     )
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body, b"No subscription exists for this");
     let before = host.seen.lock().unwrap().len();
-    let r = http(
-        port,
-        "POST",
-        "x",
-        &[("Authorization", &a), ("X-Amz-Client-Context", "%%%")],
-        b"",
-    )
-    .await;
+    let r = post(port, "x", &a, &[("X-Amz-Client-Context", "%%%")], b"").await;
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("base64"));
-    let r = http(
-        port,
-        "POST",
-        "x",
-        &[("Authorization", &a), ("X-Amz-Invocation-Type", "DryRun")],
-        b"",
-    )
-    .await;
+    let r = post(port, "x", &a, &[("X-Amz-Invocation-Type", "DryRun")], b"").await;
     assert_eq!(r.status, 400);
     assert_eq!(host.seen.lock().unwrap().len(), before);
 
     // Unregistered: the token no longer authenticates.
     server.unregister(&a);
-    let r = http(port, "POST", "x", &[("Authorization", &a)], b"").await;
+    let r = post(port, "x", &a, &[], b"").await;
     assert_eq!(r.status, 403);
 }

@@ -8,13 +8,17 @@
 //! The Lambda half skips with a message when the .venv python (awslambdaric) is missing,
 //! and fails then under `LICHEN_TEST_REQUIRE_ALL=1`.
 
+#[path = "function_support/mod.rs"]
+mod function_support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use function_support::*;
 use lichen_broker::{BrokerConfig, BrokerHandle, ListenerConfig, ListenerKind};
 use lichen_core::settings::Settings;
-use lichen_model::deployment::{DeploymentRecord, DeploymentRequest, DeploymentStatus};
+use lichen_model::deployment::{DeploymentRecord, DeploymentStatus};
 use lichen_mqtt_client::{Client, ConnectOptions, QoS};
 use lichen_node::{CloudOptions, CloudService, FunctionsService, Node, NodeOptions, Service};
 use lichen_pki::LocalCa;
@@ -108,28 +112,8 @@ fn fast() -> CloudOptions {
     }
 }
 
-fn require_all() -> bool {
-    std::env::var("LICHEN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
-}
-
 fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("LICHEN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    let ok = std::process::Command::new(&p)
-        .args(["-c", "import awslambdaric"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(p);
-    }
-    let message = format!(
-        "{} with awslambdaric missing (scripts/setup-test-deps)",
-        p.display()
-    );
-    assert!(!require_all(), "LICHEN_TEST_REQUIRE_ALL=1: {message}");
-    eprintln!("skipping the Lambda half: {message}");
-    None
+    python_with("awslambdaric", "awslambdaric", " the Lambda half")
 }
 
 const HANDLER: &str = r#"
@@ -140,21 +124,6 @@ def handler(event, context):
         f.write(json.dumps({"event": event, "subject": subject}) + "\n")
     return None
 "#;
-
-fn zip(python: &Path, out: &Path, files: &[(&str, &str)]) {
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let spec = serde_json::to_string(&files).unwrap();
-    let status = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nfor n, t in json.loads(sys.argv[2]): z.writestr(n, t)\nz.close()",
-        ])
-        .arg(out)
-        .arg(spec)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 const V1_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:v1CloudEcho:2";
 
@@ -168,132 +137,35 @@ def handler(event, context):
     iot.publish(topic="dt/v1/reply", payload=json.dumps({"echo": event, "subject": subject}))
 "#;
 
-/// `files` plus the directory `sdk` as `greengrasssdk/` (no caches), zipped to `out`.
-fn zip_with_sdk(python: &Path, out: &Path, files: &[(&str, &str)], sdk: &Path) {
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let spec = serde_json::to_string(&files).unwrap();
-    let script = r#"
-import json, os, sys, zipfile
-z = zipfile.ZipFile(sys.argv[1], "w")
-for n, t in json.loads(sys.argv[2]):
-    z.writestr(n, t)
-for d, dirs, names in os.walk(sys.argv[3]):
-    dirs[:] = [x for x in dirs if x != "__pycache__"]
-    for n in names:
-        p = os.path.join(d, n)
-        z.write(p, os.path.join("greengrasssdk", os.path.relpath(p, sys.argv[3])))
-z.close()
-"#;
-    let status = std::process::Command::new(python)
-        .args(["-c", script])
-        .arg(out)
-        .arg(spec)
-        .arg(sdk)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// greengrasssdk as setup-test-deps installs it beside the venv.
 fn greengrasssdk(python: &Path) -> Option<PathBuf> {
-    let sdk = python.parent()?.parent()?.join("lambda-sdk/greengrasssdk");
+    let sdk = greengrasssdk_dir(python);
     if sdk.join("__init__.py").is_file() {
         return Some(sdk);
     }
     let message = format!("{} missing (scripts/setup-test-deps)", sdk.display());
-    assert!(!require_all(), "LICHEN_TEST_REQUIRE_ALL=1: {message}");
-    eprintln!("skipping the v1 half: {message}");
+    skip(" the v1 half", &message);
     None
 }
 
-fn lambda_recipe(name: &str, python: &Path, out: &Path) -> Value {
-    lambda_recipe_on(
+/// A Lambda fed from the cloud topic filter `topic` (an `IOT_CORE` source).
+fn cloud_lambda_recipe(name: &str, python: &Path, out: &Path, topic: &str, arn: &str) -> Value {
+    lambda_recipe(LambdaRecipe {
         name,
-        python,
-        out,
-        "cloud/lambda/#",
-        &format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:1"),
-    )
-}
-
-fn lambda_recipe_on(name: &str, python: &Path, out: &Path, topic: &str, arn: &str) -> Value {
-    json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": name,
-        "ComponentVersion": "1.0.0",
-        "ComponentType": "aws.greengrass.lambda",
-        "ComponentDependencies": {
-            "aws.greengrass.LambdaLauncher": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"}
-        },
-        "ComponentConfiguration": {"DefaultConfiguration": {
+        arn,
+        dependencies: json!({}),
+        configuration: json!({
             "lambdaExecutionParameters": {"EnvironmentVariables": {"OUT": out.display().to_string()}},
-            "containerMode": "NoContainer", "timeoutInSeconds": 5, "maxInstancesCount": 2,
-            "inputPayloadEncodingType": "json", "maxQueueSize": 10, "pinned": true,
             "pubsubTopics": {"0": {"topic": topic, "type": "IOT_CORE"}}
-        }},
-        "Manifests": [{
-            "Platform": {},
-            "Lifecycle": {},
-            "Artifacts": [{"Uri": "greengrass:lambda-artifact.zip", "Unarchive": "ZIP"}]
-        }],
-        "Lifecycle": {
-            "startup": {"script": "{aws.greengrass.LambdaLauncher:artifacts:path}/lambda-launcher start"},
-            "setenv": {
-                "AWS_GREENGRASS_LAMBDA_ARN": arn,
-                "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "app.handler",
-                "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact",
-                "LICHEN_LAMBDA_PYTHON": python.display().to_string()
-            }
-        }
+        }),
+        setenv: json!({"LICHEN_LAMBDA_PYTHON": python.display().to_string()}),
     })
 }
 
-/// Publishes each event's payload on the local bus as out/echo (WAT: no wasm target here).
-fn echo_module() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-  (import "lichen" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (global $bump (mut i32) (i32.const 4096))
-  (data (i32.const 0) "out/echo")
-  (func (export "lichen_alloc") (param $len i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (global.get $bump) (local.get $len)))
-    (local.get $p))
-  (func (export "lichen_handle") (param $tp i32) (param $tl i32) (param $pp i32) (param $pl i32) (result i32)
-    (drop (call $publish (i32.const 0) (i32.const 8) (local.get $pp) (local.get $pl)))
-    (global.set $bump (i32.const 4096))
-    (i32.const 0)))"#,
-    )
-    .unwrap()
-}
-
-fn wasm_recipe(name: &str) -> Value {
-    json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": name,
-        "ComponentVersion": "1.0.0",
-        "ComponentType": "lichen.wasm",
-        "ComponentConfiguration": {"DefaultConfiguration": {
-            "pubsubTopics": {"0": {"topic": "cloud/wasm/+", "type": "IOT_CORE"}},
-            "accessControl": {"aws.greengrass.ipc.pubsub": {"p": {
-                "operations": ["aws.greengrass#PublishToTopic"], "resources": ["out/echo"]}}}
-        }},
-        "Manifests": [{
-            "Platform": {"os": "linux"},
-            "Lifecycle": {"Run": "{artifacts:path}/function.wasm"},
-            "Artifacts": [{"URI": "s3://test/function.wasm"}]
-        }]
-    })
-}
-
-const ROUTER: &str = "aws.greengrass.LegacySubscriptionRouter";
-
-async fn deploy(node: &Node, dir: &Path, roots: &[&str]) -> DeploymentRecord {
-    let mut configuration_updates = std::collections::BTreeMap::new();
+async fn deploy_routed(node: &Node, dir: &Path, roots: &[&str]) -> DeploymentRecord {
+    let mut request = deployment_request(dir, roots);
     if roots.contains(&ROUTER) {
-        configuration_updates.insert(
+        request.configuration_updates.insert(
             ROUTER.to_string(),
             lichen_model::deployment::ConfigurationUpdate {
                 merge: Some(json!({"subscriptions": {"toCloud": {
@@ -302,32 +174,7 @@ async fn deploy(node: &Node, dir: &Path, roots: &[&str]) -> DeploymentRecord {
             },
         );
     }
-    let id = node
-        .handle()
-        .create_deployment(DeploymentRequest {
-            root_components_to_add: roots
-                .iter()
-                .map(|r| {
-                    let v = if *r == ROUTER { "2.1.0" } else { "1.0.0" };
-                    (r.to_string(), v.to_string())
-                })
-                .collect(),
-            configuration_updates,
-            recipe_dir: Some(dir.join("recipes")),
-            artifact_dir: Some(dir.join("artifacts")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = node.handle().deployment(&id).unwrap();
-        if r.status.is_final() {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "deployment {id} not final");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    deploy_request(node, request).await
 }
 
 /// Publishes `payload` on `topic` in the cloud every 300 ms until `arrived` holds: the
@@ -374,31 +221,29 @@ async fn a_cloud_message_triggers_lambda_and_wasm_functions() {
     let mut roots = Vec::new();
     if let Some(python) = &python {
         let name = "com.example.CloudLambda";
-        std::fs::write(
-            recipes.join(format!("{name}.json")),
-            lambda_recipe(name, python, &out).to_string(),
-        )
-        .unwrap();
+        write_recipe(
+            &recipes,
+            name,
+            &cloud_lambda_recipe(name, python, &out, "cloud/lambda/#", &lambda_arn(name)),
+        );
         zip(
             python,
-            &dir.path()
-                .join(format!("artifacts/{name}/1.0.0/lambda-artifact.zip")),
+            &lambda_zip_path(dir.path(), name),
             &[("app.py", HANDLER)],
         );
         roots.push(name);
         if let Some(sdk) = greengrasssdk(python) {
             let name = "com.example.V1CloudEcho";
-            std::fs::write(
-                recipes.join(format!("{name}.json")),
-                lambda_recipe_on(name, python, &out, "cloud/v1/in", V1_ARN).to_string(),
-            )
-            .unwrap();
+            write_recipe(
+                &recipes,
+                name,
+                &cloud_lambda_recipe(name, python, &out, "cloud/v1/in", V1_ARN),
+            );
             zip_with_sdk(
                 python,
-                &dir.path()
-                    .join(format!("artifacts/{name}/1.0.0/lambda-artifact.zip")),
+                &lambda_zip_path(dir.path(), name),
                 &[("app.py", V1_HANDLER)],
-                &sdk,
+                Some(&sdk),
             );
             roots.push(name);
             roots.push(ROUTER);
@@ -407,14 +252,16 @@ async fn a_cloud_message_triggers_lambda_and_wasm_functions() {
     #[cfg(feature = "wasm")]
     {
         let name = "com.example.CloudWasm";
-        std::fs::write(
-            recipes.join(format!("{name}.json")),
-            wasm_recipe(name).to_string(),
-        )
-        .unwrap();
-        let art = dir.path().join(format!("artifacts/{name}/1.0.0"));
-        std::fs::create_dir_all(&art).unwrap();
-        std::fs::write(art.join("function.wasm"), echo_module()).unwrap();
+        write_wasm_component(
+            dir.path(),
+            name,
+            &wasm_module(WASM_ECHO),
+            json!({
+                "pubsubTopics": {"0": {"topic": "cloud/wasm/+", "type": "IOT_CORE"}},
+                "accessControl": {"aws.greengrass.ipc.pubsub": {"p": {
+                    "operations": ["aws.greengrass#PublishToTopic"], "resources": ["out/echo"]}}}
+            }),
+        );
         roots.push(name);
     }
     if roots.is_empty() {
@@ -439,7 +286,7 @@ async fn a_cloud_message_triggers_lambda_and_wasm_functions() {
     )
     .await
     .unwrap();
-    let record = deploy(&node, dir.path(), &roots).await;
+    let record = deploy_routed(&node, dir.path(), &roots).await;
     assert_eq!(record.status, DeploymentStatus::Succeeded, "{record:?}");
     let publisher = cloud.client("cloud-app").await;
 
@@ -468,13 +315,7 @@ async fn a_cloud_message_triggers_lambda_and_wasm_functions() {
     }
 
     if python.is_some() {
-        let read = || -> Vec<Value> {
-            std::fs::read_to_string(out.join("events.jsonl"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()
-        };
+        let read = || read_jsonl(&out.join("events.jsonl"));
         let payload = json!({"command": "reboot"});
         publish_until(&publisher, "cloud/lambda/a/b", &payload, || {
             !read().is_empty()

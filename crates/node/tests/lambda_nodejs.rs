@@ -8,15 +8,16 @@
 //! Skips with a message when node or aws-lambda-ric is missing, and fails then under
 //! `LICHEN_TEST_REQUIRE_ALL=1`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "function_support/mod.rs"]
+mod function_support;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use function_support::*;
 use lichen_bus::{Message, Payload};
-use lichen_core::control::{ControlReply, ControlRequest};
-use lichen_core::settings::Settings;
-use lichen_model::deployment::{DeploymentRecord, DeploymentRequest, DeploymentStatus};
-use lichen_node::{FunctionsService, Node, NodeOptions, Service};
+use lichen_core::control::ControlReply;
+use lichen_model::deployment::DeploymentStatus;
 use serde_json::{Value, json};
 
 const HANDLER: &str = r#"
@@ -33,15 +34,9 @@ exports.handler = async (event, context) => {
 };
 "#;
 
-fn require_all() -> bool {
-    std::env::var("LICHEN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
-}
-
 /// `bin/index.mjs` of the pinned aws-lambda-ric, and python (to write the ZIP).
 fn deps() -> Option<(PathBuf, PathBuf)> {
-    let python = std::env::var_os("LICHEN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    let python = venv_python();
     let ric = python
         .parent()
         .and_then(Path::parent)
@@ -59,83 +54,26 @@ fn deps() -> Option<(PathBuf, PathBuf)> {
         ric.display(),
         python.display()
     );
-    assert!(!require_all(), "LICHEN_TEST_REQUIRE_ALL=1: {message}");
-    eprintln!("skipping: {message}");
+    skip("", &message);
     None
 }
 
-fn zip(python: &Path, out: &Path, files: &[(&str, &str)]) {
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let spec = serde_json::to_string(&files).unwrap();
-    let status = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nfor n, t in json.loads(sys.argv[2]): z.writestr(n, t)\nz.close()",
-        ])
-        .arg(out)
-        .arg(spec)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn recipe(name: &str, ric: &Path, out: &Path) -> Value {
-    json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": name,
-        "ComponentVersion": "1.0.0",
-        "ComponentType": "aws.greengrass.lambda",
-        "ComponentDependencies": {
-            "aws.greengrass.LambdaLauncher": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"},
+    lambda_recipe(LambdaRecipe {
+        name,
+        arn: &lambda_arn(name),
+        dependencies: json!({
             "aws.greengrass.LambdaRuntimes": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "SOFT"}
-        },
-        "ComponentConfiguration": {"DefaultConfiguration": {
+        }),
+        configuration: json!({
             "lambdaExecutionParameters": {"EnvironmentVariables": {"OUT": out.display().to_string(), "GREETING": "hi from node"}},
-            "containerMode": "NoContainer", "timeoutInSeconds": 5, "maxInstancesCount": 2,
-            "inputPayloadEncodingType": "json", "maxQueueSize": 10, "pinned": true,
             "pubsubTopics": {"0": {"topic": "plant/+/temp", "type": "PUB_SUB"}}
-        }},
-        "Manifests": [{
-            "Platform": {},
-            "Lifecycle": {},
-            "Artifacts": [{"Uri": "greengrass:lambda-artifact.zip", "Unarchive": "ZIP"}]
-        }],
-        "Lifecycle": {
-            "startup": {"script": "{aws.greengrass.LambdaLauncher:artifacts:path}/lambda-launcher start"},
-            "setenv": {
-                "AWS_GREENGRASS_LAMBDA_ARN": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:1"),
-                "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "app.handler",
-                "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact",
-                "AWS_GREENGRASS_LAMBDA_RUNTIME": "nodejs18.x",
-                "LICHEN_LAMBDA_NODE_RIC": ric.display().to_string()
-            }
-        }
+        }),
+        setenv: json!({
+            "AWS_GREENGRASS_LAMBDA_RUNTIME": "nodejs18.x",
+            "LICHEN_LAMBDA_NODE_RIC": ric.display().to_string()
+        }),
     })
-}
-
-async fn deploy(node: &Node, dir: &Path, roots: &[&str]) -> DeploymentRecord {
-    let id = node
-        .handle()
-        .create_deployment(DeploymentRequest {
-            root_components_to_add: roots
-                .iter()
-                .map(|r| (r.to_string(), "1.0.0".to_string()))
-                .collect(),
-            recipe_dir: Some(dir.join("recipes")),
-            artifact_dir: Some(dir.join("artifacts")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = node.handle().deployment(&id).unwrap();
-        if r.status.is_final() {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "deployment {id} not final");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,29 +90,11 @@ async fn a_nodejs_handler_runs_under_aws_lambda_ric() {
             vec![("other.js", "exports.x = 1;\n")],
         ),
     ] {
-        std::fs::write(
-            dir.path().join(format!("recipes/{name}.json")),
-            recipe(name, &ric, &out).to_string(),
-        )
-        .unwrap();
-        zip(
-            &python,
-            &dir.path()
-                .join(format!("artifacts/{name}/1.0.0/lambda-artifact.zip")),
-            &files,
-        );
+        write_recipe(&dir.path().join("recipes"), name, &recipe(name, &ric, &out));
+        zip(&python, &lambda_zip_path(dir.path(), name), &files);
     }
     let root = dir.path().join("root");
-    let services: Vec<Arc<dyn Service>> = vec![Arc::new(FunctionsService::new())];
-    let node = Node::start(
-        NodeOptions {
-            root: root.clone(),
-            settings: Settings::parse("posixUser: root\n").unwrap(),
-        },
-        services,
-    )
-    .await
-    .unwrap();
+    let node = start_functions_node(root.clone()).await;
     let r = deploy(&node, dir.path(), &["com.example.NodeFn"]).await;
     assert_eq!(r.status, DeploymentStatus::Succeeded, "{r:?}");
 
@@ -188,18 +108,8 @@ async fn a_nodejs_handler_runs_under_aws_lambda_ric() {
             ))
             .unwrap();
     }
-    let read = || -> Vec<Value> {
-        std::fs::read_to_string(out.join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while read().len() < 3 {
-        assert!(Instant::now() < deadline, "events: {:?}", read());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let read = || read_jsonl(&out.join("events.jsonl"));
+    wait_for("3 events", Duration::from_secs(30), || read().len() >= 3).await;
     let mut events = read();
     assert_eq!(events.len(), 3, "{events:?}");
     events.sort_by_key(|e| e["event"]["celsius"].as_i64());
@@ -211,17 +121,13 @@ async fn a_nodejs_handler_runs_under_aws_lambda_ric() {
     }
 
     // function.invoke over the control channel.
-    let root2 = root.clone();
-    let reply = tokio::task::spawn_blocking(move || {
-        let mut c = lichen_core::control::client::ControlClient::connect(&root2).unwrap();
-        c.request(&ControlRequest::FunctionInvoke {
-            component: "com.example.NodeFn".into(),
-            payload: r#"{"direct": true}"#.into(),
-            topic: Some("cli/topic".into()),
-        })
-    })
-    .await
-    .unwrap();
+    let reply = invoke_over_control(
+        &root,
+        "com.example.NodeFn",
+        r#"{"direct": true}"#,
+        Some("cli/topic"),
+    )
+    .await;
     match reply.unwrap() {
         ControlReply::FunctionResult(r) => {
             assert!(!r.error, "{r:?}");

@@ -4,44 +4,20 @@
 //! malformed module fails its deployment naming it.
 #![cfg(feature = "wasm")]
 
+#[path = "function_support/mod.rs"]
+mod function_support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use function_support::*;
 use lichen_bus::{Message, Payload, SubscribeOptions};
 use lichen_core::control::{ControlReply, ControlRequest, FunctionResult};
-use lichen_core::settings::Settings;
-use lichen_model::deployment::{DeploymentRecord, DeploymentRequest, DeploymentStatus};
+use lichen_model::deployment::DeploymentStatus;
 use lichen_node::services::wasm::WasmService;
-use lichen_node::{Node, NodeOptions, Service};
-use serde_json::{Value, json};
-
-/// Bump allocator reset after each event, plus the lichen imports.
-fn module(body: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(module
-  (import "lichen" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))
-  (import "lichen" "set_result" (func $set_result (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (global $bump (mut i32) (i32.const 4096))
-  (func (export "lichen_alloc") (param $len i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (global.get $bump) (local.get $len)))
-    (local.get $p))
-  {body})"#
-    ))
-    .expect("test WAT parses")
-}
-
-/// Publishes each event's payload to out/echo and returns the topic it came on.
-const ECHO: &str = r#"
-  (data (i32.const 0) "out/echo")
-  (func (export "lichen_handle") (param $tp i32) (param $tl i32) (param $pp i32) (param $pl i32) (result i32)
-    (drop (call $publish (i32.const 0) (i32.const 8) (local.get $pp) (local.get $pl)))
-    (drop (call $set_result (local.get $tp) (local.get $tl)))
-    (global.set $bump (i32.const 4096))
-    (i32.const 0))"#;
+use lichen_node::{Node, Service};
+use serde_json::json;
 
 const LOOP: &str = r#"
   (func (export "lichen_handle") (param i32 i32 i32 i32) (result i32)
@@ -67,68 +43,9 @@ const SNEAKY: &str = r#"
       (then (drop (call $set_result (i32.const 16) (i32.const 6))) (i32.const 0))
       (else (drop (call $set_result (i32.const 32) (i32.const 9))) (i32.const 0))))"#;
 
-fn recipe(name: &str, config: Value) -> Value {
-    json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": name,
-        "ComponentVersion": "1.0.0",
-        "ComponentType": "lichen.wasm",
-        "ComponentConfiguration": {"DefaultConfiguration": config},
-        "Manifests": [{
-            "Platform": {"os": "linux"},
-            "Lifecycle": {"Run": "{artifacts:path}/function.wasm"},
-            "Artifacts": [{"URI": format!("s3://test/{name}/function.wasm")}]
-        }]
-    })
-}
-
-fn write_component(dir: &Path, name: &str, wasm: &[u8], config: Value) {
-    let art = dir.join("artifacts").join(name).join("1.0.0");
-    std::fs::create_dir_all(&art).unwrap();
-    std::fs::write(art.join("function.wasm"), wasm).unwrap();
-    std::fs::create_dir_all(dir.join("recipes")).unwrap();
-    std::fs::write(
-        dir.join("recipes").join(format!("{name}.json")),
-        recipe(name, config).to_string(),
-    )
-    .unwrap();
-}
-
-async fn deploy(node: &Node, dir: &Path, roots: &[&str]) -> DeploymentRecord {
-    let id = node
-        .handle()
-        .create_deployment(DeploymentRequest {
-            root_components_to_add: roots
-                .iter()
-                .map(|r| (r.to_string(), "1.0.0".to_string()))
-                .collect(),
-            recipe_dir: Some(dir.join("recipes")),
-            artifact_dir: Some(dir.join("artifacts")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for _ in 0..1200 {
-        let r = node.handle().deployment(&id).unwrap();
-        if r.status.is_final() {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("deployment {id} not final");
-}
-
 async fn start(dir: &Path) -> (Node, Arc<WasmService>) {
     let wasm = Arc::new(WasmService::new());
-    let node = Node::start(
-        NodeOptions {
-            root: dir.join("root"),
-            settings: Settings::parse("posixUser: root\n").unwrap(),
-        },
-        vec![wasm.clone() as Arc<dyn Service>],
-    )
-    .await
-    .unwrap();
+    let node = start_node(dir.join("root"), vec![wasm.clone() as Arc<dyn Service>]).await;
     (node, wasm)
 }
 
@@ -153,32 +70,32 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
     let looping = "com.test.WasmLoop";
     let grow = "com.test.WasmGrow";
     let sneaky = "com.test.WasmSneaky";
-    write_component(
+    write_wasm_component(
         dir.path(),
         echo,
-        &module(ECHO),
+        &wasm_module(WASM_ECHO),
         json!({
             "pubsubTopics": {"0": {"topic": "in/+", "type": "PUB_SUB"}},
             "accessControl": {"aws.greengrass.ipc.pubsub": {"p": {
                 "operations": ["aws.greengrass#PublishToTopic"], "resources": ["out/echo"]}}}
         }),
     );
-    write_component(
+    write_wasm_component(
         dir.path(),
         looping,
-        &module(LOOP),
+        &wasm_module(LOOP),
         json!({"fuelPerInvocation": 300000}),
     );
-    write_component(
+    write_wasm_component(
         dir.path(),
         grow,
-        &module(GROW),
+        &wasm_module(GROW),
         json!({"memoryLimitBytes": 262144}),
     );
-    write_component(
+    write_wasm_component(
         dir.path(),
         sneaky,
-        &module(SNEAKY),
+        &wasm_module(SNEAKY),
         json!({"accessControl": {"aws.greengrass.ipc.pubsub": {"p": {
             "operations": ["aws.greengrass#PublishToTopic"], "resources": ["out/echo"]}}}}),
     );
@@ -277,16 +194,7 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
 
     // Over the real control socket (what `lichen function invoke` uses).
     let root = node.handle().layout().root().to_path_buf();
-    let reply = tokio::task::spawn_blocking(move || {
-        let mut client = lichen_core::control::client::ControlClient::connect(&root).unwrap();
-        client.request(&ControlRequest::FunctionInvoke {
-            component: "com.test.WasmEcho".into(),
-            payload: "{}".into(),
-            topic: Some("via/socket".into()),
-        })
-    })
-    .await
-    .unwrap();
+    let reply = invoke_over_control(&root, "com.test.WasmEcho", "{}", Some("via/socket")).await;
     match reply {
         Ok(ControlReply::FunctionResult(r)) => assert_eq!(r.result, "via/socket"),
         other => panic!("control socket: {other:?}"),
@@ -298,7 +206,7 @@ async fn functions_publish_are_limited_and_the_core_stays_up() {
 async fn a_malformed_module_fails_its_deployment_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let broken = "com.test.WasmBroken";
-    write_component(
+    write_wasm_component(
         dir.path(),
         broken,
         b"\0asm\x01\0\0\0not a module",
