@@ -27,6 +27,7 @@ async fn inner(postgres: bool) -> Option<(tempfile::TempDir, Arc<Inner<Store>>)>
         broker: std::sync::OnceLock::new(),
         jobs: crate::jobs::JobCache::default(),
         fleet_status: crate::fleet_status::channel().0,
+        client_devices: Default::default(),
     });
     Some((dir, inner))
 }
@@ -38,6 +39,7 @@ fn client(thing: &str, client_id: &str, connection: u64) -> ClientIdentity {
         fingerprint: None,
         handle: Some(Arc::new(Principal::Thing {
             name: thing.to_string(),
+            client_devices: Arc::default(),
         })),
         connection,
     }

@@ -2,6 +2,8 @@
 //! SQLite (a temporary directory) and PostgreSQL (a throwaway cluster, `testing::PgCluster`),
 //! both through `Store::open`, so the enum's delegation is exercised too.
 
+#[path = "conformance/associations.rs"]
+mod associations;
 #[path = "conformance/content.rs"]
 mod content;
 #[path = "conformance/registry.rs"]
@@ -121,6 +123,7 @@ mod fixtures {
     }
 }
 
+use associations::*;
 use content::*;
 use fixtures::*;
 use lichen_cloud_store::testing::PgCluster;
@@ -187,6 +190,8 @@ conformance!(
     delete_thing_cascades,
     device_deployments_and_admission,
     stream_records,
+    client_device_associations,
+    client_devices_per_core_are_bounded,
 );
 
 #[tokio::test]
