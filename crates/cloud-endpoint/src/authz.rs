@@ -124,6 +124,11 @@ impl Principal {
 }
 
 impl Authorizer for CloudAuthorizer {
+    /// Deliveries are checked, for the one grant that can be withdrawn while subscribed.
+    fn checks_receive(&self) -> bool {
+        true
+    }
+
     fn allows(&self, client: ClientRef<'_>, action: Action<'_>) -> bool {
         let Some(principal) = client.handle_as::<Principal>() else {
             return false;
@@ -132,7 +137,15 @@ impl Authorizer for CloudAuthorizer {
             Principal::Thing { name, .. } => {
                 let topic = match action {
                     Action::Connect { client_id } => return client_id_allowed(name, client_id),
-                    Action::Publish { topic } | Action::Receive { topic } => topic,
+                    // Subscribing was the check, except for a client device's shadow
+                    // topics: its association can be withdrawn while the core is subscribed.
+                    Action::Receive { topic } => {
+                        return match shadow_topic_thing(topic) {
+                            Some(t) if t != name => principal.may_use_shadows_of(t),
+                            _ => true,
+                        };
+                    }
+                    Action::Publish { topic } => topic,
                     Action::Subscribe { filter } => filter,
                 };
                 // A filter passes only if its literal start is the thing's own prefix: the
@@ -226,6 +239,11 @@ mod tests {
         // The device itself gains nothing from being associated.
         let device = |t: &str| check(thing("sensor-9"), "sensor-9", Action::Publish { topic: t });
         assert!(!device("$aws/things/gw/shadow/get"));
+        // Disassociated while subscribed: deliveries stop; the rest is as subscribed.
+        let bare = |t: &str| check(thing("gw"), "gw", Action::Receive { topic: t });
+        assert!(!bare("$aws/things/sensor-9/shadow/update/accepted"));
+        assert!(bare("$aws/things/gw/shadow/update/accepted"));
+        assert!(bare("plain/topic"));
         // A core with no client devices: only its own.
         assert!(!check(
             thing("gw"),
