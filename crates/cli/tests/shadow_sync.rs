@@ -661,6 +661,17 @@ fn a_client_device_not_associated_with_the_core_stays_pending_not_authorized() {
             ]);
             let l = cloud.json(&["core", "associated", "gw-noassoc"]);
             assert_eq!(l["associatedClientDevices"], json!([]), "{l}");
+            let out = cloud.cli(&["core", "associated", "gw-noassoc"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("No client devices"), "{text}");
+            // An unknown thing is named with its error, and the command fails.
+            let out = cloud.cli(&["core", "associate", "gw-noassoc", "ghost"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "{text}");
+            assert!(
+                text.contains("ghost") && text.contains("ResourceNotFoundException"),
+                "{text}"
+            );
         },
     );
     local_update(&s.core, "sensor-7", None, json!({"reported": {"lux": 1}}));
