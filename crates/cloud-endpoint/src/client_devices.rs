@@ -98,24 +98,47 @@ impl Registry {
         Ok(list)
     }
 
-    /// Reads `thing`'s list again for its live connections (none: nothing to do).
+    /// Reads `thing`'s list again for its live connections (none: nothing to do). When
+    /// `thing` no longer exists, it is also taken out of every connected core's list (its
+    /// associations were deleted with it).
     pub async fn refresh<B: Backend>(&self, store: &B, thing: &str) -> Result<(), StoreError> {
         let ticket = self.ticket();
+        let names = match read(store, thing).await {
+            Ok(names) => names,
+            Err(StoreError::NotFound { .. }) => {
+                self.forget(thing);
+                HashSet::new()
+            }
+            Err(e) => return Err(e),
+        };
         let live = {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             entries.by_thing.get(thing).and_then(Weak::upgrade)
         };
-        let Some(list) = live else {
-            return Ok(());
-        };
-        let names = match read(store, thing).await {
-            Ok(names) => names,
-            // The thing was deleted: its connections are closing; nothing is left to reach.
-            Err(StoreError::NotFound { .. }) => HashSet::new(),
-            Err(e) => return Err(e),
-        };
-        list.replace(ticket, names);
+        if let Some(list) = live {
+            list.replace(ticket, names);
+        }
         Ok(())
+    }
+
+    /// Takes a deleted thing out of every live list (one pass over the connected things).
+    fn forget(&self, thing: &str) {
+        let lists: Vec<Arc<ClientDevices>> = {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries
+                .by_thing
+                .values()
+                .filter_map(Weak::upgrade)
+                .collect()
+        };
+        for list in lists {
+            let mut current = list.current.write().unwrap_or_else(|p| p.into_inner());
+            if current.1.contains(thing) {
+                let mut names = (*current.1).clone();
+                names.remove(thing);
+                current.1 = Arc::new(names);
+            }
+        }
     }
 
     fn ticket(&self) -> u64 {
@@ -132,4 +155,59 @@ async fn read<B: Backend>(store: &B, thing: &str) -> Result<HashSet<String>, Sto
         .into_iter()
         .map(|a| a.thing_name)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lichen_cloud_store::{NewThing, Store};
+
+    fn thing(name: &str) -> NewThing {
+        NewThing {
+            name: name.into(),
+            attributes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_older_read_never_replaces_a_newer_one() {
+        let list = ClientDevices::default();
+        list.replace(5, HashSet::from(["new".to_string()]));
+        list.replace(4, HashSet::from(["stale".to_string()]));
+        assert!(list.contains("new") && !list.contains("stale"));
+    }
+
+    #[tokio::test]
+    async fn changes_and_deletes_reach_the_live_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        for n in ["gw", "gw2", "dev"] {
+            store.create_thing(&thing(n)).await.unwrap();
+        }
+        let at = "2026-12-04T00:00:00.000Z";
+        let dev = vec!["dev".to_string()];
+        store
+            .associate_client_devices("gw", &dev, at)
+            .await
+            .unwrap();
+        store
+            .associate_client_devices("gw2", &dev, at)
+            .await
+            .unwrap();
+        let registry = Registry::default();
+        let a = registry.attach(&store, "gw").await.unwrap();
+        let b = registry.attach(&store, "gw").await.unwrap();
+        let other = registry.attach(&store, "gw2").await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one list per thing");
+        assert!(a.contains("dev"));
+        store.disassociate_client_devices("gw", &dev).await.unwrap();
+        registry.refresh(&store, "gw").await.unwrap();
+        assert!(!b.contains("dev"), "withdrawn at once");
+        assert!(other.contains("dev"), "another core's list is its own");
+        store.delete_thing("dev").await.unwrap();
+        registry.refresh(&store, "dev").await.unwrap();
+        assert!(!other.contains("dev"), "a deleted device leaves every list");
+        drop((a, b, other));
+        registry.refresh(&store, "gw").await.unwrap(); // no live connection: nothing to do
+    }
 }

@@ -968,6 +968,19 @@ async fn client_device_associations(c: &Cloud) {
         .expect("GET", &format!("{base}/associatedClientDevices"), None, 200)
         .await;
     assert_eq!(l["associatedClientDevices"].as_array().unwrap().len(), 1);
+    // Deleting a device tells the endpoint too (cores drop it from their lists).
+    c.expect("DELETE", "/v1/things/sensor-2", None, 204).await;
+    assert!(
+        c.revoked
+            .0
+            .lock()
+            .unwrap()
+            .contains(&"clientDevices:sensor-2".to_string())
+    );
+    let l = c
+        .expect("GET", &format!("{base}/associatedClientDevices"), None, 200)
+        .await;
+    assert_eq!(l["associatedClientDevices"], json!([]), "{l}");
     // An unknown core, a bad name, too many entries, an unknown field; and no token.
     c.expect_error(
         "GET",
