@@ -118,6 +118,12 @@ pub enum CloudCommand {
         #[command(subcommand)]
         command: crate::cmd_cloud_job::JobCommand,
     },
+    /// Core devices' client devices: associate (their shadow topics open to the core),
+    /// disassociate, list.
+    Core {
+        #[command(subcommand)]
+        command: crate::cmd_cloud_core::CoreCommand,
+    },
     /// Stream records cores exported to this cloud (stream manager `lichen-cloud:` exports).
     Stream {
         #[command(subcommand)]
@@ -191,6 +197,7 @@ pub fn run(global: &Global, args: CloudArgs) -> anyhow::Result<ExitCode> {
         CloudCommand::Stream { command } => {
             crate::cmd_cloud_stream::stream(global, &args.conn, command)
         }
+        CloudCommand::Core { command } => crate::cmd_cloud_core::core(global, &args.conn, command),
     }
 }
 

@@ -4,6 +4,7 @@ mod cmd_check;
 mod cmd_cloud;
 mod cmd_cloud_certs;
 mod cmd_cloud_component;
+mod cmd_cloud_core;
 mod cmd_cloud_deployment;
 mod cmd_cloud_device;
 mod cmd_cloud_job;

@@ -230,6 +230,12 @@ fn cloud_connected(core: &TestCore) -> bool {
 /// A cloud, a core from its bundle reaching it through the relay, with `shadow_config` as the
 /// ShadowManager configuration (YAML, indented under `configuration:`), and the console.
 fn setup(thing: &str, shadow_config: &str) -> Setup {
+    setup_with(thing, shadow_config, |_| {})
+}
+
+/// [`setup`], with `before_core` run on the cloud once the core's thing exists and before
+/// the core starts.
+fn setup_with(thing: &str, shadow_config: &str, before_core: impl FnOnce(&RunningCloud)) -> Setup {
     let cloud = RunningCloud::start();
     let core_dir = tempfile::tempdir().unwrap();
     cloud.json(&[
@@ -249,6 +255,7 @@ fn setup(thing: &str, shadow_config: &str) -> Setup {
         bundle.replace(&endpoint, &format!("localhost:{}", relay.port))
     );
     let console = Console::connect(&format!("127.0.0.1:{port}"), core_dir.path(), thing);
+    before_core(&cloud);
     let core = TestCore::start_in(core_dir, "root", &config);
     wait_for("the core to connect", Duration::from_secs(60), || {
         cloud_connected(&core).then_some(())
@@ -560,27 +567,34 @@ fn a_sync_the_cloud_refuses_is_kept_pending_with_its_error_until_it_can_be_synce
     s.cloud.stop();
 }
 
-/// Known gap (issue 13, `shadowDocuments`): the lichen cloud's endpoint lets a thing reach
-/// only its own `$aws/things/<t>/` topics (`cloud-endpoint/src/authz.rs`), so the core's
-/// get/update of a client device's shadow is refused with NotAuthorized (the core keeps it
-/// pending, `lastError` in `shadow list`, retried with backoff). AWS IoT grants this through
-/// the core's IoT policy; lichen's cloud has no equivalent yet. Un-ignore when it does.
+/// A client device's shadow listed in `shadowDocuments` syncs through the core once the
+/// device is associated with the core in the cloud (`lichen cloud core associate`, Greengrass
+/// BatchAssociateClientDeviceWithCoreDevice): the cloud endpoint then lets the core use that
+/// device's shadow topics, classic and named.
 #[test]
-#[ignore = "the cloud endpoint refuses a core access to its client devices' shadow topics"]
 fn a_client_devices_shadow_listed_in_shadow_documents_syncs_through_the_core() {
-    let mut s = setup(
+    let device_dir = tempfile::tempdir().unwrap();
+    let mut s = setup_with(
         "gw-docs",
         "      synchronize:\n        coreThing: { classic: false }\n        shadowDocuments:\n          - { thingName: sensor-9, classic: true, namedShadows: [cfg] }\n",
+        |cloud| {
+            // The client device's own identity in the cloud, for its cloud-side view.
+            cloud.json(&[
+                "thing",
+                "create",
+                "sensor-9",
+                "--out",
+                device_dir.path().to_str().unwrap(),
+            ]);
+            let r = cloud.json(&["core", "associate", "gw-docs", "sensor-9"]);
+            assert_eq!(r["errorEntries"], json!([]), "{r}");
+            let l = cloud.json(&["core", "associated", "gw-docs"]);
+            assert_eq!(
+                l["associatedClientDevices"][0]["thingName"], "sensor-9",
+                "{l}"
+            );
+        },
     );
-    // The client device's own identity in the cloud, for its cloud-side view.
-    let device_dir = tempfile::tempdir().unwrap();
-    s.cloud.json(&[
-        "thing",
-        "create",
-        "sensor-9",
-        "--out",
-        device_dir.path().to_str().unwrap(),
-    ]);
     let endpoint = s.cloud.ready["iotDataEndpoint"]
         .as_str()
         .unwrap()
@@ -623,6 +637,103 @@ fn a_client_devices_shadow_listed_in_shadow_documents_syncs_through_the_core() {
     assert!(
         s.console.get(None).is_none(),
         "the core's classic shadow was synced"
+    );
+    drop(s.core);
+    s.cloud.stop();
+}
+
+/// Not associated, the client device's shadow is refused by the cloud endpoint: the core
+/// keeps it pending with NotAuthorized as its last error, and the cloud has no document.
+/// Associated while the core is connected, it syncs; disassociated, it is refused again.
+#[test]
+fn a_client_device_not_associated_with_the_core_stays_pending_not_authorized() {
+    let device_dir = tempfile::tempdir().unwrap();
+    let s = setup_with(
+        "gw-noassoc",
+        "      synchronize:\n        coreThing: { classic: false }\n        shadowDocuments:\n          - { thingName: sensor-7, classic: true }\n",
+        |cloud| {
+            cloud.json(&[
+                "thing",
+                "create",
+                "sensor-7",
+                "--out",
+                device_dir.path().to_str().unwrap(),
+            ]);
+            let l = cloud.json(&["core", "associated", "gw-noassoc"]);
+            assert_eq!(l["associatedClientDevices"], json!([]), "{l}");
+            let out = cloud.cli(&["core", "associated", "gw-noassoc"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("No client devices"), "{text}");
+            // An unknown thing is named with its error, and the command fails.
+            let out = cloud.cli(&["core", "associate", "gw-noassoc", "ghost"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "{text}");
+            assert!(
+                text.contains("ghost") && text.contains("ResourceNotFoundException"),
+                "{text}"
+            );
+        },
+    );
+    local_update(&s.core, "sensor-7", None, json!({"reported": {"lux": 1}}));
+    let entry = wait_for(
+        "the NotAuthorized sync error in the listing",
+        Duration::from_secs(60),
+        || {
+            let l = s.core.json(&["shadow", "list", "sensor-7"]);
+            l["shadows"][0]["sync"]["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("NotAuthorized"))
+                .then(|| l["shadows"][0].clone())
+        },
+    );
+    assert_eq!(entry["sync"]["pending"], true, "{entry}");
+    let endpoint = s.cloud.ready["iotDataEndpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = endpoint.rsplit(':').next().unwrap();
+    let mut device_cloud =
+        Console::connect(&format!("127.0.0.1:{port}"), device_dir.path(), "sensor-7");
+    assert!(
+        device_cloud.get(None).is_none(),
+        "the refused shadow reached the cloud"
+    );
+    // Associated while the core stays connected: the endpoint re-reads the core's client
+    // devices, the core's next try subscribes and syncs (a local change wakes it at once).
+    let r = s
+        .cloud
+        .json(&["core", "associate", "gw-noassoc", "sensor-7"]);
+    assert_eq!(r["errorEntries"], json!([]), "{r}");
+    local_update(&s.core, "sensor-7", None, json!({"reported": {"lux": 2}}));
+    wait_for(
+        "the shadow in the cloud after the association",
+        Duration::from_secs(60),
+        || {
+            device_cloud
+                .get(None)
+                .filter(|d| d["state"]["reported"]["lux"] == 2)
+        },
+    );
+    wait_for("in sync, no error", Duration::from_secs(30), || {
+        let l = s.core.json(&["shadow", "list", "sensor-7"]);
+        let sync = &l["shadows"][0]["sync"];
+        (sync["pending"] == false && sync.get("lastError").is_none()).then_some(())
+    });
+    // Disassociated: the core's next change is refused again.
+    s.cloud
+        .json(&["core", "disassociate", "gw-noassoc", "sensor-7"]);
+    local_update(&s.core, "sensor-7", None, json!({"reported": {"lux": 3}}));
+    wait_for("NotAuthorized again", Duration::from_secs(60), || {
+        let l = s.core.json(&["shadow", "list", "sensor-7"]);
+        l["shadows"][0]["sync"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("NotAuthorized"))
+            .then_some(())
+    });
+    assert_eq!(
+        device_cloud.get(None).unwrap()["state"]["reported"]["lux"],
+        2,
+        "the change after the disassociation reached the cloud"
     );
     drop(s.core);
     s.cloud.stop();

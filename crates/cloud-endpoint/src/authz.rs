@@ -1,16 +1,22 @@
 //! Who a connection is ([`Principal`], attached by the gate) and what it may do.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use lichen_broker::{Action, Authorizer, ClientRef, PolicyAuthorizer};
 
 use crate::EndpointError;
+use crate::client_devices::ClientDevices;
 
 /// The identity the gate gives a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Principal {
-    /// A device certificate attached to this thing.
-    Thing { name: String },
+    /// A device certificate attached to this thing, and the client devices associated with
+    /// it (a core's), whose shadow topics it may use.
+    Thing {
+        name: String,
+        client_devices: Arc<ClientDevices>,
+    },
     /// A fleet-provisioning claim certificate and the templates that list it.
     Claim {
         fingerprint: String,
@@ -95,21 +101,60 @@ fn own(name: &str, thing: &str) -> bool {
     false
 }
 
+/// The thing whose shadow topic (or filter) this is, when it is one: `$aws/things/<t>/shadow/…`,
+/// classic or named. `<t>` is literal in a filter that passes (a wildcard is no thing name).
+pub fn shadow_topic_thing(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("$aws/things/")?;
+    let (thing, after) = rest.split_once('/')?;
+    after.starts_with("shadow/").then_some(thing)
+}
+
+impl Principal {
+    /// Whether this principal may use `thing`'s shadow topics: its own, or those of a client
+    /// device associated with it.
+    pub fn may_use_shadows_of(&self, thing: &str) -> bool {
+        match self {
+            Principal::Thing {
+                name,
+                client_devices,
+            } => name == thing || client_devices.contains(thing),
+            Principal::Claim { .. } => false,
+        }
+    }
+}
+
 impl Authorizer for CloudAuthorizer {
+    /// Deliveries are checked, for the one grant that can be withdrawn while subscribed.
+    fn checks_receive(&self) -> bool {
+        true
+    }
+
     fn allows(&self, client: ClientRef<'_>, action: Action<'_>) -> bool {
         let Some(principal) = client.handle_as::<Principal>() else {
             return false;
         };
         match principal {
-            Principal::Thing { name } => {
+            Principal::Thing { name, .. } => {
                 let topic = match action {
                     Action::Connect { client_id } => return client_id_allowed(name, client_id),
-                    Action::Publish { topic } | Action::Receive { topic } => topic,
+                    // Subscribing was the check, except for a client device's shadow
+                    // topics: its association can be withdrawn while the core is subscribed.
+                    Action::Receive { topic } => {
+                        return match shadow_topic_thing(topic) {
+                            Some(t) if t != name => principal.may_use_shadows_of(t),
+                            _ => true,
+                        };
+                    }
+                    Action::Publish { topic } => topic,
                     Action::Subscribe { filter } => filter,
                 };
                 // A filter passes only if its literal start is the thing's own prefix: the
                 // wildcards after it cannot reach another thing.
                 if own(topic, name) {
+                    return true;
+                }
+                // A core's client devices: their shadow topics only, nothing else of theirs.
+                if shadow_topic_thing(topic).is_some_and(|t| principal.may_use_shadows_of(t)) {
                     return true;
                 }
                 if reserved(topic) {
@@ -150,7 +195,73 @@ mod tests {
     }
 
     fn thing(n: &str) -> Principal {
-        Principal::Thing { name: n.into() }
+        Principal::Thing {
+            name: n.into(),
+            client_devices: Arc::new(ClientDevices::default()),
+        }
+    }
+
+    fn core_with(n: &str, devices: &[&str]) -> Principal {
+        Principal::Thing {
+            name: n.into(),
+            client_devices: Arc::new(ClientDevices::fixed(
+                devices.iter().map(|d| (*d).to_owned()),
+            )),
+        }
+    }
+
+    #[test]
+    fn a_core_uses_only_the_shadow_topics_of_its_client_devices() {
+        let core = || core_with("gw", &["sensor-9"]);
+        let publish = |t: &str| check(core(), "gw", Action::Publish { topic: t });
+        let sub = |f: &str| check(core(), "gw", Action::Subscribe { filter: f });
+        let receive = |t: &str| check(core(), "gw", Action::Receive { topic: t });
+        assert!(publish("$aws/things/sensor-9/shadow/get"));
+        assert!(publish("$aws/things/sensor-9/shadow/update"));
+        assert!(publish("$aws/things/sensor-9/shadow/name/cfg/update"));
+        assert!(sub("$aws/things/sensor-9/shadow/#"));
+        assert!(sub("$aws/things/sensor-9/shadow/name/+/update/accepted"));
+        assert!(receive("$aws/things/sensor-9/shadow/update/delta"));
+        // Nothing else of the device's.
+        assert!(!publish("$aws/things/sensor-9/jobs/start-next"));
+        assert!(!sub("$aws/things/sensor-9/jobs/#"));
+        assert!(!sub("$aws/things/sensor-9/#"));
+        assert!(!sub("$aws/things/sensor-9/+/update"));
+        assert!(!publish("$aws/things/sensor-9/shadow"));
+        assert!(!publish("$aws/things/sensor-9/shadowx/get"));
+        assert!(!publish("$lichen/things/sensor-9/connectivity/update"));
+        // Not another device, a prefix of the name, or a wildcard in its place.
+        assert!(!publish("$aws/things/sensor-10/shadow/get"));
+        assert!(!publish("$aws/things/sensor-/shadow/get"));
+        assert!(!publish("$aws/things/sensor-99/shadow/get"));
+        assert!(!sub("$aws/things/+/shadow/#"));
+        assert!(!sub("$aws/things/#"));
+        // The device itself gains nothing from being associated.
+        let device = |t: &str| check(thing("sensor-9"), "sensor-9", Action::Publish { topic: t });
+        assert!(!device("$aws/things/gw/shadow/get"));
+        // Disassociated while subscribed: deliveries stop; the rest is as subscribed.
+        let bare = |t: &str| check(thing("gw"), "gw", Action::Receive { topic: t });
+        assert!(!bare("$aws/things/sensor-9/shadow/update/accepted"));
+        assert!(bare("$aws/things/gw/shadow/update/accepted"));
+        assert!(bare("plain/topic"));
+        // A core with no client devices: only its own.
+        assert!(!check(
+            thing("gw"),
+            "gw",
+            Action::Publish {
+                topic: "$aws/things/sensor-9/shadow/get"
+            }
+        ));
+    }
+
+    #[test]
+    fn shadow_topic_things() {
+        assert_eq!(shadow_topic_thing("$aws/things/a/shadow/get"), Some("a"));
+        assert_eq!(shadow_topic_thing("$aws/things/a/shadow/#"), Some("a"));
+        assert_eq!(shadow_topic_thing("$aws/things/a/shadow"), None);
+        assert_eq!(shadow_topic_thing("$aws/things/a/jobs/get"), None);
+        assert_eq!(shadow_topic_thing("$aws/things/a"), None);
+        assert_eq!(shadow_topic_thing("$lichen/things/a/shadow/get"), None);
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Presence {
     }
 
     fn record(&self, client: &ClientIdentity, online: bool) {
-        let Some(Principal::Thing { name }) = client
+        let Some(Principal::Thing { name, .. }) = client
             .handle
             .as_ref()
             .and_then(|h| h.downcast_ref::<Principal>())

@@ -28,6 +28,7 @@ async fn inner(postgres: bool) -> Option<(tempfile::TempDir, Arc<Inner<Store>>)>
         jobs: crate::jobs::JobCache::default(),
         fleet_status: crate::fleet_status::channel().0,
         executions: crate::execution_writer::ExecutionWriter::channel().0,
+        client_devices: Default::default(),
     });
     Some((dir, inner))
 }
@@ -39,6 +40,7 @@ fn client(thing: &str, client_id: &str, connection: u64) -> ClientIdentity {
         fingerprint: None,
         handle: Some(Arc::new(Principal::Thing {
             name: thing.to_string(),
+            client_devices: Arc::default(),
         })),
         connection,
     }

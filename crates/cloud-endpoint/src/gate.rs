@@ -24,7 +24,7 @@ impl<B: Backend + 'static> ConnectionGate for CloudGate<B> {
             match decide(&inner, &info).await {
                 Ok(principal) => {
                     let thing = match &principal {
-                        Principal::Thing { name } => name.clone(),
+                        Principal::Thing { name, .. } => name.clone(),
                         Principal::Claim { fingerprint, .. } => claim_thing_name(fingerprint),
                     };
                     GateDecision::Admit(Admission {
@@ -55,7 +55,15 @@ async fn decide<B: Backend>(inner: &Inner<B>, info: &ConnectInfo) -> Result<Prin
                     info.client_id
                 ));
             }
-            Ok(Principal::Thing { name: thing })
+            let client_devices = inner
+                .client_devices
+                .attach(&inner.store, &thing)
+                .await
+                .map_err(|e| format!("client device lookup failed: {e}"))?;
+            Ok(Principal::Thing {
+                name: thing,
+                client_devices,
+            })
         }
         CertificateKind::Claim => {
             // A claim connection must not take over a device's session.

@@ -27,6 +27,10 @@
 //!   literally, so no wildcard reaches another thing), plus what the cloud's device policy
 //!   allows: a Greengrass `DeviceGroups` document at `<state_dir>/device-policy.json` if present
 //!   (its grants never reach `$aws/` or `$lichen/` topics of other things), else nothing more.
+//! - A core device: also the shadow topics (`$aws/things/<device>/shadow/…`, classic and
+//!   named; publish, subscribe, receive) of the client devices associated with it
+//!   (`associateClientDevices`), nothing else of theirs. The list is read at connect and
+//!   again when the API changes it on this node (see [`client_devices`]).
 //! - A claim identity: only the provisioning topics, `$aws/certificates/create/json`,
 //!   `$aws/certificates/create-from-csr/json` and
 //!   `$aws/provisioning-templates/<template that lists it>/provision/json`, each with
@@ -59,6 +63,7 @@
 //! | everything else | the broker's limits (`config.broker_limits`) and `lichen-iot`'s bounds |
 
 mod authz;
+pub mod client_devices;
 pub mod connectivity;
 mod events;
 mod execution_writer;
@@ -143,6 +148,8 @@ pub(crate) struct Inner<B: Backend> {
     pub fleet_status: fleet_status::StatusSender,
     /// Job-execution updates for the batching writer ([`execution_writer`]).
     pub executions: execution_writer::ExecutionWriter,
+    /// The client devices of connected cores (see [`client_devices`]).
+    pub client_devices: client_devices::Registry,
 }
 
 impl<B: Backend> Inner<B> {
@@ -176,6 +183,7 @@ pub async fn start<B: Backend + 'static>(
         jobs: jobs::JobCache::default(),
         fleet_status: status_tx,
         executions,
+        client_devices: client_devices::Registry::default(),
     });
     fleet_status::spawn_writer(&inner, status_rx);
     execution_writer::spawn(&inner, executions_rx);
@@ -252,6 +260,20 @@ impl<B: Backend + 'static> EndpointHandle<B> {
     /// queueing, canceling or removing executions for it).
     pub async fn notify_jobs(&self, thing: &str) {
         jobs::notify(&self.inner, thing).await;
+    }
+
+    /// The client devices associated with the core `thing` changed: its live connections on
+    /// this node read the list again (their next action sees it). Call after the change is
+    /// committed.
+    pub async fn client_devices_changed(&self, thing: &str) {
+        if let Err(e) = self
+            .inner
+            .client_devices
+            .refresh(&self.inner.store, thing)
+            .await
+        {
+            tracing::error!(%thing, error = %e, "client devices not re-read; the core's connections see the change at their next connect");
+        }
     }
 
     /// Applies a shadow update request (the body a device would publish on `…/update`) for

@@ -1,4 +1,5 @@
-//! The reserved-topic handler: parses the topic, checks it belongs to the sender, and hands it
+//! The reserved-topic handler: parses the topic, checks it belongs to the sender (or, for a
+//! shadow, to a client device associated with the sending core), and hands it
 //! to shadows, jobs, provisioning or connectivity. Replies that are not for the topic's
 //! subscribers (provisioning) go to the requesting client only.
 
@@ -69,7 +70,7 @@ async fn handle<B: Backend>(inner: &Inner<B>, m: InboundPublish) {
     };
     let topic = &*m.topic;
     let thing = match &principal {
-        Principal::Thing { name } => Some(name.as_str()),
+        Principal::Thing { name, .. } => Some(name.as_str()),
         Principal::Claim { .. } => None,
     };
     if let Some(rest) = topic.strip_prefix("$lichen/things/") {
@@ -87,7 +88,10 @@ async fn handle<B: Backend>(inner: &Inner<B>, m: InboundPublish) {
         return;
     }
     match ReservedTopic::parse(topic) {
-        Ok(ReservedTopic::Shadow(t)) if t.reply.is_none() && Some(t.thing.as_str()) == thing => {
+        // Its own shadows, or a client device's for a core associated with it.
+        Ok(ReservedTopic::Shadow(t))
+            if t.reply.is_none() && principal.may_use_shadows_of(&t.thing) =>
+        {
             let _ = crate::shadow::handle(inner, &t, &m.payload).await;
         }
         Ok(ReservedTopic::Jobs(t))

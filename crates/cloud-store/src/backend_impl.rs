@@ -241,6 +241,39 @@ macro_rules! impl_backend {
                     Box::pin(streams::read_stream_records(tx, query))
                 }))
             }
+            fn associate_client_devices(
+                &self,
+                core: &str,
+                devices: &[String],
+                at: &str,
+            ) -> impl Future<Output = Result<Vec<AssociationError>>> + Send {
+                let (core, devices, at) = (core.to_owned(), devices.to_vec(), at.to_owned());
+                self.run(op(move |tx| {
+                    Box::pin(associations::associate_client_devices(
+                        tx, core, devices, at,
+                    ))
+                }))
+            }
+            fn disassociate_client_devices(
+                &self,
+                core: &str,
+                devices: &[String],
+            ) -> impl Future<Output = Result<Vec<AssociationError>>> + Send {
+                let (core, devices) = (core.to_owned(), devices.to_vec());
+                self.run(op(move |tx| {
+                    Box::pin(associations::disassociate_client_devices(tx, core, devices))
+                }))
+            }
+            fn list_client_devices(
+                &self,
+                core: &str,
+                page: &Page,
+            ) -> impl Future<Output = Result<Vec<ClientDeviceAssociation>>> + Send {
+                let (core, page) = (core.to_owned(), page.clone());
+                self.run(op(move |tx| {
+                    Box::pin(associations::list_client_devices(tx, core, page))
+                }))
+            }
             fn put_certificate(
                 &self,
                 cert: &CertificateRecord,

@@ -196,6 +196,32 @@ pub trait Backend: Send + Sync {
         query: &StreamQuery,
     ) -> impl Future<Output = Result<Vec<StreamRecord>>> + Send;
 
+    // ---- client devices of core devices ----
+    /// Associates client devices (things) with the core device `core` in one transaction;
+    /// associating one twice keeps it as it was. NotFound for an unknown core; Invalid for
+    /// more than [`MAX_ASSOCIATION_BATCH`] devices; a device that is no thing, is the core
+    /// itself or would pass [`MAX_CLIENT_DEVICES_PER_CORE`] comes back as an error entry (the
+    /// others are associated).
+    fn associate_client_devices(
+        &self,
+        core: &str,
+        devices: &[String],
+        at: &str,
+    ) -> impl Future<Output = Result<Vec<AssociationError>>> + Send;
+    /// Removes those associations in one transaction (one that does not exist is not an
+    /// error). NotFound for an unknown core; Invalid beyond [`MAX_ASSOCIATION_BATCH`].
+    fn disassociate_client_devices(
+        &self,
+        core: &str,
+        devices: &[String],
+    ) -> impl Future<Output = Result<Vec<AssociationError>>> + Send;
+    /// The client devices associated with `core`, by name. NotFound for an unknown core.
+    fn list_client_devices(
+        &self,
+        core: &str,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<ClientDeviceAssociation>>> + Send;
+
     // ---- certificates ----
     fn put_certificate(&self, cert: &CertificateRecord) -> impl Future<Output = Result<()>> + Send;
     /// By fingerprint (lowercase hex sha256 of the DER).

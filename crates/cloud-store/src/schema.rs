@@ -201,6 +201,19 @@ CREATE TABLE deployment_history (
 );
 CREATE INDEX deployment_history_target ON deployment_history(target_kind, target_name, superseded_at);
 "#,
+    // 7: client devices associated with a core device (Greengrass
+    // BatchAssociateClientDeviceWithCoreDevice): the cloud endpoint lets a core use the shadow
+    // topics of the devices associated with it. Both are things; either one deleted removes
+    // the association.
+    r#"
+CREATE TABLE client_device_associations (
+    core_thing {key} NOT NULL REFERENCES things(name) ON DELETE CASCADE,
+    device_thing {key} NOT NULL REFERENCES things(name) ON DELETE CASCADE,
+    associated_at TEXT NOT NULL,
+    PRIMARY KEY (core_thing, device_thing)
+);
+CREATE INDEX client_device_associations_device ON client_device_associations(device_thing);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend_impl::{impl_backend, op};
 use crate::db::{BoxFut, Cell, Dialect, Op, Row, Tx, Value};
-use crate::ops::{atomic, certs, components, fleet, jobs, now, registry, shadows, status, streams};
+use crate::ops::{
+    associations, atomic, certs, components, fleet, jobs, now, registry, shadows, status, streams,
+};
 use crate::schema;
 use crate::*;
 

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use crate::backend_impl::{impl_backend, op};
 use crate::db::Op;
-use crate::ops::{atomic, certs, components, fleet, jobs, registry, shadows, status, streams};
+use crate::ops::{
+    associations, atomic, certs, components, fleet, jobs, registry, shadows, status, streams,
+};
 use crate::postgres::{DEFAULT_POOL_SIZE, PostgresBackend};
 use crate::sqlite::SqliteBackend;
 use crate::*;

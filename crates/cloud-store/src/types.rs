@@ -401,3 +401,31 @@ pub struct AdminToken {
     pub description: String,
     pub created_at: String,
 }
+
+/// Most client devices one associate or disassociate call names (Greengrass's bound).
+pub const MAX_ASSOCIATION_BATCH: usize = 100;
+/// Most client devices associated with one core device: the cloud endpoint holds a core's
+/// list in memory for each of its connections, so it is bounded.
+pub const MAX_CLIENT_DEVICES_PER_CORE: usize = 1000;
+
+/// A client device associated with a core device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientDeviceAssociation {
+    pub thing_name: String,
+    /// When it was associated (RFC 3339; set by the store; a repeated association keeps the
+    /// first time).
+    pub association_timestamp: String,
+}
+
+/// A client device an associate or disassociate call did not apply (Greengrass's error
+/// entry): `code` is `ResourceNotFoundException` (no such thing), `ValidationException`
+/// (the core itself) or `ServiceQuotaExceededException` (the core's
+/// [`MAX_CLIENT_DEVICES_PER_CORE`] reached).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssociationError {
+    pub thing_name: String,
+    pub code: String,
+    pub message: String,
+}

@@ -2,6 +2,8 @@
 //! SQLite (a temporary directory) and PostgreSQL (a throwaway cluster, `testing::PgCluster`),
 //! both through `Store::open`, so the enum's delegation is exercised too.
 
+#[path = "conformance/associations.rs"]
+mod associations;
 #[path = "conformance/content.rs"]
 mod content;
 #[path = "conformance/executions.rs"]
@@ -125,6 +127,7 @@ mod fixtures {
     }
 }
 
+use associations::*;
 use content::*;
 use executions::*;
 use fixtures::*;
@@ -196,6 +199,8 @@ conformance!(
     deployment_history_and_cancel,
     deployment_history_is_bounded,
     execution_batches,
+    client_device_associations,
+    client_devices_per_core_are_bounded,
 );
 
 #[tokio::test]

@@ -96,6 +96,14 @@ impl DeviceEndpoint for EndpointHooks {
             }
         })
     }
+
+    fn client_devices_changed<'a>(&'a self, thing: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(handle) = self.0.read().await.as_ref() {
+                handle.client_devices_changed(thing).await;
+            }
+        })
+    }
 }
 
 /// The one place the device endpoint (`lichen-cloud-endpoint`: mTLS MQTT, shadows, jobs,

@@ -231,6 +231,9 @@ pub fn schemas() -> Map<String, Value> {
     for (name, schema) in crate::api::streams::schemas() {
         put(name, schema);
     }
+    for (name, schema) in crate::api::core_devices::schemas() {
+        put(name, schema);
+    }
     s
 }
 

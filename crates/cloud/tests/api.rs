@@ -881,6 +881,157 @@ fn concrete(path: &str) -> String {
         .join("/")
 }
 
+async fn client_device_associations(c: &Cloud) {
+    for n in ["gw", "sensor-1", "sensor-2"] {
+        c.expect("POST", "/v1/things", Some(json!({"name": n})), 201)
+            .await;
+    }
+    let base = "/greengrass/v2/coreDevices/gw";
+    let r = c
+        .expect(
+            "POST",
+            &format!("{base}/associateClientDevices"),
+            Some(
+                json!({"entries": [{"thingName": "sensor-2"}, {"thingName": "sensor-1"},
+                {"thingName": "ghost"}, {"thingName": "gw"}]}),
+            ),
+            200,
+        )
+        .await;
+    let codes: Vec<(String, String)> = r["errorEntries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["thingName"].as_str().unwrap().to_string(),
+                e["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("ghost".to_string(), "ResourceNotFoundException".to_string()),
+            ("gw".to_string(), "ValidationException".to_string())
+        ],
+        "{r}"
+    );
+    assert!(
+        c.revoked
+            .0
+            .lock()
+            .unwrap()
+            .contains(&"clientDevices:gw".to_string()),
+        "the endpoint is told"
+    );
+    let l = c
+        .expect("GET", &format!("{base}/associatedClientDevices"), None, 200)
+        .await;
+    let names: Vec<&str> = l["associatedClientDevices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["thingName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sensor-1", "sensor-2"], "{l}");
+    assert!(l["associatedClientDevices"][0]["associationTimestamp"].is_string());
+    assert_eq!(l["nextToken"], Value::Null);
+    let p = c
+        .expect(
+            "GET",
+            &format!("{base}/associatedClientDevices?maxResults=1"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(p["nextToken"], "sensor-1", "{p}");
+    let p2 = c
+        .expect(
+            "GET",
+            &format!("{base}/associatedClientDevices?maxResults=1&nextToken=sensor-1"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(p2["associatedClientDevices"][0]["thingName"], "sensor-2");
+    let r = c
+        .expect(
+            "POST",
+            &format!("{base}/disassociateClientDevices"),
+            Some(json!({"entries": [{"thingName": "sensor-1"}, {"thingName": "never"}]})),
+            200,
+        )
+        .await;
+    assert_eq!(r["errorEntries"], json!([]));
+    let l = c
+        .expect("GET", &format!("{base}/associatedClientDevices"), None, 200)
+        .await;
+    assert_eq!(l["associatedClientDevices"].as_array().unwrap().len(), 1);
+    // Deleting a device tells the endpoint too (cores drop it from their lists).
+    c.expect("DELETE", "/v1/things/sensor-2", None, 204).await;
+    assert!(
+        c.revoked
+            .0
+            .lock()
+            .unwrap()
+            .contains(&"clientDevices:sensor-2".to_string())
+    );
+    let l = c
+        .expect("GET", &format!("{base}/associatedClientDevices"), None, 200)
+        .await;
+    assert_eq!(l["associatedClientDevices"], json!([]), "{l}");
+    // An unknown core, a bad name, too many entries, an unknown field; and no token.
+    c.expect_error(
+        "GET",
+        "/greengrass/v2/coreDevices/nope/associatedClientDevices",
+        None,
+        404,
+        "NotFound",
+        "nope",
+    )
+    .await;
+    c.expect_error(
+        "POST",
+        &format!("{base}/associateClientDevices"),
+        Some(json!({"entries": [{"thingName": "bad name"}]})),
+        422,
+        "InvalidField",
+        "thingName",
+    )
+    .await;
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"thingName": format!("d{i}")}))
+        .collect();
+    let a = c
+        .client
+        .request(
+            "POST",
+            &format!("{base}/associateClientDevices"),
+            Some(&json!({ "entries": many })),
+        )
+        .await
+        .unwrap();
+    assert!(a.status == 400 || a.status == 422, "{}", a.status);
+    let a = c
+        .client
+        .request(
+            "POST",
+            &format!("{base}/associateClientDevices"),
+            Some(&json!({"things": []})),
+        )
+        .await
+        .unwrap();
+    assert!(a.status == 400 || a.status == 422, "{}", a.status);
+    let anonymous = c.client.with_token(None);
+    let a = anonymous
+        .request("GET", &format!("{base}/associatedClientDevices"), None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 401);
+}
+on_both_backends!(client_device_associations);
+
 async fn openapi_matches_the_router(c: &Cloud) {
     let doc = c.expect("GET", "/openapi.json", None, 200).await;
     assert_eq!(doc["openapi"], "3.1.0");

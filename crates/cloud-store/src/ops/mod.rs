@@ -1,6 +1,7 @@
 //! The operations of [`crate::Backend`], written once against [`crate::db::Tx`] and run by
 //! either backend inside one transaction each.
 
+pub(crate) mod associations;
 pub(crate) mod atomic;
 pub(crate) mod certs;
 pub(crate) mod components;

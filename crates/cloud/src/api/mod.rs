@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod certificates;
+pub mod core_devices;
 pub mod deployment_status;
 pub mod deployments;
 pub mod devices;
@@ -55,6 +56,9 @@ pub trait DeviceEndpoint: Send + Sync {
     /// The API wrote a thing's named shadow (the deployment shadow): the endpoint tells the
     /// device, which also re-reads it whenever it connects.
     fn shadow_changed<'a>(&'a self, thing: &'a str, shadow_name: &'a str) -> BoxFuture<'a, ()>;
+    /// The client devices associated with the core `thing` changed (committed): the
+    /// endpoint re-reads them for the core's live connections.
+    fn client_devices_changed<'a>(&'a self, thing: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// A boxed future, as [`DeviceEndpoint`]'s methods return (the trait stays object-safe).
@@ -187,6 +191,7 @@ pub fn routes<S: Backend + 'static>() -> Vec<Route<S>> {
     all.extend(devices::routes());
     all.extend(jobs::routes());
     all.extend(streams::routes());
+    all.extend(core_devices::routes());
     all
 }
 

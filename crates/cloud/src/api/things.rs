@@ -267,6 +267,9 @@ async fn remove<S: Backend>(
         for c in &active {
             endpoint.certificate_revoked(&c.fingerprint).await;
         }
+        // Its associations went with it: no connected core keeps reaching its shadows (a
+        // thing of that name created later is another device).
+        endpoint.client_devices_changed(&name).await;
     }
     tracing::info!(thing = %name, revoked = active.len(), "thing deleted");
     Ok(StatusCode::NO_CONTENT)

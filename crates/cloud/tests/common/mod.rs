@@ -40,6 +40,17 @@ impl DeviceEndpoint for RevocationRecorder {
             .push(format!("shadow:{thing}/{shadow_name}"));
         Box::pin(async {})
     }
+
+    fn client_devices_changed<'a>(
+        &'a self,
+        thing: &'a str,
+    ) -> lichen_cloud::api::BoxFuture<'a, ()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("clientDevices:{thing}"));
+        Box::pin(async {})
+    }
 }
 
 pub struct Cloud {

@@ -3,7 +3,10 @@
 //! serves).
 //!
 //! - **Listening:** one link subscription per synced thing, `$aws/things/<t>/shadow/#`
-//!   (restored by the link at every reconnect). Answers carrying one of our clientTokens go
+//!   (restored by the link at every reconnect), made before the first round that needs it;
+//!   one the cloud refused (a client device not associated with this core) is asked again
+//!   before each later round, so an association made while connected takes effect at the
+//!   next retry or change. Answers carrying one of our clientTokens go
 //!   to the request waiting for them; another client's `update/accepted` or
 //!   `delete/accepted` on a synced shadow marks it dirty.
 //! - **A sync of one shadow** is a full reconciliation: read the local document, the last
@@ -147,23 +150,6 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
                 }
                 keep
             });
-            for thing in things {
-                if listeners.contains_key(&thing) {
-                    continue;
-                }
-                let filter = format!("$aws/things/{thing}/shadow/#");
-                match link.subscribe(&filter, QoS::AtLeastOnce).await {
-                    Ok(rx) => {
-                        listeners.insert(
-                            thing,
-                            tokio::spawn(listen(rx, waiters.clone(), shared.clone())),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, filter, "shadow sync cannot subscribe");
-                    }
-                }
-            }
             // A new configuration: everything synced is reconciled again.
             full_round = true;
         }
@@ -187,6 +173,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
             state.borrow_and_update();
             full_round = false;
             shared.sync.take_dirty();
+            subscribe_missing(&link, &synced, &mut listeners, &waiters, &shared).await;
             let ok = sync_all(
                 &shared,
                 &manager,
@@ -236,6 +223,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
         };
         targets.extend(pending);
         targets.retain(|a| synced.contains(a));
+        subscribe_missing(&link, &synced, &mut listeners, &waiters, &shared).await;
         let ok = sync_all(
             &shared,
             &manager,
@@ -247,6 +235,36 @@ pub(crate) async fn run(shared: Arc<Shared>, cloud: Arc<CloudService>) {
         )
         .await;
         retry = next_retry(ok, retry);
+    }
+}
+
+/// Subscribes, before a round, each synced thing's shadow filter that has no listener: new in
+/// the configuration, or refused by the cloud before (a client device not yet associated with
+/// this core there), so an association made meanwhile takes effect at this round.
+async fn subscribe_missing(
+    link: &CloudLink,
+    synced: &BTreeSet<ShadowAddress>,
+    listeners: &mut HashMap<String, JoinHandle<()>>,
+    waiters: &Waiters,
+    shared: &Arc<Shared>,
+) {
+    let things: BTreeSet<&str> = synced.iter().map(|a| a.thing.as_str()).collect();
+    for thing in things {
+        if listeners.contains_key(thing) {
+            continue;
+        }
+        let filter = format!("$aws/things/{thing}/shadow/#");
+        match link.subscribe(&filter, QoS::AtLeastOnce).await {
+            Ok(rx) => {
+                listeners.insert(
+                    thing.to_string(),
+                    tokio::spawn(listen(rx, waiters.clone(), shared.clone())),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, filter, "shadow sync cannot subscribe");
+            }
+        }
     }
 }
 
