@@ -43,6 +43,8 @@ pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 struct Pending {
     delta: i64,
     client_id: String,
+    /// The client id of the last connect among these events.
+    last_connect: Option<String>,
     at: String,
 }
 
@@ -56,6 +58,9 @@ fn merge(map: &mut PendingMap, thing: String, change: Pending) -> bool {
             let p = e.get_mut();
             p.delta += change.delta;
             p.client_id = change.client_id;
+            if change.last_connect.is_some() {
+                p.last_connect = change.last_connect;
+            }
             p.at = change.at;
             true
         }
@@ -142,6 +147,7 @@ impl Presence {
         let change = Pending {
             delta: if online { 1 } else { -1 },
             client_id: client.client_id.to_string(),
+            last_connect: online.then(|| client.client_id.to_string()),
             at: now_rfc3339(),
         };
         if merge(&mut lock(&self.pending), name.clone(), change) {
@@ -167,6 +173,7 @@ async fn write_changes<B: Backend + 'static>(
                 node: node.clone(),
                 thing,
                 client_id: p.client_id,
+                last_connect: p.last_connect,
                 delta: p.delta,
                 at: p.at,
             };
@@ -179,12 +186,19 @@ async fn write_changes<B: Backend + 'static>(
                     let back = Pending {
                         delta: change.delta,
                         client_id: change.client_id,
+                        last_connect: change.last_connect,
                         at: change.at,
                     };
                     // Later events keep their client id and time: merge this under them.
                     let mut map = lock(&pending);
                     match map.entry(change.thing) {
-                        Entry::Occupied(mut e) => e.get_mut().delta += back.delta,
+                        Entry::Occupied(mut e) => {
+                            let later = e.get_mut();
+                            later.delta += back.delta;
+                            if later.last_connect.is_none() {
+                                later.last_connect = back.last_connect;
+                            }
+                        }
                         Entry::Vacant(e) => {
                             e.insert(back);
                         }

@@ -255,6 +255,7 @@ async fn presence_counts_connections(db: Db) {
             node: lichen_cloud_store::DEFAULT_PRESENCE_NODE.into(),
             thing: "core-2".into(),
             client_id: "core-2#9".into(),
+            last_connect: Some("core-2#9".into()),
             delta: 2,
             at: "2026-12-01T00:00:00.000Z".into(),
         })

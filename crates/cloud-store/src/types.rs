@@ -81,12 +81,15 @@ pub const DEFAULT_PRESENCE_NODE: &str = "default";
 
 /// The net change of a thing's live connections on one endpoint node since its last write:
 /// connects minus disconnects (an endpoint coalesces the events it has not written yet).
-/// `client_id` and `at` are those of the last event.
+/// `client_id` and `at` are those of the last event; `last_connect` is the client id of the
+/// last connect among the events, if any (coalesced events can net to zero or less and still
+/// end with a new client connected, so the delta alone cannot say who connected last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceChange {
     pub node: String,
     pub thing: String,
     pub client_id: String,
+    pub last_connect: Option<String>,
     pub delta: i64,
     pub at: String,
 }

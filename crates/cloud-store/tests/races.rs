@@ -203,6 +203,7 @@ async fn change(store: &Store, node: &str, client_id: &str, delta: i64, at: &str
             node: node.into(),
             thing: "core".into(),
             client_id: client_id.into(),
+            last_connect: (delta > 0).then(|| client_id.into()),
             delta,
             at: at.into(),
         })
@@ -241,6 +242,36 @@ async fn presence_counts_connections(store: &Store) {
     change(store, A, "core#3", 1, "t7b").await;
     assert_eq!(online(store.clone()).await, Some((true, "core#3".into())));
     change(store, A, "core#3", -1, "t7c").await;
+    // Coalesced events that net to zero but end with a new client connected (core#4 left,
+    // core#5 came, while core#6 stays): the shown client is the last to connect.
+    change(store, A, "core#6", 1, "t7d").await;
+    store
+        .presence_changed(&PresenceChange {
+            node: A.into(),
+            thing: "core".into(),
+            client_id: "core#5".into(),
+            last_connect: Some("core#5".into()),
+            delta: 0,
+            at: "t7e".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(online(store.clone()).await, Some((true, "core#5".into())));
+    // Net zero with no connect among them: the shown client stays.
+    store
+        .presence_changed(&PresenceChange {
+            node: A.into(),
+            thing: "core".into(),
+            client_id: "core#7".into(),
+            last_connect: None,
+            delta: 0,
+            at: "t7f".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(online(store.clone()).await, Some((true, "core#5".into())));
+    change(store, A, "core#6", -1, "t7g").await;
+    assert_eq!(online(store.clone()).await, Some((false, "core#6".into())));
     // An endpoint start resets the counts its predecessor left.
     change(store, A, "core", 2, "t8").await;
     assert_eq!(store.reset_presence(A, "t10").await.unwrap(), 1);
@@ -288,6 +319,7 @@ async fn presence_counts_connections(store: &Store) {
                 node: A.into(),
                 thing: "ghost".into(),
                 client_id: "ghost".into(),
+                last_connect: Some("ghost".into()),
                 delta: 1,
                 at: "t".into(),
             })

@@ -354,6 +354,7 @@ pub(crate) async fn presence_changed(tx: &mut dyn Tx, change: PresenceChange) ->
         node,
         thing,
         client_id,
+        last_connect,
         delta,
         at,
     } = change;
@@ -396,8 +397,14 @@ pub(crate) async fn presence_changed(tx: &mut dyn Tx, change: PresenceChange) ->
     .transpose()?
     .unwrap_or(0);
     // The client id shown: the last to connect while any connection is live, the last to
-    // leave once none is.
-    let new_client = delta > 0 || total == 0;
+    // leave once none is; kept when these events hold no connect and some connection lives.
+    let shown = if total == 0 {
+        Some(client_id)
+    } else {
+        last_connect
+    };
+    let new_client = shown.is_some();
+    let client_id = shown.unwrap_or_default();
     tx.execute(
         "UPDATE presence SET online = $2, connections = $3, \
          client_id = CASE WHEN $4 <> 0 THEN $5 ELSE client_id END WHERE thing = $1",
